@@ -12,3 +12,11 @@
 //!   (`src/main.rs`), and the event-handler runner.
 
 pub mod model;
+pub mod agent;
+pub mod cli;
+pub mod core;
+pub mod handler;
+pub mod rpc;
+pub mod serf;
+pub mod sim;
+pub mod wire;

@@ -223,6 +223,8 @@ pub trait AgentHandle: Send + Sync + 'static {
     async fn use_key(&self, key: Vec<u8>) -> anyhow::Result<KeyResponse>;
     async fn remove_key(&self, key: Vec<u8>) -> anyhow::Result<KeyResponse>;
     async fn list_keys(&self) -> anyhow::Result<KeyResponse>;
+    /// Stop the agent's sockets and timers (after `leave` for a graceful stop).
+    async fn shutdown(&self) -> anyhow::Result<()>;
 }
 
 /// Result of a keyring operation across the cluster.

@@ -1,0 +1,3 @@
+//! the tokio shell: UDP+TCP sockets, timers, implements model::AgentHandle.
+//!
+//! Not written yet.

@@ -1,0 +1,3 @@
+//! the serf-compatible command line.
+//!
+//! Not written yet.

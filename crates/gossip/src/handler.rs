@@ -1,0 +1,3 @@
+//! the event-handler runner (SERF_* environment, stdin format, one at a time, timeouts).
+//!
+//! Not written yet.

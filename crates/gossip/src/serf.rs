@@ -1,0 +1,3 @@
+//! the sans-IO Serf layer: Lamport clocks, intents, user events, queries, tags.
+//!
+//! Not written yet.

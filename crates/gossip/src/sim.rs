@@ -1,0 +1,3 @@
+//! a deterministic simulator driving the sans-IO core with simulated time, loss and partitions.
+//!
+//! Not written yet.
