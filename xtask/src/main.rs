@@ -1,1 +1,120 @@
-fn main() {}
+//! `cargo xtask`: see the crate docs in `lib.rs` and the README.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::process::Command;
+
+use xtask::{bench, docker, images, lab, prereq, project};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Images, lab tasks, tests and benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compile the binaries (release) and build every stage of both images.
+    Images {
+        /// Build the stages up to this task only.
+        #[arg(long, default_value_t = images::LAST_STAGE)]
+        upto: u8,
+    },
+    /// Reproduce lab task N end to end, with checks and deliverables.
+    Task {
+        n: u8,
+        /// Leave the stack running at the end and print its URLs.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Remove every lab container and the heig network.
+    Down,
+    /// The whole test suite: installs what is missing, builds the images,
+    /// checks formatting and lints, runs every test.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Our parts against their peers, same run; prints ratios.
+    Bench {
+        /// One benchmark only.
+        name: Option<String>,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Images { upto } => {
+            if upto > images::LAST_STAGE {
+                bail!("--upto {upto}: the last stage is {}", images::LAST_STAGE);
+            }
+            images::build_images(upto)
+        }
+        Cmd::Task { n, keep } => {
+            let opts = lab::Options { keep };
+            let rt = tokio::runtime::Runtime::new()?;
+            let checks = rt.block_on(lab::run_task(n, &opts))?;
+            println!("{checks}");
+            if !checks.passed() {
+                bail!("lab task {n} failed");
+            }
+            Ok(())
+        }
+        Cmd::Down => {
+            prereq::ensure_docker()?;
+            let ids = docker::run(["ps", "-aq", "--filter", "label=ait.lab"])?;
+            for id in ids.split_whitespace() {
+                docker::run(["rm", "-f", "-v", id])?;
+            }
+            docker::remove_network(docker::HEIG.name);
+            Ok(())
+        }
+        Cmd::Test { args } => test(&args),
+        Cmd::Bench { name } => {
+            let rows = bench::run(name.as_deref())?;
+            if rows.iter().any(|r| !r.passed) {
+                bail!("some benchmark goals were not met");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn cargo(args: &[&str], extra: &[String]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .current_dir(project::root())
+        .args(args)
+        .args(extra)
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    prereq::ensure_test_tools()?;
+    images::build_images(images::LAST_STAGE)?;
+    cargo(&["fmt", "--all", "--", "--check"], &[])?;
+    cargo(
+        &["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"],
+        &[],
+    )?;
+    let mut args: Vec<String> = Vec::new();
+    if !extra.is_empty() {
+        args.push("--".into());
+        args.extend(extra.iter().cloned());
+    }
+    cargo(&["test", "--workspace"], &args)
+}

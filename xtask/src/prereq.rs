@@ -1,0 +1,180 @@
+//! Installing and starting what a fresh machine lacks.
+//!
+//! On a Debian-like system and as root, missing tools are installed with
+//! apt from Debian's repositories and `dockerd` is started in the
+//! background when no engine answers. Anywhere else we stop with one
+//! sentence saying what to install: we never half-configure a machine.
+
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::project;
+
+/// apt must not run twice at once (tests call these helpers in parallel).
+static APT: Mutex<bool> = Mutex::new(false);
+
+fn on_path(bin: &str) -> bool {
+    if bin.contains('/') {
+        return Path::new(bin).exists();
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(bin).is_file()))
+        .unwrap_or(false)
+}
+
+fn can_apt() -> bool {
+    project::is_root() && Path::new("/etc/debian_version").exists() && on_path("apt-get")
+}
+
+/// Install Debian packages with apt (runs `apt-get update` once per process).
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    let mut updated = APT.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_apt() {
+        bail!(
+            "missing Debian packages {}: install them (as root: apt-get install {})",
+            packages.join(", "),
+            packages.join(" ")
+        );
+    }
+    if !*updated {
+        eprintln!("xtask: apt-get update");
+        let status = Command::new("apt-get")
+            .args(["update", "-q"])
+            .stdout(Stdio::null())
+            .status()
+            .context("running apt-get update")?;
+        if !status.success() {
+            bail!("apt-get update failed ({status}); check the Debian sources in /etc/apt");
+        }
+        *updated = true;
+    }
+    eprintln!("xtask: apt-get install {}", packages.join(" "));
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status()
+        .context("running apt-get install")?;
+    if !status.success() {
+        bail!("apt-get install {} failed ({status})", packages.join(" "));
+    }
+    Ok(())
+}
+
+/// Make sure `bin` is available, installing Debian package `package` if not.
+pub fn ensure_tool(bin: &str, package: &str) -> Result<()> {
+    if on_path(bin) {
+        return Ok(());
+    }
+    apt_install(&[package])?;
+    if !on_path(bin) {
+        bail!("Debian package {package} is installed but {bin} is still not on PATH");
+    }
+    Ok(())
+}
+
+fn engine_answers() -> bool {
+    Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A Docker engine that answers, installing Debian's `docker.io` and
+/// starting `dockerd` when needed.
+pub fn ensure_docker() -> Result<()> {
+    static STARTED: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+    if on_path("docker") && engine_answers() {
+        return Ok(());
+    }
+    let remote = std::env::var("DOCKER_HOST")
+        .map(|h| !h.is_empty() && !h.starts_with("unix://"))
+        .unwrap_or(false);
+    if remote {
+        bail!(
+            "the Docker engine at DOCKER_HOST={} does not answer: start it or unset DOCKER_HOST",
+            std::env::var("DOCKER_HOST").unwrap_or_default()
+        );
+    }
+    if !can_apt() {
+        bail!("no Docker engine answers: install and start Docker (Debian: apt-get install docker.io, then start dockerd), or set DOCKER_HOST");
+    }
+    if !on_path("dockerd") {
+        apt_install(&["docker.io", "docker-compose"])?;
+    }
+    if engine_answers() {
+        return Ok(());
+    }
+    let log_path = project::target_dir().join("dockerd.log");
+    std::fs::create_dir_all(project::target_dir())?;
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    eprintln!(
+        "xtask: starting dockerd in the background (log: {})",
+        log_path.display()
+    );
+    Command::new("dockerd")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting dockerd")?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        if engine_answers() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    bail!(
+        "dockerd did not answer within 90 s: see {}",
+        log_path.display()
+    )
+}
+
+/// `docker-compose` (v1, Debian's) or `docker compose` (v2): the command
+/// words to call it with.
+pub fn compose_command() -> Result<Vec<String>> {
+    let v2 = Command::new("docker")
+        .args(["compose", "version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if v2 {
+        return Ok(vec!["docker".into(), "compose".into()]);
+    }
+    ensure_tool("docker-compose", "docker-compose")?;
+    Ok(vec!["docker-compose".into()])
+}
+
+/// Everything the test suite uses on the host, installed in one apt call.
+pub fn ensure_test_tools() -> Result<()> {
+    let wanted = [
+        ("debootstrap", "debootstrap"),
+        ("chromium", "chromium"),
+        ("haproxy", "haproxy"),
+        ("serf", "serf"),
+        ("wrk", "wrk"),
+        ("unshare", "util-linux"),
+        ("docker-compose", "docker-compose"),
+    ];
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(bin, _)| !on_path(bin) && !on_path(&format!("/usr/sbin/{bin}")))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+    }
+    ensure_docker()
+}

@@ -1,0 +1,18 @@
+//! The lab's tasks, end to end, with real Docker, HAProxy, web apps and
+//! Chromium: the same scenarios as `cargo xtask task N`, asserting every
+//! check and writing the same deliverables.
+
+use xtask::lab;
+
+async fn run(n: u8) {
+    let checks = lab::run_task(n, &lab::Options::default())
+        .await
+        .unwrap_or_else(|e| panic!("lab task {n} could not run: {e:#}"));
+    println!("{checks}");
+    assert!(checks.passed(), "lab task {n} failed:\n{checks}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task0_static_haproxy_serves_s1_and_s2() {
+    run(0).await;
+}
