@@ -813,6 +813,10 @@ impl Machine {
                 return;
             }
             let delay = self.restart_delay(i, now);
+            if delay.is_zero() {
+                self.start_svc(now, i, out);
+                return;
+            }
             self.svcs[i].state = SvcState::Waiting {
                 since,
                 last,
@@ -1134,5 +1138,578 @@ impl Machine {
         for signal in [Signal::SIGTERM, Signal::SIGCONT] {
             self.signal_group(pid, signal, out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The machine under simulated time: no process is forked here.
+
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn svc(name: &str, up: bool) -> ServiceDef {
+        ServiceDef {
+            name: name.to_string(),
+            normally_up: up,
+        }
+    }
+
+    /// A machine plus a fake process table handing out pids.
+    struct Sim {
+        m: Machine,
+        now: Duration,
+        next_pid: Pid,
+        /// Every action seen, in order.
+        log: Vec<Action>,
+        /// Pid given to each spawn, in order.
+        spawned: Vec<(Proc, Pid, Vec<String>)>,
+        exit: Option<i32>,
+    }
+
+    impl Sim {
+        fn new(plan: Plan, settings: Settings) -> Sim {
+            let mut s = Sim {
+                m: Machine::new(plan, settings),
+                now: Duration::ZERO,
+                next_pid: 100,
+                log: vec![],
+                spawned: vec![],
+                exit: None,
+            };
+            s.send(Event::Start);
+            s
+        }
+
+        /// Feeds an event; every spawn succeeds with a fresh pid.
+        fn send(&mut self, ev: Event) {
+            let mut pending = self.m.handle(self.now, ev);
+            while !pending.is_empty() {
+                let mut next = Vec::new();
+                for a in pending {
+                    self.log.push(a.clone());
+                    match a {
+                        Action::Spawn { proc, args } => {
+                            self.next_pid += 1;
+                            let pid = self.next_pid;
+                            self.spawned.push((proc, pid, args));
+                            next.extend(self.m.handle(self.now, Event::Spawned { proc, pid }));
+                        }
+                        Action::Exit(c) => self.exit = Some(c),
+                        _ => {}
+                    }
+                }
+                pending = next;
+            }
+        }
+
+        /// Like `send` but the next spawn of `proc` fails.
+        fn fail_spawn(&mut self, proc: Proc, missing: bool) {
+            self.send(Event::SpawnFailed {
+                proc,
+                error: "boom".to_string(),
+                missing,
+            });
+        }
+
+        fn advance_to(&mut self, t: Duration) {
+            while let Some(d) = self.m.next_deadline() {
+                if d > t {
+                    break;
+                }
+                self.now = self.now.max(d);
+                self.send(Event::Tick);
+            }
+            self.now = t;
+        }
+
+        fn pid_of(&self, proc: Proc) -> Pid {
+            self.spawned
+                .iter()
+                .rev()
+                .find(|(p, _, _)| *p == proc)
+                .map(|x| x.1)
+                .expect("spawned")
+        }
+
+        fn count_spawns(&self, proc: Proc) -> usize {
+            self.spawned.iter().filter(|(p, _, _)| *p == proc).count()
+        }
+
+        fn exited(&mut self, proc: Proc, status: ExitStatus) {
+            let pid = self.pid_of(proc);
+            self.send(Event::Exited { pid, status });
+        }
+
+        fn logs(&self) -> Vec<String> {
+            self.log
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Log(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn signals(&self) -> Vec<(Target, Signal)> {
+            self.log
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Signal { target, signal } => Some((*target, *signal)),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn clear(&mut self) {
+            self.log.clear();
+        }
+    }
+
+    fn plan(services: Vec<ServiceDef>, main: bool) -> Plan {
+        Plan {
+            cont_init: vec![],
+            services,
+            cont_finish: vec![],
+            main,
+        }
+    }
+
+    #[test]
+    fn starts_cont_init_in_order_then_services_then_main() {
+        let p = Plan {
+            cont_init: vec!["10-a".into(), "20-b".into()],
+            services: vec![svc("ha", true), svc("off", false)],
+            cont_finish: vec![],
+            main: true,
+        };
+        let mut s = Sim::new(p, Settings::default());
+        assert_eq!(s.spawned.len(), 1, "one cont-init at a time");
+        s.exited(Proc::ContInit(0), ExitStatus::Code(0));
+        assert_eq!(s.spawned.last().unwrap().0, Proc::ContInit(1));
+        s.exited(Proc::ContInit(1), ExitStatus::Code(0));
+        let order: Vec<Proc> = s.spawned.iter().map(|x| x.0).collect();
+        assert_eq!(
+            order,
+            vec![
+                Proc::ContInit(0),
+                Proc::ContInit(1),
+                Proc::Run(0),
+                Proc::Main
+            ]
+        );
+        assert_eq!(s.m.status(1).phase, SvcPhase::Down);
+        assert!(!s.m.status(1).want_up);
+        assert_eq!(s.m.status(0).phase, SvcPhase::Up);
+    }
+
+    #[test]
+    fn failing_cont_init_stops_with_its_name_and_code_in_mode_2() {
+        let p = Plan {
+            cont_init: vec!["10-bad".into(), "20-next".into()],
+            services: vec![svc("ha", true)],
+            cont_finish: vec!["99-bye".into()],
+            main: true,
+        };
+        let mut s = Sim::new(p, Settings::default());
+        s.exited(Proc::ContInit(0), ExitStatus::Code(7));
+        let logs = s.logs();
+        assert!(
+            logs.iter()
+                .any(|l| l.contains("10-bad") && l.contains("exit code 7")),
+            "{logs:?}"
+        );
+        assert_eq!(s.count_spawns(Proc::ContInit(1)), 0);
+        assert_eq!(s.count_spawns(Proc::Run(0)), 0);
+        assert_eq!(s.count_spawns(Proc::Main), 0);
+        // cont-finish still runs, then exit with the script's code.
+        s.exited(Proc::ContFinish(0), ExitStatus::Code(0));
+        assert_eq!(s.exit, Some(7));
+    }
+
+    #[test]
+    fn failing_cont_init_continues_in_mode_0_and_warns_in_mode_1() {
+        for (mode, warns) in [
+            (Stage2Failure::Continue, false),
+            (Stage2Failure::Warn, true),
+        ] {
+            let p = Plan {
+                cont_init: vec!["10-bad".into()],
+                services: vec![svc("ha", true)],
+                cont_finish: vec![],
+                main: false,
+            };
+            let settings = Settings {
+                stage2: mode,
+                ..Settings::default()
+            };
+            let mut s = Sim::new(p, settings);
+            s.exited(Proc::ContInit(0), ExitStatus::Code(1));
+            assert_eq!(s.count_spawns(Proc::Run(0)), 1);
+            assert_eq!(!s.logs().is_empty(), warns, "{mode:?}: {:?}", s.logs());
+            assert_eq!(s.exit, None);
+        }
+    }
+
+    #[test]
+    fn finish_gets_exit_code_or_256_and_signal_then_run_restarts() {
+        let mut s = Sim::new(plan(vec![svc("web", true)], false), Settings::default());
+        s.now = ms(20_000);
+        s.exited(Proc::Run(0), ExitStatus::Code(4));
+        assert_eq!(
+            s.spawned.last().unwrap().2,
+            vec!["4".to_string(), "0".to_string()]
+        );
+        s.exited(Proc::Finish(0), ExitStatus::Code(0));
+        // Up for 20 s, longer than the minimum gap: restart at once.
+        assert_eq!(s.count_spawns(Proc::Run(0)), 2);
+        s.now = ms(40_000);
+        s.exited(Proc::Run(0), ExitStatus::Signal(9));
+        assert_eq!(
+            s.spawned.last().unwrap().2,
+            vec!["256".to_string(), "9".to_string()]
+        );
+        // No finish file: restart all the same.
+        s.fail_spawn(Proc::Finish(0), true);
+        assert_eq!(s.count_spawns(Proc::Run(0)), 3);
+        assert!(
+            s.logs().iter().all(|l| !l.contains("finish")),
+            "{:?}",
+            s.logs()
+        );
+    }
+
+    #[test]
+    fn crash_loop_backs_off_doubling_to_the_cap_and_is_reported_once() {
+        let mut s = Sim::new(plan(vec![svc("web", true)], false), Settings::default());
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            let before = s.count_spawns(Proc::Run(0));
+            s.exited(Proc::Run(0), ExitStatus::Code(1));
+            s.fail_spawn(Proc::Finish(0), true);
+            let died = s.now;
+            let at = s.m.next_deadline().expect("restart scheduled");
+            s.advance_to(at);
+            assert_eq!(s.count_spawns(Proc::Run(0)), before + 1);
+            delays.push((at - died).as_millis());
+        }
+        assert_eq!(
+            delays,
+            vec![1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
+        let reports: Vec<_> = s.logs().into_iter().filter(|l| l.contains("web")).collect();
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert!(reports[0].contains("exit code 1"), "{reports:?}");
+        // It stays up long enough: the backoff resets, said once.
+        let t = s.now + ms(10_000);
+        s.advance_to(t);
+        let reports: Vec<_> = s.logs().into_iter().filter(|l| l.contains("web")).collect();
+        assert_eq!(reports.len(), 2, "{reports:?}");
+        s.exited(Proc::Run(0), ExitStatus::Code(1));
+        s.fail_spawn(Proc::Finish(0), true);
+        // Up for 10 s: the gap rule says restart at once.
+        assert_eq!(s.m.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_new_failure_reason_is_reported_again() {
+        let mut s = Sim::new(plan(vec![svc("web", true)], false), Settings::default());
+        s.exited(Proc::Run(0), ExitStatus::Code(1));
+        s.fail_spawn(Proc::Finish(0), true);
+        let at = s.m.next_deadline().unwrap();
+        s.advance_to(at);
+        s.exited(Proc::Run(0), ExitStatus::Code(2));
+        assert_eq!(s.logs().len(), 2, "{:?}", s.logs());
+    }
+
+    #[test]
+    fn run_that_cannot_be_spawned_is_reported_once_and_retried_with_backoff() {
+        let mut s = Sim::new(plan(vec![svc("web", true)], false), Settings::default());
+        // Redo the first start as a failure.
+        s.fail_spawn(Proc::Run(0), false);
+        for _ in 0..4 {
+            let at = s.m.next_deadline().unwrap();
+            s.advance_to(at);
+            s.fail_spawn(Proc::Run(0), false);
+        }
+        let logs = s.logs();
+        assert_eq!(logs.len(), 1, "{logs:?}");
+        assert!(logs[0].contains("web") && logs[0].contains("boom"));
+        assert_eq!(s.m.status(0).phase, SvcPhase::Down);
+        assert!(s.m.status(0).want_up);
+    }
+
+    #[test]
+    fn down_service_waits_for_up_command() {
+        let mut s = Sim::new(plan(vec![svc("off", false)], false), Settings::default());
+        assert_eq!(s.count_spawns(Proc::Run(0)), 0);
+        s.send(Event::Control {
+            svc: 0,
+            cmd: SvcCommand::Up,
+        });
+        assert_eq!(s.count_spawns(Proc::Run(0)), 1);
+        let st = s.m.status(0);
+        assert_eq!(
+            (st.phase, st.normally_up, st.want_up),
+            (SvcPhase::Up, false, true)
+        );
+    }
+
+    #[test]
+    fn down_command_terms_then_conts_and_does_not_restart() {
+        let mut s = Sim::new(plan(vec![svc("web", true)], false), Settings::default());
+        let pid = s.pid_of(Proc::Run(0));
+        s.send(Event::Control {
+            svc: 0,
+            cmd: SvcCommand::Down,
+        });
+        assert_eq!(
+            s.signals(),
+            vec![
+                (Target::Pid(pid), Signal::SIGTERM),
+                (Target::Pid(pid), Signal::SIGCONT)
+            ]
+        );
+        s.exited(Proc::Run(0), ExitStatus::Signal(15));
+        s.fail_spawn(Proc::Finish(0), true);
+        s.advance_to(ms(100_000));
+        assert_eq!(s.count_spawns(Proc::Run(0)), 1);
+        assert_eq!(s.m.status(0).last, Some(ExitStatus::Signal(15)));
+        assert!(
+            s.logs().is_empty(),
+            "an asked-for stop is no failure: {:?}",
+            s.logs()
+        );
+    }
+
+    #[test]
+    fn restart_command_restarts_at_once() {
+        let mut s = Sim::new(plan(vec![svc("web", true)], false), Settings::default());
+        let pid = s.pid_of(Proc::Run(0));
+        s.send(Event::Control {
+            svc: 0,
+            cmd: SvcCommand::Restart,
+        });
+        assert!(s.signals().contains(&(Target::Pid(pid), Signal::SIGTERM)));
+        s.exited(Proc::Run(0), ExitStatus::Signal(15));
+        s.fail_spawn(Proc::Finish(0), true);
+        assert_eq!(s.count_spawns(Proc::Run(0)), 2);
+    }
+
+    #[test]
+    fn once_command_does_not_restart() {
+        let mut s = Sim::new(plan(vec![svc("job", false)], false), Settings::default());
+        s.send(Event::Control {
+            svc: 0,
+            cmd: SvcCommand::Once,
+        });
+        s.exited(Proc::Run(0), ExitStatus::Code(0));
+        s.fail_spawn(Proc::Finish(0), true);
+        s.advance_to(ms(100_000));
+        assert_eq!(s.count_spawns(Proc::Run(0)), 1);
+        assert!(!s.m.status(0).want_up);
+    }
+
+    #[test]
+    fn signal_commands_go_to_the_run_process() {
+        let mut s = Sim::new(plan(vec![svc("ha", true)], false), Settings::default());
+        let pid = s.pid_of(Proc::Run(0));
+        let letters = b"htikq12abpcy";
+        for &l in letters {
+            s.send(Event::Control {
+                svc: 0,
+                cmd: SvcCommand::from_letter(l).unwrap(),
+            });
+        }
+        let sigs: Vec<Signal> = s
+            .signals()
+            .into_iter()
+            .map(|(t, sig)| {
+                assert_eq!(t, Target::Pid(pid));
+                sig
+            })
+            .collect();
+        use Signal::*;
+        assert_eq!(
+            sigs,
+            vec![
+                SIGHUP, SIGTERM, SIGINT, SIGKILL, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGABRT,
+                SIGSTOP, SIGCONT, SIGWINCH
+            ]
+        );
+        assert_eq!(SvcCommand::from_letter(b'z'), None);
+    }
+
+    #[test]
+    fn exit_command_stops_supervising_once_down() {
+        let mut s = Sim::new(plan(vec![svc("web", true)], false), Settings::default());
+        s.send(Event::Control {
+            svc: 0,
+            cmd: SvcCommand::Exit,
+        });
+        assert!(
+            !s.log.contains(&Action::CloseControl(0)),
+            "still up: keep supervising"
+        );
+        s.send(Event::Control {
+            svc: 0,
+            cmd: SvcCommand::Down,
+        });
+        s.exited(Proc::Run(0), ExitStatus::Signal(15));
+        s.fail_spawn(Proc::Finish(0), true);
+        assert!(s.log.contains(&Action::CloseControl(0)));
+        assert_eq!(s.m.status(0).phase, SvcPhase::Gone);
+    }
+
+    #[test]
+    fn term_stops_services_and_main_then_runs_cont_finish_and_exits_with_main_code() {
+        let mut p = plan(vec![svc("a", true), svc("b", true)], true);
+        p.cont_finish = vec!["99-bye".into()];
+        let mut s = Sim::new(p, Settings::default());
+        let (a, b, main) = (
+            s.pid_of(Proc::Run(0)),
+            s.pid_of(Proc::Run(1)),
+            s.pid_of(Proc::Main),
+        );
+        s.send(Event::Signal(Signal::SIGTERM));
+        let sigs = s.signals();
+        for pid in [a, b, main] {
+            assert!(
+                sigs.contains(&(Target::Group(pid), Signal::SIGTERM)),
+                "{sigs:?}"
+            );
+        }
+        assert!(
+            !sigs.iter().any(|(t, _)| *t == Target::All),
+            "not PID 1: no kill(-1)"
+        );
+        s.exited(Proc::Run(0), ExitStatus::Signal(15));
+        s.fail_spawn(Proc::Finish(0), true);
+        s.exited(Proc::Run(1), ExitStatus::Code(0));
+        s.fail_spawn(Proc::Finish(1), true);
+        assert_eq!(s.count_spawns(Proc::ContFinish(0)), 0, "main still running");
+        s.exited(Proc::Main, ExitStatus::Signal(15));
+        assert_eq!(s.count_spawns(Proc::ContFinish(0)), 1);
+        assert_eq!(s.exit, None);
+        s.exited(Proc::ContFinish(0), ExitStatus::Code(0));
+        assert_eq!(s.exit, Some(143));
+        // Services are not restarted during shutdown.
+        assert_eq!(s.count_spawns(Proc::Run(0)), 1);
+    }
+
+    #[test]
+    fn service_ignoring_term_is_killed_after_grace() {
+        let settings = Settings {
+            broadcast: true,
+            ..Settings::default()
+        };
+        let mut s = Sim::new(plan(vec![svc("stubborn", true)], false), settings);
+        let pid = s.pid_of(Proc::Run(0));
+        s.now = ms(50);
+        s.send(Event::Signal(Signal::SIGTERM));
+        assert!(s.signals().contains(&(Target::All, Signal::SIGTERM)));
+        assert_eq!(s.m.next_deadline(), Some(ms(3050)));
+        s.clear();
+        s.advance_to(ms(3050));
+        let sigs = s.signals();
+        assert!(
+            sigs.contains(&(Target::Group(pid), Signal::SIGKILL)),
+            "{sigs:?}"
+        );
+        assert!(sigs.contains(&(Target::All, Signal::SIGKILL)));
+        assert_eq!(s.exit, None);
+        s.exited(Proc::Run(0), ExitStatus::Signal(9));
+        assert_eq!(s.count_spawns(Proc::Finish(0)), 0, "no finish once killing");
+        assert_eq!(s.exit, Some(0));
+    }
+
+    #[test]
+    fn main_exit_code_becomes_init_exit_code() {
+        for (status, code) in [
+            (ExitStatus::Code(3), 3),
+            (ExitStatus::Signal(9), 137),
+            (ExitStatus::Code(0), 0),
+        ] {
+            let mut s = Sim::new(plan(vec![svc("a", true)], true), Settings::default());
+            s.exited(Proc::Main, status);
+            let a = s.pid_of(Proc::Run(0));
+            assert!(s.signals().contains(&(Target::Group(a), Signal::SIGTERM)));
+            s.exited(Proc::Run(0), ExitStatus::Signal(15));
+            s.fail_spawn(Proc::Finish(0), true);
+            assert_eq!(s.exit, Some(code));
+        }
+    }
+
+    #[test]
+    fn missing_cmd_exits_127() {
+        let mut s = Sim::new(plan(vec![], true), Settings::default());
+        s.fail_spawn(Proc::Main, true);
+        assert_eq!(s.exit, Some(127));
+    }
+
+    #[test]
+    fn hup_usr1_usr2_are_forwarded_to_main_and_term_is_not_ignored() {
+        let mut s = Sim::new(plan(vec![], true), Settings::default());
+        let main = s.pid_of(Proc::Main);
+        for sig in [Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2] {
+            s.send(Event::Signal(sig));
+        }
+        assert_eq!(
+            s.signals(),
+            vec![
+                (Target::Pid(main), Signal::SIGHUP),
+                (Target::Pid(main), Signal::SIGUSR1),
+                (Target::Pid(main), Signal::SIGUSR2)
+            ]
+        );
+        // Without a CMD, TERM alone ends init.
+        let mut s = Sim::new(plan(vec![], false), Settings::default());
+        s.send(Event::Signal(Signal::SIGTERM));
+        assert_eq!(s.exit, Some(0));
+    }
+
+    #[test]
+    fn orphans_exiting_change_nothing() {
+        let mut s = Sim::new(plan(vec![svc("a", true)], false), Settings::default());
+        s.clear();
+        s.send(Event::Exited {
+            pid: 99_999,
+            status: ExitStatus::Code(0),
+        });
+        assert!(s.log.is_empty());
+    }
+
+    #[test]
+    fn term_during_cont_init_stops_the_script_and_exits() {
+        let p = Plan {
+            cont_init: vec!["10-slow".into()],
+            services: vec![svc("a", true)],
+            cont_finish: vec![],
+            main: true,
+        };
+        let mut s = Sim::new(p, Settings::default());
+        let pid = s.pid_of(Proc::ContInit(0));
+        s.send(Event::Signal(Signal::SIGTERM));
+        assert!(s.signals().contains(&(Target::Group(pid), Signal::SIGTERM)));
+        s.exited(Proc::ContInit(0), ExitStatus::Signal(15));
+        assert_eq!(s.count_spawns(Proc::Run(0)), 0);
+        assert_eq!(s.exit, Some(0));
+    }
+
+    #[test]
+    fn finish_that_hangs_is_killed() {
+        let mut s = Sim::new(plan(vec![svc("a", true)], false), Settings::default());
+        s.now = ms(20_000);
+        s.exited(Proc::Run(0), ExitStatus::Code(0));
+        let fpid = s.pid_of(Proc::Finish(0));
+        s.advance_to(ms(25_000));
+        assert!(s
+            .signals()
+            .contains(&(Target::Group(fpid), Signal::SIGKILL)));
+        s.exited(Proc::Finish(0), ExitStatus::Signal(9));
+        assert_eq!(s.count_spawns(Proc::Run(0)), 2);
     }
 }
