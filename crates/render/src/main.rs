@@ -1,9 +1,13 @@
-//! `render`: template rendering (handlebars-cmd's job, tera syntax) and the
-//! HAProxy reconciler that follows the membership agent.
-//!
-//! Not written yet: see the issue "render and the reconciler".
+//! `render`: `render reconcile [FLAGS]` runs the HAProxy reconciler; any
+//! other command line is a one-shot rendering (`render --name s1 < tpl`).
 
 fn main() {
-    eprintln!("render: not implemented yet");
-    std::process::exit(64);
+    let mut args: Vec<String> = std::env::args().collect();
+    let code = if args.get(1).map(String::as_str) == Some("reconcile") {
+        args.remove(1);
+        render::cli::reconcile_main(args)
+    } else {
+        render::oneshot::main(args.split_off(1))
+    };
+    std::process::exit(code);
 }

@@ -1,0 +1,388 @@
+//! `render reconcile`: one long-lived process that keeps HAProxy's backend
+//! equal to the membership agent's `role=backend` members.
+//!
+//! Owns the loop: member lists in (from [`crate::membership::follow`]),
+//! Runtime API commands and the rendered haproxy.cfg out. The technique is
+//! the one `anchors/haproxy.md` measured with zero failed requests: no
+//! reload; `add server` + health checks + a join, `state maint` + a
+//! background `del server` for a leave; the config file is rewritten (and
+//! validated) after each change only so that a restart of HAProxy comes
+//! back with the same servers.
+//!
+//! Why the gated join is the default: a member joins the cluster when its
+//! agent starts, which can be before its web server listens. `enable
+//! server` marks a server UP before any check, so HAProxy would send it
+//! requests that fail (or cost a retry); the gated join (`state drain`,
+//! `health down`, `state ready`) gives it traffic only after `rise`
+//! successful checks (0.5 s with `inter 500ms rise 1`). `--join enable` is
+//! there for members known to be serving when they join.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+use crate::backends::{Backend, BackendSet, MemberInfo, RejectionLog, Selector};
+use crate::membership::{self, Backoff, Coalescing, MembershipSource};
+use crate::output::{self, CheckCommand};
+use crate::plan::{plan, Step};
+use crate::runtime_api::{ApiError, Reply, RuntimeApi};
+use crate::template;
+
+/// The default haproxy.cfg template, shipped in the binary.
+pub const DEFAULT_TEMPLATE: &str = include_str!("../templates/haproxy.cfg.tera");
+
+/// How a server starts taking traffic once it is (re-)enabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JoinMode {
+    /// `state drain`, `health down`, `state ready`: traffic only after the
+    /// health checks pass.
+    Gated,
+    /// `enable server`: UP at once, before any check.
+    Enable,
+}
+
+/// Everything the reconciler needs to know, already validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub api: RuntimeApi,
+    pub backend: String,
+    pub server_options: String,
+    pub join: JoinMode,
+    pub selector: Selector,
+    /// haproxy.cfg: template name (for messages), its text, output path,
+    /// validation command, and extra variables.
+    pub template_name: String,
+    pub template: String,
+    pub config_out: PathBuf,
+    pub check: Option<CheckCommand>,
+    pub vars: Map<String, Value>,
+    pub coalescing: Coalescing,
+    /// Compare HAProxy's servers with the desired set this often even with
+    /// no membership change (catches HAProxy restarts and manual edits).
+    pub verify_every: Duration,
+}
+
+/// The reconciler's state between membership changes.
+pub struct Reconciler {
+    s: Settings,
+    /// Names in maintenance whose `del server` is being retried, with when
+    /// that started and whether a slow deletion was already reported.
+    deleting: std::collections::BTreeMap<String, (Instant, bool)>,
+    /// The set last written to the config file (or refused by validation:
+    /// either way, do not redo it until the set changes).
+    written: Option<BackendSet>,
+}
+
+/// What one pass changed, for the one-line log.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub parts: Vec<String>,
+}
+
+impl Reconciler {
+    pub fn new(s: Settings) -> Self {
+        Reconciler {
+            s,
+            deleting: Default::default(),
+            written: None,
+        }
+    }
+
+    fn srv(&self, name: &str) -> String {
+        format!("{}/{}", self.s.backend, name)
+    }
+
+    /// Read HAProxy's servers, apply the difference. Repeats while the
+    /// plan is not empty (bounded), so a step HAProxy refused surfaces as
+    /// an error for the caller's backoff.
+    pub async fn sync(&mut self, desired: &BackendSet) -> Result<Applied, ApiError> {
+        let mut applied = Applied::default();
+        for _ in 0..3 {
+            let current = self.s.api.servers(&self.s.backend).await?;
+            let pending: BTreeSet<String> = self.deleting.keys().cloned().collect();
+            let steps = plan(&current, desired, &pending);
+            if steps.is_empty() {
+                return Ok(applied);
+            }
+            for step in steps {
+                let what = self.apply(&step).await?;
+                applied.parts.push(what);
+            }
+        }
+        let current = self.s.api.servers(&self.s.backend).await?;
+        let pending: BTreeSet<String> = self.deleting.keys().cloned().collect();
+        match plan(&current, desired, &pending).first() {
+            None => Ok(applied),
+            Some(step) => Err(ApiError::Refused {
+                command: format!("{step:?}"),
+                reply: "HAProxy's state still differs after three passes".into(),
+            }),
+        }
+    }
+
+    async fn apply(&mut self, step: &Step) -> Result<String, ApiError> {
+        let api = &self.s.api;
+        match step {
+            Step::Add(b) => {
+                let cmd = format!(
+                    "add server {} {} {}",
+                    self.srv(&b.name),
+                    b.addr,
+                    self.s.server_options
+                );
+                api.expect(&cmd, Reply::Added).await?;
+                self.join(&b.name).await?;
+                Ok(format!("added {} {}", b.name, b.addr))
+            }
+            Step::Rejoin {
+                backend: b,
+                moved,
+                was_serving,
+            } => {
+                // Cancel a queued deletion first: the entry is reused.
+                self.deleting.remove(&b.name);
+                if *moved {
+                    if *was_serving {
+                        api.expect(
+                            &format!("set server {} state maint", self.srv(&b.name)),
+                            Reply::Empty,
+                        )
+                        .await?;
+                    }
+                    let cmd = format!(
+                        "set server {} addr {} port {}",
+                        self.srv(&b.name),
+                        b.ip,
+                        b.port
+                    );
+                    api.expect(&cmd, Reply::AddrSet).await?;
+                }
+                self.join(&b.name).await?;
+                Ok(format!("re-enabled {} {}", b.name, b.addr))
+            }
+            Step::Remove(name) => {
+                api.expect(
+                    &format!("set server {} state maint", self.srv(name)),
+                    Reply::Empty,
+                )
+                .await?;
+                self.deleting.insert(name.clone(), (Instant::now(), false));
+                Ok(format!("removed {name}"))
+            }
+            Step::Delete(name) => {
+                self.deleting.insert(name.clone(), (Instant::now(), false));
+                Ok(format!("deleting stale {name}"))
+            }
+        }
+    }
+
+    /// Turn health checks on and let the server take traffic, per
+    /// [`JoinMode`]. A server without `check` (only possible for one from a
+    /// hand-written config) cannot be gated: it is made ready directly.
+    async fn join(&self, name: &str) -> Result<(), ApiError> {
+        let api = &self.s.api;
+        let srv = self.srv(name);
+        let reply = api.raw(&format!("enable health {srv}")).await?;
+        let has_checks = if Reply::Empty.accepts(&reply) {
+            true
+        } else if reply.contains("not configured") {
+            false
+        } else {
+            return Err(ApiError::Refused {
+                command: format!("enable health {srv}"),
+                reply: reply.trim().into(),
+            });
+        };
+        match (self.s.join, has_checks) {
+            (JoinMode::Enable, _) => {
+                api.expect(&format!("enable server {srv}"), Reply::Empty)
+                    .await?;
+            }
+            (JoinMode::Gated, true) => {
+                for cmd in ["state drain", "health down", "state ready"] {
+                    api.expect(&format!("set server {srv} {cmd}"), Reply::Empty)
+                        .await?;
+                }
+            }
+            (JoinMode::Gated, false) => {
+                api.expect(&format!("set server {srv} state ready"), Reply::Empty)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One round of `del server` for every queued name. Kept in the queue
+    /// while HAProxy refuses (idle connections not purged yet); dropped
+    /// once deleted or gone.
+    pub async fn retry_deletions(&mut self) -> Result<(), ApiError> {
+        let names: Vec<String> = self.deleting.keys().cloned().collect();
+        for name in names {
+            let reply = self
+                .s
+                .api
+                .raw(&format!("del server {}", self.srv(&name)))
+                .await?;
+            let r = reply.trim();
+            if Reply::Deleted.accepts(r) || r == "No such server." {
+                if let Some((since, _)) = self.deleting.remove(&name) {
+                    tracing::debug!(
+                        "deleted {name} {} ms after maintenance",
+                        since.elapsed().as_millis()
+                    );
+                }
+            } else if let Some((since, reported)) = self.deleting.get_mut(&name) {
+                if !*reported && since.elapsed() > Duration::from_secs(10) {
+                    tracing::warn!("{name} still not deleted after {:?} (in maintenance, gets no traffic): HAProxy says {r:?}", since.elapsed());
+                    *reported = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn deletions_pending(&self) -> bool {
+        !self.deleting.is_empty()
+    }
+
+    /// Render haproxy.cfg for `desired`, validate it, write it atomically.
+    /// Skipped when this set was already handled; a failure leaves the last
+    /// good file in place and is not retried until the set changes.
+    pub async fn write_config(&mut self, desired: &BackendSet) {
+        if self.written.as_ref() == Some(desired) {
+            return;
+        }
+        self.written = Some(desired.clone());
+        let text = match render_config(&self.s, desired) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!("haproxy.cfg not written, the last good one stays: {e}");
+                return;
+            }
+        };
+        let path = self.s.config_out.clone();
+        let check = self.s.check.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            output::write_atomic(&path, text.as_bytes(), check.as_ref())
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => tracing::debug!("wrote {}", self.s.config_out.display()),
+            Ok(Err(e)) => tracing::error!("haproxy.cfg not written, the last good one stays: {e}"),
+            Err(e) => tracing::error!("haproxy.cfg writer failed: {e}"),
+        }
+    }
+}
+
+/// The haproxy.cfg text for a backend set: the extra variables, then
+/// `backends`, `backend_name` and `server_options` from the settings.
+pub fn render_config(
+    s: &Settings,
+    desired: &BackendSet,
+) -> Result<String, template::TemplateError> {
+    let mut vars = s.vars.clone();
+    let list: Vec<&Backend> = desired.values().collect();
+    vars.insert(
+        "backends".into(),
+        serde_json::to_value(list).expect("backends serialise"),
+    );
+    vars.insert("backend_name".into(), Value::String(s.backend.clone()));
+    vars.insert(
+        "server_options".into(),
+        Value::String(s.server_options.clone()),
+    );
+    template::render(&s.template_name, &s.template, &vars)
+}
+
+/// Run until `shutdown` resolves. Never returns early on a transient
+/// error: the agent and HAProxy are retried with backoff.
+pub async fn run<S: MembershipSource>(
+    settings: Settings,
+    source: S,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let (tx, mut rx) = watch::channel::<Option<Vec<MemberInfo>>>(None);
+    let follower = tokio::spawn(membership::follow(source, tx, settings.coalescing));
+    let selector = settings.selector.clone();
+    let verify_every = settings.verify_every;
+    let mut rec = Reconciler::new(settings);
+    let mut rejections = RejectionLog::default();
+    // None until the agent gave a first list: never act on "no members"
+    // just because the agent is not reachable yet.
+    let mut desired: Option<BackendSet> = None;
+    let mut dirty = false;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut next_try = tokio::time::Instant::now();
+    let mut haproxy_failing = false;
+    let mut verify = tokio::time::interval(verify_every);
+    verify.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut delete_tick = tokio::time::interval(Duration::from_millis(100));
+    delete_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    tracing::error!("membership follower stopped");
+                    break;
+                }
+                let Some(members) = rx.borrow_and_update().clone() else { continue };
+                let (set, rejected) = selector.select(&members);
+                for r in rejections.fresh(rejected) {
+                    tracing::warn!("{r}");
+                }
+                if desired.as_ref() != Some(&set) {
+                    desired = Some(set);
+                    dirty = true;
+                }
+            }
+            _ = tokio::time::sleep_until(next_try), if dirty => {
+                let Some(set) = desired.clone() else { dirty = false; continue };
+                let started = Instant::now();
+                match rec.sync(&set).await {
+                    Ok(applied) => {
+                        if haproxy_failing {
+                            tracing::info!("HAProxy admin socket {} answers again", rec.s.api.addr());
+                            haproxy_failing = false;
+                        }
+                        if !applied.parts.is_empty() {
+                            tracing::info!("{} in {} ms", applied.parts.join(", "), started.elapsed().as_millis());
+                        }
+                        dirty = false;
+                        backoff.reset();
+                    }
+                    Err(e) => {
+                        let delay = backoff.next_delay();
+                        if e.is_transport() && haproxy_failing {
+                            tracing::debug!("{e}; retrying in {delay:?}");
+                        } else {
+                            tracing::warn!("{e}; resynchronising in {delay:?}");
+                        }
+                        haproxy_failing = e.is_transport();
+                        next_try = tokio::time::Instant::now() + delay;
+                    }
+                }
+                // The file follows the desired set even while HAProxy is
+                // unreachable: if it is restarting, it comes back right.
+                rec.write_config(&set).await;
+            }
+            _ = verify.tick() => {
+                if desired.is_some() && !dirty {
+                    dirty = true;
+                    next_try = tokio::time::Instant::now();
+                }
+            }
+            _ = delete_tick.tick(), if rec.deletions_pending() => {
+                if let Err(e) = rec.retry_deletions().await {
+                    tracing::debug!("del server retry: {e}");
+                }
+            }
+        }
+    }
+    follower.abort();
+}
