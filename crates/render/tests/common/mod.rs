@@ -1,0 +1,461 @@
+//! Real parts for the integration tests: HAProxy and serf as child
+//! processes (killed on drop, also when a test fails), tiny HTTP backends,
+//! a bounded keep-alive load client, and polling helpers.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+pub const HAPROXY: &str = "/usr/sbin/haproxy";
+pub const SERF: &str = "/usr/bin/serf";
+
+/// Fail (not skip) when a real part is missing, saying what to install.
+pub fn require(path: &str, package: &str) {
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: install the Debian package `{package}` (apt-get install {package})"
+    );
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Poll `f` every 50 ms until it returns Some, or panic after `deadline`.
+pub async fn wait_for<T>(
+    what: &str,
+    deadline: Duration,
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct ChildGuard {
+    pub name: String,
+    pub child: Option<Child>,
+}
+
+impl ChildGuard {
+    pub fn spawn(name: &str, cmd: &mut Command) -> ChildGuard {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        ChildGuard {
+            name: name.into(),
+            child: Some(child),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Send a signal (e.g. SIGINT for a graceful serf leave).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY-free: kill(2) through the `kill` binary keeps the tests
+        // free of unsafe and of extra crates.
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    /// Wait (polling) for the process to exit; its status.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return st;
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "{} did not exit within {deadline:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// HAProxy on loopback with the crate's own template: frontend, stats and a
+/// TCP admin socket on free 127.0.0.1 ports, a unix admin socket in `dir`.
+pub struct Haproxy {
+    pub guard: ChildGuard,
+    pub dir: PathBuf,
+    pub cfg: PathBuf,
+    pub frontend: u16,
+    pub stats: u16,
+    pub admin_tcp: u16,
+    pub admin_sock: PathBuf,
+}
+
+impl Haproxy {
+    /// Template variables that put every listener on loopback.
+    pub fn vars(
+        dir: &Path,
+        frontend: u16,
+        stats: u16,
+        admin_tcp: u16,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let v = serde_json::json!({
+            "frontend_bind": format!("127.0.0.1:{frontend}"),
+            "stats_bind": format!("127.0.0.1:{stats}"),
+            "admin_tcp": format!("ipv4@127.0.0.1:{admin_tcp}"),
+            "admin_socket": dir.join("admin.sock").display().to_string(),
+        });
+        v.as_object().unwrap().clone()
+    }
+
+    /// Start HAProxy from `cfg_text` (already rendered) in `dir`.
+    pub async fn start(
+        dir: &Path,
+        cfg_text: &str,
+        frontend: u16,
+        stats: u16,
+        admin_tcp: u16,
+    ) -> Haproxy {
+        require(HAPROXY, "haproxy");
+        let cfg = dir.join("haproxy.cfg");
+        std::fs::write(&cfg, cfg_text).unwrap();
+        let guard = ChildGuard::spawn(
+            "haproxy",
+            Command::new(HAPROXY)
+                .arg("-f")
+                .arg(&cfg)
+                .arg("-db")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+        );
+        let h = Haproxy {
+            guard,
+            dir: dir.to_path_buf(),
+            cfg,
+            frontend,
+            stats,
+            admin_tcp,
+            admin_sock: dir.join("admin.sock"),
+        };
+        let sock = h.admin_sock.clone();
+        wait_for(
+            "HAProxy's admin socket",
+            Duration::from_secs(30),
+            async || {
+                cli(&sock, "show info")
+                    .await
+                    .ok()
+                    .filter(|r| r.contains("Name: HAProxy"))
+            },
+        )
+        .await;
+        h
+    }
+
+    pub async fn cmd(&self, c: &str) -> String {
+        cli(&self.admin_sock, c).await.unwrap()
+    }
+
+    /// name -> (addr:port, op_state, admin_state)
+    pub async fn servers(&self) -> BTreeMap<String, (String, u8, u8)> {
+        let r = self.cmd("show servers state nodes").await;
+        let mut out = BTreeMap::new();
+        for l in r.lines().skip(2) {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() > 18 {
+                out.insert(
+                    f[3].to_string(),
+                    (
+                        format!("{}:{}", f[4], f[18]),
+                        f[5].parse().unwrap(),
+                        f[6].parse().unwrap(),
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    /// Names of servers that are UP (op_state 2) and not in maint/drain.
+    pub async fn up(&self) -> Vec<String> {
+        self.servers()
+            .await
+            .into_iter()
+            .filter(|(_, (_, op, adm))| *op == 2 && *adm == 0)
+            .map(|(n, _)| n)
+            .collect()
+    }
+}
+
+/// One Runtime API command over the unix socket.
+pub async fn cli(sock: &Path, c: &str) -> std::io::Result<String> {
+    let mut s = tokio::net::UnixStream::connect(sock).await?;
+    s.write_all(format!("{c}\n").as_bytes()).await?;
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .map_err(|_| std::io::Error::other("timeout"))??;
+    Ok(out)
+}
+
+/// A tiny keep-alive HTTP/1.1 server: `GET /` → 200 with `X-Backend: NAME`
+/// and body NAME; `HEAD /` → 200 (HAProxy's check). Dropping it closes the
+/// listener and every connection.
+pub struct WebServer {
+    pub name: String,
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WebServer {
+    pub async fn start(name: &str) -> WebServer {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let n = name.to_string();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((s, _)) = l.accept().await {
+                conns.spawn(serve_conn(s, n.clone()));
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        WebServer {
+            name: name.into(),
+            port,
+            task,
+        }
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        // Aborting the accept task drops the JoinSet, which aborts every
+        // connection task.
+        self.task.abort();
+    }
+}
+
+async fn serve_conn(s: TcpStream, name: String) {
+    let mut r = BufReader::new(s);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let head = line.starts_with("HEAD ");
+        // Skip headers; requests here carry no body.
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).await.unwrap_or(0) == 0 {
+                return;
+            }
+            if h == "\r\n" || h == "\n" {
+                break;
+            }
+        }
+        let body = if head { String::new() } else { name.clone() };
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Backend: {name}\r\n\r\n{body}",
+            name.len()
+        );
+        if r.get_mut().write_all(resp.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Counts of a load run.
+#[derive(Debug, Default, Clone)]
+pub struct LoadReport {
+    pub ok: u64,
+    pub failed: u64,
+    /// Backend name (from X-Backend) -> answers.
+    pub by_backend: BTreeMap<String, u64>,
+    /// status or error -> count, for failures.
+    pub failures: BTreeMap<String, u64>,
+}
+
+/// `conns` keep-alive client tasks against 127.0.0.1:port, one request
+/// every `pace` per task, each request one attempt (no retry), until
+/// `stop` or `max` elapsed or `max_requests` per task.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    report: Arc<Mutex<LoadReport>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(
+        port: u16,
+        conns: usize,
+        pace: Duration,
+        max: Duration,
+        max_requests: u64,
+    ) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let report = Arc::new(Mutex::new(LoadReport::default()));
+        let tasks = (0..conns)
+            .map(|_| {
+                let stop = stop.clone();
+                let report = report.clone();
+                tokio::spawn(async move {
+                    let start = Instant::now();
+                    let mut conn: Option<BufReader<TcpStream>> = None;
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) && start.elapsed() < max && n < max_requests
+                    {
+                        n += 1;
+                        let res = one_request(&mut conn, port).await;
+                        if res.is_err() {
+                            conn = None;
+                        }
+                        {
+                            let mut r = report.lock().unwrap();
+                            match res {
+                                Ok(backend) => {
+                                    r.ok += 1;
+                                    *r.by_backend.entry(backend).or_default() += 1;
+                                }
+                                Err(e) => {
+                                    r.failed += 1;
+                                    *r.failures.entry(e).or_default() += 1;
+                                }
+                            }
+                        }
+                        tokio::time::sleep(pace).await;
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            report,
+            tasks,
+        }
+    }
+
+    pub fn snapshot(&self) -> LoadReport {
+        self.report.lock().unwrap().clone()
+    }
+
+    pub async fn finish(mut self) -> LoadReport {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in std::mem::take(&mut self.tasks) {
+            let _ = t.await;
+        }
+        let r = self.report.lock().unwrap().clone();
+        r
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// One GET / on the kept-alive connection (opened when there is none);
+/// Ok(backend name) on a 200, Err(kind) otherwise.
+async fn one_request(conn: &mut Option<BufReader<TcpStream>>, port: u16) -> Result<String, String> {
+    if conn.is_none() {
+        let s = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        *conn = Some(BufReader::new(s));
+    }
+    let c = conn.as_mut().unwrap();
+    let fut = async {
+        c.get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut status = String::new();
+        if c.read_line(&mut status)
+            .await
+            .map_err(|e| format!("read: {e}"))?
+            == 0
+        {
+            return Err("eof before response".to_string());
+        }
+        let mut len = 0usize;
+        let mut backend = String::new();
+        let mut close = false;
+        loop {
+            let mut h = String::new();
+            if c.read_line(&mut h)
+                .await
+                .map_err(|e| format!("read: {e}"))?
+                == 0
+            {
+                return Err("eof in headers".into());
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':').unwrap_or((h, ""));
+            match k.to_ascii_lowercase().as_str() {
+                "content-length" => len = v.trim().parse().unwrap_or(0),
+                "x-backend" => backend = v.trim().to_string(),
+                "connection" => close = v.trim().eq_ignore_ascii_case("close"),
+                _ => {}
+            }
+        }
+        let mut body = vec![0; len];
+        c.read_exact(&mut body)
+            .await
+            .map_err(|e| format!("body: {e}"))?;
+        let code = status.split_whitespace().nth(1).unwrap_or("").to_string();
+        Ok((code, backend, close))
+    };
+    let (code, backend, close) = tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .map_err(|_| "timeout".to_string())??;
+    if close {
+        *conn = None;
+    }
+    if code == "200" {
+        Ok(backend)
+    } else {
+        Err(format!("status {code}"))
+    }
+}

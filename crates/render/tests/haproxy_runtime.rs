@@ -1,0 +1,259 @@
+//! The reconciler against the real HAProxy, with the member list scripted
+//! by the test (the Serf-driven end-to-end test is `reconcile_serf.rs`):
+//! adoption of servers from the config file, join, leave, a member that
+//! comes back at another address before its entry is deleted, a restart of
+//! the reconciler, a restart of HAProxy from the written config — and zero
+//! failed requests under steady keep-alive load throughout.
+
+mod common;
+
+use std::time::Duration;
+
+use clap::Parser;
+use common::*;
+use render::backends::{Backend, BackendSet, MemberInfo};
+use render::cli::{settings, ReconcileArgs};
+use render::membership::MembershipSource;
+use render::reconcile::{self, Settings};
+use tokio::sync::{mpsc, oneshot};
+
+/// Member lists pushed by the test; each push is one "event".
+struct Scripted {
+    rx: mpsc::UnboundedReceiver<Vec<MemberInfo>>,
+    current: Vec<MemberInfo>,
+}
+
+impl MembershipSource for Scripted {
+    async fn connect(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+    async fn members(&mut self) -> anyhow::Result<Vec<MemberInfo>> {
+        Ok(self.current.clone())
+    }
+    async fn next_event(&mut self) -> anyhow::Result<()> {
+        match self.rx.recv().await {
+            Some(list) => {
+                self.current = list;
+                Ok(())
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+fn member(name: &str, port: u16) -> MemberInfo {
+    MemberInfo {
+        name: name.into(),
+        addr: "127.0.0.1".parse().unwrap(),
+        status: "alive".into(),
+        tags: vec![
+            ("role".into(), "backend".into()),
+            ("port".into(), port.to_string()),
+        ],
+    }
+}
+
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn start(
+        s: Settings,
+        initial: Vec<MemberInfo>,
+    ) -> (Running, mpsc::UnboundedSender<Vec<MemberInfo>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let src = Scripted {
+            rx,
+            current: initial,
+        };
+        let task = tokio::spawn(reconcile::run(s, src, async move {
+            let _ = stop_rx.await;
+        }));
+        (
+            Running {
+                stop: Some(stop_tx),
+                task,
+            },
+            tx,
+        )
+    }
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("reconciler stops on shutdown")
+            .unwrap();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn settings_for(dir: &std::path::Path, ports: (u16, u16, u16), out: &std::path::Path) -> Settings {
+    let mut args = vec![
+        "render-reconcile".to_string(),
+        format!("--admin-socket={}", dir.join("admin.sock").display()),
+        "--port-tag=port".into(),
+        format!("--config-out={}", out.display()),
+        format!("--check={HAPROXY} -c -q -f {{}}"),
+        "--quiet-ms=100".into(),
+        "--verify-secs=1".into(),
+    ];
+    for (k, v) in Haproxy::vars(dir, ports.0, ports.1, ports.2) {
+        args.push(format!("--var={k}={}", v.as_str().unwrap()));
+    }
+    settings(&ReconcileArgs::try_parse_from(args).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_member_list_without_failed_requests() {
+    require(HAPROXY, "haproxy");
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("render=debug")
+        .try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let (fe, st, at) = (free_port(), free_port(), free_port());
+    let b0 = WebServer::start("s0").await;
+    let b1 = WebServer::start("s1").await;
+    let b2 = WebServer::start("s2").await;
+
+    // HAProxy starts from a file that already lists s0: the reconciler
+    // must adopt it, not add it again.
+    let mut initial = BackendSet::new();
+    initial.insert(
+        "s0".into(),
+        Backend::new("s0", "127.0.0.1".parse().unwrap(), b0.port),
+    );
+    let s = settings_for(dir.path(), (fe, st, at), &dir.path().join("written.cfg"));
+    let cfg = reconcile::render_config(&s, &initial).unwrap();
+    let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
+    wait_for(
+        "s0 UP from the config file",
+        Duration::from_secs(30),
+        async || (h.up().await == ["s0"]).then_some(()),
+    )
+    .await;
+
+    let load = Load::start(
+        fe,
+        4,
+        Duration::from_millis(5),
+        Duration::from_secs(120),
+        20_000,
+    );
+    let (run, tx) = Running::start(
+        s.clone(),
+        vec![member("s0", b0.port), member("s1", b1.port)],
+    );
+    wait_for("s0 and s1 UP", Duration::from_secs(30), async || {
+        (h.up().await == ["s0", "s1"]).then_some(())
+    })
+    .await;
+    assert_eq!(h.servers().await.len(), 2, "s0 adopted, not duplicated");
+
+    // s0 leaves, s2 joins.
+    tx.send(vec![member("s1", b1.port), member("s2", b2.port)])
+        .unwrap();
+    wait_for(
+        "s0 deleted, s1 and s2 UP",
+        Duration::from_secs(30),
+        async || {
+            let servers = h.servers().await;
+            (servers.keys().collect::<Vec<_>>() == ["s1", "s2"] && h.up().await == ["s1", "s2"])
+                .then_some(())
+        },
+    )
+    .await;
+
+    // s1 leaves and comes straight back elsewhere (a new port): its old
+    // entry is re-enabled at the new address whether or not it was
+    // deleted in between.
+    let b1b = WebServer::start("s1b").await;
+    tx.send(vec![member("s2", b2.port)]).unwrap();
+    wait_for("s1 out of service", Duration::from_secs(30), async || {
+        (h.up().await == ["s2"]).then_some(())
+    })
+    .await;
+    tx.send(vec![member("s1", b1b.port), member("s2", b2.port)])
+        .unwrap();
+    let want = format!("127.0.0.1:{}", b1b.port);
+    wait_for(
+        "s1 UP at its new address",
+        Duration::from_secs(30),
+        async || {
+            let servers = h.servers().await;
+            (servers.get("s1").map(|s| s.0.as_str()) == Some(want.as_str())
+                && h.up().await == ["s1", "s2"])
+            .then_some(())
+        },
+    )
+    .await;
+    wait_for(
+        "answers from s1's new server",
+        Duration::from_secs(30),
+        async || (load.snapshot().by_backend.get("s1b").copied().unwrap_or(0) > 10).then_some(()),
+    )
+    .await;
+
+    // A restart of the reconciler changes nothing.
+    run.stop().await;
+    let before = h.servers().await;
+    let (run, _tx2) = Running::start(
+        s.clone(),
+        vec![member("s1", b1b.port), member("s2", b2.port)],
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await; // let it run a verify pass
+    assert_eq!(
+        h.servers().await.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>()
+    );
+
+    let report = load.finish().await;
+    run.stop().await;
+    eprintln!("load: {report:?}");
+    assert_eq!(report.failed, 0, "failed requests: {report:?}");
+    for b in ["s0", "s1", "s1b", "s2"] {
+        assert!(
+            report.by_backend.get(b).copied().unwrap_or(0) > 0,
+            "{b} got no request: {report:?}"
+        );
+    }
+
+    // The written config lists the same servers and passes haproxy -c.
+    let written = std::fs::read_to_string(dir.path().join("written.cfg")).unwrap();
+    assert!(
+        written.contains(&format!("server s1 127.0.0.1:{} check", b1b.port)),
+        "{written}"
+    );
+    assert!(
+        written.contains(&format!("server s2 127.0.0.1:{} check", b2.port)),
+        "{written}"
+    );
+    assert!(!written.contains("server s0 "), "{written}");
+    let check = std::process::Command::new(HAPROXY)
+        .args(["-c", "-q", "-f"])
+        .arg(dir.path().join("written.cfg"))
+        .status()
+        .unwrap();
+    assert!(
+        check.success(),
+        "haproxy -c refused the written config:\n{written}"
+    );
+
+    // HAProxy restarted from the written file comes back with them.
+    drop(h);
+    let h2 = Haproxy::start(dir.path(), &written, fe, st, at).await;
+    wait_for(
+        "s1 and s2 UP after an HAProxy restart",
+        Duration::from_secs(30),
+        async || (h2.up().await == ["s1", "s2"]).then_some(()),
+    )
+    .await;
+}
