@@ -14,10 +14,11 @@
 mod client;
 pub(crate) mod codec;
 mod monitor;
-// mod server;
+mod server;
 
 pub use client::{Client, EventStream, LogStream, StreamRecord};
 pub use monitor::{LogLevel, MonitorLayer};
+pub use server::{serve, serve_with, ServeOptions};
 
 /// Errors of the RPC client.
 #[derive(Debug, thiserror::Error)]

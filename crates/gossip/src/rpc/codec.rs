@@ -3,8 +3,6 @@
 //! integers in any width) and to build them the way Serf's encoder does
 //! (`[]byte` as `bin`, strings as `str`).
 
-#![allow(dead_code)] // TEMP: the server half (next commit) uses the rest.
-
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -59,7 +59,6 @@ impl LogLevel {
     }
 }
 
-#[allow(dead_code)] // TEMP: read by the server (next commit)
 #[derive(Debug, Clone)]
 pub(crate) struct LogLine {
     pub level: LogLevel,
