@@ -851,7 +851,18 @@ impl Machine {
 
     fn on_signal(&mut self, now: Duration, sig: Signal, out: &mut Vec<Action>) {
         match sig {
-            Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => self.begin_stop(now, out),
+            Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => {
+                if matches!(self.phase, Phase::Stopping { .. }) {
+                    // Asked twice (Ctrl-C again): do not wait for the grace time.
+                    out.push(Action::Log(format!(
+                        "second SIG{} during shutdown",
+                        sig.as_str().trim_start_matches("SIG")
+                    )));
+                    self.enter_killing(now, out);
+                } else {
+                    self.begin_stop(now, out);
+                }
+            }
             Signal::SIGHUP | Signal::SIGUSR1 | Signal::SIGUSR2 => {
                 if let Some(Some(pid)) = self.main {
                     out.push(Action::Signal {
@@ -1623,6 +1634,21 @@ mod tests {
         assert_eq!(s.exit, None);
         s.exited(Proc::Run(0), ExitStatus::Signal(9));
         assert_eq!(s.count_spawns(Proc::Finish(0)), 0, "no finish once killing");
+        assert_eq!(s.exit, Some(0));
+    }
+
+    #[test]
+    fn second_term_skips_the_grace_time() {
+        let mut s = Sim::new(
+            plan(vec![svc("stubborn", true)], false),
+            Settings::default(),
+        );
+        let pid = s.pid_of(Proc::Run(0));
+        s.send(Event::Signal(Signal::SIGINT));
+        s.clear();
+        s.send(Event::Signal(Signal::SIGINT));
+        assert!(s.signals().contains(&(Target::Group(pid), Signal::SIGKILL)));
+        s.exited(Proc::Run(0), ExitStatus::Signal(9));
         assert_eq!(s.exit, Some(0));
     }
 
