@@ -317,6 +317,8 @@ struct Svc {
     reported: Option<String>,
     /// When the last start happened (for the minimum gap between starts).
     last_start: Option<Duration>,
+    /// The last `finish` spawn error reported.
+    finish_reported: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -374,6 +376,7 @@ impl Machine {
                 streak: 0,
                 reported: None,
                 last_start: None,
+                finish_reported: None,
             })
             .collect();
         Machine {
@@ -586,6 +589,7 @@ impl Machine {
                 out.push(Action::StatusChanged(i));
             }
             Proc::Finish(i) => {
+                self.svcs[i].finish_reported = None;
                 if let SvcState::Finishing { pid: p, .. } = &mut self.svcs[i].state {
                     *p = Some(pid);
                 }
@@ -637,11 +641,13 @@ impl Machine {
                 self.after_down(now, i, None, out);
             }
             Proc::Finish(i) => {
-                if !missing {
-                    let name = &self.svcs[i].def.name;
+                let s = &mut self.svcs[i];
+                if !missing && s.finish_reported.as_deref() != Some(error.as_str()) {
                     out.push(Action::Log(format!(
-                        "service {name}: cannot run finish: {error}"
+                        "service {}: cannot run finish: {error} (reported once until it changes)",
+                        s.def.name
                     )));
+                    s.finish_reported = Some(error);
                 }
                 self.finish_done(now, i, out);
             }
@@ -1179,6 +1185,8 @@ mod tests {
         /// Pid given to each spawn, in order.
         spawned: Vec<(Proc, Pid, Vec<String>)>,
         exit: Option<i32>,
+        /// Spawns of these always fail.
+        failing: Vec<Proc>,
     }
 
     impl Sim {
@@ -1190,6 +1198,7 @@ mod tests {
                 log: vec![],
                 spawned: vec![],
                 exit: None,
+                failing: vec![],
             };
             s.send(Event::Start);
             s
@@ -1203,6 +1212,16 @@ mod tests {
                 for a in pending {
                     self.log.push(a.clone());
                     match a {
+                        Action::Spawn { proc, .. } if self.failing.contains(&proc) => {
+                            next.extend(self.m.handle(
+                                self.now,
+                                Event::SpawnFailed {
+                                    proc,
+                                    error: "always fails".to_string(),
+                                    missing: false,
+                                },
+                            ));
+                        }
                         Action::Spawn { proc, args } => {
                             self.next_pid += 1;
                             let pid = self.next_pid;
@@ -1635,6 +1654,24 @@ mod tests {
         s.exited(Proc::Run(0), ExitStatus::Signal(9));
         assert_eq!(s.count_spawns(Proc::Finish(0)), 0, "no finish once killing");
         assert_eq!(s.exit, Some(0));
+    }
+
+    #[test]
+    fn unrunnable_finish_is_reported_once() {
+        let mut s = Sim::new(plan(vec![svc("web", true)], false), Settings::default());
+        s.failing.push(Proc::Finish(0));
+        for _ in 0..5 {
+            s.exited(Proc::Run(0), ExitStatus::Code(1));
+            let at = s.m.next_deadline().unwrap();
+            s.advance_to(at);
+        }
+        let finish: Vec<_> = s
+            .logs()
+            .into_iter()
+            .filter(|l| l.contains("finish"))
+            .collect();
+        assert_eq!(finish.len(), 1, "{finish:?}");
+        assert_eq!(s.count_spawns(Proc::Run(0)), 6);
     }
 
     #[test]

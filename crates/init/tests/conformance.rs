@@ -560,3 +560,51 @@ fn output_can_be_prefixed_with_service_name(mode: Mode) {
         init.stderr().contains("talker: hello err\n").then_some(())
     });
 }
+
+#[test]
+fn bad_settings_are_refused_with_one_clear_error() {
+    for (var, value) in [
+        ("S6_KILL_GRACETIME", "3s"),
+        ("S6_BEHAVIOUR_IF_STAGE2_FAILS", "7"),
+        ("INIT_LOG_PREFIX", "yes"),
+    ] {
+        let root = Root::new("badenv");
+        let out = std::process::Command::new(BIN)
+            .args(["sh", "-c", "exit 0"])
+            .env("INIT_ROOT", &root.dir)
+            .env(var, value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(100), "{var}={value}: {err}");
+        assert!(err.contains(var) && err.contains(value), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn control_commands_refuse_bad_usage() {
+    let root = Root::new("usage");
+    for (tool, args) in [
+        ("s6-svc", vec!["-h"]),
+        ("s6-svstat", vec![]),
+        ("with-contenv", vec![]),
+    ] {
+        let (code, _, err) = ctl(&root, tool, &args);
+        assert_eq!(code, 100, "{tool} {args:?}: {err}");
+        assert!(err.contains("usage"), "{err}");
+    }
+    // No supervisor behind the directory.
+    std::fs::create_dir_all(root.path("var/run/s6/services/ghost/supervise")).unwrap();
+    nix::unistd::mkfifo(
+        &root.path("var/run/s6/services/ghost/supervise/control"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let (code, _, err) = ctl(&root, "s6-svc", &["-h", &root.svc_dir("ghost")]);
+    assert_eq!(code, 100);
+    assert!(
+        err.contains("not listening") && err.contains("ghost"),
+        "{err}"
+    );
+}
