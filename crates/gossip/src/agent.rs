@@ -1,3 +1,714 @@
-//! the tokio shell: UDP+TCP sockets, timers, implements model::AgentHandle.
+//! The tokio shell around [`crate::serf::Serf`]: it owns the UDP and TCP
+//! sockets on the bind address, the clock and the tick timer, resolves
+//! join addresses (DNS names too, every resolved address, default port
+//! 7946), retries `retry_join`, and implements [`model::AgentHandle`].
 //!
-//! Not written yet.
+//! All protocol decisions live in the sans-IO layers; this module only
+//! moves bytes: datagrams to `Serf::handle_packet`, one message per
+//! incoming TCP stream to `Serf::handle_stream` (reply written back), and
+//! the `Output`s the engine asks for (datagrams, push-pull exchanges,
+//! reliable user messages). Events go out on a broadcast channel in the
+//! order the engine emitted them (member events already coalesced).
+//!
+//! Keyring operations (`install_key` ...) act on this agent's keyring only:
+//! Serf's cluster-wide key queries are not implemented yet.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use base64::Engine;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::core::Output;
+use crate::model::{self, AgentConfig, Event, KeyResponse, Member, QueryParams, QueryReply, Stats};
+use crate::serf::{self, Serf};
+use crate::wire;
+
+/// Serf's default gossip port.
+pub const DEFAULT_PORT: u16 = 7946;
+const TCP_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_STREAM: usize = wire::MAX_BODY;
+
+struct Inner {
+    serf: Serf,
+    queries: HashMap<u64, mpsc::Sender<QueryReply>>,
+}
+
+/// A running agent.
+pub struct Agent {
+    inner: Mutex<Inner>,
+    start: Instant,
+    udp: Arc<UdpSocket>,
+    local_addr: SocketAddr,
+    events: broadcast::Sender<Event>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    config: AgentConfig,
+    me: std::sync::Weak<Agent>,
+}
+
+/// Starts an agent: binds its sockets, starts its timers, joins
+/// `config.join` (failing if none answers) and starts `retry_join`.
+pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
+    let (udp, tcp) = bind(config.bind).await?;
+    let local_addr = tcp.local_addr()?;
+    let advertise = match config.advertise {
+        Some(a) if a.port() == 0 => SocketAddr::new(a.ip(), local_addr.port()),
+        Some(a) => a,
+        None => SocketAddr::new(advertise_ip(local_addr.ip()), local_addr.port()),
+    };
+    let mut keys = config.encrypt_keys.clone();
+    if let Some(path) = &config.keyring_file {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let list: Vec<String> = serde_json::from_str(&text)
+                .with_context(|| format!("keyring file {} is not a JSON list", path.display()))?;
+            for k in list {
+                let b = base64::engine::general_purpose::STANDARD
+                    .decode(k.trim())
+                    .with_context(|| format!("bad key in keyring file {}", path.display()))?;
+                if !keys.contains(&b) {
+                    keys.push(b);
+                }
+            }
+        }
+    }
+    for k in &keys {
+        anyhow::ensure!(
+            matches!(k.len(), 16 | 24 | 32),
+            "encryption key must be 16, 24 or 32 bytes, got {}",
+            k.len()
+        );
+    }
+    let mut core_cfg = crate::core::Config::lan(&config.node_name, advertise);
+    core_cfg.keys = keys;
+    core_cfg.seed = rand::random();
+    if config.profile == "local" {
+        core_cfg.probe_interval = Duration::from_secs(1);
+        core_cfg.probe_timeout = Duration::from_millis(200);
+        core_cfg.gossip_interval = Duration::from_millis(100);
+        core_cfg.push_pull_interval = Duration::from_secs(15);
+        core_cfg.suspicion_mult = 3;
+    } else if config.profile == "wan" {
+        core_cfg.probe_interval = Duration::from_secs(5);
+        core_cfg.probe_timeout = Duration::from_secs(3);
+        core_cfg.gossip_interval = Duration::from_millis(500);
+        core_cfg.gossip_nodes = 4;
+        core_cfg.push_pull_interval = Duration::from_secs(60);
+        core_cfg.suspicion_mult = 6;
+    }
+    let mut scfg = serf::Config::new(core_cfg);
+    scfg.tags = config.tags.clone();
+    let start = Instant::now();
+    let serf = Serf::new(scfg, Duration::ZERO);
+    let (events, _) = broadcast::channel(4096);
+    let agent = Arc::new_cyclic(|me| Agent {
+        inner: Mutex::new(Inner {
+            serf,
+            queries: HashMap::new(),
+        }),
+        start,
+        udp: Arc::new(udp),
+        local_addr,
+        events,
+        tasks: Mutex::new(Vec::new()),
+        config: config.clone(),
+        me: me.clone(),
+    });
+    tracing::info!(node = %config.node_name, bind = %local_addr, %advertise, "agent started");
+    let tasks = vec![
+        tokio::spawn(udp_loop(Arc::downgrade(&agent), agent.udp.clone())),
+        tokio::spawn(tcp_loop(Arc::downgrade(&agent), tcp)),
+        tokio::spawn(tick_loop(Arc::downgrade(&agent))),
+    ];
+    agent.tasks.lock().expect("tasks").extend(tasks);
+    if !config.join.is_empty() {
+        model::AgentHandle::join(&*agent, config.join.clone(), config.replay).await?;
+    }
+    if !config.retry_join.is_empty() {
+        let weak = Arc::downgrade(&agent);
+        let h = tokio::spawn(async move {
+            let (addrs, interval, max, replay) = {
+                let Some(a) = weak.upgrade() else { return };
+                (
+                    a.config.retry_join.clone(),
+                    a.config.retry_interval.max(Duration::from_millis(100)),
+                    a.config.retry_max,
+                    a.config.replay,
+                )
+            };
+            let mut attempt = 0u32;
+            loop {
+                attempt += 1;
+                let Some(a) = weak.upgrade() else { return };
+                match model::AgentHandle::join(&*a, addrs.clone(), replay).await {
+                    Ok(n) => {
+                        tracing::info!(n, "retry-join succeeded");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(attempt, error = %e, "retry-join failed"),
+                }
+                drop(a);
+                if max != 0 && attempt >= max {
+                    tracing::error!("retry-join gave up after {attempt} attempts");
+                    return;
+                }
+                tokio::time::sleep(interval).await;
+            }
+        });
+        agent.tasks.lock().expect("tasks").push(h);
+    }
+    Ok(agent)
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
+    if addr.port() != 0 {
+        let tcp = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind tcp {addr}"))?;
+        let udp = UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("bind udp {addr}"))?;
+        return Ok((udp, tcp));
+    }
+    // Port 0: the same free port for TCP and UDP.
+    let mut last = None;
+    for _ in 0..20 {
+        let tcp = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind tcp {addr}"))?;
+        let port = tcp.local_addr()?.port();
+        match UdpSocket::bind(SocketAddr::new(addr.ip(), port)).await {
+            Ok(udp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "no free port for both udp and tcp on {addr}: {last:?}"
+    ))
+}
+
+/// The address to advertise when bound to 0.0.0.0: the one the kernel
+/// would use for outside traffic (a UDP connect sends nothing).
+fn advertise_ip(bound: IpAddr) -> IpAddr {
+    if !bound.is_unspecified() {
+        return bound;
+    }
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| {
+        s.connect("10.255.255.255:9")?;
+        s.local_addr()
+    });
+    match probe {
+        Ok(a) if !a.ip().is_unspecified() => a.ip(),
+        _ => IpAddr::from([127, 0, 0, 1]),
+    }
+}
+
+fn split_host_port(s: &str) -> (String, u16) {
+    let s = s.trim();
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return (sa.ip().to_string(), sa.port());
+    }
+    if let Ok(ip) = s.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>() {
+        return (ip.to_string(), DEFAULT_PORT);
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => match p.parse() {
+            Ok(port) => (h.to_string(), port),
+            Err(_) => (s.to_string(), DEFAULT_PORT),
+        },
+        _ => (s.to_string(), DEFAULT_PORT),
+    }
+}
+
+/// Resolves `host[:port]` to every address it names.
+pub async fn resolve(s: &str) -> anyhow::Result<Vec<SocketAddr>> {
+    let (host, port) = split_host_port(s);
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .with_context(|| format!("cannot resolve {s:?}"))?
+        .collect();
+    anyhow::ensure!(!addrs.is_empty(), "{s:?} resolves to no address");
+    Ok(addrs)
+}
+
+async fn read_message(stream: &mut TcpStream, keys: &[Vec<u8>]) -> anyhow::Result<wire::Message> {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        if !buf.is_empty() {
+            if let Some((m, _)) = wire::parse_stream(keys, &buf)? {
+                return Ok(m);
+            }
+        }
+        let n = tokio::time::timeout(TCP_TIMEOUT, stream.read(&mut chunk))
+            .await
+            .context("tcp read timed out")??;
+        anyhow::ensure!(
+            n > 0,
+            "stream closed before a whole message ({} bytes)",
+            buf.len()
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        anyhow::ensure!(buf.len() <= MAX_STREAM, "stream message too large");
+    }
+}
+
+async fn push_pull(
+    to: SocketAddr,
+    bytes: Vec<u8>,
+    keys: Vec<Vec<u8>>,
+) -> anyhow::Result<wire::Message> {
+    let mut s = tokio::time::timeout(TCP_TIMEOUT, TcpStream::connect(to))
+        .await
+        .with_context(|| format!("connect {to} timed out"))?
+        .with_context(|| format!("connect {to}"))?;
+    tokio::time::timeout(TCP_TIMEOUT, s.write_all(&bytes))
+        .await
+        .context("write timed out")??;
+    let m = read_message(&mut s, &keys).await?;
+    if let wire::Message::Err(e) = &m {
+        anyhow::bail!("remote error from {to}: {e}");
+    }
+    Ok(m)
+}
+
+async fn udp_loop(weak: std::sync::Weak<Agent>, udp: Arc<UdpSocket>) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((n, from)) = udp.recv_from(&mut buf).await else {
+            continue;
+        };
+        let Some(agent) = weak.upgrade() else { return };
+        let outs = {
+            let mut g = agent.inner.lock().expect("agent lock");
+            let now = agent.now();
+            g.serf.handle_packet(from, &buf[..n], now);
+            agent.collect(&mut g)
+        };
+        agent.perform(outs);
+    }
+}
+
+async fn tcp_loop(weak: std::sync::Weak<Agent>, tcp: TcpListener) {
+    loop {
+        let Ok((mut stream, from)) = tcp.accept().await else {
+            continue;
+        };
+        let weak = weak.clone();
+        tokio::spawn(async move {
+            let Some(keys) = weak.upgrade().map(|a| a.keys()) else {
+                return;
+            };
+            let m = match read_message(&mut stream, &keys).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(%from, error = %e, "bad tcp stream");
+                    return;
+                }
+            };
+            let Some(agent) = weak.upgrade() else { return };
+            let (reply, outs) = {
+                let mut g = agent.inner.lock().expect("agent lock");
+                let now = agent.now();
+                let r = g.serf.handle_stream(from, m, now);
+                (r, agent.collect(&mut g))
+            };
+            agent.perform(outs);
+            drop(agent);
+            if let Some(r) = reply {
+                let _ = tokio::time::timeout(TCP_TIMEOUT, stream.write_all(&r)).await;
+                let _ = stream.shutdown().await;
+            }
+        });
+    }
+}
+
+async fn tick_loop(weak: std::sync::Weak<Agent>) {
+    let mut iv = tokio::time::interval(crate::core::Core::TICK);
+    iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        iv.tick().await;
+        let Some(agent) = weak.upgrade() else { return };
+        let outs = {
+            let mut g = agent.inner.lock().expect("agent lock");
+            let now = agent.now();
+            g.serf.tick(now);
+            agent.collect(&mut g)
+        };
+        agent.perform(outs);
+    }
+}
+
+impl Agent {
+    /// The TCP/UDP address the agent is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn keys(&self) -> Vec<Vec<u8>> {
+        self.inner.lock().expect("agent lock").serf.keys().to_vec()
+    }
+
+    /// Under the lock: publishes events and query replies, returns the I/O
+    /// to perform once the lock is released.
+    fn collect(&self, g: &mut Inner) -> Vec<Output> {
+        for e in g.serf.drain_events() {
+            let _ = self.events.send(e);
+        }
+        for (id, r) in g.serf.drain_query_replies() {
+            let done = r == QueryReply::Done;
+            if let Some(tx) = g.queries.get(&id) {
+                let _ = tx.try_send(r);
+            }
+            if done {
+                g.queries.remove(&id);
+            }
+        }
+        g.serf.drain_outputs()
+    }
+
+    fn perform(self: &Arc<Self>, outs: Vec<Output>) {
+        for o in outs {
+            match o {
+                Output::Packet { to, bytes } => {
+                    if let Err(e) = self.udp.try_send_to(&bytes, to) {
+                        tracing::debug!(%to, error = %e, "udp send failed");
+                    }
+                }
+                Output::PushPull { to, bytes, .. } => {
+                    let weak = Arc::downgrade(self);
+                    let keys = self.keys();
+                    tokio::spawn(async move {
+                        let r = push_pull(to, bytes, keys).await;
+                        let Some(agent) = weak.upgrade() else { return };
+                        match r {
+                            Ok(m) => {
+                                agent.merge_reply(m);
+                            }
+                            Err(e) => tracing::debug!(%to, error = %e, "push-pull failed"),
+                        }
+                    });
+                }
+                Output::Stream { to, bytes } => {
+                    tokio::spawn(async move {
+                        let r = async {
+                            let mut s =
+                                tokio::time::timeout(TCP_TIMEOUT, TcpStream::connect(to)).await??;
+                            s.write_all(&bytes).await?;
+                            s.shutdown().await?;
+                            anyhow::Ok(())
+                        }
+                        .await;
+                        if let Err(e) = r {
+                            tracing::debug!(%to, error = %e, "reliable send failed");
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    fn merge_reply(self: &Arc<Self>, m: wire::Message) -> bool {
+        let (ok, outs) = {
+            let mut g = self.inner.lock().expect("agent lock");
+            let now = self.now();
+            let ok = g.serf.handle_push_pull_reply(m, now);
+            (ok, self.collect(&mut g))
+        };
+        self.perform(outs);
+        ok
+    }
+
+    fn with_serf<T>(self: &Arc<Self>, f: impl FnOnce(&mut Serf, Duration) -> T) -> T {
+        let (r, outs) = {
+            let mut g = self.inner.lock().expect("agent lock");
+            let now = self.now();
+            let r = f(&mut g.serf, now);
+            (r, self.collect(&mut g))
+        };
+        self.perform(outs);
+        r
+    }
+
+    async fn wait_broadcasts(self: &Arc<Self>, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let (pending, peers) = {
+                let g = self.inner.lock().expect("agent lock");
+                (g.serf.pending_broadcasts(), g.serf.alive_peers())
+            };
+            if pending == 0 || peers == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `AgentHandle` takes `&self`; the helpers that spawn tasks want the Arc.
+    fn arc(&self) -> Arc<Agent> {
+        self.me.upgrade().expect("agent is alive while borrowed")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().expect("tasks").drain(..) {
+            t.abort();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl model::AgentHandle for Agent {
+    fn local_member(&self) -> Member {
+        self.inner.lock().expect("agent lock").serf.local_member()
+    }
+
+    fn members(&self) -> Vec<Member> {
+        self.inner.lock().expect("agent lock").serf.members()
+    }
+
+    async fn join(&self, existing: Vec<String>, replay: bool) -> anyhow::Result<usize> {
+        let me = self.arc();
+        let mut addrs = Vec::new();
+        let mut errors = Vec::new();
+        for s in &existing {
+            match resolve(s).await {
+                Ok(a) => addrs.extend(a),
+                Err(e) => errors.push(format!("{e:#}")),
+            }
+        }
+        let keys = self.keys();
+        let mut ok = 0;
+        for a in addrs {
+            let outs = me.with_serf(|s, _| {
+                s.join(&[a], replay);
+                s.drain_outputs()
+            });
+            for o in outs {
+                match o {
+                    Output::PushPull { to, bytes, .. } => {
+                        match push_pull(to, bytes, keys.clone()).await {
+                            Ok(m) => {
+                                if me.merge_reply(m) {
+                                    ok += 1;
+                                }
+                            }
+                            Err(e) => errors.push(format!("{to}: {e:#}")),
+                        }
+                    }
+                    other => me.perform(vec![other]),
+                }
+            }
+        }
+        if ok == 0 {
+            anyhow::bail!("failed to join any of {existing:?}: {}", errors.join("; "));
+        }
+        me.with_serf(|s, _| s.joined());
+        Ok(ok)
+    }
+
+    async fn leave(&self) -> anyhow::Result<()> {
+        let me = self.arc();
+        me.with_serf(|s, now| s.leave_intent(now));
+        me.wait_broadcasts(Duration::from_secs(5)).await;
+        me.with_serf(|s, now| s.leave_memberlist(now));
+        me.wait_broadcasts(Duration::from_secs(5)).await;
+        // Serf's LeavePropagateDelay: let the dead notice spread.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(())
+    }
+
+    async fn force_leave(&self, node: &str, _prune: bool) -> anyhow::Result<()> {
+        let me = self.arc();
+        let found = me.with_serf(|s, now| s.force_leave(node, now));
+        anyhow::ensure!(found, "no member named {node:?}");
+        Ok(())
+    }
+
+    async fn user_event(&self, name: &str, payload: Vec<u8>, coalesce: bool) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            name.len() + payload.len() <= 512,
+            "user event exceeds the 512-byte limit ({} bytes)",
+            name.len() + payload.len()
+        );
+        let me = self.arc();
+        me.with_serf(|s, now| s.user_event(name, payload, coalesce, now));
+        Ok(())
+    }
+
+    async fn set_tags(
+        &self,
+        set: Vec<(String, String)>,
+        delete: Vec<String>,
+    ) -> anyhow::Result<()> {
+        let me = self.arc();
+        me.with_serf(|s, now| {
+            let mut tags: Vec<(String, String)> = s.tags().to_vec();
+            tags.retain(|(k, _)| !delete.contains(k));
+            for (k, v) in set {
+                match tags.iter_mut().find(|(kk, _)| *kk == k) {
+                    Some(slot) => slot.1 = v,
+                    None => tags.push((k, v)),
+                }
+            }
+            s.set_tags(tags, now);
+        });
+        Ok(())
+    }
+
+    async fn query(&self, params: QueryParams) -> anyhow::Result<mpsc::Receiver<QueryReply>> {
+        let me = self.arc();
+        let (tx, rx) = mpsc::channel(1024);
+        let (id, outs) = {
+            let mut g = me.inner.lock().expect("agent lock");
+            let now = me.now();
+            let id = g.serf.query(&params, now);
+            g.queries.insert(id, tx);
+            (id, me.collect(&mut g))
+        };
+        let _ = id;
+        me.perform(outs);
+        Ok(rx)
+    }
+
+    async fn respond(&self, id: u64, payload: Vec<u8>) -> anyhow::Result<()> {
+        let me = self.arc();
+        me.with_serf(|s, now| s.respond(id, payload, now))
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn stats(&self) -> Stats {
+        let g = self.inner.lock().expect("agent lock");
+        let members = g.serf.members();
+        let count = |st: model::MemberStatus| {
+            members
+                .iter()
+                .filter(|m| m.status == st)
+                .count()
+                .to_string()
+        };
+        let (clock, ev, q) = g.serf.clocks();
+        let c = &g.serf.core().counters;
+        let mut stats = Stats::new();
+        stats.insert(
+            "agent".into(),
+            [("name".to_string(), self.config.node_name.clone())]
+                .into_iter()
+                .collect(),
+        );
+        let serf: Vec<(&str, String)> = vec![
+            ("members", members.len().to_string()),
+            ("failed", count(model::MemberStatus::Failed)),
+            ("left", count(model::MemberStatus::Left)),
+            ("member_time", clock.to_string()),
+            ("event_time", ev.to_string()),
+            ("query_time", q.to_string()),
+            ("intent_queue", "0".into()),
+            ("event_queue", "0".into()),
+            ("query_queue", "0".into()),
+            ("encrypted", (!g.serf.keys().is_empty()).to_string()),
+            ("health_score", g.serf.core().awareness().to_string()),
+            ("packets_in", c.packets_in.to_string()),
+            ("packets_dropped", c.packets_dropped.to_string()),
+            ("packets_out", c.packets_out.to_string()),
+        ];
+        stats.insert(
+            "serf".into(),
+            serf.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        );
+        stats
+    }
+
+    async fn install_key(&self, key: Vec<u8>) -> anyhow::Result<KeyResponse> {
+        anyhow::ensure!(
+            matches!(key.len(), 16 | 24 | 32),
+            "key must be 16, 24 or 32 bytes"
+        );
+        let mut g = self.inner.lock().expect("agent lock");
+        anyhow::ensure!(
+            !g.serf.keys().is_empty(),
+            "encryption is not enabled on this agent"
+        );
+        let mut keys = g.serf.keys().to_vec();
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+        g.serf.set_keys(keys);
+        Ok(local_key_response())
+    }
+
+    async fn use_key(&self, key: Vec<u8>) -> anyhow::Result<KeyResponse> {
+        let mut g = self.inner.lock().expect("agent lock");
+        let mut keys = g.serf.keys().to_vec();
+        let pos = keys
+            .iter()
+            .position(|k| *k == key)
+            .context("key is not installed")?;
+        let k = keys.remove(pos);
+        keys.insert(0, k);
+        g.serf.set_keys(keys);
+        Ok(local_key_response())
+    }
+
+    async fn remove_key(&self, key: Vec<u8>) -> anyhow::Result<KeyResponse> {
+        let mut g = self.inner.lock().expect("agent lock");
+        let mut keys = g.serf.keys().to_vec();
+        anyhow::ensure!(keys.first() != Some(&key), "cannot remove the primary key");
+        keys.retain(|k| *k != key);
+        g.serf.set_keys(keys);
+        Ok(local_key_response())
+    }
+
+    async fn list_keys(&self) -> anyhow::Result<KeyResponse> {
+        let g = self.inner.lock().expect("agent lock");
+        let mut r = local_key_response();
+        for k in g.serf.keys() {
+            r.keys
+                .insert(base64::engine::general_purpose::STANDARD.encode(k), 1);
+        }
+        Ok(r)
+    }
+
+    async fn shutdown(&self) -> anyhow::Result<()> {
+        for t in self.tasks.lock().expect("tasks").drain(..) {
+            t.abort();
+        }
+        Ok(())
+    }
+}
+
+fn local_key_response() -> KeyResponse {
+    KeyResponse {
+        num_nodes: 1,
+        num_resp: 1,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_split() {
+        assert_eq!(split_host_port("ha"), ("ha".into(), 7946));
+        assert_eq!(split_host_port("ha:8000"), ("ha".into(), 8000));
+        assert_eq!(split_host_port("127.0.0.1"), ("127.0.0.1".into(), 7946));
+        assert_eq!(split_host_port("127.0.0.1:1"), ("127.0.0.1".into(), 1));
+        assert_eq!(split_host_port("[::1]:5"), ("::1".into(), 5));
+        assert_eq!(split_host_port("::1"), ("::1".into(), 7946));
+    }
+}

@@ -1,3 +1,1226 @@
-//! the sans-IO Serf layer: Lamport clocks, intents, user events, queries, tags.
+//! The sans-IO Serf layer over [`crate::core`]: Lamport clocks, join and
+//! leave intents, member status (alive/leaving/left/failed), user events
+//! with their dedup buffer, queries and responses, tags in node meta,
+//! reconnect, reap, and Serf's event coalescing.
 //!
-//! Not written yet.
+//! [`Serf`] owns a [`Core`] and plays its [`Delegate`]. Like the core it is
+//! driven by the caller (`handle_packet`, `handle_stream`, `tick`, ...) and
+//! drained for [`Output`]s and [`Event`]s; it never blocks or reads a clock.
+//!
+//! Behaviour follows serf 0.9.4 as the `serf agent` command configures it:
+//! the three clocks start at 1; a leave intent turns an alive member into
+//! `leaving` (memberlist's later dead notice then makes it `left`, a failed
+//! member becomes `left` at once); a member that dies without an intent
+//! is `failed`; failed members are retried every 30 s and reaped after the
+//! reconnect timeout, left ones after the tombstone timeout (24 h each by
+//! default); member events are coalesced (3 s period, 1 s quiescence, the
+//! agent's settings), user events with `coalesce` keep only the newest per
+//! name. Queries honour node and tag filters, the ack flag, the timeout,
+//! and are relayed (`relay_factor`) like Serf.
+//!
+//! Not implemented: Serf's internal queries (`_serf_*`: conflict, keyring
+//! operations over the cluster, ping) are acknowledged by nobody and never
+//! shown to users; name-conflict resolution; snapshots; coordinates.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::core::{self, BroadcastQueue, Core, Delegate, Node, Output};
+use crate::model::{Event, IncomingQuery, Member, MemberEventKind, MemberStatus, QueryReply};
+use crate::wire::{self, NodeState, SerfMessage};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub core: core::Config,
+    pub tags: Vec<(String, String)>,
+    pub reap_interval: Duration,
+    pub reconnect_interval: Duration,
+    pub reconnect_timeout: Duration,
+    pub tombstone_timeout: Duration,
+    pub coalesce_period: Duration,
+    pub quiescent_period: Duration,
+    pub user_coalesce_period: Duration,
+    pub user_quiescent_period: Duration,
+    pub event_buffer: usize,
+    pub query_buffer: usize,
+    pub recent_intent_timeout: Duration,
+    pub query_timeout_mult: u32,
+}
+
+impl Config {
+    pub fn new(core: core::Config) -> Config {
+        Config {
+            core,
+            tags: Vec::new(),
+            reap_interval: Duration::from_secs(15),
+            reconnect_interval: Duration::from_secs(30),
+            reconnect_timeout: Duration::from_secs(24 * 3600),
+            tombstone_timeout: Duration::from_secs(24 * 3600),
+            coalesce_period: Duration::from_secs(3),
+            quiescent_period: Duration::from_secs(1),
+            user_coalesce_period: Duration::from_secs(3),
+            user_quiescent_period: Duration::from_secs(1),
+            event_buffer: 512,
+            query_buffer: 512,
+            recent_intent_timeout: Duration::from_secs(300),
+            query_timeout_mult: 16,
+        }
+    }
+}
+
+/// Serf's Lamport clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Clock(u64);
+
+impl Clock {
+    pub fn time(&self) -> u64 {
+        self.0
+    }
+    pub fn increment(&mut self) -> u64 {
+        self.0 += 1;
+        self.0
+    }
+    pub fn witness(&mut self, v: u64) {
+        if v >= self.0 {
+            self.0 = v + 1;
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SMember {
+    member: Member,
+    status_ltime: u64,
+    leave_time: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IntentKind {
+    Join,
+    Leave,
+}
+
+#[derive(Debug, Clone)]
+struct Intent {
+    ltime: u64,
+    kind: IntentKind,
+    at: Duration,
+}
+
+/// Member-event coalescing (serf's memberEventCoalescer).
+#[derive(Debug, Default)]
+struct MemberCoalescer {
+    latest: BTreeMap<String, (MemberEventKind, Member)>,
+    last: HashMap<String, MemberEventKind>,
+    first_at: Option<Duration>,
+    last_at: Duration,
+}
+
+impl MemberCoalescer {
+    fn push(&mut self, kind: MemberEventKind, m: Member, now: Duration) {
+        self.first_at.get_or_insert(now);
+        self.last_at = now;
+        self.latest.insert(m.name.clone(), (kind, m));
+    }
+    fn due(&self, now: Duration, period: Duration, quiet: Duration) -> bool {
+        match self.first_at {
+            None => false,
+            Some(f) => now >= f + period || now >= self.last_at + quiet,
+        }
+    }
+    fn flush(&mut self, out: &mut Vec<Event>) {
+        self.first_at = None;
+        let mut groups: Vec<(MemberEventKind, Vec<Member>)> = Vec::new();
+        for (name, (kind, m)) in std::mem::take(&mut self.latest) {
+            if self.last.get(&name) == Some(&kind) && kind != MemberEventKind::Update {
+                continue;
+            }
+            self.last.insert(name, kind);
+            match groups.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, v)) => v.push(m),
+                None => groups.push((kind, vec![m])),
+            }
+        }
+        let order = [
+            MemberEventKind::Join,
+            MemberEventKind::Update,
+            MemberEventKind::Leave,
+            MemberEventKind::Failed,
+            MemberEventKind::Reap,
+        ];
+        groups.sort_by_key(|(k, _)| order.iter().position(|o| o == k));
+        for (kind, members) in groups {
+            out.push(Event::Member { kind, members });
+        }
+    }
+}
+
+/// User-event coalescing (serf's userEventCoalescer): newest ltime per name.
+#[derive(Debug, Default)]
+struct UserCoalescer {
+    events: BTreeMap<String, (u64, Vec<Event>)>,
+    first_at: Option<Duration>,
+    last_at: Duration,
+}
+
+impl UserCoalescer {
+    fn push(&mut self, name: &str, ltime: u64, e: Event, now: Duration) {
+        self.first_at.get_or_insert(now);
+        self.last_at = now;
+        let slot = self
+            .events
+            .entry(name.to_string())
+            .or_insert((ltime, Vec::new()));
+        if ltime > slot.0 {
+            *slot = (ltime, vec![e]);
+        } else if ltime == slot.0 {
+            slot.1.push(e);
+        }
+    }
+    fn due(&self, now: Duration, period: Duration, quiet: Duration) -> bool {
+        match self.first_at {
+            None => false,
+            Some(f) => now >= f + period || now >= self.last_at + quiet,
+        }
+    }
+    fn flush(&mut self, out: &mut Vec<Event>) {
+        self.first_at = None;
+        for (_, (_, evs)) in std::mem::take(&mut self.events) {
+            out.extend(evs);
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SeenQuery {
+    ltime: u64,
+    ids: Vec<u32>,
+}
+
+/// A query received, kept until it is answered or times out.
+#[derive(Debug, Clone)]
+struct PendingResponse {
+    ltime: u64,
+    id: u32,
+    to: SocketAddr,
+    deadline: Duration,
+    relay_factor: u8,
+}
+
+/// A query this node sent, collecting answers.
+#[derive(Debug, Clone)]
+struct OutgoingQuery {
+    local_id: u64,
+    deadline: Duration,
+    acks: HashSet<String>,
+    responses: HashSet<String>,
+}
+
+/// Everything the delegate side needs; kept apart from the core so both
+/// can be borrowed at once.
+struct State {
+    cfg: Config,
+    name: String,
+    clock: Clock,
+    event_clock: Clock,
+    query_clock: Clock,
+    members: BTreeMap<String, SMember>,
+    intents: HashMap<String, Intent>,
+    event_buffer: Vec<Option<wire::UserEvents>>,
+    event_min_time: u64,
+    query_buffer: Vec<Option<SeenQuery>>,
+    broadcasts: BroadcastQueue,
+    event_broadcasts: BroadcastQueue,
+    query_broadcasts: BroadcastQueue,
+    n_nodes: usize,
+    member_co: MemberCoalescer,
+    user_co: UserCoalescer,
+    events: Vec<Event>,
+    /// best-effort user messages to send once the core is free: (to, serf msg)
+    sends: Vec<(SocketAddr, Vec<u8>)>,
+    pending: HashMap<u64, PendingResponse>,
+    next_local_id: u64,
+    outgoing: HashMap<(u64, u32), OutgoingQuery>,
+    replies: Vec<(u64, QueryReply)>,
+    leaving: bool,
+    event_join_ignore: bool,
+    rng: core::Rng,
+    self_addr: SocketAddr,
+}
+
+fn member_of(node: &Node, status: MemberStatus) -> Member {
+    let tags = wire::decode_tags(&node.meta).unwrap_or_default();
+    let v = |i: usize| node.vsn.get(i).copied().unwrap_or(0);
+    Member {
+        name: node.name.clone(),
+        addr: node.addr.ip(),
+        port: node.addr.port(),
+        tags,
+        status,
+        protocol: [v(0), v(1), v(2)],
+        delegate: [v(3), v(4), v(5)],
+    }
+}
+
+impl State {
+    fn emit_member(&mut self, kind: MemberEventKind, m: Member, now: Duration) {
+        tracing::info!(event = kind.as_str(), node = %m.name, addr = %m.addr, "serf member event");
+        self.member_co.push(kind, m, now);
+    }
+
+    fn retransmit_limit(&self) -> u32 {
+        core::retransmit_limit(self.cfg.core.retransmit_mult, self.n_nodes.max(1))
+    }
+
+    fn handle_leave_intent(&mut self, ltime: u64, node: &str, now: Duration) -> bool {
+        self.clock.witness(ltime);
+        let Some(m) = self.members.get_mut(node) else {
+            return self.store_intent(node, ltime, IntentKind::Leave, now);
+        };
+        if ltime <= m.status_ltime {
+            return false;
+        }
+        if node == self.name && !self.leaving {
+            // Someone says we are leaving and we are not: refute with a
+            // newer join intent.
+            let t = self.clock.increment();
+            let msg = SerfMessage::Join {
+                ltime: t,
+                node: self.name.clone(),
+            };
+            if let Some(me) = self.members.get_mut(&self.name) {
+                me.status_ltime = t;
+            }
+            self.broadcasts.queue(None, msg.encode());
+            return false;
+        }
+        match m.member.status {
+            MemberStatus::Alive => {
+                m.member.status = MemberStatus::Leaving;
+                m.status_ltime = ltime;
+                true
+            }
+            MemberStatus::Failed => {
+                m.member.status = MemberStatus::Left;
+                m.status_ltime = ltime;
+                m.leave_time = now;
+                let mm = m.member.clone();
+                self.emit_member(MemberEventKind::Leave, mm, now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn handle_join_intent(&mut self, ltime: u64, node: &str, now: Duration) -> bool {
+        self.clock.witness(ltime);
+        let Some(m) = self.members.get_mut(node) else {
+            return self.store_intent(node, ltime, IntentKind::Join, now);
+        };
+        if ltime <= m.status_ltime {
+            return false;
+        }
+        m.status_ltime = ltime;
+        if m.member.status == MemberStatus::Leaving {
+            m.member.status = MemberStatus::Alive;
+        }
+        true
+    }
+
+    fn store_intent(&mut self, node: &str, ltime: u64, kind: IntentKind, now: Duration) -> bool {
+        match self.intents.get(node) {
+            Some(i) if i.ltime >= ltime => false,
+            _ => {
+                self.intents.insert(
+                    node.to_string(),
+                    Intent {
+                        ltime,
+                        kind,
+                        at: now,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    fn handle_user_event(
+        &mut self,
+        ltime: u64,
+        name: String,
+        payload: Vec<u8>,
+        cc: bool,
+        now: Duration,
+    ) -> bool {
+        self.event_clock.witness(ltime);
+        if ltime < self.event_min_time {
+            return false;
+        }
+        let cur = self.event_clock.time();
+        let size = self.event_buffer.len() as u64;
+        if cur > size && ltime < cur - size {
+            return false;
+        }
+        let idx = (ltime % size) as usize;
+        match &mut self.event_buffer[idx] {
+            Some(seen) if seen.ltime == ltime => {
+                if seen
+                    .events
+                    .iter()
+                    .any(|e| e.name == name && e.payload == payload)
+                {
+                    return false;
+                }
+                seen.events.push(wire::UserEventRec {
+                    name: name.clone(),
+                    payload: payload.clone(),
+                });
+            }
+            slot => {
+                *slot = Some(wire::UserEvents {
+                    ltime,
+                    events: vec![wire::UserEventRec {
+                        name: name.clone(),
+                        payload: payload.clone(),
+                    }],
+                })
+            }
+        }
+        tracing::info!(event = %name, ltime, "serf user event");
+        let e = Event::User {
+            ltime,
+            name: name.clone(),
+            payload,
+            coalesce: cc,
+        };
+        if cc {
+            self.user_co.push(&name, ltime, e, now);
+        } else {
+            self.events.push(e);
+        }
+        true
+    }
+
+    fn should_process(&self, filters: &[Vec<u8>]) -> bool {
+        for f in filters {
+            let Some((&t, body)) = f.split_first() else {
+                return false;
+            };
+            let Ok((v, _)) = wire::read_value(body) else {
+                return false;
+            };
+            match t {
+                0 => {
+                    let names: Vec<String> = match &v {
+                        rmpv::Value::Array(a) => a
+                            .iter()
+                            .filter_map(|x| {
+                                wire::value_bytes(x).and_then(|b| String::from_utf8(b).ok())
+                            })
+                            .collect(),
+                        _ => return false,
+                    };
+                    if !names.contains(&self.name) {
+                        return false;
+                    }
+                }
+                1 => {
+                    let Ok(fields) = wire::Fields::of(&v) else {
+                        return false;
+                    };
+                    let (Ok(tag), Ok(expr)) = (fields.string("Tag"), fields.string("Expr")) else {
+                        return false;
+                    };
+                    let Ok(re) = regex::Regex::new(&expr) else {
+                        return false;
+                    };
+                    let val = self
+                        .cfg
+                        .tags
+                        .iter()
+                        .find(|(k, _)| *k == tag)
+                        .map(|(_, v)| v.as_str());
+                    if !re.is_match(val.unwrap_or("")) {
+                        return false;
+                    }
+                }
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    fn handle_query(&mut self, q: wire::Query, raw: &[u8], now: Duration) -> bool {
+        self.query_clock.witness(q.ltime);
+        let cur = self.query_clock.time();
+        let size = self.query_buffer.len() as u64;
+        if cur > size && q.ltime < cur - size {
+            return false;
+        }
+        let idx = (q.ltime % size) as usize;
+        match &mut self.query_buffer[idx] {
+            Some(seen) if seen.ltime == q.ltime => {
+                if seen.ids.contains(&q.id) {
+                    return false;
+                }
+                seen.ids.push(q.id);
+            }
+            slot => {
+                *slot = Some(SeenQuery {
+                    ltime: q.ltime,
+                    ids: vec![q.id],
+                })
+            }
+        }
+        let _ = raw;
+        let rebroadcast = q.flags & wire::QUERY_FLAG_NO_BROADCAST == 0;
+        if !self.should_process(&q.filters) {
+            return rebroadcast;
+        }
+        let Some(to) = wire::bytes_addr(&q.addr).map(|ip| SocketAddr::new(ip, q.port)) else {
+            return rebroadcast;
+        };
+        if q.flags & wire::QUERY_FLAG_ACK != 0 {
+            let ack = SerfMessage::QueryResponse(wire::QueryResponse {
+                ltime: q.ltime,
+                id: q.id,
+                from: self.name.clone(),
+                flags: wire::QUERY_FLAG_ACK,
+                payload: Vec::new(),
+            })
+            .encode();
+            self.send_with_relay(to, &q.source_node, ack, q.relay_factor);
+        }
+        if q.name.starts_with("_serf_") {
+            return rebroadcast;
+        }
+        let local = self.next_local_id;
+        self.next_local_id += 1;
+        let timeout = Duration::from_nanos(q.timeout.max(0) as u64);
+        self.pending.insert(
+            local,
+            PendingResponse {
+                ltime: q.ltime,
+                id: q.id,
+                to,
+                deadline: now + timeout,
+                relay_factor: q.relay_factor,
+            },
+        );
+        self.events.push(Event::Query(IncomingQuery {
+            id: local,
+            ltime: q.ltime,
+            name: q.name,
+            payload: q.payload,
+        }));
+        rebroadcast
+    }
+
+    /// Sends a response directly and through `relay` random members.
+    fn send_with_relay(&mut self, to: SocketAddr, dest_name: &str, msg: Vec<u8>, relay: u8) {
+        self.sends.push((to, msg.clone()));
+        if relay == 0 {
+            return;
+        }
+        let mut peers: Vec<SocketAddr> = self
+            .members
+            .values()
+            .filter(|m| m.member.status == MemberStatus::Alive && m.member.name != self.name)
+            .map(|m| SocketAddr::new(m.member.addr, m.member.port))
+            .filter(|a| *a != to)
+            .collect();
+        self.rng.shuffle(&mut peers);
+        peers.truncate(relay as usize);
+        for p in peers {
+            let relayed = SerfMessage::Relay {
+                dest_addr: wire::addr_bytes(to.ip()),
+                dest_port: to.port(),
+                dest_name: dest_name.to_string(),
+                inner: msg.clone(),
+            };
+            self.sends.push((p, relayed.encode()));
+        }
+    }
+
+    fn handle_query_response(&mut self, r: wire::QueryResponse) {
+        let Some(q) = self.outgoing.get_mut(&(r.ltime, r.id)) else {
+            return;
+        };
+        let local = q.local_id;
+        if r.flags & wire::QUERY_FLAG_ACK != 0 {
+            if q.acks.insert(r.from.clone()) {
+                self.replies.push((local, QueryReply::Ack { from: r.from }));
+            }
+        } else if q.responses.insert(r.from.clone()) {
+            self.replies.push((
+                local,
+                QueryReply::Response {
+                    from: r.from,
+                    payload: r.payload,
+                },
+            ));
+        }
+    }
+}
+
+impl Delegate for State {
+    fn notify_msg(&mut self, msg: &[u8], now: Duration) {
+        let m = match SerfMessage::decode(msg) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(error = %e, "dropped serf message");
+                return;
+            }
+        };
+        let lim = self.retransmit_limit();
+        let _ = lim;
+        match m {
+            SerfMessage::Leave { ltime, node, .. } => {
+                if self.handle_leave_intent(ltime, &node, now) {
+                    self.broadcasts.queue(None, msg.to_vec());
+                }
+            }
+            SerfMessage::Join { ltime, node } => {
+                if self.handle_join_intent(ltime, &node, now) {
+                    self.broadcasts.queue(None, msg.to_vec());
+                }
+            }
+            SerfMessage::UserEvent {
+                ltime,
+                name,
+                payload,
+                cc,
+            } => {
+                if self.handle_user_event(ltime, name, payload, cc, now) {
+                    self.event_broadcasts.queue(None, msg.to_vec());
+                }
+            }
+            SerfMessage::Query(q) => {
+                if self.handle_query(q, msg, now) {
+                    self.query_broadcasts.queue(None, msg.to_vec());
+                }
+            }
+            SerfMessage::QueryResponse(r) => self.handle_query_response(r),
+            SerfMessage::Relay {
+                dest_addr,
+                dest_port,
+                inner,
+                ..
+            } => {
+                if let Some(ip) = wire::bytes_addr(&dest_addr) {
+                    self.sends.push((SocketAddr::new(ip, dest_port), inner));
+                }
+            }
+            SerfMessage::PushPull(_) | SerfMessage::Other(_) => {}
+        }
+    }
+
+    fn get_broadcasts(&mut self, overhead: usize, limit: usize) -> Vec<Vec<u8>> {
+        let lim = self.retransmit_limit();
+        let mut out = self.broadcasts.get(overhead, limit, lim);
+        let mut used: usize = out.iter().map(|m| m.len() + overhead).sum();
+        let q = self
+            .query_broadcasts
+            .get(overhead, limit.saturating_sub(used), lim);
+        used += q.iter().map(|m| m.len() + overhead).sum::<usize>();
+        out.extend(q);
+        out.extend(
+            self.event_broadcasts
+                .get(overhead, limit.saturating_sub(used), lim),
+        );
+        out
+    }
+
+    fn local_state(&mut self, _join: bool) -> Vec<u8> {
+        let pp = wire::SerfPushPull {
+            ltime: self.clock.time(),
+            status_ltimes: self
+                .members
+                .iter()
+                .map(|(n, m)| (n.clone(), m.status_ltime))
+                .collect(),
+            left_members: self
+                .members
+                .values()
+                .filter(|m| m.member.status == MemberStatus::Left)
+                .map(|m| m.member.name.clone())
+                .collect(),
+            event_ltime: self.event_clock.time(),
+            events: self.event_buffer.iter().flatten().cloned().collect(),
+            query_ltime: self.query_clock.time(),
+        };
+        SerfMessage::PushPull(pp).encode()
+    }
+
+    fn merge_remote_state(&mut self, buf: &[u8], join: bool, now: Duration) {
+        let Ok(SerfMessage::PushPull(pp)) = SerfMessage::decode(buf) else {
+            tracing::debug!("bad serf remote state");
+            return;
+        };
+        if pp.ltime > 0 {
+            self.clock.witness(pp.ltime - 1);
+        }
+        if pp.event_ltime > 0 {
+            self.event_clock.witness(pp.event_ltime - 1);
+        }
+        if pp.query_ltime > 0 {
+            self.query_clock.witness(pp.query_ltime - 1);
+        }
+        let status: HashMap<&str, u64> = pp
+            .status_ltimes
+            .iter()
+            .map(|(n, t)| (n.as_str(), *t))
+            .collect();
+        for name in &pp.left_members {
+            let lt = status.get(name.as_str()).copied().unwrap_or(0) + 1;
+            self.handle_leave_intent(lt, name, now);
+        }
+        for (name, lt) in &pp.status_ltimes {
+            if pp.left_members.contains(name) {
+                continue;
+            }
+            self.handle_join_intent(*lt, name, now);
+        }
+        // The agent ignores old events when joining (serf agent default,
+        // unless -replay): events before the remote's clock are history.
+        if join && self.event_join_ignore && pp.event_ltime > self.event_min_time {
+            self.event_min_time = pp.event_ltime;
+        }
+        for ue in pp.events {
+            for e in ue.events {
+                self.handle_user_event(ue.ltime, e.name, e.payload, false, now);
+            }
+        }
+    }
+
+    fn notify_join(&mut self, node: &Node, now: Duration) {
+        let mut status = MemberStatus::Alive;
+        let mut ltime = 0;
+        if let Some(i) = self.intents.remove(&node.name) {
+            ltime = i.ltime;
+            if i.kind == IntentKind::Leave {
+                status = MemberStatus::Leaving;
+            }
+        }
+        let member = member_of(node, status);
+        match self.members.get_mut(&node.name) {
+            Some(m) => {
+                m.member = member_of(node, MemberStatus::Alive);
+                m.status_ltime = m.status_ltime.max(ltime);
+            }
+            None => {
+                self.members.insert(
+                    node.name.clone(),
+                    SMember {
+                        member: member.clone(),
+                        status_ltime: ltime,
+                        leave_time: Duration::ZERO,
+                    },
+                );
+            }
+        }
+        let m = self.members[&node.name].member.clone();
+        self.emit_member(MemberEventKind::Join, m, now);
+    }
+
+    fn notify_leave(&mut self, node: &Node, now: Duration) {
+        let Some(m) = self.members.get_mut(&node.name) else {
+            return;
+        };
+        let kind = match m.member.status {
+            MemberStatus::Leaving => MemberStatus::Left,
+            MemberStatus::Alive if node.state == NodeState::Left => MemberStatus::Left,
+            MemberStatus::Alive => MemberStatus::Failed,
+            _ => return,
+        };
+        m.member.status = kind;
+        m.leave_time = now;
+        let mm = m.member.clone();
+        let ev = if kind == MemberStatus::Left {
+            MemberEventKind::Leave
+        } else {
+            MemberEventKind::Failed
+        };
+        self.emit_member(ev, mm, now);
+    }
+
+    fn notify_update(&mut self, node: &Node, now: Duration) {
+        let Some(m) = self.members.get_mut(&node.name) else {
+            return;
+        };
+        let status = m.member.status;
+        m.member = member_of(node, status);
+        let mm = m.member.clone();
+        self.emit_member(MemberEventKind::Update, mm, now);
+    }
+}
+
+/// The Serf agent's protocol engine: memberlist core + Serf state.
+pub struct Serf {
+    core: Core,
+    st: State,
+    next_reap: Duration,
+    next_reconnect: Duration,
+}
+
+impl Serf {
+    pub fn new(mut cfg: Config, now: Duration) -> Serf {
+        cfg.core.meta = wire::encode_tags(&cfg.tags);
+        let core_cfg = cfg.core.clone();
+        let mut core = Core::new(core_cfg, now);
+        let mut clock = Clock::default();
+        let mut event_clock = Clock::default();
+        let mut query_clock = Clock::default();
+        clock.increment();
+        event_clock.increment();
+        query_clock.increment();
+        let name = cfg.core.name.clone();
+        let self_addr = cfg.core.addr;
+        let mut st = State {
+            name: name.clone(),
+            clock,
+            event_clock,
+            query_clock,
+            members: BTreeMap::new(),
+            intents: HashMap::new(),
+            event_buffer: vec![None; cfg.event_buffer.max(1)],
+            event_min_time: 0,
+            query_buffer: vec![None; cfg.query_buffer.max(1)],
+            broadcasts: BroadcastQueue::default(),
+            event_broadcasts: BroadcastQueue::default(),
+            query_broadcasts: BroadcastQueue::default(),
+            n_nodes: 1,
+            member_co: MemberCoalescer::default(),
+            user_co: UserCoalescer::default(),
+            events: Vec::new(),
+            sends: Vec::new(),
+            pending: HashMap::new(),
+            next_local_id: 1,
+            outgoing: HashMap::new(),
+            replies: Vec::new(),
+            leaving: false,
+            event_join_ignore: false,
+            rng: core::Rng::new(cfg.core.seed ^ 0x5eed),
+            self_addr,
+            cfg,
+        };
+        // memberlist announces the local node to its delegate at start.
+        let me = core.local_node().clone();
+        st.notify_join(&me, now);
+        let _ = &mut core;
+        let reap = st.cfg.reap_interval;
+        let reconnect = st.cfg.reconnect_interval;
+        Serf {
+            core,
+            st,
+            next_reap: now + reap,
+            next_reconnect: now + reconnect,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.st.name
+    }
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    fn after_core(&mut self) {
+        self.st.n_nodes = self.core.nodes().count();
+        for (to, msg) in std::mem::take(&mut self.st.sends) {
+            self.core.send_user(to, &msg);
+        }
+    }
+
+    pub fn handle_packet(&mut self, from: SocketAddr, bytes: &[u8], now: Duration) {
+        self.core.handle_packet(from, bytes, now, &mut self.st);
+        self.after_core();
+    }
+
+    /// A message read from an incoming TCP stream; returns the bytes to
+    /// write back, if any.
+    pub fn handle_stream(
+        &mut self,
+        from: SocketAddr,
+        m: wire::Message,
+        now: Duration,
+    ) -> Option<Vec<u8>> {
+        let r = self.core.handle_stream(from, m, now, &mut self.st);
+        self.after_core();
+        r
+    }
+
+    /// The reply to a push-pull this node started.
+    pub fn handle_push_pull_reply(&mut self, m: wire::Message, now: Duration) -> bool {
+        let ok = self.core.handle_push_pull_reply(m, now, &mut self.st);
+        self.after_core();
+        ok
+    }
+
+    /// Starts a join through each address (push-pull with Join set). Call
+    /// [`Serf::joined`] once at least one of them answered.
+    /// Without `replay`, user events older than the cluster's event clock
+    /// at join are not delivered (serf agent's default).
+    pub fn join(&mut self, addrs: &[SocketAddr], replay: bool) {
+        self.st.event_join_ignore = !replay;
+        for a in addrs {
+            self.core.join(*a, &mut self.st);
+        }
+    }
+
+    /// After a successful join: broadcast our join intent (serf's Join).
+    pub fn joined(&mut self) {
+        let t = self.st.clock.time();
+        let name = self.st.name.clone();
+        self.st.handle_join_intent(t, &name, Duration::ZERO);
+        let msg = SerfMessage::Join {
+            ltime: t,
+            node: name,
+        };
+        self.st.broadcasts.queue(None, msg.encode());
+        self.st.event_join_ignore = false;
+    }
+
+    /// Step one of a graceful leave: the leave intent.
+    pub fn leave_intent(&mut self, now: Duration) {
+        self.st.leaving = true;
+        let t = self.st.clock.increment();
+        let name = self.st.name.clone();
+        if let Some(m) = self.st.members.get_mut(&name) {
+            m.member.status = MemberStatus::Leaving;
+            m.status_ltime = t;
+        }
+        let msg = SerfMessage::Leave {
+            ltime: t,
+            node: name,
+            prune: false,
+        };
+        self.st.broadcasts.queue(None, msg.encode());
+        let _ = now;
+    }
+
+    /// Step two: memberlist's leave (dead about self, From = self).
+    pub fn leave_memberlist(&mut self, now: Duration) {
+        self.core.leave(now, &mut self.st);
+        let name = self.st.name.clone();
+        if let Some(m) = self.st.members.get_mut(&name) {
+            m.member.status = MemberStatus::Left;
+        }
+        self.after_core();
+    }
+
+    /// Messages still waiting to be gossiped at least once.
+    pub fn pending_broadcasts(&self) -> usize {
+        self.core.pending_broadcasts() + self.st.broadcasts.len()
+    }
+
+    /// Number of alive members other than self.
+    pub fn alive_peers(&self) -> usize {
+        self.st
+            .members
+            .values()
+            .filter(|m| m.member.name != self.st.name && m.member.status == MemberStatus::Alive)
+            .count()
+    }
+
+    pub fn user_event(&mut self, name: &str, payload: Vec<u8>, coalesce: bool, now: Duration) {
+        let t = self.st.event_clock.time();
+        self.st.event_clock.increment();
+        let msg = SerfMessage::UserEvent {
+            ltime: t,
+            name: name.to_string(),
+            payload: payload.clone(),
+            cc: coalesce,
+        };
+        self.st
+            .handle_user_event(t, name.to_string(), payload, coalesce, now);
+        self.st.event_broadcasts.queue(None, msg.encode());
+    }
+
+    pub fn set_tags(&mut self, tags: Vec<(String, String)>, now: Duration) {
+        self.st.cfg.tags = tags.clone();
+        self.core.set_meta(wire::encode_tags(&tags));
+        let me = self.core.local_node().clone();
+        self.st.notify_update(&me, now);
+    }
+
+    pub fn tags(&self) -> &[(String, String)] {
+        &self.st.cfg.tags
+    }
+
+    /// Removes a failed member (serf force-leave): a leave intent for it.
+    pub fn force_leave(&mut self, node: &str, now: Duration) -> bool {
+        let Some(m) = self.st.members.get(node) else {
+            return false;
+        };
+        let t = self.st.clock.increment().max(m.status_ltime + 1);
+        let msg = SerfMessage::Leave {
+            ltime: t,
+            node: node.to_string(),
+            prune: false,
+        };
+        if self.st.handle_leave_intent(t, node, now) {
+            self.st.broadcasts.queue(None, msg.encode());
+        }
+        true
+    }
+
+    /// Sends a query; answers come out of [`Serf::drain_query_replies`]
+    /// with the returned local id, then `Done` at the deadline.
+    pub fn query(&mut self, p: &crate::model::QueryParams, now: Duration) -> u64 {
+        let local = self.st.next_local_id;
+        self.st.next_local_id += 1;
+        let ltime = self.st.query_clock.time();
+        self.st.query_clock.increment();
+        let id = self.st.rng.next_u64() as u32;
+        let mut filters = Vec::new();
+        if !p.filter_nodes.is_empty() {
+            let mut f = vec![0u8];
+            rmp::encode::write_array_len(&mut f, p.filter_nodes.len() as u32).expect("vec write");
+            for n in &p.filter_nodes {
+                rmp::encode::write_str(&mut f, n).expect("vec write");
+            }
+            filters.push(f);
+        }
+        for (tag, expr) in &p.filter_tags {
+            let f = wire::MapEnc::new(vec![1u8], 2)
+                .str("Expr", expr)
+                .str("Tag", tag)
+                .finish();
+            filters.push(f);
+        }
+        let timeout = if p.timeout.is_zero() {
+            let n = self.st.members.len().max(1);
+            let scale = ((n + 1) as f64).log10().ceil().max(1.0) as u32;
+            self.st.cfg.core.gossip_interval * self.st.cfg.query_timeout_mult * scale
+        } else {
+            p.timeout
+        };
+        let q = wire::Query {
+            ltime,
+            id,
+            addr: wire::addr_bytes(self.st.self_addr.ip()),
+            port: self.st.self_addr.port(),
+            source_node: self.st.name.clone(),
+            filters,
+            flags: if p.request_ack {
+                wire::QUERY_FLAG_ACK
+            } else {
+                0
+            },
+            relay_factor: p.relay_factor,
+            timeout: timeout.as_nanos() as i64,
+            name: p.name.clone(),
+            payload: p.payload.clone(),
+        };
+        self.st.outgoing.insert(
+            (ltime, id),
+            OutgoingQuery {
+                local_id: local,
+                deadline: now + timeout,
+                acks: HashSet::new(),
+                responses: HashSet::new(),
+            },
+        );
+        let raw = SerfMessage::Query(q.clone()).encode();
+        // We process our own query like any member.
+        self.st.handle_query(q, &raw, now);
+        self.st.query_broadcasts.queue(None, raw);
+        self.after_core();
+        local
+    }
+
+    /// Answers a query received earlier (by its local id).
+    pub fn respond(
+        &mut self,
+        local_id: u64,
+        payload: Vec<u8>,
+        now: Duration,
+    ) -> anyhow::Result<()> {
+        let Some(p) = self.st.pending.remove(&local_id) else {
+            anyhow::bail!("no pending query with id {local_id}");
+        };
+        if now > p.deadline {
+            anyhow::bail!("query {local_id} timed out");
+        }
+        let msg = SerfMessage::QueryResponse(wire::QueryResponse {
+            ltime: p.ltime,
+            id: p.id,
+            from: self.st.name.clone(),
+            flags: 0,
+            payload,
+        })
+        .encode();
+        let name = String::new();
+        self.st.send_with_relay(p.to, &name, msg, p.relay_factor);
+        self.after_core();
+        Ok(())
+    }
+
+    pub fn drain_query_replies(&mut self) -> Vec<(u64, QueryReply)> {
+        std::mem::take(&mut self.st.replies)
+    }
+
+    pub fn tick(&mut self, now: Duration) {
+        self.core.tick(now, &mut self.st);
+        self.after_core();
+        // Coalescing.
+        let (cp, qp) = (self.st.cfg.coalesce_period, self.st.cfg.quiescent_period);
+        if self.st.member_co.due(now, cp, qp) {
+            let mut out = Vec::new();
+            self.st.member_co.flush(&mut out);
+            self.st.events.extend(out);
+        }
+        let (up, uq) = (
+            self.st.cfg.user_coalesce_period,
+            self.st.cfg.user_quiescent_period,
+        );
+        if self.st.user_co.due(now, up, uq) {
+            let mut out = Vec::new();
+            self.st.user_co.flush(&mut out);
+            self.st.events.extend(out);
+        }
+        // Query deadlines.
+        let done: Vec<(u64, u32)> = self
+            .st
+            .outgoing
+            .iter()
+            .filter(|(_, q)| now >= q.deadline)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in done {
+            if let Some(q) = self.st.outgoing.remove(&k) {
+                self.st.replies.push((q.local_id, QueryReply::Done));
+            }
+        }
+        self.st.pending.retain(|_, p| now <= p.deadline);
+        // Stale intents.
+        let rit = self.st.cfg.recent_intent_timeout;
+        self.st
+            .intents
+            .retain(|_, i| now.saturating_sub(i.at) <= rit);
+        // Reap.
+        if now >= self.next_reap {
+            self.next_reap = now + self.st.cfg.reap_interval;
+            self.reap(now);
+        }
+        // Reconnect to one failed member.
+        if now >= self.next_reconnect && !self.st.leaving {
+            self.next_reconnect = now + self.st.cfg.reconnect_interval;
+            let failed: Vec<SocketAddr> = self
+                .st
+                .members
+                .values()
+                .filter(|m| m.member.status == MemberStatus::Failed)
+                .map(|m| SocketAddr::new(m.member.addr, m.member.port))
+                .collect();
+            if !failed.is_empty() {
+                let pick = failed[self.st.rng.below(failed.len())];
+                self.core.join(pick, &mut self.st);
+            }
+        }
+    }
+
+    fn reap(&mut self, now: Duration) {
+        let (rt, tt) = (self.st.cfg.reconnect_timeout, self.st.cfg.tombstone_timeout);
+        let gone: Vec<String> = self
+            .st
+            .members
+            .values()
+            .filter(|m| match m.member.status {
+                MemberStatus::Failed => now.saturating_sub(m.leave_time) > rt,
+                MemberStatus::Left => now.saturating_sub(m.leave_time) > tt,
+                _ => false,
+            })
+            .filter(|m| m.member.name != self.st.name)
+            .map(|m| m.member.name.clone())
+            .collect();
+        for g in gone {
+            if let Some(m) = self.st.members.remove(&g) {
+                self.st.emit_member(MemberEventKind::Reap, m.member, now);
+            }
+        }
+    }
+
+    pub fn drain_outputs(&mut self) -> Vec<Output> {
+        self.core.drain_outputs()
+    }
+
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.st.events)
+    }
+
+    pub fn members(&self) -> Vec<Member> {
+        self.st.members.values().map(|m| m.member.clone()).collect()
+    }
+
+    pub fn member(&self, name: &str) -> Option<Member> {
+        self.st.members.get(name).map(|m| m.member.clone())
+    }
+
+    pub fn local_member(&self) -> Member {
+        self.st.members[&self.st.name].member.clone()
+    }
+
+    pub fn clocks(&self) -> (u64, u64, u64) {
+        (
+            self.st.clock.time(),
+            self.st.event_clock.time(),
+            self.st.query_clock.time(),
+        )
+    }
+
+    pub fn set_keys(&mut self, keys: Vec<Vec<u8>>) {
+        self.core.set_keys(keys);
+    }
+    pub fn keys(&self) -> &[Vec<u8>] {
+        self.core.keys()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_witness() {
+        let mut c = Clock::default();
+        c.increment();
+        c.witness(5);
+        assert_eq!(c.time(), 6);
+        c.witness(2);
+        assert_eq!(c.time(), 6);
+    }
+
+    #[test]
+    fn member_coalescer_keeps_latest_and_skips_repeats() {
+        let m = |n: &str| Member {
+            name: n.into(),
+            addr: "127.0.0.1".parse().unwrap(),
+            port: 1,
+            tags: vec![],
+            status: MemberStatus::Alive,
+            protocol: [0; 3],
+            delegate: [0; 3],
+        };
+        let mut c = MemberCoalescer::default();
+        let s = Duration::from_secs;
+        c.push(MemberEventKind::Join, m("a"), s(0));
+        c.push(MemberEventKind::Failed, m("a"), s(0));
+        c.push(MemberEventKind::Join, m("b"), s(0));
+        assert!(!c.due(s(0), s(3), s(1)));
+        assert!(c.due(s(1), s(3), s(1)));
+        let mut out = Vec::new();
+        c.flush(&mut out);
+        assert_eq!(out.len(), 2);
+        assert!(
+            matches!(&out[0], Event::Member { kind: MemberEventKind::Join, members } if members[0].name == "b")
+        );
+        // A second join of b with nothing in between is not repeated.
+        c.push(MemberEventKind::Join, m("b"), s(5));
+        let mut out = Vec::new();
+        c.flush(&mut out);
+        assert!(out.is_empty());
+    }
+}

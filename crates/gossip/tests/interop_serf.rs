@@ -1,0 +1,465 @@
+//! Interoperation with the real serf 0.9.4 (`/usr/bin/serf`, Debian's
+//! package): a mixed cluster of real `serf agent` processes and our agent,
+//! on 127.0.0.1 only.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gossip::agent::{self, Agent};
+use gossip::model::{AgentConfig, AgentHandle, Event, MemberStatus};
+
+const SERF: &str = "/usr/bin/serf";
+
+fn serf_bin() -> &'static str {
+    assert!(
+        Path::new(SERF).exists(),
+        "{SERF} is missing: install Debian's serf package (apt-get install serf)"
+    );
+    SERF
+}
+
+/// A port free for both TCP and UDP on 127.0.0.1.
+fn free_port() -> u16 {
+    for _ in 0..50 {
+        let t = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = t.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port");
+}
+
+/// A real serf agent, killed when dropped.
+struct SerfProc {
+    child: Child,
+    name: String,
+    bind: SocketAddr,
+    rpc: SocketAddr,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "gossip-interop-{tag}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl SerfProc {
+    fn start(
+        name: &str,
+        tags: &[(&str, &str)],
+        join: Option<SocketAddr>,
+        key: Option<&str>,
+    ) -> SerfProc {
+        let dir = TempDir::new(name);
+        let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let rpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let events = dir.0.join("events.log");
+        let handler = dir.0.join("handler.sh");
+        std::fs::write(
+            &handler,
+            format!(
+                "#!/bin/sh\n{{ echo \"EVENT $SERF_EVENT $SERF_USER_EVENT\"; cat; echo; }} >> {}\n",
+                events.display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(serf_bin());
+        cmd.arg("agent")
+            .arg(format!("-node={name}"))
+            .arg(format!("-bind={bind}"))
+            .arg(format!("-rpc-addr={rpc}"))
+            .arg(format!("-event-handler=sh {}", handler.display()))
+            .arg("-log-level=debug");
+        for (k, v) in tags {
+            cmd.arg(format!("-tag={k}={v}"));
+        }
+        if let Some(j) = join {
+            cmd.arg(format!("-join={j}"));
+        }
+        if let Some(k) = key {
+            cmd.arg(format!("-encrypt={k}"));
+        }
+        let log = dir.0.join("serf.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("spawn serf");
+        let p = SerfProc {
+            child,
+            name: name.to_string(),
+            bind,
+            rpc,
+            log,
+            _dir: dir,
+        };
+        poll("serf RPC answers", Duration::from_secs(30), || {
+            p.members().ok().map(|_| ())
+        });
+        p
+    }
+
+    fn events_file(&self) -> PathBuf {
+        self._dir.0.join("events.log")
+    }
+
+    fn rpc_cmd(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(serf_bin())
+            .arg(args[0])
+            // Go's flag parsing stops at the first positional argument.
+            .arg(format!("-rpc-addr={}", self.rpc))
+            .args(&args[1..])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// `serf members -format json` as (name, addr, status, tags).
+    fn members(&self) -> Result<Vec<(String, String, String, serde_json::Value)>, String> {
+        let s = self.rpc_cmd(&["members", "-format=json"])?;
+        let v: serde_json::Value = serde_json::from_str(&s).map_err(|e| e.to_string())?;
+        Ok(v["members"]
+            .as_array()
+            .ok_or("no members")?
+            .iter()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap_or("").to_string(),
+                    m["addr"].as_str().unwrap_or("").to_string(),
+                    m["status"].as_str().unwrap_or("").to_string(),
+                    m["tags"].clone(),
+                )
+            })
+            .collect())
+    }
+
+    fn status_of(&self, name: &str) -> Option<String> {
+        self.members()
+            .ok()?
+            .into_iter()
+            .find(|m| m.0 == name)
+            .map(|m| m.2)
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for SerfProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- log of serf {} ---\n{}", self.name, self.log_text());
+        }
+    }
+}
+
+fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+async fn apoll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn start_ours(
+    name: &str,
+    tags: &[(&str, &str)],
+    join: Vec<String>,
+    keys: Vec<Vec<u8>>,
+) -> Arc<Agent> {
+    let cfg = AgentConfig {
+        node_name: name.to_string(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        tags: tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        join,
+        encrypt_keys: keys,
+        ..AgentConfig::default()
+    };
+    agent::start(cfg).await.expect("our agent starts and joins")
+}
+
+/// Runs the blocking serf CLI off the async runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_cluster_join_tags_events_leave() {
+    let serf = Arc::new(blocking(|| SerfProc::start("real1", &[("role", "lb")], None, None)).await);
+    let ours = start_ours(
+        "ours1",
+        &[("role", "backend"), ("zone", "z1")],
+        vec![serf.bind.to_string()],
+        vec![],
+    )
+    .await;
+    let our_addr = ours.local_addr();
+
+    // We see serf alive with its address and tags.
+    let m = apoll("ours sees real1 alive", Duration::from_secs(30), || {
+        ours.members()
+            .into_iter()
+            .find(|m| m.name == "real1" && m.status == MemberStatus::Alive)
+    })
+    .await;
+    assert_eq!(SocketAddr::new(m.addr, m.port), serf.bind);
+    assert_eq!(m.tag("role"), Some("lb"));
+
+    // serf sees us alive with our address and tags.
+    let s = serf.clone();
+    let (addr, tags) = blocking(move || {
+        poll("serf sees ours1 alive", Duration::from_secs(30), || {
+            s.members()
+                .ok()?
+                .into_iter()
+                .find(|m| m.0 == "ours1" && m.2 == "alive")
+                .map(|m| (m.1, m.3))
+        })
+    })
+    .await;
+    assert_eq!(addr, our_addr.to_string());
+    assert_eq!(tags["role"], "backend");
+    assert_eq!(tags["zone"], "z1");
+
+    // A user event from serf reaches us.
+    let mut rx = ours.subscribe();
+    let s = serf.clone();
+    blocking(move || {
+        s.rpc_cmd(&["event", "deploy", "v1 payload"])
+            .expect("serf event")
+    })
+    .await;
+    let got = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match rx.recv().await {
+                Ok(Event::User { name, payload, .. }) if name == "deploy" => return payload,
+                Ok(_) => {}
+                Err(e) => panic!("event stream: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("user event from serf within 30 s");
+    assert_eq!(got, b"v1 payload");
+
+    // Our user event reaches serf's handler.
+    ours.user_event("from-ours", b"hello serf".to_vec(), false)
+        .await
+        .unwrap();
+    let f = serf.events_file();
+    blocking(move || {
+        poll(
+            "serf handler got our event",
+            Duration::from_secs(30),
+            || {
+                let t = std::fs::read_to_string(&f).ok()?;
+                (t.contains("EVENT user from-ours") && t.contains("hello serf")).then_some(())
+            },
+        )
+    })
+    .await;
+
+    // A tag change is seen by serf.
+    ours.set_tags(vec![("color".into(), "blue".into())], vec!["zone".into()])
+        .await
+        .unwrap();
+    let s = serf.clone();
+    blocking(move || {
+        poll("serf sees our new tags", Duration::from_secs(30), || {
+            let m = s.members().ok()?.into_iter().find(|m| m.0 == "ours1")?;
+            (m.3["color"] == "blue" && m.3.get("zone").is_none()).then_some(())
+        })
+    })
+    .await;
+
+    // Graceful leave: serf shows us as left.
+    ours.leave().await.unwrap();
+    ours.shutdown().await.unwrap();
+    let s = serf.clone();
+    blocking(move || {
+        poll("serf sees ours1 left", Duration::from_secs(30), || {
+            (s.status_of("ours1")? == "left").then_some(())
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_detected_both_ways() {
+    let mut real = blocking(|| SerfProc::start("real2", &[], None, None)).await;
+    let watcher = Arc::new(blocking(|| SerfProc::start("real3", &[], None, None)).await);
+    let ours = start_ours(
+        "ours2",
+        &[],
+        vec![real.bind.to_string(), watcher.bind.to_string()],
+        vec![],
+    )
+    .await;
+    apoll(
+        "ours sees both serfs alive",
+        Duration::from_secs(30),
+        || {
+            let alive = ours
+                .members()
+                .iter()
+                .filter(|m| m.status == MemberStatus::Alive)
+                .count();
+            (alive == 3).then_some(())
+        },
+    )
+    .await;
+    let w = watcher.clone();
+    blocking(move || {
+        poll(
+            "real3 sees real2 through us",
+            Duration::from_secs(30),
+            || (w.status_of("real2")? == "alive").then_some(()),
+        )
+    })
+    .await;
+
+    // kill -9 of a serf: we mark it failed.
+    blocking(move || {
+        real.kill9();
+        real
+    })
+    .await;
+    apoll("ours sees real2 failed", Duration::from_secs(60), || {
+        ours.members()
+            .into_iter()
+            .find(|m| m.name == "real2" && m.status == MemberStatus::Failed)
+    })
+    .await;
+
+    // Our agent stops without leaving: serf marks it failed.
+    ours.shutdown().await.unwrap();
+    drop(ours);
+    let w = watcher.clone();
+    blocking(move || {
+        poll("real3 sees ours2 failed", Duration::from_secs(60), || {
+            (w.status_of("ours2")? == "failed").then_some(())
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_cluster() {
+    let key = Command::new(serf_bin())
+        .arg("keygen")
+        .output()
+        .expect("serf keygen");
+    let key = String::from_utf8(key.stdout).unwrap().trim().to_string();
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(&key)
+        .unwrap();
+    let k2 = key.clone();
+    let serf = Arc::new(
+        blocking(move || SerfProc::start("real4", &[("role", "x")], None, Some(&k2))).await,
+    );
+
+    // Without the key we cannot join.
+    let cfg = AgentConfig {
+        node_name: "nokey".into(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        join: vec![serf.bind.to_string()],
+        ..AgentConfig::default()
+    };
+    assert!(
+        agent::start(cfg).await.is_err(),
+        "join without the key must fail"
+    );
+
+    let ours = start_ours(
+        "ours4",
+        &[("role", "y")],
+        vec![serf.bind.to_string()],
+        vec![raw],
+    )
+    .await;
+    apoll(
+        "ours sees real4 alive (encrypted)",
+        Duration::from_secs(30),
+        || {
+            ours.members()
+                .into_iter()
+                .find(|m| m.name == "real4" && m.status == MemberStatus::Alive)
+        },
+    )
+    .await;
+    let s = serf.clone();
+    blocking(move || {
+        poll(
+            "real4 sees ours4 alive (encrypted)",
+            Duration::from_secs(30),
+            || (s.status_of("ours4")? == "alive").then_some(()),
+        )
+    })
+    .await;
+    // Gossip (UDP) works too: an event from serf arrives.
+    let mut rx = ours.subscribe();
+    let s = serf.clone();
+    blocking(move || s.rpc_cmd(&["event", "enc", "secret"]).expect("serf event")).await;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(Event::User { name, .. }) = rx.recv().await {
+                if name == "enc" {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("encrypted user event within 30 s");
+    ours.leave().await.unwrap();
+    ours.shutdown().await.unwrap();
+}
