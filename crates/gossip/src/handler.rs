@@ -1,7 +1,28 @@
-//! Event filters (`member-join`, `user:deploy`, `query:NAME`, `*`, comma
-//! lists) shared by `-event-handler` and the RPC `stream` command.
+//! The event-handler runner (`-event-handler [filter=]script`) and the event
+//! filters it shares with the RPC `stream` command.
+//!
+//! Each matching event runs `/bin/sh -c script` with Serf's environment
+//! (`SERF_EVENT`, `SERF_SELF_NAME`, `SERF_SELF_ROLE`, `SERF_TAG_*`, and
+//! `SERF_USER_*` / `SERF_QUERY_*`) and Serf's stdin (one member per line, or
+//! the payload). Events are handled one at a time, in order. Unlike Serf, a
+//! script that outlives the timeout is killed (with its process group).
 
-use crate::model::Event;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::model::{AgentHandle, Event, Member};
+
+/// Output kept per run (the last bytes), as Serf's circular buffer.
+const MAX_OUTPUT: usize = 8 * 1024;
+/// Serf's default limit on a query response.
+pub const QUERY_RESPONSE_LIMIT: usize = 1024;
+/// A run longer than this is reported as slow (Serf's warning).
+const WARN_SLOW: Duration = Duration::from_secs(1);
 
 /// One element of a filter list, as Serf parses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,4 +92,343 @@ impl EventFilter {
 /// Does any filter of the list accept `e`?
 pub fn any_matches(filters: &[EventFilter], e: &Event) -> bool {
     filters.iter().any(|f| f.matches(e))
+}
+
+/// One `-event-handler` value: a filter list and a shell command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventScript {
+    pub filters: Vec<EventFilter>,
+    pub script: String,
+}
+
+impl EventScript {
+    /// Parses `[filter=]script` (the first `=` splits, as in Serf).
+    pub fn parse(spec: &str) -> Result<EventScript, String> {
+        let (filter, script) = match spec.split_once('=') {
+            Some((f, s)) => (f, s),
+            None => ("", spec),
+        };
+        if script.trim().is_empty() {
+            return Err(format!("event handler '{spec}' has no script"));
+        }
+        let filters =
+            EventFilter::parse_list(filter).map_err(|e| format!("event handler '{spec}': {e}"))?;
+        Ok(EventScript {
+            filters,
+            script: script.to_string(),
+        })
+    }
+}
+
+/// The name Serf uses for an event in `SERF_EVENT`.
+pub fn event_type(e: &Event) -> &'static str {
+    match e {
+        Event::Member { kind, .. } => kind.as_str(),
+        Event::User { .. } => "user",
+        Event::Query(_) => "query",
+    }
+}
+
+/// What a handler run needs from the agent: who we are, and how to answer
+/// a query. Every [`AgentHandle`] is one.
+#[async_trait::async_trait]
+pub trait HandlerHost: Send + Sync {
+    fn local_member(&self) -> Member;
+    async fn respond(&self, id: u64, payload: Vec<u8>) -> anyhow::Result<()>;
+}
+
+#[async_trait::async_trait]
+impl<A: AgentHandle + ?Sized> HandlerHost for A {
+    fn local_member(&self) -> Member {
+        AgentHandle::local_member(self)
+    }
+    async fn respond(&self, id: u64, payload: Vec<u8>) -> anyhow::Result<()> {
+        AgentHandle::respond(self, id, payload).await
+    }
+}
+
+/// How one script run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Exit code (None: killed by a signal), with the output kept.
+    Exited { code: Option<i32>, output: Vec<u8> },
+    /// Killed after the timeout.
+    TimedOut { output: Vec<u8> },
+    /// Could not be started.
+    SpawnFailed(String),
+}
+
+/// Runs the configured scripts for each event, one at a time, in order.
+pub struct HandlerRunner {
+    scripts: Vec<EventScript>,
+    timeout: Duration,
+}
+
+impl HandlerRunner {
+    /// From raw `-event-handler` values; fails on the first bad one.
+    pub fn new(specs: &[String], timeout: Duration) -> Result<HandlerRunner, String> {
+        let scripts = specs
+            .iter()
+            .map(|s| EventScript::parse(s))
+            .collect::<Result<_, _>>()?;
+        Ok(HandlerRunner { scripts, timeout })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.scripts.is_empty()
+    }
+
+    /// Handles events from the agent's broadcast until it closes.
+    pub async fn run<H: HandlerHost + ?Sized>(
+        &self,
+        host: Arc<H>,
+        mut events: broadcast::Receiver<Event>,
+    ) {
+        loop {
+            match events.recv().await {
+                Ok(e) => self.handle(&*host, &e).await,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(target: "agent", "event handlers fell behind: {n} events skipped");
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    }
+
+    /// Handles events from a channel until it closes.
+    pub async fn run_channel<H: HandlerHost + ?Sized>(
+        &self,
+        host: Arc<H>,
+        mut events: mpsc::Receiver<Event>,
+    ) {
+        while let Some(e) = events.recv().await {
+            self.handle(&*host, &e).await;
+        }
+    }
+
+    /// Runs every script whose filter matches `event`, in configuration order.
+    pub async fn handle<H: HandlerHost + ?Sized>(&self, host: &H, event: &Event) {
+        let me = host.local_member();
+        for s in self
+            .scripts
+            .iter()
+            .filter(|s| any_matches(&s.filters, event))
+        {
+            let outcome = invoke(&s.script, &me, event, self.timeout).await;
+            let kind = event_type(event);
+            match &outcome {
+                RunOutcome::Exited {
+                    code: Some(0),
+                    output,
+                } => {
+                    tracing::debug!(target: "agent", "Event '{kind}' script output: {}", String::from_utf8_lossy(output));
+                    if let Event::Query(q) = event {
+                        if !output.is_empty() {
+                            let mut resp = output.clone();
+                            resp.truncate(QUERY_RESPONSE_LIMIT);
+                            if let Err(e) = host.respond(q.id, resp).await {
+                                tracing::warn!(target: "agent", "Failed to respond to query '{}': {e:#}", q.name);
+                            }
+                        }
+                    }
+                }
+                RunOutcome::Exited { code, output } => {
+                    let code = code.map_or("killed by a signal".to_string(), |c| {
+                        format!("exit status {c}")
+                    });
+                    tracing::error!(target: "agent", "Error invoking script '{}': {code}", s.script);
+                    tracing::debug!(target: "agent", "Event '{kind}' script output: {}", String::from_utf8_lossy(output));
+                }
+                RunOutcome::TimedOut { output } => {
+                    tracing::error!(target: "agent", "Script '{}' timed out after {:?} and was killed", s.script, self.timeout);
+                    tracing::debug!(target: "agent", "Event '{kind}' script output: {}", String::from_utf8_lossy(output));
+                }
+                RunOutcome::SpawnFailed(e) => {
+                    tracing::error!(target: "agent", "Error invoking script '{}': {e}", s.script);
+                }
+            }
+        }
+    }
+}
+
+/// `SERF_TAG_` + the tag name upper-cased, other characters as `_`.
+fn tag_env_name(tag: &str) -> String {
+    let up: String = tag
+        .to_uppercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("SERF_TAG_{up}")
+}
+
+/// Tabs and newlines would break the line format: escape them as Serf does.
+fn clean(v: &str) -> String {
+    v.replace('\t', "\\t").replace('\n', "\\n")
+}
+
+/// The stdin Serf gives a script for this event.
+pub fn stdin_for(event: &Event) -> Vec<u8> {
+    match event {
+        Event::Member { members, .. } => {
+            let mut out = String::new();
+            for m in members {
+                let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                out.push_str(&format!(
+                    "{}\t{}\t{}\t{}\n",
+                    clean(&m.name),
+                    m.addr,
+                    clean(m.tag("role").unwrap_or("")),
+                    clean(&tags.join(","))
+                ));
+            }
+            out.into_bytes()
+        }
+        Event::User { payload, .. } => with_newline(payload),
+        Event::Query(q) => with_newline(&q.payload),
+    }
+}
+
+fn with_newline(p: &[u8]) -> Vec<u8> {
+    let mut v = p.to_vec();
+    if !v.is_empty() && !v.ends_with(b"\n") {
+        v.push(b'\n');
+    }
+    v
+}
+
+/// Runs one script for one event and waits for it (or kills it).
+pub async fn invoke(script: &str, me: &Member, event: &Event, timeout: Duration) -> RunOutcome {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg(script);
+    cmd.env("SERF_EVENT", event_type(event))
+        .env("SERF_SELF_NAME", &me.name)
+        .env("SERF_SELF_ROLE", me.tag("role").unwrap_or(""));
+    for (k, v) in &me.tags {
+        cmd.env(tag_env_name(k), v);
+    }
+    match event {
+        Event::User { name, ltime, .. } => {
+            cmd.env("SERF_USER_EVENT", name)
+                .env("SERF_USER_LTIME", ltime.to_string());
+        }
+        Event::Query(q) => {
+            cmd.env("SERF_QUERY_NAME", &q.name)
+                .env("SERF_QUERY_LTIME", q.ltime.to_string());
+        }
+        Event::Member { .. } => {}
+    }
+    // Its own process group, so a timeout kills what the script started too.
+    cmd.process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return RunOutcome::SpawnFailed(e.to_string()),
+    };
+    let pgid = child.id();
+    let input = stdin_for(event);
+    if let Some(mut stdin) = child.stdin.take() {
+        // A script that ignores stdin must not block us: write aside.
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&input).await;
+        });
+    }
+    // Serf mixes stdout and stderr in one buffer; so do we, keeping the tail.
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let readers: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|mut r| {
+        let output = output.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = r.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let mut out = output.lock().unwrap();
+                out.extend_from_slice(&buf[..n]);
+                if out.len() > MAX_OUTPUT {
+                    let cut = out.len() - MAX_OUTPUT;
+                    out.drain(..cut);
+                }
+            }
+        })
+    })
+    .collect();
+    let started = std::time::Instant::now();
+    let waited = tokio::select! {
+        r = tokio::time::timeout(timeout, child.wait()) => r,
+        _ = async {
+            tokio::time::sleep(WARN_SLOW).await;
+            tracing::warn!(target: "agent", "Script '{script}' slow, execution exceeding {WARN_SLOW:?}");
+            std::future::pending::<()>().await
+        } => unreachable!("the slow warning never completes"),
+    };
+    let timed_out = waited.is_err();
+    if timed_out {
+        if let Some(pid) = pgid {
+            // SAFETY: killpg only sends a signal; the group is the one we created.
+            unsafe {
+                libc::killpg(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        let _ = child.kill().await;
+    }
+    // Something the script left running in the background may hold the
+    // pipes open: collect what is there without waiting for it for long.
+    for r in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
+    }
+    let output = std::mem::take(&mut *output.lock().unwrap());
+    tracing::trace!(target: "agent", "script '{script}' ran for {:?}", started.elapsed());
+    match waited {
+        Ok(Ok(status)) => RunOutcome::Exited {
+            code: status.code(),
+            output,
+        },
+        Ok(Err(e)) => RunOutcome::SpawnFailed(e.to_string()),
+        Err(_) => RunOutcome::TimedOut { output },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_like_serf() {
+        let s = EventScript::parse("member-join,user:deploy=/bin/h.sh arg=1").unwrap();
+        assert_eq!(s.script, "/bin/h.sh arg=1");
+        assert_eq!(s.filters.len(), 2);
+        assert_eq!(s.filters[1].name, "deploy");
+        let all = EventScript::parse("./h.sh").unwrap();
+        assert_eq!(all.filters[0].event, "*");
+        let err = EventScript::parse("member-explode=./h.sh").unwrap_err();
+        assert!(err.contains("member-explode"), "{err}");
+        assert!(EventScript::parse("user=").is_err());
+    }
+
+    #[test]
+    fn tag_names_are_sanitised() {
+        assert_eq!(tag_env_name("role"), "SERF_TAG_ROLE");
+        assert_eq!(tag_env_name("web-port.v2"), "SERF_TAG_WEB_PORT_V2");
+    }
 }
