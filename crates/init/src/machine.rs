@@ -869,7 +869,7 @@ impl Machine {
                     self.begin_stop(now, out);
                 }
             }
-            Signal::SIGHUP | Signal::SIGUSR1 | Signal::SIGUSR2 => {
+            Signal::SIGHUP | Signal::SIGUSR1 | Signal::SIGUSR2 | Signal::SIGWINCH => {
                 if let Some(Some(pid)) = self.main {
                     out.push(Action::Signal {
                         target: Target::Pid(pid),
@@ -1717,7 +1717,12 @@ mod tests {
     fn hup_usr1_usr2_are_forwarded_to_main_and_term_is_not_ignored() {
         let mut s = Sim::new(plan(vec![], true), Settings::default());
         let main = s.pid_of(Proc::Main);
-        for sig in [Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2] {
+        for sig in [
+            Signal::SIGHUP,
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+            Signal::SIGWINCH,
+        ] {
             s.send(Event::Signal(sig));
         }
         assert_eq!(
@@ -1725,7 +1730,8 @@ mod tests {
             vec![
                 (Target::Pid(main), Signal::SIGHUP),
                 (Target::Pid(main), Signal::SIGUSR1),
-                (Target::Pid(main), Signal::SIGUSR2)
+                (Target::Pid(main), Signal::SIGUSR2),
+                (Target::Pid(main), Signal::SIGWINCH)
             ]
         );
         // Without a CMD, TERM alone ends init.

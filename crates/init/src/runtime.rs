@@ -1,7 +1,7 @@
 //! The thin layer around the [`Machine`]: system calls only.
 //!
 //! One thread, one `poll(2)` loop over a signalfd (SIGCHLD, SIGTERM, SIGINT,
-//! SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, all blocked so they queue there), the
+//! SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH, all blocked so they queue there), the
 //! services' control FIFOs and, with `INIT_LOG_PREFIX=1`, the services'
 //! output pipes. Every child ended is reaped with `waitpid(-1)` (orphans
 //! included) and reported to the machine, which ignores pids it does not
@@ -88,6 +88,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
         Signal::SIGHUP,
         Signal::SIGUSR1,
         Signal::SIGUSR2,
+        Signal::SIGWINCH,
     ] {
         handled.add(s);
     }
