@@ -751,8 +751,8 @@ impl Machine {
                 )));
             }
         }
-        if matches!(self.phase, Phase::Killing { .. }) {
-            // No time left for finish scripts.
+        if !matches!(self.phase, Phase::Running | Phase::Stopping { .. }) {
+            // Killing, or already past it: no time left for finish scripts.
             self.svcs[i].state = SvcState::Down {
                 since: now,
                 last: Some(status),
