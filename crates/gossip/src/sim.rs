@@ -1,3 +1,289 @@
-//! a deterministic simulator driving the sans-IO core with simulated time, loss and partitions.
+//! A deterministic simulator for the sans-IO engine: many [`Serf`]
+//! instances on a simulated network with simulated time, packet loss,
+//! latency, partitions and crashes. Same seed, same run.
 //!
-//! Not written yet.
+//! UDP datagrams are delayed by 1–5 ms and dropped with probability
+//! `loss`; TCP exchanges (push-pull, reliable messages) are delivered at
+//! once and fail only across a partition or toward a crashed node. Every
+//! node is ticked every [`crate::core::Core::TICK`] of simulated time.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::core::{Output, Rng};
+use crate::model::{Event, Member, MemberStatus};
+use crate::serf::{self, Serf};
+use crate::wire;
+
+pub struct SimNode {
+    pub serf: Serf,
+    pub addr: SocketAddr,
+    pub crashed: bool,
+    /// Partition group; nodes talk only within their group.
+    pub group: u32,
+    pub events: Vec<Event>,
+}
+
+pub struct Sim {
+    pub nodes: Vec<SimNode>,
+    now: Duration,
+    next_tick: Duration,
+    queue: BinaryHeap<Reverse<(Duration, u64, usize, SocketAddr, Vec<u8>)>>,
+    seq: u64,
+    rng: Rng,
+    pub loss: f64,
+    pub delivered: u64,
+    pub dropped: u64,
+}
+
+pub fn sim_addr(i: usize) -> SocketAddr {
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 1) as u8)),
+        7946,
+    )
+}
+
+impl Sim {
+    /// `n` nodes named `n0`, `n1`, ...; `tweak` adjusts each node's config.
+    pub fn new(n: usize, seed: u64, tweak: impl Fn(&mut serf::Config)) -> Sim {
+        let mut nodes = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut core = crate::core::Config::lan(&format!("n{i}"), sim_addr(i));
+            core.seed = seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
+            let mut cfg = serf::Config::new(core);
+            cfg.tags = vec![("id".into(), i.to_string())];
+            tweak(&mut cfg);
+            nodes.push(SimNode {
+                serf: Serf::new(cfg, Duration::ZERO),
+                addr: sim_addr(i),
+                crashed: false,
+                group: 0,
+                events: Vec::new(),
+            });
+        }
+        Sim {
+            nodes,
+            now: Duration::ZERO,
+            next_tick: Duration::ZERO,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            rng: Rng::new(seed),
+            loss: 0.0,
+            delivered: 0,
+            dropped: 0,
+        }
+    }
+
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    fn index_of(&self, addr: SocketAddr) -> Option<usize> {
+        match addr.ip() {
+            IpAddr::V4(v4) => {
+                let o = v4.octets();
+                let i = o[2] as usize * 250 + o[3] as usize - 1;
+                (i < self.nodes.len() && self.nodes[i].addr == addr).then_some(i)
+            }
+            _ => None,
+        }
+    }
+
+    fn reachable(&self, a: usize, b: usize) -> bool {
+        !self.nodes[a].crashed
+            && !self.nodes[b].crashed
+            && self.nodes[a].group == self.nodes[b].group
+    }
+
+    /// Node `i` joins through node `j` (push-pull at once).
+    pub fn join(&mut self, i: usize, j: usize) -> bool {
+        let to = self.nodes[j].addr;
+        self.nodes[i].serf.join(&[to], false);
+        let ok = self.flush(i);
+        if ok > 0 {
+            self.nodes[i].serf.joined();
+            self.flush(i);
+        }
+        ok > 0
+    }
+
+    /// Performs node `i`'s outputs; returns how many push-pulls succeeded.
+    fn flush(&mut self, i: usize) -> usize {
+        let mut ok = 0;
+        let mut work = vec![i];
+        let mut rounds = 0;
+        while let Some(i) = work.pop() {
+            rounds += 1;
+            if rounds > 10_000 {
+                break;
+            }
+            for o in self.nodes[i].serf.drain_outputs() {
+                match o {
+                    Output::Packet { to, bytes } => {
+                        let Some(t) = self.index_of(to) else { continue };
+                        let lost =
+                            (self.rng.next_u64() % 1_000_000) as f64 / 1_000_000.0 < self.loss;
+                        if lost || !self.reachable(i, t) {
+                            self.dropped += 1;
+                            continue;
+                        }
+                        let delay = Duration::from_millis(1 + self.rng.below(5) as u64);
+                        self.seq += 1;
+                        let from = self.nodes[i].addr;
+                        self.queue
+                            .push(Reverse((self.now + delay, self.seq, t, from, bytes)));
+                    }
+                    Output::PushPull { to, bytes, .. } => {
+                        let Some(t) = self.index_of(to) else { continue };
+                        if !self.reachable(i, t) {
+                            continue;
+                        }
+                        let keys = self.nodes[t].serf.keys().to_vec();
+                        let Ok(Some((m, _))) = wire::parse_stream(&keys, &bytes) else {
+                            continue;
+                        };
+                        let from = self.nodes[i].addr;
+                        let now = self.now;
+                        let reply = self.nodes[t].serf.handle_stream(from, m, now);
+                        work.push(t);
+                        let Some(reply) = reply else { continue };
+                        let keys = self.nodes[i].serf.keys().to_vec();
+                        if let Ok(Some((m, _))) = wire::parse_stream(&keys, &reply) {
+                            if self.nodes[i].serf.handle_push_pull_reply(m, now) {
+                                ok += 1;
+                            }
+                            work.push(i);
+                        }
+                    }
+                    Output::Stream { to, bytes } => {
+                        let Some(t) = self.index_of(to) else { continue };
+                        if !self.reachable(i, t) {
+                            continue;
+                        }
+                        let keys = self.nodes[t].serf.keys().to_vec();
+                        if let Ok(Some((m, _))) = wire::parse_stream(&keys, &bytes) {
+                            let from = self.nodes[i].addr;
+                            let now = self.now;
+                            self.nodes[t].serf.handle_stream(from, m, now);
+                            work.push(t);
+                        }
+                    }
+                }
+            }
+            let ev = self.nodes[i].serf.drain_events();
+            self.nodes[i].events.extend(ev);
+        }
+        ok
+    }
+
+    /// Runs the simulation for `d` of simulated time.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        loop {
+            let next_pkt = self.queue.peek().map(|Reverse((t, ..))| *t);
+            let next = match next_pkt {
+                Some(t) if t < self.next_tick => t,
+                _ => self.next_tick,
+            };
+            if next > end {
+                self.now = end;
+                return;
+            }
+            self.now = next;
+            if next_pkt == Some(next) && next < self.next_tick {
+                let Reverse((_, _, t, from, bytes)) = self.queue.pop().expect("peeked");
+                if self.nodes[t].crashed {
+                    continue;
+                }
+                self.delivered += 1;
+                let now = self.now;
+                self.nodes[t].serf.handle_packet(from, &bytes, now);
+                self.flush(t);
+            } else {
+                self.next_tick = self.now + crate::core::Core::TICK;
+                for i in 0..self.nodes.len() {
+                    if self.nodes[i].crashed {
+                        continue;
+                    }
+                    let now = self.now;
+                    self.nodes[i].serf.tick(now);
+                    self.flush(i);
+                }
+            }
+        }
+    }
+
+    /// Runs until `cond` holds (checked every simulated 100 ms) or `limit`
+    /// passes; returns the simulated time it took.
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        mut cond: impl FnMut(&Sim) -> bool,
+    ) -> Option<Duration> {
+        let start = self.now;
+        while self.now - start < limit {
+            if cond(self) {
+                return Some(self.now - start);
+            }
+            self.run_for(Duration::from_millis(100));
+        }
+        cond(self).then(|| self.now - start)
+    }
+
+    pub fn crash(&mut self, i: usize) {
+        self.nodes[i].crashed = true;
+    }
+
+    /// Puts node `i` in partition group `g` (all start in group 0).
+    pub fn set_group(&mut self, i: usize, g: u32) {
+        self.nodes[i].group = g;
+    }
+
+    pub fn heal(&mut self) {
+        for n in &mut self.nodes {
+            n.group = 0;
+        }
+    }
+
+    /// What node `i` thinks of the member named `name`.
+    pub fn status(&self, i: usize, name: &str) -> Option<MemberStatus> {
+        self.nodes[i].serf.member(name).map(|m| m.status)
+    }
+
+    pub fn members(&self, i: usize) -> Vec<Member> {
+        self.nodes[i].serf.members()
+    }
+
+    /// Every live node sees every live node alive, and every crashed node
+    /// as not alive.
+    pub fn converged(&self) -> bool {
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| !self.nodes[*i].crashed)
+            .collect();
+        live.iter().all(|&i| {
+            (0..self.nodes.len()).all(|j| {
+                let st = self.status(i, &format!("n{j}"));
+                if self.nodes[j].crashed {
+                    st != Some(MemberStatus::Alive)
+                } else {
+                    st == Some(MemberStatus::Alive)
+                }
+            })
+        })
+    }
+
+    /// How many (observer, member) pairs say `failed`, among live nodes.
+    pub fn count_status(&self, status: MemberStatus) -> usize {
+        (0..self.nodes.len())
+            .filter(|i| !self.nodes[*i].crashed)
+            .map(|i| {
+                self.members(i)
+                    .iter()
+                    .filter(|m| m.status == status)
+                    .count()
+            })
+            .sum()
+    }
+}

@@ -178,7 +178,7 @@ impl Drop for SerfProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("GOSSIP_SHOW_SERF_LOGS").is_some() {
             eprintln!("--- log of serf {} ---\n{}", self.name, self.log_text());
         }
     }

@@ -1,0 +1,150 @@
+//! The sans-IO engine under the deterministic simulator: convergence,
+//! loss, partitions, crashes, leave, events.
+
+use std::time::Duration;
+
+use gossip::model::{Event, MemberEventKind, MemberStatus};
+use gossip::sim::Sim;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn cluster(n: usize, seed: u64) -> Sim {
+    let mut sim = Sim::new(n, seed, |_| {});
+    for i in 1..n {
+        assert!(sim.join(i, 0), "n{i} joins n0");
+        sim.run_for(Duration::from_millis(20));
+    }
+    sim
+}
+
+#[test]
+fn hundred_members_converge() {
+    let mut sim = cluster(100, 1);
+    let took = sim.run_until(secs(60), |s| s.converged());
+    assert!(
+        took.is_some(),
+        "100 members did not converge in 60 s of simulated time"
+    );
+    assert_eq!(sim.count_status(MemberStatus::Failed), 0);
+}
+
+#[test]
+fn ten_percent_loss_gives_no_false_failures() {
+    let mut sim = cluster(30, 2);
+    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    sim.loss = 0.10;
+    sim.run_for(secs(120));
+    assert_eq!(
+        sim.count_status(MemberStatus::Failed),
+        0,
+        "a member was marked failed under 10% loss"
+    );
+    assert!(sim.dropped > 0, "the loss model dropped nothing");
+}
+
+#[test]
+fn crashed_member_is_detected_failed() {
+    let mut sim = cluster(20, 3);
+    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    sim.crash(7);
+    let took = sim.run_until(secs(120), |s| {
+        (0..20)
+            .filter(|&i| i != 7)
+            .all(|i| s.status(i, "n7") == Some(MemberStatus::Failed))
+    });
+    assert!(took.is_some(), "n7's crash was not detected by everyone");
+    // Member events are coalesced (up to 3 s) before they are emitted.
+    sim.run_for(secs(4));
+    // Each observer emitted a coalesced member-failed for n7.
+    for i in (0..20).filter(|&i| i != 7) {
+        assert!(
+            sim.nodes[i].events.iter().any(|e| matches!(e,
+                Event::Member { kind: MemberEventKind::Failed, members } if members.iter().any(|m| m.name == "n7"))),
+            "n{i} emitted no member-failed for n7"
+        );
+    }
+}
+
+#[test]
+fn partition_heals() {
+    let n = 16;
+    let mut sim = cluster(n, 4);
+    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    for i in 0..n / 2 {
+        sim.set_group(i, 1);
+    }
+    let split = sim.run_until(secs(180), |s| {
+        (0..n / 2).all(|i| s.status(i, &format!("n{}", n - 1)) == Some(MemberStatus::Failed))
+            && (n / 2..n).all(|i| s.status(i, "n0") == Some(MemberStatus::Failed))
+    });
+    assert!(split.is_some(), "the two sides never saw each other failed");
+    sim.heal();
+    let healed = sim.run_until(secs(300), |s| s.converged());
+    assert!(healed.is_some(), "the partition did not heal");
+}
+
+#[test]
+fn graceful_leave_is_left_not_failed() {
+    let mut sim = cluster(10, 5);
+    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    let now = sim.now();
+    sim.nodes[3].serf.leave_intent(now);
+    sim.run_for(secs(2));
+    let now = sim.now();
+    sim.nodes[3].serf.leave_memberlist(now);
+    sim.run_for(secs(2));
+    sim.crash(3);
+    let took = sim.run_until(secs(60), |s| {
+        (0..10)
+            .filter(|&i| i != 3)
+            .all(|i| s.status(i, "n3") == Some(MemberStatus::Left))
+    });
+    assert!(took.is_some(), "n3 not seen as left everywhere");
+    sim.run_for(secs(30));
+    assert_eq!(sim.count_status(MemberStatus::Failed), 0);
+}
+
+#[test]
+fn user_event_reaches_everyone_once() {
+    let mut sim = cluster(25, 6);
+    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    let now = sim.now();
+    sim.nodes[4]
+        .serf
+        .user_event("deploy", b"v2".to_vec(), false, now);
+    let took = sim.run_until(secs(30), |s| {
+        s.nodes.iter().all(|n| {
+            n.events
+                .iter()
+                .filter(|e| matches!(e, Event::User { name, .. } if name == "deploy"))
+                .count()
+                == 1
+        })
+    });
+    assert!(
+        took.is_some(),
+        "the event did not reach every node exactly once"
+    );
+    sim.run_for(secs(10));
+    for n in &sim.nodes {
+        let c = n
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::User { name, .. } if name == "deploy"))
+            .count();
+        assert_eq!(c, 1, "duplicate delivery");
+    }
+}
+
+#[test]
+fn simulation_is_deterministic() {
+    let run = || {
+        let mut sim = cluster(12, 42);
+        sim.loss = 0.05;
+        sim.run_for(secs(20));
+        (sim.delivered, sim.dropped)
+    };
+    assert_eq!(run(), run());
+}
