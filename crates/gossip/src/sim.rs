@@ -17,6 +17,9 @@ use crate::model::{Event, Member, MemberStatus};
 use crate::serf::{self, Serf};
 use crate::wire;
 
+/// A datagram in flight: delivery time, tie-breaker, target index, source, bytes.
+type InFlight = (Duration, u64, usize, SocketAddr, Vec<u8>);
+
 pub struct SimNode {
     pub serf: Serf,
     pub addr: SocketAddr,
@@ -30,7 +33,7 @@ pub struct Sim {
     pub nodes: Vec<SimNode>,
     now: Duration,
     next_tick: Duration,
-    queue: BinaryHeap<Reverse<(Duration, u64, usize, SocketAddr, Vec<u8>)>>,
+    queue: BinaryHeap<Reverse<InFlight>>,
     seq: u64,
     rng: Rng,
     pub loss: f64,
