@@ -7,6 +7,8 @@
 #![allow(dead_code)]
 
 use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -187,8 +189,25 @@ impl Init {
         let mut cmd = match mode {
             Mode::Subreaper => Command::new(BIN),
             Mode::PidNs => {
+                // A shell holds PID 1 until the test has checked it, then
+                // execs init in its place (same pid), so even an init that
+                // exits at once is seen as PID 1 first.
+                nix::unistd::mkfifo(
+                    &root.path("gate"),
+                    nix::sys::stat::Mode::from_bits_truncate(0o600),
+                )
+                .unwrap();
                 let mut c = Command::new("unshare");
-                c.args(["--pid", "--fork", "--mount-proc", BIN]);
+                c.args([
+                    "--pid",
+                    "--fork",
+                    "--mount-proc",
+                    "/bin/sh",
+                    "-c",
+                    "read _ < \"$0\" && exec \"$@\"",
+                ])
+                .arg(root.path("gate"))
+                .arg(BIN);
                 c
             }
         };
@@ -245,6 +264,20 @@ impl Init {
                 nspid.trim_end().ends_with("\t1"),
                 "init is not PID 1 in its namespace: {nspid}"
             );
+            let gate = root.path("gate");
+            let mut w = wait_for("the PID 1 shell to open its gate", || {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(nix::libc::O_NONBLOCK)
+                    .open(&gate)
+                    .ok()
+            });
+            w.write_all(b"go\n").unwrap();
+            drop(w);
+            wait_for("init to replace the gate shell", || {
+                // (or to have run and exited already)
+                (cmdline(pid).starts_with(BIN) || !alive(pid)).then_some(())
+            });
         }
         init
     }
