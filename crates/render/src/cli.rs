@@ -63,7 +63,7 @@ pub struct ReconcileArgs {
     #[arg(long, default_value = "/usr/local/etc/haproxy/haproxy.cfg")]
     pub config_out: PathBuf,
     /// Validation command run on the temp file; `{}` is its path. "" for none.
-    #[arg(long, default_value = "haproxy -c -q -f {}")]
+    #[arg(long, default_value = "haproxy -c -f {}")]
     pub check: String,
     /// Extra template variable, KEY=VALUE (JSON-decoded when valid JSON).
     #[arg(long = "var", value_name = "KEY=VALUE")]

@@ -101,7 +101,7 @@ fn settings_for(dir: &std::path::Path, ports: (u16, u16, u16), out: &std::path::
         format!("--admin-socket={}", dir.join("admin.sock").display()),
         "--port-tag=port".into(),
         format!("--config-out={}", out.display()),
-        format!("--check={HAPROXY} -c -q -f {{}}"),
+        format!("--check={HAPROXY} -c -f {{}}"),
         "--quiet-ms=100".into(),
         "--verify-secs=1".into(),
     ];
@@ -256,4 +256,67 @@ async fn follows_member_list_without_failed_requests() {
         async || (h2.up().await == ["s1", "s2"]).then_some(()),
     )
     .await;
+}
+
+/// The default (gated) join gives a member traffic only once its health
+/// check passes: a member whose web server is not listening yet stays DOWN
+/// and costs no request; once it listens it comes UP and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gated_join_waits_for_a_passing_check() {
+    require(HAPROXY, "haproxy");
+    let dir = tempfile::tempdir().unwrap();
+    let (fe, st, at) = (free_port(), free_port(), free_port());
+    let s = settings_for(dir.path(), (fe, st, at), &dir.path().join("written.cfg"));
+    let cfg = reconcile::render_config(&s, &BackendSet::new()).unwrap();
+    let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
+    let w1 = WebServer::start("s1").await;
+    let (run, tx) = Running::start(s, vec![member("s1", w1.port)]);
+    wait_for("s1 UP", Duration::from_secs(30), async || {
+        (h.up().await == ["s1"]).then_some(())
+    })
+    .await;
+
+    let load = Load::start(
+        fe,
+        4,
+        Duration::from_millis(5),
+        Duration::from_secs(90),
+        15_000,
+    );
+    let late_port = free_port();
+    tx.send(vec![member("s1", w1.port), member("late", late_port)])
+        .unwrap();
+    // Its first check fails (nothing listens): it must never have been UP.
+    wait_for(
+        "late's first failed check",
+        Duration::from_secs(30),
+        async || {
+            let servers = h.servers().await;
+            if let Some((_, op, _)) = servers.get("late") {
+                assert_ne!(*op, 2, "late is UP although nothing listens on its port");
+            }
+            (h.check_result("late").await == Some(2)).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(h.up().await, ["s1"]);
+
+    // Now it listens: UP after its check passes, and it gets requests.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", late_port))
+        .await
+        .unwrap();
+    let late = WebServer::serve("late", listener);
+    wait_for("late UP", Duration::from_secs(30), async || {
+        (h.up().await == ["late", "s1"]).then_some(())
+    })
+    .await;
+    wait_for("answers from late", Duration::from_secs(30), async || {
+        (load.snapshot().by_backend.get("late").copied().unwrap_or(0) > 10).then_some(())
+    })
+    .await;
+    let report = load.finish().await;
+    run.stop().await;
+    eprintln!("load: {report:?}");
+    assert_eq!(report.failed, 0, "failed requests: {report:?}");
+    drop(late);
 }

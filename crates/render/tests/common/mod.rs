@@ -154,6 +154,11 @@ impl Haproxy {
         require(HAPROXY, "haproxy");
         let cfg = dir.join("haproxy.cfg");
         std::fs::write(&cfg, cfg_text).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("haproxy.log"))
+            .unwrap();
         let guard = ChildGuard::spawn(
             "haproxy",
             Command::new(HAPROXY)
@@ -161,8 +166,8 @@ impl Haproxy {
                 .arg(&cfg)
                 .arg("-db")
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit()),
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
         );
         let h = Haproxy {
             guard,
@@ -212,6 +217,16 @@ impl Haproxy {
         out
     }
 
+    /// srv_check_result of a server (0 unknown, 1 neutral, 2 failed,
+    /// 3 passed, 4 conditionally passed), None when it does not exist.
+    pub async fn check_result(&self, name: &str) -> Option<u8> {
+        let r = self.cmd("show servers state nodes").await;
+        r.lines().skip(2).find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 11 && f[3] == name).then(|| f[11].parse().unwrap())
+        })
+    }
+
     /// Names of servers that are UP (op_state 2) and not in maint/drain.
     pub async fn up(&self) -> Vec<String> {
         self.servers()
@@ -245,7 +260,11 @@ pub struct WebServer {
 
 impl WebServer {
     pub async fn start(name: &str) -> WebServer {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        WebServer::serve(name, TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    /// Serve on a listener the caller bound (e.g. a port chosen earlier).
+    pub fn serve(name: &str, l: TcpListener) -> WebServer {
         let port = l.local_addr().unwrap().port();
         let n = name.to_string();
         let task = tokio::spawn(async move {
@@ -457,5 +476,65 @@ async fn one_request(conn: &mut Option<BufReader<TcpStream>>, port: u16) -> Resu
         Ok(backend)
     } else {
         Err(format!("status {code}"))
+    }
+}
+
+/// A real `serf agent` on 127.0.0.1 with its own gossip and RPC ports.
+pub struct SerfAgent {
+    pub guard: ChildGuard,
+    pub name: String,
+    pub bind: u16,
+    pub rpc: u16,
+}
+
+impl SerfAgent {
+    /// `tags` as ("role", "backend"); `join`: the bind port of a member.
+    pub async fn start(
+        name: &str,
+        tags: &[(&str, &str)],
+        join: Option<u16>,
+        log: &Path,
+    ) -> SerfAgent {
+        require(SERF, "serf");
+        let (bind, rpc) = (free_port(), free_port());
+        let mut cmd = Command::new(SERF);
+        cmd.arg("agent")
+            .arg(format!("-node={name}"))
+            .arg(format!("-bind=127.0.0.1:{bind}"))
+            .arg(format!("-rpc-addr=127.0.0.1:{rpc}"))
+            .arg("-log-level=warn");
+        for (k, v) in tags {
+            cmd.arg(format!("-tag={k}={v}"));
+        }
+        if let Some(j) = join {
+            cmd.arg(format!("-join=127.0.0.1:{j}"));
+        }
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        let guard = ChildGuard::spawn(&format!("serf agent {name}"), &mut cmd);
+        let agent = SerfAgent {
+            guard,
+            name: name.into(),
+            bind,
+            rpc,
+        };
+        wait_for(
+            &format!("serf agent {name}'s RPC port"),
+            Duration::from_secs(30),
+            async || {
+                TcpStream::connect(("127.0.0.1", rpc))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
+        agent
     }
 }

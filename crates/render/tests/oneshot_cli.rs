@@ -1,0 +1,258 @@
+//! The one-shot mode through the real binary: `render --key value < tpl`.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const LAB_TEMPLATE: &str =
+    "Container {{ name }} has joined the Serf cluster with the following IP address: {{ ip }}\n";
+
+fn render(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_render"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn lab_template_with_flags() {
+    let o = render(&["--name", "s1", "--ip", "10.0.0.3"], LAB_TEMPLATE);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "Container s1 has joined the Serf cluster with the following IP address: 10.0.0.3\n"
+    );
+}
+
+#[test]
+fn json_values_are_decoded() {
+    let tpl =
+        "{% for a in addresses %}{{ a.host }}={{ a.ip }};{% endfor %} n+1={{ n + 1 }} s={{ s }}";
+    let o = render(
+        &[
+            "--addresses",
+            r#"[{"host":"s1","ip":"10.0.0.3"},{"host":"s2","ip":"10.0.0.4"}]"#,
+            "--n=41",
+            "--s",
+            "not json",
+        ],
+        tpl,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "s1=10.0.0.3;s2=10.0.0.4; n+1=42 s=not json");
+}
+
+#[test]
+fn data_file_is_merged() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("vars.json");
+    std::fs::write(&f, r#"{"name": "from-file", "ip": "10.0.0.9"}"#).unwrap();
+    let o = render(
+        &["--data", f.to_str().unwrap(), "--name", "s2"],
+        LAB_TEMPLATE,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Container s2 has joined") && stdout(&o).contains("10.0.0.9"));
+}
+
+#[test]
+fn undefined_variable_is_an_error_naming_the_line() {
+    let o = render(&["--name", "s1"], "first line\n{{ name }}\n{{ ip }}\n");
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "", "nothing rendered on error");
+    let e = stderr(&o);
+    assert!(
+        e.contains("undefined variable `ip`") && e.contains("line 3"),
+        "{e}"
+    );
+}
+
+#[test]
+fn syntax_error_names_the_line() {
+    let o = render(
+        &["--name", "s1"],
+        "ok\n{% if name %}\n{{ name }\n{% endif %}\n",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("syntax error") && e.contains("line 3"), "{e}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let o = render(&["--name"], LAB_TEMPLATE);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--name needs a value"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn out_is_written_atomically_and_failed_render_keeps_old_file() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("haproxy.cfg");
+    let o = render(
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--name",
+            "s1",
+            "--ip",
+            "1.2.3.4",
+        ],
+        LAB_TEMPLATE,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "", "--out writes nothing to stdout");
+    assert!(std::fs::read_to_string(&out)
+        .unwrap()
+        .contains("Container s1"));
+    // A failing render leaves the previous file whole.
+    let o = render(
+        &["--out", out.to_str().unwrap(), "--name", "s2"],
+        LAB_TEMPLATE,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(std::fs::read_to_string(&out)
+        .unwrap()
+        .contains("Container s1"));
+    assert_eq!(
+        entries(d.path()),
+        ["haproxy.cfg"],
+        "no temp file left behind"
+    );
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `--check` with the real `haproxy -c`: a broken rendering is refused with
+/// HAProxy's own message and the old file stays; a good one replaces it.
+#[test]
+fn check_with_haproxy_keeps_old_file_on_failure() {
+    common::require(common::HAPROXY, "haproxy");
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("haproxy.cfg");
+    let tpl = "defaults\n    mode http\n    timeout connect 5s\n    timeout client 5s\n    timeout server 5s\nfrontend fe\n    bind 127.0.0.1:18080\n    default_backend nodes\nbackend nodes\n    balance {{ balance }}\n    server {{ name }} {{ ip }}:3000 check\n";
+    let check = format!("{} -c -f {{}}", common::HAPROXY);
+    let args = |balance: &'static str| {
+        vec![
+            "--out".to_string(),
+            out.display().to_string(),
+            "--check".into(),
+            check.clone(),
+            "--name".into(),
+            "s1".into(),
+            "--ip".into(),
+            "127.0.0.1".into(),
+            "--balance".into(),
+            balance.into(),
+        ]
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        render(&a, tpl)
+    };
+    let o = run(args("roundrobin"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let good = std::fs::read_to_string(&out).unwrap();
+    assert!(good.contains("balance roundrobin"));
+
+    let o = run(args("no-such-algorithm"));
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("validation failed"), "{e}");
+    assert!(
+        e.contains("balance only supports"),
+        "HAProxy's own message is shown: {e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        good,
+        "old file untouched"
+    );
+    assert_eq!(
+        entries(d.path()),
+        ["haproxy.cfg"],
+        "no temp file left behind"
+    );
+}
+
+#[test]
+fn check_without_out_validates_then_prints() {
+    let o = render(
+        &["--check", "grep -q s1 {}", "--name", "s1", "--ip", "x"],
+        LAB_TEMPLATE,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Container s1"));
+    let o = render(
+        &["--check", "grep -q zz {}", "--name", "s1", "--ip", "x"],
+        LAB_TEMPLATE,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "");
+}
+
+#[test]
+fn help_mentions_reconcile() {
+    let o = render(&["--help"], "");
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("render reconcile"));
+    let o = Command::new(env!("CARGO_BIN_EXE_render"))
+        .args(["reconcile", "--help"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("--admin-socket"));
+}
+
+#[test]
+fn reconcile_rejects_bad_flags_with_the_value() {
+    let o = Command::new(env!("CARGO_BIN_EXE_render"))
+        .args(["reconcile", "--admin-socket", "nonsense", "--check", ""])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("\"nonsense\""), "{}", stderr(&o));
+    let o = Command::new(env!("CARGO_BIN_EXE_render"))
+        .args([
+            "reconcile",
+            "--server-options",
+            "check; del server nodes/x",
+            "--check",
+            "",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--server-options"), "{}", stderr(&o));
+}

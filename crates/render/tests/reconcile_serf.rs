@@ -1,0 +1,193 @@
+//! End to end: `render reconcile` (the binary) between a real `serf agent`
+//! cluster and the real HAProxy, on loopback. Backend members join, leave
+//! gracefully and crash; a member with a hostile name is ignored with one
+//! log line; a steady keep-alive load through HAProxy's frontend sees no
+//! failed request; the written haproxy.cfg lists the same servers and
+//! passes `haproxy -c`; SIGTERM stops the reconciler with status 0.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn log_text(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serf_members_drive_haproxy_without_failed_requests() {
+    require(HAPROXY, "haproxy");
+    require(SERF, "serf");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (fe, st, at) = (free_port(), free_port(), free_port());
+
+    // HAProxy with no server yet, from the shipped template.
+    let vars = Haproxy::vars(d, fe, st, at);
+    let empty_cfg = {
+        let mut out = Command::new(env!("CARGO_BIN_EXE_render"));
+        out.arg("--template")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/templates/haproxy.cfg.tera"
+            ))
+            .arg("--backends")
+            .arg("[]");
+        for (k, v) in &vars {
+            out.arg(format!("--{k}")).arg(v.as_str().unwrap());
+        }
+        let o = out.stdin(Stdio::null()).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let h = Haproxy::start(d, &empty_cfg, fe, st, at).await;
+
+    let serf_log = d.join("serf.log");
+    let ha = SerfAgent::start("ha", &[("role", "balancer")], None, &serf_log).await;
+
+    // The reconciler, on HAProxy's TCP admin socket (as the lab's 9999).
+    let rec_log = d.join("reconcile.log");
+    let live_cfg = d.join("live.cfg");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_render"));
+    cmd.arg("reconcile")
+        .arg(format!("--rpc-addr=127.0.0.1:{}", ha.rpc))
+        .arg(format!("--admin-socket=127.0.0.1:{at}"))
+        .arg("--port-tag=port")
+        .arg(format!("--config-out={}", live_cfg.display()))
+        .arg(format!("--check={HAPROXY} -c -f {{}}"))
+        .arg("--log-level=info");
+    for (k, v) in &vars {
+        cmd.arg(format!("--var={k}={}", v.as_str().unwrap()));
+    }
+    let log_file = std::fs::File::create(&rec_log).unwrap();
+    cmd.env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file);
+    let mut reconciler = ChildGuard::spawn("render reconcile", &mut cmd);
+
+    // Two backends join.
+    let w1 = WebServer::start("s1").await;
+    let w2 = WebServer::start("s2").await;
+    let w3 = WebServer::start("s3").await;
+    let (p1, p2, p3) = (
+        w1.port.to_string(),
+        w2.port.to_string(),
+        w3.port.to_string(),
+    );
+    let t1 = [("role", "backend"), ("port", p1.as_str())];
+    let t2 = [("role", "backend"), ("port", p2.as_str())];
+    let t3 = [("role", "backend"), ("port", p3.as_str())];
+    let s1 = SerfAgent::start("s1", &t1, Some(ha.bind), &serf_log).await;
+    let s2 = SerfAgent::start("s2", &t2, Some(ha.bind), &serf_log).await;
+    wait_for(
+        "s1 and s2 UP in HAProxy",
+        Duration::from_secs(60),
+        async || (h.up().await == ["s1", "s2"]).then_some(()),
+    )
+    .await;
+
+    // Steady load from here on: 4 keep-alive clients, one attempt each.
+    let load = Load::start(
+        fe,
+        4,
+        Duration::from_millis(5),
+        Duration::from_secs(150),
+        30_000,
+    );
+
+    // A member with a hostile name and the backend role: ignored, logged.
+    let hostile = SerfAgent::start("a b;rm", &t3, Some(ha.bind), &serf_log).await;
+    wait_for(
+        "the hostile name logged",
+        Duration::from_secs(60),
+        async || {
+            log_text(&rec_log)
+                .contains("ignoring member \"a b;rm\"")
+                .then_some(())
+        },
+    )
+    .await;
+
+    // A third backend joins.
+    let s3 = SerfAgent::start("s3", &t3, Some(ha.bind), &serf_log).await;
+    wait_for("s3 UP", Duration::from_secs(60), async || {
+        (h.up().await == ["s1", "s2", "s3"]).then_some(())
+    })
+    .await;
+
+    // s1 leaves gracefully (SIGINT makes serf leave), s2 crashes.
+    s1.guard.signal(2);
+    wait_for("s1 removed", Duration::from_secs(60), async || {
+        (!h.servers().await.contains_key("s1")).then_some(())
+    })
+    .await;
+    drop(s2);
+    wait_for(
+        "s2 removed after its failure is detected",
+        Duration::from_secs(60),
+        async || (h.servers().await.keys().collect::<Vec<_>>() == ["s3"]).then_some(()),
+    )
+    .await;
+    let seen = load.snapshot().by_backend.get("s3").copied().unwrap_or(0);
+    wait_for(
+        "more answers from s3",
+        Duration::from_secs(30),
+        async || {
+            (load.snapshot().by_backend.get("s3").copied().unwrap_or(0) > seen + 20).then_some(())
+        },
+    )
+    .await;
+    let report = load.finish().await;
+    eprintln!("load: {report:?}");
+    assert_eq!(report.failed, 0, "failed requests: {report:?}");
+    for b in ["s1", "s2", "s3"] {
+        assert!(
+            report.by_backend.get(b).copied().unwrap_or(0) > 0,
+            "{b} got no request: {report:?}"
+        );
+    }
+
+    // The hostile member never reached HAProxy; it was reported once.
+    assert!(!h.servers().await.keys().any(|k| k.contains(' ')));
+    let log = log_text(&rec_log);
+    assert_eq!(
+        log.matches("ignoring member \"a b;rm\"").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("added s1 127.0.0.1:{}", w1.port)),
+        "{log}"
+    );
+    assert!(log.contains("removed s1"), "{log}");
+
+    // The file follows: s3 only, and valid.
+    let written = wait_for(
+        "the config written with s3 only",
+        Duration::from_secs(30),
+        async || {
+            let t = std::fs::read_to_string(&live_cfg).ok()?;
+            (t.contains(&format!("server s3 127.0.0.1:{} ", w3.port))
+                && !t.contains("server s1 ")
+                && !t.contains("server s2 "))
+            .then_some(t)
+        },
+    )
+    .await;
+    assert!(!written.contains("a b;rm"));
+    let check = Command::new(HAPROXY)
+        .args(["-c", "-q", "-f"])
+        .arg(&live_cfg)
+        .status()
+        .unwrap();
+    assert!(check.success(), "haproxy -c refused:\n{written}");
+
+    // SIGTERM: exit 0.
+    reconciler.signal(15);
+    let status = reconciler.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{}", log_text(&rec_log));
+    drop((hostile, s3, s1, ha, w1, w2, w3));
+}
