@@ -1,6 +1,18 @@
-//! `gossip` binary: the serf-compatible command line (see `cli`).
+//! `gossip` binary: the serf-compatible command line (see `gossip::cli`).
 
 fn main() {
-    eprintln!("gossip: not implemented yet");
-    std::process::exit(64);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gossip: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(gossip::cli::run(args));
+    // Exit without waiting for background tasks (RPC connections, handlers).
+    std::process::exit(code);
 }

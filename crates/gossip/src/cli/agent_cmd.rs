@@ -1,0 +1,779 @@
+//! `gossip agent`: Serf's agent flags and JSON config files turned into a
+//! [`AgentConfig`], then the agent, its RPC server and its event handlers
+//! started, Serf's banner printed, and a graceful leave on SIGINT or
+//! SIGTERM (a second signal exits at once).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::Value;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::flags::{parse_duration, FlagError, Flags, Kind};
+use crate::handler::HandlerRunner;
+use crate::model::{AgentConfig, AgentHandle, Event, MemberEventKind};
+use crate::rpc::{LogLevel, MonitorLayer, ServeOptions};
+
+const DEFAULT_PORT: u16 = 7946;
+
+const FLAGS: &[(&str, Kind)] = &[
+    ("advertise", Kind::Value),
+    ("bind", Kind::Value),
+    ("broadcast-timeout", Kind::Value),
+    ("config-dir", Kind::List),
+    ("config-file", Kind::List),
+    ("discover", Kind::Value),
+    ("encrypt", Kind::Value),
+    ("event-handler", Kind::List),
+    ("handler-timeout", Kind::Value),
+    ("iface", Kind::Value),
+    ("join", Kind::List),
+    ("keyring-file", Kind::Value),
+    ("log-level", Kind::Value),
+    ("node", Kind::Value),
+    ("profile", Kind::Value),
+    ("protocol", Kind::Value),
+    ("rejoin", Kind::Bool),
+    ("replay", Kind::Bool),
+    ("retry-interval", Kind::Value),
+    ("retry-join", Kind::List),
+    ("retry-max", Kind::Value),
+    ("role", Kind::Value),
+    ("rpc-addr", Kind::Value),
+    ("rpc-auth", Kind::Value),
+    ("snapshot", Kind::Value),
+    ("syslog", Kind::Bool),
+    ("tag", Kind::List),
+    ("tags-file", Kind::Value),
+];
+
+const HELP: &str = "
+Usage: gossip agent [options]
+
+  Starts the agent and runs until it is told to leave (RPC `leave`,
+  SIGINT or SIGTERM: graceful leave; a second signal exits at once).
+
+Options (one or two dashes; Serf's JSON config keys in brackets):
+  -advertise=addr           Address advertised to peers [advertise]
+  -bind=0.0.0.0:7946        Gossip address [bind]
+  -config-file=foo          JSON config file, repeatable
+  -config-dir=foo           Directory of *.json config files, repeatable
+  -encrypt=key              Base64 gossip encryption key [encrypt_key]
+  -event-handler=[filter=]script  Event handler, repeatable [event_handlers]
+  -handler-timeout=30s      Kill a handler running longer than this [handler_timeout]
+  -iface=eth0               Bind to this interface's address [interface]
+  -join=addr                Join this address at start, repeatable [start_join]
+  -keyring-file=path        Keyring file [keyring_file]
+  -log-level=info           trace, debug, info, warn, err [log_level]
+  -node=hostname            Node name [node_name]
+  -profile=lan              lan, wan or local [profile]
+  -rejoin                   Rejoin after a previous leave [rejoin_after_leave]
+  -replay                   Replay past user events on join [replay_on_join]
+  -retry-join=addr          Join this address, retrying, repeatable [retry_join]
+  -retry-interval=30s       Time between retry-join attempts [retry_interval]
+  -retry-max=0              Retry-join attempts, 0 = forever [retry_max_attempts]
+  -rpc-addr=127.0.0.1:7373  RPC address [rpc_addr]
+  -rpc-auth=token           RPC auth token [rpc_auth]
+  -snapshot=path            Snapshot file [snapshot_path]
+  -tag key=value            Tag, repeatable [tags]
+  -tags-file=path           Tag persistence file [tags_file]
+";
+
+/// Everything Serf's agent takes from config files and flags, before
+/// validation. Lists accumulate across files and flags; scalars: last wins.
+#[derive(Debug, Default, Clone)]
+pub struct AgentSettings {
+    pub node_name: Option<String>,
+    pub role: Option<String>,
+    pub tags: Vec<(String, String)>,
+    pub tags_file: Option<String>,
+    pub bind: Option<String>,
+    pub advertise: Option<String>,
+    pub interface: Option<String>,
+    pub encrypt_key: Option<String>,
+    pub keyring_file: Option<String>,
+    pub log_level: Option<String>,
+    pub rpc_addr: Option<String>,
+    pub rpc_auth: Option<String>,
+    pub replay_on_join: bool,
+    pub start_join: Vec<String>,
+    pub event_handlers: Vec<String>,
+    pub profile: Option<String>,
+    pub snapshot_path: Option<String>,
+    pub rejoin_after_leave: bool,
+    pub retry_join: Vec<String>,
+    pub retry_max_attempts: Option<u32>,
+    pub retry_interval: Option<String>,
+    pub handler_timeout: Option<String>,
+}
+
+/// Serf's keys we read; the others Serf knows are accepted and ignored.
+const IGNORED_KEYS: &[&str] = &[
+    "broadcast_timeout",
+    "disable_coordinates",
+    "disable_name_resolution",
+    "discover",
+    "enable_compression",
+    "enable_syslog",
+    "leave_on_terminate",
+    "protocol",
+    "query_response_size_limit",
+    "query_size_limit",
+    "reconnect_interval",
+    "reconnect_timeout",
+    "skip_leave_on_interrupt",
+    "statsd_addr",
+    "statsite_addr",
+    "syslog_facility",
+    "tombstone_timeout",
+    "user_event_size_limit",
+];
+
+impl AgentSettings {
+    /// Merges one JSON config object (Serf's keys) into these settings.
+    pub fn merge_json(&mut self, v: &Value, origin: &str) -> Result<(), String> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| format!("config file {origin}: the top level must be a JSON object"))?;
+        let string = |key: &str, val: &Value| -> Result<String, String> {
+            val.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("config file {origin}: '{key}' must be a string"))
+        };
+        let strings = |key: &str, val: &Value| -> Result<Vec<String>, String> {
+            val.as_array()
+                .and_then(|a| a.iter().map(|x| x.as_str().map(str::to_string)).collect())
+                .ok_or_else(|| format!("config file {origin}: '{key}' must be a list of strings"))
+        };
+        let boolean = |key: &str, val: &Value| -> Result<bool, String> {
+            val.as_bool()
+                .ok_or_else(|| format!("config file {origin}: '{key}' must be true or false"))
+        };
+        for (key, val) in obj {
+            match key.as_str() {
+                "node_name" => self.node_name = Some(string(key, val)?),
+                "role" => self.role = Some(string(key, val)?),
+                "tags" => {
+                    let m = val.as_object().ok_or_else(|| {
+                        format!("config file {origin}: 'tags' must be an object of strings")
+                    })?;
+                    for (k, v) in m {
+                        let v = string(&format!("tags.{k}"), v)?;
+                        self.tags.retain(|(k2, _)| k2 != k);
+                        self.tags.push((k.clone(), v));
+                    }
+                }
+                "tags_file" => self.tags_file = Some(string(key, val)?),
+                "bind" => self.bind = Some(string(key, val)?),
+                "advertise" => self.advertise = Some(string(key, val)?),
+                "interface" => self.interface = Some(string(key, val)?),
+                "encrypt_key" => self.encrypt_key = Some(string(key, val)?),
+                "keyring_file" => self.keyring_file = Some(string(key, val)?),
+                "log_level" => self.log_level = Some(string(key, val)?),
+                "rpc_addr" => self.rpc_addr = Some(string(key, val)?),
+                "rpc_auth" => self.rpc_auth = Some(string(key, val)?),
+                "replay_on_join" => self.replay_on_join = boolean(key, val)?,
+                "start_join" => self.start_join.extend(strings(key, val)?),
+                "event_handlers" => self.event_handlers.extend(strings(key, val)?),
+                "profile" => self.profile = Some(string(key, val)?),
+                "snapshot_path" => self.snapshot_path = Some(string(key, val)?),
+                "rejoin_after_leave" => self.rejoin_after_leave = boolean(key, val)?,
+                "retry_join" => self.retry_join.extend(strings(key, val)?),
+                "retry_max_attempts" => {
+                    let n = val
+                        .as_u64()
+                        .filter(|n| *n <= u32::MAX as u64)
+                        .ok_or_else(|| {
+                            format!(
+                                "config file {origin}: 'retry_max_attempts' must be a whole number"
+                            )
+                        })?;
+                    self.retry_max_attempts = Some(n as u32);
+                }
+                "retry_interval" => self.retry_interval = Some(string(key, val)?),
+                "handler_timeout" => self.handler_timeout = Some(string(key, val)?),
+                k if IGNORED_KEYS.contains(&k) => {}
+                other => return Err(format!("config file {origin}: unknown key '{other}'")),
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_file(&mut self, path: &Path) -> Result<(), String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("Error reading '{}': {e}", path.display()))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("Error decoding '{}': {e}", path.display()))?;
+        self.merge_json(&v, &path.display().to_string())
+    }
+
+    /// `-config-dir`: every `*.json` file in it, in name order (as Serf).
+    fn merge_dir(&mut self, dir: &Path) -> Result<(), String> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| format!("Error reading '{}': {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json") && p.is_file())
+            .collect();
+        files.sort();
+        for f in files {
+            self.merge_file(&f)?;
+        }
+        Ok(())
+    }
+
+    /// Applies command-line flags over the files' settings.
+    fn merge_flags(&mut self, f: &Flags) -> Result<(), String> {
+        let set = |slot: &mut Option<String>, name: &str| {
+            if let Some(v) = f.value(name) {
+                *slot = Some(v.to_string());
+            }
+        };
+        set(&mut self.node_name, "node");
+        set(&mut self.role, "role");
+        set(&mut self.tags_file, "tags-file");
+        set(&mut self.bind, "bind");
+        set(&mut self.advertise, "advertise");
+        set(&mut self.interface, "iface");
+        set(&mut self.encrypt_key, "encrypt");
+        set(&mut self.keyring_file, "keyring-file");
+        set(&mut self.log_level, "log-level");
+        set(&mut self.rpc_addr, "rpc-addr");
+        set(&mut self.rpc_auth, "rpc-auth");
+        set(&mut self.profile, "profile");
+        set(&mut self.snapshot_path, "snapshot");
+        set(&mut self.retry_interval, "retry-interval");
+        set(&mut self.handler_timeout, "handler-timeout");
+        if f.bool("replay", false) {
+            self.replay_on_join = true;
+        }
+        if f.bool("rejoin", false) {
+            self.rejoin_after_leave = true;
+        }
+        if let Some(n) = f.value("retry-max") {
+            self.retry_max_attempts = Some(
+                n.parse()
+                    .map_err(|_| format!("Invalid -retry-max '{n}': not a whole number"))?,
+            );
+        }
+        for t in f.list("tag") {
+            let (k, v) = t
+                .split_once('=')
+                .ok_or_else(|| format!("Invalid tag: '{t}'"))?;
+            self.tags.retain(|(k2, _)| k2 != k);
+            self.tags.push((k.to_string(), v.to_string()));
+        }
+        self.start_join.extend(f.list("join"));
+        self.retry_join.extend(f.list("retry-join"));
+        self.event_handlers.extend(f.list("event-handler"));
+        Ok(())
+    }
+}
+
+/// Builds the agent configuration from `gossip agent` arguments (flags and
+/// the config files they name). Returns the config and the `-join`
+/// addresses, which the command joins itself after start (to print Serf's
+/// "Join completed" line).
+pub fn agent_config(argv: &[String]) -> Result<(AgentConfig, Vec<String>), String> {
+    let f = match Flags::parse(FLAGS, argv) {
+        Ok(f) => f,
+        Err(FlagError::Help) => return Err(HELP.trim().to_string()),
+        Err(FlagError::Bad(m)) => return Err(m),
+    };
+    if let Some(extra) = f.args.first() {
+        return Err(format!(
+            "unexpected argument '{extra}' (agent takes only flags)"
+        ));
+    }
+    let mut s = AgentSettings::default();
+    for file in f.list("config-file") {
+        s.merge_file(Path::new(&file))?;
+    }
+    for dir in f.list("config-dir") {
+        s.merge_dir(Path::new(&dir))?;
+    }
+    s.merge_flags(&f)?;
+    if f.is_set("discover") {
+        return Err("-discover (mDNS) is not supported".into());
+    }
+    settings_to_config(s)
+}
+
+fn settings_to_config(mut s: AgentSettings) -> Result<(AgentConfig, Vec<String>), String> {
+    let node_name = match s.node_name.take().filter(|n| !n.is_empty()) {
+        Some(n) => n,
+        None => hostname().map_err(|e| format!("Error determining hostname: {e}"))?,
+    };
+    let mut c = AgentConfig {
+        node_name,
+        ..AgentConfig::default()
+    };
+    if let Some(role) = s.role.take() {
+        s.tags.retain(|(k, _)| k != "role");
+        s.tags.push(("role".into(), role));
+    }
+    if let Some(tf) = s.tags_file.take() {
+        let path = PathBuf::from(&tf);
+        if path.exists() {
+            if !s.tags.is_empty() {
+                return Err("Tags config not allowed while using tag files".into());
+            }
+            s.tags = read_tags_file(&path)?;
+        }
+        c.tags_file = Some(path);
+    }
+    c.tags = s.tags;
+    if let Some(b) = s.bind.as_deref() {
+        c.bind = parse_addr(b, DEFAULT_PORT).map_err(|e| format!("Invalid bind address: {e}"))?;
+    }
+    if let Some(iface) = s.interface.as_deref() {
+        let ip = interface_ipv4(iface)?;
+        if !c.bind.ip().is_unspecified() && c.bind.ip() != IpAddr::V4(ip) {
+            return Err(format!(
+                "Interface '{iface}' has no '{}' address",
+                c.bind.ip()
+            ));
+        }
+        c.bind = SocketAddr::new(IpAddr::V4(ip), c.bind.port());
+    }
+    if let Some(a) = s.advertise.as_deref() {
+        c.advertise = Some(
+            parse_addr(a, c.bind.port()).map_err(|e| format!("Invalid advertise address: {e}"))?,
+        );
+    }
+    if let Some(r) = s.rpc_addr.as_deref() {
+        c.rpc_addr = parse_addr(r, 7373).map_err(|e| format!("Invalid RPC address: {e}"))?;
+    }
+    c.rpc_auth_key = s.rpc_auth.filter(|k| !k.is_empty());
+    if let Some(k) = s.encrypt_key.as_deref() {
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(k.trim())
+            .map_err(|e| format!("Invalid encryption key '{k}': {e}"))?;
+        if ![16, 24, 32].contains(&key.len()) {
+            return Err(format!(
+                "Invalid encryption key '{k}': must be 16, 24 or 32 bytes, not {}",
+                key.len()
+            ));
+        }
+        c.encrypt_keys.push(key);
+    }
+    c.keyring_file = s.keyring_file.map(PathBuf::from);
+    if let Some(l) = s.log_level {
+        if LogLevel::parse(&l).is_none() {
+            return Err(format!(
+                "Invalid log level: {l}. Valid log levels are: [TRACE DEBUG INFO WARN ERR]"
+            ));
+        }
+        c.log_level = l.to_lowercase();
+    }
+    if let Some(p) = s.profile {
+        if !["lan", "wan", "local"].contains(&p.as_str()) {
+            return Err(format!("Unknown profile: {p}"));
+        }
+        c.profile = p;
+    }
+    c.snapshot = s.snapshot_path.map(PathBuf::from);
+    c.rejoin = s.rejoin_after_leave;
+    c.replay = s.replay_on_join;
+    c.retry_join = s.retry_join;
+    c.retry_max = s.retry_max_attempts.unwrap_or(0);
+    if let Some(i) = s.retry_interval {
+        c.retry_interval =
+            parse_duration(&i).map_err(|e| format!("Invalid retry interval: {e}"))?;
+    }
+    if let Some(t) = s.handler_timeout {
+        c.handler_timeout =
+            parse_duration(&t).map_err(|e| format!("Invalid handler timeout: {e}"))?;
+    }
+    // Validate handler specs now, so a typo fails at start, not at the first event.
+    HandlerRunner::new(&s.event_handlers, c.handler_timeout)
+        .map_err(|e| format!("Invalid event script: {e}"))?;
+    c.event_handlers = s.event_handlers;
+    Ok((c, s.start_join))
+}
+
+/// `IP`, `IP:port`, `[v6]:port` or `:port`.
+fn parse_addr(s: &str, default_port: u16) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = s.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, default_port));
+    }
+    if let Some(port) = s.strip_prefix(':') {
+        if let Ok(p) = port.parse() {
+            return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), p));
+        }
+    }
+    Err(format!("'{s}' is not an IP address with an optional port"))
+}
+
+fn hostname() -> std::io::Result<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // within it on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
+/// The first IPv4 address of a network interface.
+fn interface_ipv4(name: &str) -> Result<Ipv4Addr, String> {
+    let mut found = None;
+    let mut exists = false;
+    // SAFETY: getifaddrs fills a linked list we only read and then free.
+    unsafe {
+        let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut head) != 0 {
+            return Err(format!(
+                "Failed to get interface addresses: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let mut cur = head;
+        while !cur.is_null() {
+            let ifa = &*cur;
+            let ifname = std::ffi::CStr::from_ptr(ifa.ifa_name).to_string_lossy();
+            if ifname == name {
+                exists = true;
+                if !ifa.ifa_addr.is_null()
+                    && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET
+                    && found.is_none()
+                {
+                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+                }
+            }
+            cur = ifa.ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    match (exists, found) {
+        (_, Some(ip)) => Ok(ip),
+        (true, None) => Err(format!("Interface '{name}' has no IPv4 addresses")),
+        (false, None) => Err(format!("Invalid network interface: '{name}' not found")),
+    }
+}
+
+fn read_tags_file(path: &Path) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("Failed to read tags file '{}': {e}", path.display()))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("Failed to decode tags file '{}': {e}", path.display()))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format!("tags file '{}' must hold a JSON object", path.display()))?;
+    obj.iter()
+        .map(|(k, v)| {
+            v.as_str()
+                .map(|s| (k.clone(), s.to_string()))
+                .ok_or_else(|| format!("tags file '{}': tag '{k}' is not a string", path.display()))
+        })
+        .collect()
+}
+
+fn write_tags_file(path: &Path, tags: &[(String, String)]) -> std::io::Result<()> {
+    let map: serde_json::Map<String, Value> = tags
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&Value::Object(map))?)?;
+    std::fs::rename(tmp, path)
+}
+
+/// `gossip agent ...`: returns the process exit code.
+pub async fn run(argv: &[String]) -> i32 {
+    let (config, join) = match agent_config(argv) {
+        Ok(c) => c,
+        Err(e) if e.starts_with("Usage:") => {
+            println!("{e}");
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("==> {e}");
+            return 1;
+        }
+    };
+    let level = LogLevel::parse(&config.log_level).unwrap_or(LogLevel::Info);
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        let sub = tracing_subscriber::registry().with(MonitorLayer::with_stderr(level));
+        // Fails only if a subscriber is already set (tests embedding us).
+        let _ = tracing::subscriber::set_global_default(sub);
+    }
+    serve_agent(config, join).await
+}
+
+async fn serve_agent(config: AgentConfig, join: Vec<String>) -> i32 {
+    println!("==> Starting Serf agent...");
+    let rpc_listener = match tokio::net::TcpListener::bind(config.rpc_addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "==> Error starting RPC listener on {}: {e}",
+                config.rpc_addr
+            );
+            return 1;
+        }
+    };
+    let runner = match HandlerRunner::new(&config.event_handlers, config.handler_timeout) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("==> Invalid event script: {e}");
+            return 1;
+        }
+    };
+    if config.snapshot.is_some() {
+        tracing::warn!(target: "agent", "snapshots are not supported yet: -snapshot is ignored");
+    }
+    let node_name = config.node_name.clone();
+    let rpc_addr = config.rpc_addr;
+    let encrypted = !config.encrypt_keys.is_empty() || config.keyring_file.is_some();
+    let snapshot = config.snapshot.is_some();
+    let profile = config.profile.clone();
+    let replay = config.replay;
+    let tags_file = config.tags_file.clone();
+    let agent = match crate::agent::start(config.clone()).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("==> Failed to start the Serf agent: {e:#}");
+            return 1;
+        }
+    };
+    // Subscribe before anything else happens so handlers see every event.
+    let handler_events = agent.subscribe();
+    if let Some(path) = &tags_file {
+        if let Err(e) = write_tags_file(path, &agent.local_member().tags) {
+            eprintln!("==> Failed to write tags file '{}': {e}", path.display());
+            let _ = agent.shutdown().await;
+            return 1;
+        }
+        tokio::spawn(persist_tags(agent.clone(), path.clone()));
+    }
+    if !runner.is_empty() {
+        let host = agent.clone();
+        tokio::spawn(async move { runner.run(host, handler_events).await });
+    }
+    println!("==> Starting Serf agent RPC...");
+    let left = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(crate::rpc::serve_with(
+        rpc_listener,
+        agent.clone(),
+        ServeOptions {
+            auth_key: config.rpc_auth_key.clone(),
+            on_leave: Some(left.clone()),
+        },
+    ));
+    let me = agent.local_member();
+    println!("==> Serf agent running!");
+    println!("                      Node name: '{node_name}'");
+    println!(
+        "                      Bind addr: '{}'",
+        SocketAddr::new(config.bind.ip(), me.port)
+    );
+    if let Some(a) = config.advertise {
+        println!("                 Advertise addr: '{a}'");
+    }
+    println!("                       RPC addr: '{rpc_addr}'");
+    println!("                      Encrypted: {encrypted}");
+    println!("                       Snapshot: {snapshot}");
+    println!("                        Profile: {profile}");
+    println!("    Message Compression Enabled: true");
+    if !join.is_empty() {
+        println!("==> Joining cluster...(replay: {replay})");
+        match agent.join(join, replay).await {
+            Ok(n) => println!("    Join completed. Synced with {n} initial agents"),
+            Err(e) => {
+                eprintln!("==> Error joining the cluster: {e:#}");
+                let _ = agent.shutdown().await;
+                return 1;
+            }
+        }
+    }
+    println!("\n==> Log data will now stream in as it occurs:\n");
+    wait_for_exit(agent, left).await
+}
+
+/// Rewrites the tags file whenever our own tags change (RPC `tags`).
+async fn persist_tags<A: AgentHandle + ?Sized>(agent: Arc<A>, path: PathBuf) {
+    let mut events = agent.subscribe();
+    let me = agent.local_member().name;
+    loop {
+        match events.recv().await {
+            Ok(Event::Member {
+                kind: MemberEventKind::Update,
+                members,
+            }) if members.iter().any(|m| m.name == me) => {
+                if let Err(e) = write_tags_file(&path, &agent.local_member().tags) {
+                    tracing::error!(target: "agent", "Failed to write tags file '{}': {e}", path.display());
+                }
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        }
+    }
+}
+
+/// Waits for a signal or an RPC `leave`; leaves gracefully on SIGINT or
+/// SIGTERM, and exits at once on a second signal.
+async fn wait_for_exit<A: AgentHandle + ?Sized>(
+    agent: Arc<A>,
+    left: Arc<tokio::sync::Notify>,
+) -> i32 {
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        eprintln!("==> Failed to install signal handlers");
+        return 1;
+    };
+    let name = loop {
+        tokio::select! {
+            _ = int.recv() => break "interrupt",
+            _ = term.recv() => break "terminated",
+            _ = hup.recv() => {
+                tracing::warn!(target: "agent", "SIGHUP: configuration reload is not supported; ignored");
+            }
+            _ = left.notified() => {
+                // The RPC server already left and shut the agent down.
+                return 0;
+            }
+        }
+    };
+    println!("==> Caught signal: {name}");
+    println!("==> Gracefully shutting down agent...");
+    let graceful = async {
+        if let Err(e) = agent.leave().await {
+            eprintln!("==> Error: {e:#}");
+        }
+        if let Err(e) = agent.shutdown().await {
+            eprintln!("==> Error: {e:#}");
+        }
+    };
+    tokio::select! {
+        _ = graceful => 0,
+        _ = int.recv() => 1,
+        _ = term.recv() => 1,
+        _ = tokio::time::sleep(Duration::from_secs(60)) => {
+            eprintln!("==> Graceful leave took too long; exiting");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_build_the_config() {
+        let (c, join) = agent_config(&argv(&[
+            "-node",
+            "web1",
+            "--bind=127.0.0.1:17946",
+            "-tag",
+            "role=backend",
+            "--tag",
+            "zone=z1",
+            "-join",
+            "ha:7946",
+            "-retry-join=ha",
+            "-retry-interval",
+            "5s",
+            "-retry-max=3",
+            "-replay",
+            "-event-handler",
+            "member-join=./h.sh",
+            "-rpc-addr=127.0.0.1:17373",
+            "-encrypt",
+            "T9jncgl9mbLus+baTTa7q7nPSUrXwbDi2dhbtqir37s=",
+            "-log-level=debug",
+        ]))
+        .unwrap();
+        assert_eq!(c.node_name, "web1");
+        assert_eq!(c.bind, "127.0.0.1:17946".parse().unwrap());
+        assert_eq!(
+            c.tags,
+            vec![
+                ("role".into(), "backend".into()),
+                ("zone".into(), "z1".into())
+            ]
+        );
+        assert_eq!(join, vec!["ha:7946"]);
+        assert_eq!(c.retry_join, vec!["ha"]);
+        assert_eq!(c.retry_interval, Duration::from_secs(5));
+        assert_eq!(c.retry_max, 3);
+        assert!(c.replay);
+        assert_eq!(c.event_handlers, vec!["member-join=./h.sh"]);
+        assert_eq!(c.rpc_addr, "127.0.0.1:17373".parse().unwrap());
+        assert_eq!(c.encrypt_keys[0].len(), 32);
+        assert_eq!(c.log_level, "debug");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = agent_config(&argv(&["-node=a", "-bind=nonsense"])).unwrap_err();
+        assert!(e.contains("nonsense"), "{e}");
+        let e = agent_config(&argv(&["-node=a", "-encrypt=c2hvcnQ="])).unwrap_err();
+        assert!(e.contains("c2hvcnQ="), "{e}");
+        let e = agent_config(&argv(&["-node=a", "-event-handler=member-boom=x"])).unwrap_err();
+        assert!(e.contains("member-boom"), "{e}");
+        let e = agent_config(&argv(&["-node=a", "-tag", "novalue"])).unwrap_err();
+        assert!(e.contains("novalue"), "{e}");
+        let e = agent_config(&argv(&["-node=a", "-log-level=loud"])).unwrap_err();
+        assert!(e.contains("loud"), "{e}");
+    }
+
+    #[test]
+    fn config_files_merge_then_flags_override() {
+        let mut s = AgentSettings::default();
+        let v: Value = serde_json::from_str(
+            r#"{"node_name":"f","tags":{"role":"lb"},"start_join":["a"],"event_handlers":["x.sh"],
+                "retry_interval":"10s","enable_compression":true}"#,
+        )
+        .unwrap();
+        s.merge_json(&v, "one.json").unwrap();
+        let f = Flags::parse(FLAGS, &argv(&["-node=g", "-join=b", "-tag=role=web"])).unwrap();
+        s.merge_flags(&f).unwrap();
+        let (c, join) = settings_to_config(s).unwrap();
+        assert_eq!(c.node_name, "g");
+        assert_eq!(join, vec!["a", "b"]);
+        assert_eq!(c.tags, vec![("role".into(), "web".into())]);
+        assert_eq!(c.retry_interval, Duration::from_secs(10));
+        let bad: Value = serde_json::from_str(r#"{"node_nam":"x"}"#).unwrap();
+        let e = AgentSettings::default()
+            .merge_json(&bad, "two.json")
+            .unwrap_err();
+        assert!(e.contains("node_nam") && e.contains("two.json"), "{e}");
+    }
+
+    #[test]
+    fn addresses_take_serf_forms() {
+        assert_eq!(
+            parse_addr("10.0.0.1", 7946).unwrap(),
+            "10.0.0.1:7946".parse().unwrap()
+        );
+        assert_eq!(
+            parse_addr(":8000", 7946).unwrap(),
+            "0.0.0.0:8000".parse().unwrap()
+        );
+        assert_eq!(
+            parse_addr("[::1]:9", 7946).unwrap(),
+            "[::1]:9".parse().unwrap()
+        );
+        assert!(interface_ipv4("lo").unwrap().is_loopback());
+        assert!(interface_ipv4("nope0").unwrap_err().contains("nope0"));
+    }
+}
