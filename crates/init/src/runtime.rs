@@ -516,7 +516,20 @@ impl Runtime {
                 }
             }
         }
-        match cmd.spawn() {
+        let mut result = cmd.spawn();
+        // ETXTBSY is transient: a script just written by a process that is
+        // forking elsewhere (its copy of the write fd lives until that
+        // child's exec). Retry briefly rather than report it as a failure.
+        for _ in 0..10 {
+            match &result {
+                Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    result = cmd.spawn();
+                }
+                _ => break,
+            }
+        }
+        match result {
             Ok(child) => {
                 let pid = child.id() as i32;
                 if proc == Proc::Main && nix::unistd::isatty(0).unwrap_or(false) {

@@ -306,6 +306,17 @@ impl Init {
         code
     }
 
+    /// init's direct children whose command line contains `needle` (a
+    /// forking shell's children briefly share its command line, so deeper
+    /// descendants would be ambiguous).
+    pub fn children_running(&self, needle: &str) -> Vec<i32> {
+        children(self.pid)
+            .into_iter()
+            .map(|c| c.0)
+            .filter(|&p| cmdline(p).contains(needle))
+            .collect()
+    }
+
     /// Descendant pids whose command line contains `needle`.
     pub fn find(&self, needle: &str) -> Vec<i32> {
         descendants(self.pid)
