@@ -1,0 +1,224 @@
+//! `gossip agent` end to end in a cluster with a real `serf agent` 0.9.4:
+//! banner, RPC for the real `serf` CLI, event handlers, and a graceful
+//! leave on SIGTERM.
+
+mod rpc_common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rpc_common::{free_port, temp_dir, SerfAgent, DEADLINE, SERF};
+
+const GOSSIP: &str = env!("CARGO_BIN_EXE_gossip");
+
+/// Our agent process, killed on drop.
+struct GossipAgent {
+    child: Child,
+    rpc: SocketAddr,
+    bind: SocketAddr,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl GossipAgent {
+    fn start(name: &str, dir: &Path, extra: &[String]) -> GossipAgent {
+        let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let rpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let stdout = dir.join(format!("{name}.out"));
+        let stderr = dir.join(format!("{name}.err"));
+        let child = Command::new(GOSSIP)
+            .arg("agent")
+            .arg(format!("-node={name}"))
+            .arg(format!("--bind={bind}"))
+            .args(["-rpc-addr", &rpc.to_string()])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("spawn gossip agent");
+        let mut agent = GossipAgent {
+            child,
+            rpc,
+            bind,
+            stdout,
+            stderr,
+        };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(rpc).is_err() {
+            if let Ok(Some(st)) = agent.child.try_wait() {
+                panic!("gossip agent exited ({st}):\n{}", agent.logs());
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no RPC on {rpc}:\n{}",
+                agent.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        agent
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "stdout:\n{}\nstderr:\n{}",
+            std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+            std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        )
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, sig);
+        }
+    }
+
+    fn wait_exit(&mut self) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "agent did not exit:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for GossipAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serf(args: &[&str]) -> Output {
+    Command::new(SERF).args(args).output().expect("run serf")
+}
+
+/// Polls `f` (blocking) until it returns Some.
+fn poll<T>(what: &str, logs: impl Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out waiting for {what}\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn gossip_agent_joins_serf_runs_handlers_and_leaves_on_sigterm() {
+    let s = SerfAgent::start("serf-peer", &["-tag", "role=balancer"]);
+    let dir = temp_dir("cli-agent");
+    let log = dir.join("events");
+    let handler = format!(
+        "echo \"$SERF_EVENT $SERF_SELF_NAME $SERF_SELF_ROLE $SERF_USER_EVENT\" >> {0}; cat >> {0}",
+        log.display()
+    );
+    let mut g = GossipAgent::start(
+        "ours",
+        &dir,
+        &[
+            "-tag".into(),
+            "role=backend".into(),
+            "--join".into(),
+            s.bind.to_string(),
+            format!("-event-handler=member-join,user:deploy={handler}"),
+        ],
+    );
+    let logs = || format!("{}\nserf:\n{}", g.logs(), s.log_text());
+
+    // The banner is serf's.
+    let banner = poll("banner", logs, || {
+        let t = std::fs::read_to_string(&g.stdout).unwrap_or_default();
+        t.contains("Log data will now stream in").then_some(t)
+    });
+    assert!(
+        banner.starts_with("==> Starting Serf agent...\n"),
+        "{banner}"
+    );
+    assert!(banner.contains("Node name: 'ours'"), "{banner}");
+    assert!(
+        banner.contains("==> Joining cluster...(replay: false)"),
+        "{banner}"
+    );
+    assert!(
+        banner.contains("Join completed. Synced with 1 initial agents"),
+        "{banner}"
+    );
+
+    // The real serf CLI reads our agent's member list over our RPC.
+    let grpc = format!("-rpc-addr={}", g.rpc);
+    poll("serf members via our RPC shows both", logs, || {
+        let t = String::from_utf8_lossy(&serf(&["members", &grpc]).stdout).into_owned();
+        (t.contains("serf-peer") && t.contains("ours")).then_some(())
+    });
+    // And the serf agent sees us alive with our tag.
+    let srpc = format!("-rpc-addr={}", s.rpc);
+    poll("serf agent sees ours alive", logs, || {
+        let t =
+            String::from_utf8_lossy(&serf(&["members", &srpc, "-name=ours"]).stdout).into_owned();
+        (t.trim() == format!("ours  {}  alive  role=backend", g.bind)).then_some(())
+    });
+
+    // Handlers: member-join for both, then a user event sent from serf.
+    poll("member-join handler lines", logs, || {
+        let t = std::fs::read_to_string(&log).unwrap_or_default();
+        (t.contains("member-join ours backend")
+            && t.contains(&format!(
+                "serf-peer\t{}\tbalancer\trole=balancer\n",
+                s.bind.ip()
+            )))
+        .then_some(())
+    });
+    let o = serf(&["event", &srpc, "deploy", "v2"]);
+    assert!(o.status.success(), "{o:?}");
+    poll("user event handler", logs, || {
+        let t = std::fs::read_to_string(&log).unwrap_or_default();
+        t.contains("user ours backend deploy\nv2\n").then_some(())
+    });
+
+    // SIGTERM: graceful leave, exit 0, serf sees us as left.
+    g.signal(libc::SIGTERM);
+    assert_eq!(g.wait_exit(), Some(0), "{}", g.logs());
+    let out = std::fs::read_to_string(&g.stdout).unwrap();
+    assert!(
+        out.contains("==> Gracefully shutting down agent..."),
+        "{out}"
+    );
+    poll(
+        "serf sees ours left",
+        || s.log_text(),
+        || {
+            let t = String::from_utf8_lossy(&serf(&["members", &srpc, "-name=ours"]).stdout)
+                .into_owned();
+            t.contains(" left ").then_some(())
+        },
+    );
+}
+
+#[test]
+fn rpc_leave_stops_our_agent_with_exit_0() {
+    let dir = temp_dir("cli-agent-leave");
+    let mut g = GossipAgent::start("solo", &dir, &[]);
+    let o = serf(&["leave", &format!("-rpc-addr={}", g.rpc)]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "Graceful leave complete\n",
+        "{o:?}"
+    );
+    assert_eq!(g.wait_exit(), Some(0), "{}", g.logs());
+}
