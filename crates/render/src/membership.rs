@@ -71,10 +71,10 @@ pub async fn follow<S: MembershipSource>(
     loop {
         if let Err(e) = connect_and_list(&mut source, &tx).await {
             if !failing {
-                tracing::warn!("membership agent unavailable, retrying with backoff: {e:#}");
+                tracing::warn!("membership agent unavailable, retrying with backoff: {e}");
                 failing = true;
             } else {
-                tracing::debug!("membership agent still unavailable: {e:#}");
+                tracing::debug!("membership agent still unavailable: {e}");
             }
             tokio::time::sleep(backoff.next_delay()).await;
             continue;
@@ -86,7 +86,7 @@ pub async fn follow<S: MembershipSource>(
         match stream_bursts(&mut source, &tx, timing).await {
             Ok(()) => unreachable!("stream_bursts only returns on error"),
             Err(e) => {
-                tracing::warn!("membership stream lost, reconnecting: {e:#}");
+                tracing::warn!("membership stream lost, reconnecting: {e}");
                 failing = true;
                 tokio::time::sleep(backoff.next_delay()).await;
             }

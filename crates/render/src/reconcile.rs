@@ -271,7 +271,11 @@ impl Reconciler {
         .await;
         match res {
             Ok(Ok(())) => tracing::debug!("wrote {}", self.s.config_out.display()),
-            Ok(Err(e)) => tracing::error!("haproxy.cfg not written, the last good one stays: {e}"),
+            // One log line: the validator's output joined.
+            Ok(Err(e)) => tracing::error!(
+                "haproxy.cfg not written, the last good one stays: {}",
+                e.to_string().trim_end().replace('\n', " | ")
+            ),
             Err(e) => tracing::error!("haproxy.cfg writer failed: {e}"),
         }
     }

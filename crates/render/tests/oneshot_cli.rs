@@ -256,3 +256,44 @@ fn reconcile_rejects_bad_flags_with_the_value() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--server-options"), "{}", stderr(&o));
 }
+
+/// What a lab-style handler script does (task 5): the shipped template with
+/// `{name, ip}` entries, validated by the real HAProxy before the rename.
+#[test]
+fn shipped_template_from_a_handler_script() {
+    common::require(common::HAPROXY, "haproxy");
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("haproxy.cfg");
+    let sock = d.path().join("admin.sock");
+    let o = Command::new(env!("CARGO_BIN_EXE_render"))
+        .arg("--template")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/templates/haproxy.cfg.tera"
+        ))
+        .args([
+            "--backends",
+            r#"[{"name":"s1","ip":"10.0.0.2"},{"name":"s2","ip":"10.0.0.3"}]"#,
+        ])
+        .arg("--admin_socket")
+        .arg(&sock)
+        .arg("--out")
+        .arg(&out)
+        .arg("--check")
+        .arg(format!("{} -c -f {{}}", common::HAPROXY))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.contains("server s1 10.0.0.2:3000 check"), "{text}");
+    assert!(text.contains("server s2 10.0.0.3:3000 check"), "{text}");
+    assert!(
+        text.contains("stats socket ipv4@0.0.0.0:9999 level admin"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bind *:80") && text.contains("bind *:1936"),
+        "{text}"
+    );
+}

@@ -16,6 +16,53 @@ fn log_text(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// The rendered empty-backend haproxy.cfg for these loopback ports, through
+/// the binary's one-shot mode and the shipped template.
+fn empty_config(vars: &serde_json::Map<String, serde_json::Value>) -> String {
+    let mut out = Command::new(env!("CARGO_BIN_EXE_render"));
+    out.arg("--template")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/templates/haproxy.cfg.tera"
+        ))
+        .arg("--backends")
+        .arg("[]");
+    for (k, v) in vars {
+        out.arg(format!("--{k}")).arg(v.as_str().unwrap());
+    }
+    let o = out.stdin(Stdio::null()).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// `render reconcile` as a child, logging to `log`.
+fn start_reconciler(
+    rpc: u16,
+    admin: &str,
+    live_cfg: &std::path::Path,
+    vars: &serde_json::Map<String, serde_json::Value>,
+    log: &std::path::Path,
+) -> ChildGuard {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_render"));
+    cmd.arg("reconcile")
+        .arg(format!("--rpc-addr=127.0.0.1:{rpc}"))
+        .arg(format!("--admin-socket={admin}"))
+        .arg("--port-tag=port")
+        .arg(format!("--config-out={}", live_cfg.display()))
+        .arg(format!("--check={HAPROXY} -c -f {{}}"))
+        .arg("--verify-secs=1")
+        .arg("--log-level=info");
+    for (k, v) in vars {
+        cmd.arg(format!("--var={k}={}", v.as_str().unwrap()));
+    }
+    let log_file = std::fs::File::create(log).unwrap();
+    cmd.env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file);
+    ChildGuard::spawn("render reconcile", &mut cmd)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serf_members_drive_haproxy_without_failed_requests() {
     require(HAPROXY, "haproxy");
@@ -26,23 +73,7 @@ async fn serf_members_drive_haproxy_without_failed_requests() {
 
     // HAProxy with no server yet, from the shipped template.
     let vars = Haproxy::vars(d, fe, st, at);
-    let empty_cfg = {
-        let mut out = Command::new(env!("CARGO_BIN_EXE_render"));
-        out.arg("--template")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/templates/haproxy.cfg.tera"
-            ))
-            .arg("--backends")
-            .arg("[]");
-        for (k, v) in &vars {
-            out.arg(format!("--{k}")).arg(v.as_str().unwrap());
-        }
-        let o = out.stdin(Stdio::null()).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout).unwrap()
-    };
-    let h = Haproxy::start(d, &empty_cfg, fe, st, at).await;
+    let h = Haproxy::start(d, &empty_config(&vars), fe, st, at).await;
 
     let serf_log = d.join("serf.log");
     let ha = SerfAgent::start("ha", &[("role", "balancer")], None, &serf_log).await;
@@ -50,23 +81,13 @@ async fn serf_members_drive_haproxy_without_failed_requests() {
     // The reconciler, on HAProxy's TCP admin socket (as the lab's 9999).
     let rec_log = d.join("reconcile.log");
     let live_cfg = d.join("live.cfg");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_render"));
-    cmd.arg("reconcile")
-        .arg(format!("--rpc-addr=127.0.0.1:{}", ha.rpc))
-        .arg(format!("--admin-socket=127.0.0.1:{at}"))
-        .arg("--port-tag=port")
-        .arg(format!("--config-out={}", live_cfg.display()))
-        .arg(format!("--check={HAPROXY} -c -f {{}}"))
-        .arg("--log-level=info");
-    for (k, v) in &vars {
-        cmd.arg(format!("--var={k}={}", v.as_str().unwrap()));
-    }
-    let log_file = std::fs::File::create(&rec_log).unwrap();
-    cmd.env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file);
-    let mut reconciler = ChildGuard::spawn("render reconcile", &mut cmd);
+    let mut reconciler = start_reconciler(
+        ha.rpc,
+        &format!("127.0.0.1:{at}"),
+        &live_cfg,
+        &vars,
+        &rec_log,
+    );
 
     // Two backends join.
     let w1 = WebServer::start("s1").await;
@@ -189,5 +210,119 @@ async fn serf_members_drive_haproxy_without_failed_requests() {
     reconciler.signal(15);
     let status = reconciler.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "{}", log_text(&rec_log));
+    eprintln!("reconciler log:\n{}", log_text(&rec_log));
     drop((hostile, s3, s1, ha, w1, w2, w3));
+}
+
+/// Started before HAProxy and the agent exist, the reconciler waits for
+/// them; it follows HAProxy through a restart (from the config file it
+/// wrote) and the agent through a restart, and never exits on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_haproxy_and_agent_restarts() {
+    require(HAPROXY, "haproxy");
+    require(SERF, "serf");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (fe, st, at, rpc) = (free_port(), free_port(), free_port(), free_port());
+    let vars = Haproxy::vars(d, fe, st, at);
+    let rec_log = d.join("reconcile.log");
+    let serf_log = d.join("serf.log");
+    let live_cfg = d.join("live.cfg");
+    let sock = d.join("admin.sock").display().to_string();
+    let mut reconciler = start_reconciler(rpc, &sock, &live_cfg, &vars, &rec_log);
+    wait_for(
+        "the agent reported unavailable",
+        Duration::from_secs(30),
+        async || {
+            log_text(&rec_log)
+                .contains("membership agent unavailable")
+                .then_some(())
+        },
+    )
+    .await;
+
+    let ha = SerfAgent::start_on("ha", &[("role", "balancer")], None, &serf_log, rpc).await;
+    let w1 = WebServer::start("s1").await;
+    let p1 = w1.port.to_string();
+    let s1 = SerfAgent::start(
+        "s1",
+        &[("role", "backend"), ("port", &p1)],
+        Some(ha.bind),
+        &serf_log,
+    )
+    .await;
+    // HAProxy comes last; the file is already there for it.
+    let cfg = wait_for("the config with s1", Duration::from_secs(30), async || {
+        std::fs::read_to_string(&live_cfg)
+            .ok()
+            .filter(|t| t.contains("server s1 "))
+    })
+    .await;
+    let h = Haproxy::start(d, &cfg, fe, st, at).await;
+    wait_for("s1 UP", Duration::from_secs(60), async || {
+        (h.up().await == ["s1"]).then_some(())
+    })
+    .await;
+
+    // HAProxy restarts from the written file; a new member still gets in.
+    drop(h);
+    let cfg = std::fs::read_to_string(&live_cfg).unwrap();
+    let h = Haproxy::start(d, &cfg, fe, st, at).await;
+    let w2 = WebServer::start("s2").await;
+    let p2 = w2.port.to_string();
+    let s2 = SerfAgent::start(
+        "s2",
+        &[("role", "backend"), ("port", &p2)],
+        Some(ha.bind),
+        &serf_log,
+    )
+    .await;
+    wait_for(
+        "s1 and s2 UP after the HAProxy restart",
+        Duration::from_secs(60),
+        async || (h.up().await == ["s1", "s2"]).then_some(()),
+    )
+    .await;
+
+    // The agent restarts (same RPC port) and rejoins; the reconciler
+    // reconnects, keeps s1 and s2, and follows a new member.
+    drop(ha);
+    wait_for(
+        "the lost stream logged",
+        Duration::from_secs(30),
+        async || {
+            log_text(&rec_log)
+                .contains("membership stream lost")
+                .then_some(())
+        },
+    )
+    .await;
+    let ha =
+        SerfAgent::start_on("ha", &[("role", "balancer")], Some(s1.bind), &serf_log, rpc).await;
+    let w3 = WebServer::start("s3").await;
+    let p3 = w3.port.to_string();
+    let s3 = SerfAgent::start(
+        "s3",
+        &[("role", "backend"), ("port", &p3)],
+        Some(ha.bind),
+        &serf_log,
+    )
+    .await;
+    wait_for(
+        "s1, s2 and s3 UP after the agent restart",
+        Duration::from_secs(60),
+        async || (h.up().await == ["s1", "s2", "s3"]).then_some(()),
+    )
+    .await;
+    assert!(reconciler.is_running(), "{}", log_text(&rec_log));
+    reconciler.signal(2);
+    let status = reconciler.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGINT: exit 0\n{}",
+        log_text(&rec_log)
+    );
+    eprintln!("reconciler log:\n{}", log_text(&rec_log));
+    drop((s1, s2, s3, ha, w1, w2, w3));
 }

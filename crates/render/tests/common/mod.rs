@@ -495,8 +495,20 @@ impl SerfAgent {
         join: Option<u16>,
         log: &Path,
     ) -> SerfAgent {
+        SerfAgent::start_on(name, tags, join, log, free_port()).await
+    }
+
+    /// Same, with a given RPC port (to restart an agent where a client
+    /// expects it).
+    pub async fn start_on(
+        name: &str,
+        tags: &[(&str, &str)],
+        join: Option<u16>,
+        log: &Path,
+        rpc: u16,
+    ) -> SerfAgent {
         require(SERF, "serf");
-        let (bind, rpc) = (free_port(), free_port());
+        let bind = free_port();
         let mut cmd = Command::new(SERF);
         cmd.arg("agent")
             .arg(format!("-node={name}"))

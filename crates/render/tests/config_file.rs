@@ -1,0 +1,110 @@
+//! The reconciler's haproxy.cfg: rendered from the shipped template,
+//! validated by the real `haproxy -c`, and never replaced by a version that
+//! fails validation.
+
+mod common;
+
+use clap::Parser;
+use common::*;
+use render::backends::{Backend, BackendSet};
+use render::cli::{settings, ReconcileArgs};
+use render::reconcile::Reconciler;
+
+fn set(names: &[(&str, u16)]) -> BackendSet {
+    names
+        .iter()
+        .map(|(n, p)| {
+            (
+                n.to_string(),
+                Backend::new(*n, "127.0.0.1".parse().unwrap(), *p),
+            )
+        })
+        .collect()
+}
+
+fn args(dir: &std::path::Path, extra: &[String]) -> ReconcileArgs {
+    let mut a = vec![
+        "render-reconcile".to_string(),
+        format!("--config-out={}", dir.join("haproxy.cfg").display()),
+        format!("--check={HAPROXY} -c -f {{}}"),
+        format!("--var=admin_socket={}", dir.join("admin.sock").display()),
+        "--var=frontend_bind=127.0.0.1:18080".into(),
+        "--var=stats_bind=127.0.0.1:18936".into(),
+        "--var=admin_tcp=".into(),
+    ];
+    a.extend_from_slice(extra);
+    ReconcileArgs::try_parse_from(a).unwrap()
+}
+
+#[tokio::test]
+async fn shipped_template_renders_a_valid_config() {
+    require(HAPROXY, "haproxy");
+    let dir = tempfile::tempdir().unwrap();
+    let mut rec = Reconciler::new(settings(&args(dir.path(), &[])).unwrap());
+    rec.write_config(&set(&[("s1", 3000), ("s2", 3001)])).await;
+    let text = std::fs::read_to_string(dir.path().join("haproxy.cfg")).unwrap();
+    for want in [
+        "stats socket ",
+        " level admin",
+        "mode http",
+        "option idle-close-on-response",
+        "retries 3",
+        "option redispatch",
+        "timeout connect 5s",
+        "frontend localnodes",
+        "bind 127.0.0.1:18080",
+        "backend nodes",
+        "balance roundrobin",
+        "option forwardfor",
+        "http-request set-header X-Forwarded-Port %[dst_port]",
+        "option httpchk HEAD /",
+        "server s1 127.0.0.1:3000 check inter 500ms fall 1 rise 1 pool-purge-delay 100ms",
+        "server s2 127.0.0.1:3001 check",
+        "listen stats",
+        "stats enable",
+        "stats uri /",
+        "stats refresh 5s",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("ipv4@"),
+        "admin_tcp=\"\" drops the TCP socket:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn config_failing_validation_is_not_written() {
+    require(HAPROXY, "haproxy");
+    let dir = tempfile::tempdir().unwrap();
+    // A template that breaks once there are two backends.
+    let tpl = dir.path().join("t.tera");
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/templates/haproxy.cfg.tera"
+    ))
+    .unwrap();
+    std::fs::write(
+        &tpl,
+        shipped.replace("backend {{ backend_name }}\n", "backend {{ backend_name }}\n{% if backends | length > 1 %}    no-such-keyword\n{% endif %}"),
+    )
+    .unwrap();
+    let a = args(dir.path(), &[format!("--template={}", tpl.display())]);
+    let mut rec = Reconciler::new(settings(&a).unwrap());
+    let out = dir.path().join("haproxy.cfg");
+    rec.write_config(&set(&[("s1", 3000)])).await;
+    let good = std::fs::read_to_string(&out).unwrap();
+    assert!(good.contains("server s1 "));
+    rec.write_config(&set(&[("s1", 3000), ("s2", 3001)])).await;
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        good,
+        "the last good config stays"
+    );
+    rec.write_config(&set(&[("s2", 3001)])).await;
+    let next = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        next.contains("server s2 ") && !next.contains("server s1 "),
+        "{next}"
+    );
+}
