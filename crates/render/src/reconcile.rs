@@ -97,15 +97,19 @@ impl Reconciler {
 
     /// Read HAProxy's servers, apply the difference. Repeats while the
     /// plan is not empty (bounded), so a step HAProxy refused surfaces as
-    /// an error for the caller's backoff.
-    pub async fn sync(&mut self, desired: &BackendSet) -> Result<Applied, ApiError> {
-        let mut applied = Applied::default();
+    /// an error for the caller's backoff. What was done, even before an
+    /// error, is in `applied`.
+    pub async fn sync(
+        &mut self,
+        desired: &BackendSet,
+        applied: &mut Applied,
+    ) -> Result<(), ApiError> {
         for _ in 0..3 {
             let current = self.s.api.servers(&self.s.backend).await?;
             let pending: BTreeSet<String> = self.deleting.keys().cloned().collect();
             let steps = plan(&current, desired, &pending);
             if steps.is_empty() {
-                return Ok(applied);
+                return Ok(());
             }
             for step in steps {
                 let what = self.apply(&step).await?;
@@ -115,7 +119,7 @@ impl Reconciler {
         let current = self.s.api.servers(&self.s.backend).await?;
         let pending: BTreeSet<String> = self.deleting.keys().cloned().collect();
         match plan(&current, desired, &pending).first() {
-            None => Ok(applied),
+            None => Ok(()),
             Some(step) => Err(ApiError::Refused {
                 command: format!("{step:?}"),
                 reply: "HAProxy's state still differs after three passes".into(),
@@ -320,7 +324,7 @@ pub async fn run<S: MembershipSource>(
     let mut dirty = false;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut next_try = tokio::time::Instant::now();
-    let mut haproxy_failing = false;
+    let mut last_error: Option<String> = None;
     let mut verify = tokio::time::interval(verify_every);
     verify.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut delete_tick = tokio::time::interval(Duration::from_millis(100));
@@ -348,26 +352,30 @@ pub async fn run<S: MembershipSource>(
             _ = tokio::time::sleep_until(next_try), if dirty => {
                 let Some(set) = desired.clone() else { dirty = false; continue };
                 let started = Instant::now();
-                match rec.sync(&set).await {
-                    Ok(applied) => {
-                        if haproxy_failing {
-                            tracing::info!("HAProxy admin socket {} answers again", rec.s.api.addr());
-                            haproxy_failing = false;
-                        }
-                        if !applied.parts.is_empty() {
-                            tracing::info!("{} in {} ms", applied.parts.join(", "), started.elapsed().as_millis());
+                let mut applied = Applied::default();
+                let res = rec.sync(&set, &mut applied).await;
+                if !applied.parts.is_empty() {
+                    tracing::info!("{} in {} ms", applied.parts.join(", "), started.elapsed().as_millis());
+                }
+                match res {
+                    Ok(()) => {
+                        if last_error.take().is_some() {
+                            tracing::info!("HAProxy at {} answers and is in sync again", rec.s.api.addr());
                         }
                         dirty = false;
                         backoff.reset();
                     }
                     Err(e) => {
                         let delay = backoff.next_delay();
-                        if e.is_transport() && haproxy_failing {
-                            tracing::debug!("{e}; retrying in {delay:?}");
+                        // The same failure again (HAProxy still down) is
+                        // not news: log it once.
+                        let msg = e.to_string();
+                        if last_error.as_deref() == Some(msg.as_str()) {
+                            tracing::debug!("{msg}; retrying in {delay:?}");
                         } else {
-                            tracing::warn!("{e}; resynchronising in {delay:?}");
+                            tracing::warn!("{msg}; resynchronising in {delay:?}");
                         }
-                        haproxy_failing = e.is_transport();
+                        last_error = Some(msg);
                         next_try = tokio::time::Instant::now() + delay;
                     }
                 }

@@ -159,6 +159,7 @@ async fn follows_member_list_without_failed_requests() {
     assert_eq!(h.servers().await.len(), 2, "s0 adopted, not duplicated");
 
     // s0 leaves, s2 joins.
+    let t_change = std::time::Instant::now();
     tx.send(vec![member("s1", b1.port), member("s2", b2.port)])
         .unwrap();
     wait_for(
@@ -218,6 +219,11 @@ async fn follows_member_list_without_failed_requests() {
     let report = load.finish().await;
     run.stop().await;
     eprintln!("load: {report:?}");
+    eprintln!(
+        "measured (100 ms quiet window included): s2 join -> first answer {:?} ms; s0 leave -> last answer {:?} ms",
+        report.join_ms("s2", t_change),
+        report.leave_ms("s0", t_change)
+    );
     assert_eq!(report.failed, 0, "failed requests: {report:?}");
     for b in ["s0", "s1", "s1b", "s2"] {
         assert!(

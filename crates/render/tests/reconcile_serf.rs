@@ -133,6 +133,7 @@ async fn serf_members_drive_haproxy_without_failed_requests() {
     .await;
 
     // A third backend joins.
+    let t_s3 = std::time::Instant::now();
     let s3 = SerfAgent::start("s3", &t3, Some(ha.bind), &serf_log).await;
     wait_for("s3 UP", Duration::from_secs(60), async || {
         (h.up().await == ["s1", "s2", "s3"]).then_some(())
@@ -140,11 +141,13 @@ async fn serf_members_drive_haproxy_without_failed_requests() {
     .await;
 
     // s1 leaves gracefully (SIGINT makes serf leave), s2 crashes.
+    let t_s1 = std::time::Instant::now();
     s1.guard.signal(2);
     wait_for("s1 removed", Duration::from_secs(60), async || {
         (!h.servers().await.contains_key("s1")).then_some(())
     })
     .await;
+    let t_s2 = std::time::Instant::now();
     drop(s2);
     wait_for(
         "s2 removed after its failure is detected",
@@ -163,6 +166,12 @@ async fn serf_members_drive_haproxy_without_failed_requests() {
     .await;
     let report = load.finish().await;
     eprintln!("load: {report:?}");
+    eprintln!(
+        "measured: s3 agent start -> first answer {:?} ms; s1 SIGINT (leave) -> last answer {:?} ms; s2 SIGKILL (failed) -> last answer {:?} ms",
+        report.join_ms("s3", t_s3),
+        report.leave_ms("s1", t_s1),
+        report.leave_ms("s2", t_s2)
+    );
     assert_eq!(report.failed, 0, "failed requests: {report:?}");
     for b in ["s1", "s2", "s3"] {
         assert!(

@@ -320,7 +320,7 @@ async fn serve_conn(s: TcpStream, name: String) {
 }
 
 /// Counts of a load run.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct LoadReport {
     pub ok: u64,
     pub failed: u64,
@@ -328,6 +328,10 @@ pub struct LoadReport {
     pub by_backend: BTreeMap<String, u64>,
     /// status or error -> count, for failures.
     pub failures: BTreeMap<String, u64>,
+    /// Backend name -> when its first / last answer arrived (to report
+    /// join and leave latencies; never asserted on).
+    pub first: BTreeMap<String, Instant>,
+    pub last: BTreeMap<String, Instant>,
 }
 
 /// `conns` keep-alive client tasks against 127.0.0.1:port, one request
@@ -369,6 +373,9 @@ impl Load {
                             match res {
                                 Ok(backend) => {
                                     r.ok += 1;
+                                    let now = Instant::now();
+                                    r.first.entry(backend.clone()).or_insert(now);
+                                    r.last.insert(backend.clone(), now);
                                     *r.by_backend.entry(backend).or_default() += 1;
                                 }
                                 Err(e) => {
@@ -548,5 +555,30 @@ impl SerfAgent {
         )
         .await;
         agent
+    }
+}
+
+impl std::fmt::Debug for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ok {} failed {} by backend {:?} failures {:?}",
+            self.ok, self.failed, self.by_backend, self.failures
+        )
+    }
+}
+
+impl LoadReport {
+    /// ms from `since` to the first answer from `backend`.
+    pub fn join_ms(&self, backend: &str, since: Instant) -> Option<u128> {
+        self.first
+            .get(backend)
+            .map(|t| t.saturating_duration_since(since).as_millis())
+    }
+    /// ms from `since` to the last answer from `backend` (0: none after).
+    pub fn leave_ms(&self, backend: &str, since: Instant) -> Option<u128> {
+        self.last
+            .get(backend)
+            .map(|t| t.saturating_duration_since(since).as_millis())
     }
 }
