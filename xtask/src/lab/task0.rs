@@ -91,7 +91,7 @@ pub async fn task0(opts: &Options) -> Result<Checks> {
                 let rows = lab.haproxy_stats().await?;
                 let up: BTreeSet<&str> = rows
                     .iter()
-                    .filter(|(px, _, st)| px == "nodes" && st == "UP")
+                    .filter(|(px, sv, st)| px == "nodes" && sv != "BACKEND" && st == "UP")
                     .map(|(_, sv, _)| sv.as_str())
                     .collect();
                 Ok((up == BTreeSet::from(["s1", "s2"])).then(|| rows.clone()))
