@@ -203,18 +203,37 @@ async fn follows_member_list_without_failed_requests() {
     )
     .await;
 
-    // A restart of the reconciler changes nothing.
+    // The reconciler restarts; meanwhile s2 was put in maintenance by hand
+    // and moved to another port. The new process adopts what is there: s1
+    // untouched, s2's entry re-enabled at its new address (same server ids:
+    // nothing re-added).
     run.stop().await;
-    let before = h.servers().await;
+    let ids_before = h.ids().await;
+    h.cmd("set server nodes/s2 state maint").await;
+    let b2b = WebServer::start("s2b").await;
     let (run, _tx2) = Running::start(
         s.clone(),
-        vec![member("s1", b1b.port), member("s2", b2.port)],
+        vec![member("s1", b1b.port), member("s2", b2b.port)],
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await; // let it run a verify pass
-    assert_eq!(
-        h.servers().await.keys().collect::<Vec<_>>(),
-        before.keys().collect::<Vec<_>>()
-    );
+    let want = format!("127.0.0.1:{}", b2b.port);
+    wait_for(
+        "s2 UP at its new address",
+        Duration::from_secs(30),
+        async || {
+            let servers = h.servers().await;
+            (servers.get("s2").map(|s| s.0.as_str()) == Some(want.as_str())
+                && h.up().await == ["s1", "s2"])
+            .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(h.ids().await, ids_before, "entries reused, not re-added");
+    wait_for(
+        "answers from s2's new server",
+        Duration::from_secs(30),
+        async || (load.snapshot().by_backend.get("s2b").copied().unwrap_or(0) > 10).then_some(()),
+    )
+    .await;
 
     let report = load.finish().await;
     run.stop().await;
@@ -225,7 +244,7 @@ async fn follows_member_list_without_failed_requests() {
         report.leave_ms("s0", t_change)
     );
     assert_eq!(report.failed, 0, "failed requests: {report:?}");
-    for b in ["s0", "s1", "s1b", "s2"] {
+    for b in ["s0", "s1", "s1b", "s2", "s2b"] {
         assert!(
             report.by_backend.get(b).copied().unwrap_or(0) > 0,
             "{b} got no request: {report:?}"
@@ -239,7 +258,7 @@ async fn follows_member_list_without_failed_requests() {
         "{written}"
     );
     assert!(
-        written.contains(&format!("server s2 127.0.0.1:{} check", b2.port)),
+        written.contains(&format!("server s2 127.0.0.1:{} check", b2b.port)),
         "{written}"
     );
     assert!(!written.contains("server s0 "), "{written}");
@@ -298,8 +317,14 @@ async fn gated_join_waits_for_a_passing_check() {
         Duration::from_secs(30),
         async || {
             let servers = h.servers().await;
-            if let Some((_, op, _)) = servers.get("late") {
-                assert_ne!(*op, 2, "late is UP although nothing listens on its port");
+            // Between `state drain` and `health down` the server is
+            // UP/DRAIN for an instant: draining takes no new requests. What
+            // must never happen is UP and ready (admin state 0).
+            if let Some((_, op, admin)) = servers.get("late") {
+                assert!(
+                    !(*op == 2 && *admin == 0),
+                    "late is UP and ready although nothing listens on its port"
+                );
             }
             (h.check_result("late").await == Some(2)).then_some(())
         },

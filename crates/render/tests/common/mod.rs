@@ -24,13 +24,29 @@ pub fn require(path: &str, package: &str) {
     );
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released).
+/// A free port on 127.0.0.1 (TCP and UDP, as serf binds both), taken below
+/// Linux's ephemeral range (32768+): a port the kernel hands out for
+/// outgoing connections could be in use again by the time HAProxy or serf
+/// binds it. A process-wide counter keeps tests of one binary apart.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919).wrapping_add(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos(),
+    );
+    for _ in 0..2000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20000 + (seed.wrapping_add(n.wrapping_mul(17)) % 12000) as u16;
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port found in 20000-31999 on 127.0.0.1");
 }
 
 /// Poll `f` every 50 ms until it returns Some, or panic after `deadline`.
@@ -179,10 +195,18 @@ impl Haproxy {
             admin_sock: dir.join("admin.sock"),
         };
         let sock = h.admin_sock.clone();
+        let mut h = h;
+        let log_path = dir.join("haproxy.log");
         wait_for(
             "HAProxy's admin socket",
             Duration::from_secs(30),
             async || {
+                if !h.guard.is_running() {
+                    panic!(
+                        "haproxy exited at start:\n{}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    );
+                }
                 cli(&sock, "show info")
                     .await
                     .ok()
@@ -215,6 +239,18 @@ impl Haproxy {
             }
         }
         out
+    }
+
+    /// name -> srv_id (a server removed and added again gets a new id).
+    pub async fn ids(&self) -> BTreeMap<String, u32> {
+        let r = self.cmd("show servers state nodes").await;
+        r.lines()
+            .skip(2)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() > 3).then(|| (f[3].to_string(), f[2].parse().unwrap()))
+            })
+            .collect()
     }
 
     /// srv_check_result of a server (0 unknown, 1 neutral, 2 failed,
