@@ -335,3 +335,88 @@ async fn survives_haproxy_and_agent_restarts() {
     eprintln!("reconciler log:\n{}", log_text(&rec_log));
     drop((s1, s2, s3, ha, w1, w2, w3));
 }
+
+/// Our own agent (`gossip`, run in this test process with its Serf RPC
+/// server) on the balancer, real `serf agent`s as backends: the reconciler
+/// works the same against it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_with_our_gossip_agent() {
+    require(HAPROXY, "haproxy");
+    require(SERF, "serf");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (fe, st, at) = (free_port(), free_port(), free_port());
+    let vars = Haproxy::vars(d, fe, st, at);
+    let h = Haproxy::start(d, &empty_config(&vars), fe, st, at).await;
+
+    let agent = gossip::agent::start(gossip::model::AgentConfig {
+        node_name: "ha".into(),
+        bind: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        tags: vec![("role".into(), "balancer".into())],
+        ..Default::default()
+    })
+    .await
+    .expect("our agent starts");
+    let gossip_port = agent.local_addr().port();
+    let rpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rpc = rpc_listener.local_addr().unwrap().port();
+    let rpc_task = tokio::spawn(gossip::rpc::serve(rpc_listener, agent.clone(), None));
+
+    let rec_log = d.join("reconcile.log");
+    let live_cfg = d.join("live.cfg");
+    let mut reconciler =
+        start_reconciler(rpc, &format!("127.0.0.1:{at}"), &live_cfg, &vars, &rec_log);
+
+    let serf_log = d.join("serf.log");
+    let w1 = WebServer::start("s1").await;
+    let w2 = WebServer::start("s2").await;
+    let (p1, p2) = (w1.port.to_string(), w2.port.to_string());
+    let s1 = SerfAgent::start(
+        "s1",
+        &[("role", "backend"), ("port", &p1)],
+        Some(gossip_port),
+        &serf_log,
+    )
+    .await;
+    let s2 = SerfAgent::start(
+        "s2",
+        &[("role", "backend"), ("port", &p2)],
+        Some(gossip_port),
+        &serf_log,
+    )
+    .await;
+    wait_for("s1 and s2 UP", Duration::from_secs(60), async || {
+        (h.up().await == ["s1", "s2"]).then_some(())
+    })
+    .await;
+    let load = Load::start(
+        fe,
+        4,
+        Duration::from_millis(5),
+        Duration::from_secs(90),
+        15_000,
+    );
+    s1.guard.signal(2);
+    wait_for("s1 removed", Duration::from_secs(60), async || {
+        (h.servers().await.keys().collect::<Vec<_>>() == ["s2"]).then_some(())
+    })
+    .await;
+    let seen = load.snapshot().by_backend.get("s2").copied().unwrap_or(0);
+    wait_for(
+        "more answers from s2",
+        Duration::from_secs(30),
+        async || {
+            (load.snapshot().by_backend.get("s2").copied().unwrap_or(0) > seen + 20).then_some(())
+        },
+    )
+    .await;
+    let report = load.finish().await;
+    eprintln!("load: {report:?}");
+    assert_eq!(report.failed, 0, "failed requests: {report:?}");
+
+    reconciler.signal(15);
+    let status = reconciler.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{}", log_text(&rec_log));
+    rpc_task.abort();
+    drop((s1, s2, w1, w2));
+}
