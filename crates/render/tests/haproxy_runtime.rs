@@ -351,3 +351,52 @@ async fn gated_join_waits_for_a_passing_check() {
     assert_eq!(report.failed, 0, "failed requests: {report:?}");
     drop(late);
 }
+
+/// `--join enable`: a member known to be serving is UP at once (no check
+/// round), under load, with no failed request; leave as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enable_join_mode_under_load() {
+    require(HAPROXY, "haproxy");
+    let dir = tempfile::tempdir().unwrap();
+    let (fe, st, at) = (free_port(), free_port(), free_port());
+    let mut s = settings_for(dir.path(), (fe, st, at), &dir.path().join("written.cfg"));
+    s.join = render::reconcile::JoinMode::Enable;
+    let cfg = reconcile::render_config(&s, &BackendSet::new()).unwrap();
+    let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
+    let w1 = WebServer::start("s1").await;
+    let w2 = WebServer::start("s2").await;
+    let (run, tx) = Running::start(s, vec![member("s1", w1.port)]);
+    wait_for("s1 UP", Duration::from_secs(30), async || {
+        (h.up().await == ["s1"]).then_some(())
+    })
+    .await;
+    let load = Load::start(
+        fe,
+        4,
+        Duration::from_millis(5),
+        Duration::from_secs(90),
+        15_000,
+    );
+    let t_join = std::time::Instant::now();
+    tx.send(vec![member("s1", w1.port), member("s2", w2.port)])
+        .unwrap();
+    wait_for("answers from s2", Duration::from_secs(30), async || {
+        (load.snapshot().by_backend.get("s2").copied().unwrap_or(0) > 10).then_some(())
+    })
+    .await;
+    let t_leave = std::time::Instant::now();
+    tx.send(vec![member("s2", w2.port)]).unwrap();
+    wait_for("s1 deleted", Duration::from_secs(30), async || {
+        (h.servers().await.keys().collect::<Vec<_>>() == ["s2"]).then_some(())
+    })
+    .await;
+    let report = load.finish().await;
+    run.stop().await;
+    eprintln!("load: {report:?}");
+    eprintln!(
+        "measured (100 ms quiet window included), --join enable: s2 join -> first answer {:?} ms; s1 leave -> last answer {:?} ms",
+        report.join_ms("s2", t_join),
+        report.leave_ms("s1", t_leave)
+    );
+    assert_eq!(report.failed, 0, "failed requests: {report:?}");
+}
