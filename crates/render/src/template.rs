@@ -134,10 +134,13 @@ fn undefined_variable(msg: &str) -> Option<String> {
         .then(|| rest[..end].to_string())
 }
 
+/// The first name quoted in a tera message: tera quotes variables with
+/// backticks and filters/functions/tests with single quotes.
 fn backticked(msg: &str) -> Option<&str> {
-    let start = msg.find('`')? + 1;
-    let len = msg[start..].find('`')?;
-    Some(&msg[start..start + len])
+    let start = msg.find(['`', '\''])?;
+    let quote = msg[start..].chars().next()?;
+    let len = msg[start + 1..].find(quote)?;
+    Some(&msg[start + 1..start + 1 + len])
 }
 
 /// " at line N (`text`)" for the first line that uses `var` inside a tag,
@@ -259,6 +262,14 @@ mod tests {
             "{s}"
         );
         assert!(!s.contains('\n'), "one line: {s}");
+    }
+
+    #[test]
+    fn unknown_filter_names_the_line() {
+        let err = render("tpl", "a\n{{ x | nofilter }}\n", &vars(json!({"x": 1})))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nofilter") && err.contains("line 2"), "{err}");
     }
 
     #[test]
