@@ -148,6 +148,8 @@ impl Selector {
     }
 }
 
+const MAX_REMEMBERED: usize = 10_000;
+
 /// Remembers which rejections were already logged, so a hostile or broken
 /// member is reported once, not on every membership change.
 #[derive(Debug, Default)]
@@ -158,6 +160,11 @@ pub struct RejectionLog {
 impl RejectionLog {
     /// The rejections not reported before.
     pub fn fresh(&mut self, rejected: Vec<Rejection>) -> Vec<Rejection> {
+        // Members are not ours to trust: bound the memory they can make us
+        // use (forgetting only means some are reported again).
+        if self.seen.len() > MAX_REMEMBERED {
+            self.seen.clear();
+        }
         rejected
             .into_iter()
             .filter(|r| self.seen.insert(r.clone()))
