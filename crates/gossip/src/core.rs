@@ -309,6 +309,8 @@ pub struct Core {
     next_gossip: Duration,
     next_push_pull: Duration,
     relays: HashMap<u32, Relay>,
+    /// Addresses of peers speaking memberlist protocol >= 5 (they get CRCs).
+    crc_addrs: HashSet<SocketAddr>,
     awareness: i32,
     leaving: bool,
     pub counters: Counters,
@@ -347,6 +349,7 @@ impl Core {
             next_gossip,
             next_push_pull,
             relays: HashMap::new(),
+            crc_addrs: HashSet::new(),
             awareness: 0,
             leaving: false,
             counters: Counters::default(),
@@ -376,6 +379,9 @@ impl Core {
     }
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values()
+    }
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
     }
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.get(name)
@@ -436,9 +442,7 @@ impl Core {
     }
 
     fn wants_crc(&self, to: SocketAddr) -> bool {
-        self.nodes
-            .values()
-            .any(|n| n.addr == to && n.vsn.get(1).copied().unwrap_or(0) >= 5)
+        self.crc_addrs.contains(&to)
     }
 
     /// Sends one message, with queued broadcasts piggybacked.
@@ -798,6 +802,9 @@ impl Core {
         if a.vsn.len() >= 6 {
             n.vsn = a.vsn.clone();
         }
+        if n.vsn.get(1).copied().unwrap_or(0) >= 5 {
+            self.crc_addrs.insert(addr);
+        }
         if n.state != NodeState::Alive {
             n.state = NodeState::Alive;
             n.state_change = now;
@@ -1150,20 +1157,40 @@ impl Core {
     }
 
     fn gossip<D: Delegate>(&mut self, now: Duration, d: &mut D) {
-        let me = self.cfg.name.clone();
         let to_dead = self.cfg.gossip_to_dead;
-        let mut cands: Vec<SocketAddr> = self
-            .nodes
-            .values()
-            .filter(|n| n.name != me)
-            .filter(|n| match n.state {
-                NodeState::Alive | NodeState::Suspect => true,
-                NodeState::Dead | NodeState::Left => now.saturating_sub(n.state_change) <= to_dead,
-            })
-            .map(|n| n.addr)
-            .collect();
-        self.rng.shuffle(&mut cands);
-        cands.truncate(self.cfg.gossip_nodes);
+        let eligible = |n: &Node| match n.state {
+            NodeState::Alive | NodeState::Suspect => true,
+            NodeState::Dead | NodeState::Left => now.saturating_sub(n.state_change) <= to_dead,
+        };
+        let k = self.cfg.gossip_nodes;
+        let mut cands: Vec<SocketAddr> = Vec::with_capacity(k);
+        let total = self.probe_order.len();
+        if total < k * 3 {
+            let mut all: Vec<SocketAddr> = self
+                .probe_order
+                .iter()
+                .filter_map(|name| self.nodes.get(name))
+                .filter(|n| eligible(n))
+                .map(|n| n.addr)
+                .collect();
+            self.rng.shuffle(&mut all);
+            all.truncate(k);
+            cands = all;
+        } else {
+            // Large clusters: sample like memberlist's kRandomNodes.
+            for _ in 0..3 * total {
+                if cands.len() >= k {
+                    break;
+                }
+                let i = self.rng.below(total);
+                let Some(n) = self.nodes.get(&self.probe_order[i]) else {
+                    continue;
+                };
+                if eligible(n) && !cands.contains(&n.addr) {
+                    cands.push(n.addr);
+                }
+            }
+        }
         let mut avail = self.cfg.udp_buffer - 2;
         if !self.env.keys.is_empty() {
             avail -= 29;

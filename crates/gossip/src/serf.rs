@@ -827,7 +827,7 @@ impl Serf {
     }
 
     fn after_core(&mut self) {
-        self.st.n_nodes = self.core.nodes().count();
+        self.st.n_nodes = self.core.node_count();
         for (to, msg) in std::mem::take(&mut self.st.sends) {
             self.core.send_user(to, &msg);
         }
@@ -1153,6 +1153,11 @@ impl Serf {
 
     pub fn members(&self) -> Vec<Member> {
         self.st.members.values().map(|m| m.member.clone()).collect()
+    }
+
+    /// Status of one member, without copying it.
+    pub fn status_of(&self, name: &str) -> Option<MemberStatus> {
+        self.st.members.get(name).map(|m| m.member.status)
     }
 
     pub fn member(&self, name: &str) -> Option<Member> {

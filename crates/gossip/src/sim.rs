@@ -252,7 +252,7 @@ impl Sim {
 
     /// What node `i` thinks of the member named `name`.
     pub fn status(&self, i: usize, name: &str) -> Option<MemberStatus> {
-        self.nodes[i].serf.member(name).map(|m| m.status)
+        self.nodes[i].serf.status_of(name)
     }
 
     pub fn members(&self, i: usize) -> Vec<Member> {

@@ -76,7 +76,8 @@ impl SerfProc {
         std::fs::write(
             &handler,
             format!(
-                "#!/bin/sh\n{{ echo \"EVENT $SERF_EVENT $SERF_USER_EVENT\"; cat; echo; }} >> {}\n",
+                "#!/bin/sh\n{{ echo \"EVENT $SERF_EVENT $SERF_USER_EVENT $SERF_QUERY_NAME\"; cat; echo; }} >> {}\n\
+                 if [ \"$SERF_EVENT\" = query ]; then printf 'pong-%s' \"$SERF_SELF_NAME\"; fi\n",
                 events.display()
             ),
         )
@@ -462,4 +463,135 @@ async fn encrypted_cluster() {
     .expect("encrypted user event within 30 s");
     ours.leave().await.unwrap();
     ours.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_both_ways_and_dns_join() {
+    let serf = Arc::new(blocking(|| SerfProc::start("real5", &[("role", "q")], None, None)).await);
+    // Join by DNS name: localhost resolves to 127.0.0.1 (and maybe ::1,
+    // which refuses: every resolved address is tried).
+    let ours = start_ours(
+        "ours5",
+        &[],
+        vec![format!("localhost:{}", serf.bind.port())],
+        vec![],
+    )
+    .await;
+    apoll("ours sees real5 alive", Duration::from_secs(30), || {
+        ours.members()
+            .into_iter()
+            .find(|m| m.name == "real5" && m.status == MemberStatus::Alive)
+    })
+    .await;
+
+    // Our query: serf acks and its handler answers.
+    let mut rx = ours
+        .query(gossip::model::QueryParams {
+            name: "whoami".into(),
+            payload: b"?".to_vec(),
+            request_ack: true,
+            timeout: Duration::from_secs(8),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut acked = false;
+    let mut answer = None;
+    while let Some(r) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("query finishes")
+    {
+        match r {
+            gossip::model::QueryReply::Ack { from } if from == "real5" => acked = true,
+            gossip::model::QueryReply::Response { from, payload } if from == "real5" => {
+                answer = Some(payload)
+            }
+            gossip::model::QueryReply::Done => break,
+            _ => {}
+        }
+    }
+    assert!(acked, "no ack from real5");
+    assert_eq!(answer.as_deref(), Some(&b"pong-real5"[..]));
+
+    // serf's query: we receive it and answer.
+    let mut ev = ours.subscribe();
+    let s = serf.clone();
+    let cli = tokio::task::spawn_blocking(move || {
+        s.rpc_cmd(&["query", "-timeout=8s", "-format=json", "ask", "payload-x"])
+    });
+    let id = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(Event::Query(q)) = ev.recv().await {
+                if q.name == "ask" {
+                    assert_eq!(q.payload, b"payload-x");
+                    return q.id;
+                }
+            }
+        }
+    })
+    .await
+    .expect("serf's query reaches us");
+    ours.respond(id, b"answer-from-ours".to_vec())
+        .await
+        .unwrap();
+    let out = cli.await.unwrap().expect("serf query runs");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json from serf query");
+    assert_eq!(
+        v["Responses"]["ours5"], "answer-from-ours",
+        "serf query output: {out}"
+    );
+    assert!(
+        v["Acks"].as_array().unwrap().iter().any(|a| a == "ours5"),
+        "serf got no ack from us: {out}"
+    );
+    ours.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_join_waits_for_a_late_serf() {
+    let port = free_port();
+    let cfg = AgentConfig {
+        node_name: "ours6".into(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        retry_join: vec![format!("127.0.0.1:{port}")],
+        retry_interval: Duration::from_millis(500),
+        ..AgentConfig::default()
+    };
+    let ours = agent::start(cfg).await.expect("start with retry_join");
+    assert_eq!(ours.members().len(), 1);
+    // serf comes up later on that port.
+    let serf = blocking(move || {
+        let dir = TempDir::new("late");
+        let rpc = free_port();
+        let child = Command::new(serf_bin())
+            .arg("agent")
+            .arg("-node=late")
+            .arg(format!("-bind=127.0.0.1:{port}"))
+            .arg(format!("-rpc-addr=127.0.0.1:{rpc}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn serf");
+        SerfProc {
+            child,
+            name: "late".into(),
+            bind: format!("127.0.0.1:{port}").parse().unwrap(),
+            rpc: format!("127.0.0.1:{rpc}").parse().unwrap(),
+            log: dir.0.join("none.log"),
+            _dir: dir,
+        }
+    })
+    .await;
+    apoll(
+        "retry-join reaches the late serf",
+        Duration::from_secs(30),
+        || {
+            ours.members()
+                .into_iter()
+                .find(|m| m.name == "late" && m.status == MemberStatus::Alive)
+        },
+    )
+    .await;
+    ours.shutdown().await.unwrap();
+    drop(serf);
 }
