@@ -1,0 +1,175 @@
+//! Our agent against itself over real loopback sockets: join, coalesced
+//! member events (self included), tags, user events, leave, restart.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gossip::agent::{self, Agent};
+use gossip::model::{AgentConfig, AgentHandle, Event, MemberEventKind, MemberStatus};
+use tokio::sync::broadcast;
+
+async fn start(name: &str, tags: &[(&str, &str)], join: Vec<String>) -> Arc<Agent> {
+    agent::start(AgentConfig {
+        node_name: name.into(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        tags: tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        join,
+        ..AgentConfig::default()
+    })
+    .await
+    .expect("agent starts")
+}
+
+/// Waits for a member event of `kind` naming `who`.
+async fn member_event(
+    rx: &mut broadcast::Receiver<Event>,
+    kind: MemberEventKind,
+    who: &str,
+) -> Vec<gossip::model::Member> {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match rx.recv().await {
+                Ok(Event::Member { kind: k, members })
+                    if k == kind && members.iter().any(|m| m.name == who) =>
+                {
+                    return members
+                }
+                Ok(_) => {}
+                Err(e) => panic!("event stream: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {} for {who} within 30 s", kind.as_str()))
+}
+
+async fn wait_status(a: &Agent, who: &str, st: MemberStatus) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if a.members().iter().any(|m| m.name == who && m.status == st) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{who} never became {}",
+            st.as_str()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_events_tags_leave() {
+    let a = start("a", &[("role", "balancer")], vec![]).await;
+    let mut ev_a = a.subscribe();
+    member_event(&mut ev_a, MemberEventKind::Join, "a").await;
+
+    let b = start(
+        "b",
+        &[("role", "backend"), ("zone", "z1")],
+        vec![a.local_addr().to_string()],
+    )
+    .await;
+    let joined = member_event(&mut ev_a, MemberEventKind::Join, "b").await;
+    let mb = joined.iter().find(|m| m.name == "b").unwrap();
+    assert_eq!(mb.port, b.local_addr().port());
+    assert_eq!(
+        mb.tags,
+        vec![
+            ("role".into(), "backend".into()),
+            ("zone".into(), "z1".into())
+        ]
+    );
+    assert_eq!(mb.protocol, [1, 5, 2]);
+    assert_eq!(mb.delegate, [2, 5, 5]);
+
+    b.set_tags(vec![("color".into(), "blue".into())], vec![])
+        .await
+        .unwrap();
+    let upd = member_event(&mut ev_a, MemberEventKind::Update, "b").await;
+    assert_eq!(upd[0].tag("color"), Some("blue"));
+
+    b.user_event("deploy", b"v1 payload".to_vec(), true)
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(Event::User {
+                name,
+                payload,
+                ltime,
+                ..
+            }) = ev_a.recv().await
+            {
+                return (name, payload, ltime);
+            }
+        }
+    })
+    .await
+    .expect("user event");
+    assert_eq!(got, ("deploy".to_string(), b"v1 payload".to_vec(), 1));
+
+    b.leave().await.unwrap();
+    b.shutdown().await.unwrap();
+    member_event(&mut ev_a, MemberEventKind::Leave, "b").await;
+    wait_status(&a, "b", MemberStatus::Left).await;
+    a.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_then_restart_on_same_port_is_alive_again() {
+    let a = start("a2", &[], vec![]).await;
+    let b = start("b2", &[], vec![a.local_addr().to_string()]).await;
+    let port = b.local_addr().port();
+    wait_status(&a, "b2", MemberStatus::Alive).await;
+    b.shutdown().await.unwrap();
+    drop(b);
+    wait_status(&a, "b2", MemberStatus::Failed).await;
+    let b = agent::start(AgentConfig {
+        node_name: "b2".into(),
+        bind: format!("127.0.0.1:{port}").parse().unwrap(),
+        join: vec![a.local_addr().to_string()],
+        ..AgentConfig::default()
+    })
+    .await
+    .expect("restarted agent joins");
+    wait_status(&a, "b2", MemberStatus::Alive).await;
+    wait_status(&b, "a2", MemberStatus::Alive).await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_failures_are_errors() {
+    // Nobody listens there: the join must fail, naming the address.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let err = agent::start(AgentConfig {
+        node_name: "lonely".into(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        join: vec![format!("127.0.0.1:{port}")],
+        ..AgentConfig::default()
+    })
+    .await
+    .err()
+    .expect("join to a closed port fails");
+    assert!(format!("{err:#}").contains(&port.to_string()), "{err:#}");
+    let err = agent::start(AgentConfig {
+        node_name: "lonely2".into(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        join: vec!["no-such-host.invalid".into()],
+        ..AgentConfig::default()
+    })
+    .await
+    .err()
+    .expect("join to an unresolvable name fails");
+    assert!(
+        format!("{err:#}").contains("no-such-host.invalid"),
+        "{err:#}"
+    );
+}
