@@ -16,3 +16,8 @@ async fn run(n: u8) {
 async fn task0_static_haproxy_serves_s1_and_s2() {
     run(0).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task1_init_supervises_haproxy_and_the_web_apps() {
+    run(1).await;
+}

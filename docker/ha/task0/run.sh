@@ -17,4 +17,6 @@ for name in s1 s2; do
     echo "run.sh: $name is $ip"
     sed -i "s/<$name>/$ip/" "$cfg"
 done
-exec /usr/sbin/haproxy -db -f "$cfg"
+# Master-worker mode: SIGHUP or SIGUSR2 reloads the configuration without
+# dropping the listening sockets.
+exec /usr/sbin/haproxy -W -db -f "$cfg"

@@ -1,26 +1,28 @@
 //! The lab's tasks as scenarios: one definition per task, run by
 //! `cargo xtask task N` and by the integration tests alike.
 //!
-//! Containers are started with testcontainers on the lab's `heig` network
-//! and reached from the host at their address on that network, so nothing
-//! is published on the host's interfaces. Every container carries the label
-//! `ait.lab=1`, which is how a run finds and removes leftovers of an earlier
-//! one.
+//! Containers are started with the Docker CLI on the lab's `heig` network.
+//! Only `ha` publishes ports, and only on 127.0.0.1 (random host ports), so
+//! nothing is reachable from outside the machine. testcontainers-rs is not
+//! used for this: it publishes every exposed port on all interfaces and has
+//! no way to bind 127.0.0.1. Every container carries the label `ait.lab=1`,
+//! which is how a run finds and removes leftovers of an earlier one.
 
+mod baseline;
 mod task0;
+mod task1;
 
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use testcontainers::runners::AsyncRunner;
-use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 use crate::checks::Checks;
 use crate::docker;
 
 pub use task0::task0;
+pub use task1::task1;
 
 /// How a scenario run behaves.
 #[derive(Debug, Clone, Default)]
@@ -30,12 +32,13 @@ pub struct Options {
 }
 
 /// The lab tasks implemented so far.
-pub const TASKS: &[u8] = &[0];
+pub const TASKS: &[u8] = &[0, 1];
 
 /// Run task `n`.
 pub async fn run_task(n: u8, opts: &Options) -> Result<Checks> {
     match n {
         0 => task0(opts).await,
+        1 => task1(opts).await,
         other => bail!(
             "lab task {other} is not implemented yet (implemented: {:?})",
             TASKS
@@ -44,71 +47,94 @@ pub async fn run_task(n: u8, opts: &Options) -> Result<Checks> {
 }
 
 const LABEL: &str = "ait.lab";
+/// ha's ports, published on 127.0.0.1.
+const HA_PORTS: [u16; 3] = [80, 1936, 9999];
 
 /// Scenarios share container names and the network: one at a time per
 /// process (the integration tests run in parallel threads).
 static ONE_LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// What to start: `ait/<image>:task<stage>` named `name` on `heig`.
+#[derive(Debug, Clone, Default)]
+pub struct Spec<'a> {
+    pub image: &'a str,
+    pub stage: u8,
+    pub name: &'a str,
+    pub env: Vec<(&'a str, String)>,
+    /// Bind mounts (host path, container path), read-only.
+    pub mounts: Vec<(PathBuf, &'a str)>,
+}
+
 /// A running lab stack: containers by name on `heig`.
 pub struct Lab {
-    containers: BTreeMap<String, ContainerAsync<GenericImage>>,
+    names: Vec<String>,
     ips: BTreeMap<String, Ipv4Addr>,
+    /// ha's container port -> 127.0.0.1:host port
+    published: BTreeMap<u16, SocketAddr>,
     pub http: reqwest::Client,
     _one_lab: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Lab {
     /// Remove leftovers of earlier runs and make sure `heig` exists.
-    pub async fn new(opts: &Options) -> Result<Lab> {
+    pub async fn new() -> Result<Lab> {
         let guard = ONE_LAB.lock().await;
         tokio::task::spawn_blocking(crate::prereq::ensure_docker).await??;
         remove_leftovers()?;
         docker::ensure_network(&docker::HEIG)?;
-        if opts.keep {
-            // testcontainers reads this when a container is created: kept
-            // containers are not removed when the scenario ends.
-            std::env::set_var("TESTCONTAINERS_COMMAND", "keep");
-        } else {
-            std::env::remove_var("TESTCONTAINERS_COMMAND");
-        }
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))
             .build()?;
         Ok(Lab {
-            containers: BTreeMap::new(),
+            names: Vec::new(),
             ips: BTreeMap::new(),
+            published: BTreeMap::new(),
             http,
             _one_lab: guard,
         })
     }
 
-    /// Start `name` from `ait/<image>:task<stage>` on `heig`, with its
-    /// hostname set to its name, as the lab does.
-    pub async fn start(
-        &mut self,
-        image: &str,
-        stage: u8,
-        name: &str,
-        env: &[(&str, &str)],
-    ) -> Result<Ipv4Addr> {
-        let mut request = GenericImage::new(format!("ait/{image}"), format!("task{stage}"))
-            .with_container_name(name)
-            .with_hostname(name)
-            .with_network(docker::HEIG.name)
-            .with_label(LABEL, "1")
-            .with_startup_timeout(Duration::from_secs(60));
-        for (k, v) in env {
-            request = request.with_env_var(*k, *v);
+    /// Start a container with its hostname set to its name, as the lab
+    /// does; `ha` publishes its ports on 127.0.0.1.
+    pub async fn start(&mut self, spec: Spec<'_>) -> Result<Ipv4Addr> {
+        let name = spec.name;
+        let mut args: Vec<String> = [
+            "run", "-d", "--name", name, "--hostname", name, "--network", docker::HEIG.name,
+            "--label",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(format!("{LABEL}=1"));
+        for (k, v) in &spec.env {
+            args.extend(["-e".into(), format!("{k}={v}")]);
         }
-        let container = request
-            .start()
-            .await
-            .with_context(|| format!("starting {name} from ait/{image}:task{stage}"))?;
-        self.containers.insert(name.into(), container);
+        for (host, path) in &spec.mounts {
+            args.extend(["-v".into(), format!("{}:{path}:ro", host.display())]);
+        }
+        if spec.image == "ha" {
+            for port in HA_PORTS {
+                args.extend(["-p".into(), format!("127.0.0.1::{port}")]);
+            }
+        }
+        args.push(format!("ait/{}:task{}", spec.image, spec.stage));
+        docker::run(&args)
+            .with_context(|| format!("starting {name} from ait/{}:task{}", spec.image, spec.stage))?;
+        self.names.push(name.into());
         let ip = docker::ip_on(name, docker::HEIG.name)?;
         self.ips.insert(name.into(), ip);
+        if spec.image == "ha" {
+            for port in HA_PORTS {
+                let out = docker::run(["port", name, &format!("{port}/tcp")])?;
+                let addr = out
+                    .lines()
+                    .find_map(|l| l.trim().parse::<SocketAddr>().ok())
+                    .with_context(|| format!("{name}:{port} is not published: {out:?}"))?;
+                self.published.insert(port, addr);
+            }
+        }
         Ok(ip)
     }
 
@@ -120,28 +146,31 @@ impl Lab {
             .with_context(|| format!("container {name} was not started by this scenario"))
     }
 
+    /// Where ha's container `port` is published on 127.0.0.1.
+    pub fn ha(&self, port: u16) -> Result<SocketAddr> {
+        self.published
+            .get(&port)
+            .copied()
+            .with_context(|| format!("ha's port {port} is not published (is ha started?)"))
+    }
+
     /// `docker stop` (graceful) then remove one container.
     pub async fn stop(&mut self, name: &str) -> Result<()> {
-        if let Some(c) = self.containers.remove(name) {
-            c.stop().await.with_context(|| format!("stopping {name}"))?;
-            c.rm().await.with_context(|| format!("removing {name}"))?;
-        }
+        docker::run(["stop", name])?;
+        docker::run(["rm", "-v", name])?;
+        self.names.retain(|n| n != name);
         self.ips.remove(name);
         Ok(())
     }
 
-    /// Remove every container (unless kept) and the network.
-    pub async fn teardown(mut self, opts: &Options) -> Result<()> {
+    /// Remove every container and the network, unless the stack is kept.
+    pub async fn teardown(self, opts: &Options) -> Result<()> {
         if opts.keep {
-            // Dropping kept containers leaves them running.
-            self.containers.clear();
+            self.print_urls();
             return Ok(());
         }
-        let names: Vec<String> = self.containers.keys().cloned().collect();
-        for name in names {
-            if let Some(c) = self.containers.remove(&name) {
-                c.rm().await.with_context(|| format!("removing {name}"))?;
-            }
+        for name in &self.names {
+            docker::run(["rm", "-f", "-v", name])?;
         }
         docker::remove_network(docker::HEIG.name);
         Ok(())
@@ -149,12 +178,16 @@ impl Lab {
 
     /// Print where a kept stack can be reached.
     pub fn print_urls(&self) {
-        if let Some(ha) = self.ips.get("ha") {
-            eprintln!("The stack keeps running (remove it with `cargo xtask down`):");
-            eprintln!("  web app through HAProxy: http://{ha}/");
-            eprintln!("  HAProxy stats page:      http://{ha}:1936/");
-            eprintln!("  HAProxy admin socket:    tcp {ha}:9999");
-        }
+        let show = |port: u16| {
+            self.published
+                .get(&port)
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "not published".into())
+        };
+        eprintln!("The stack keeps running (remove it with `cargo xtask down`):");
+        eprintln!("  web app through HAProxy: http://{}/", show(80));
+        eprintln!("  HAProxy stats page:      http://{}/", show(1936));
+        eprintln!("  HAProxy admin socket:    tcp {}", show(9999));
     }
 
     /// GET `url`, returning status, `x-backend-ip` and the JSON body.
@@ -176,7 +209,7 @@ impl Lab {
 
     /// HAProxy's stats as (proxy, server, status) rows.
     pub async fn haproxy_stats(&self) -> Result<Vec<(String, String, String)>> {
-        let url = format!("http://{}:1936/;csv", self.ip("ha")?);
+        let url = format!("http://{}/;csv", self.ha(1936)?);
         let text = self.http.get(&url).send().await?.text().await?;
         parse_stats_csv(&text)
     }
