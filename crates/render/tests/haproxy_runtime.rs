@@ -400,3 +400,73 @@ async fn enable_join_mode_under_load() {
     );
     assert_eq!(report.failed, 0, "failed requests: {report:?}");
 }
+
+/// A leave while a request is still running on the member: `state maint`
+/// lets it finish (200), `del server` is refused meanwhile and retried in
+/// the background; the member coming back in that window gets its entry
+/// re-enabled (same server id), not a second one; a later leave deletes it
+/// once it is idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_with_a_request_in_flight_then_return() {
+    require(HAPROXY, "haproxy");
+    let dir = tempfile::tempdir().unwrap();
+    let (fe, st, at) = (free_port(), free_port(), free_port());
+    let s = settings_for(dir.path(), (fe, st, at), &dir.path().join("written.cfg"));
+    let cfg = reconcile::render_config(&s, &BackendSet::new()).unwrap();
+    let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
+    let w1 = WebServer::start("s1").await;
+    let w2 = WebServer::start("s2").await;
+    let both = vec![member("s1", w1.port), member("s2", w2.port)];
+    let (run, tx) = Running::start(s, both.clone());
+    wait_for("s1 and s2 UP", Duration::from_secs(30), async || {
+        (h.up().await == ["s1", "s2"]).then_some(())
+    })
+    .await;
+    let ids = h.ids().await;
+
+    // Slow requests until one runs on s1 (round robin: the first pair).
+    let slow: Vec<_> = (0..4).map(|_| tokio::spawn(get(fe, "/slow"))).collect();
+    wait_for(
+        "a slow request running on s1",
+        Duration::from_secs(30),
+        async || (h.sessions("s1").await > 0).then_some(()),
+    )
+    .await;
+
+    tx.send(vec![member("s2", w2.port)]).unwrap();
+    wait_for("s1 in maintenance", Duration::from_secs(30), async || {
+        let servers = h.servers().await;
+        servers
+            .get("s1")
+            .is_some_and(|s| s.2 & 1 == 1)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        h.sessions("s1").await > 0,
+        "the slow request is still running on s1"
+    );
+
+    tx.send(both).unwrap();
+    wait_for("s1 UP again", Duration::from_secs(30), async || {
+        (h.up().await == ["s1", "s2"]).then_some(())
+    })
+    .await;
+    // Still the entry with the slow request on it (no other traffic runs
+    // here, so a new entry would have no session): re-enabled, not added.
+    assert!(h.sessions("s1").await > 0, "s1's entry was replaced");
+    assert_eq!(h.ids().await, ids);
+
+    for r in slow {
+        let backend = r.await.unwrap().expect("slow request answered");
+        assert!(backend == "s1" || backend == "s2", "{backend}");
+    }
+
+    // Leave again; once idle, the entry goes.
+    tx.send(vec![member("s2", w2.port)]).unwrap();
+    wait_for("s1 deleted", Duration::from_secs(30), async || {
+        (h.servers().await.keys().collect::<Vec<_>>() == ["s2"]).then_some(())
+    })
+    .await;
+    run.stop().await;
+}

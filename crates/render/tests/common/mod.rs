@@ -241,6 +241,17 @@ impl Haproxy {
         out
     }
 
+    /// Current sessions on a server of `nodes` (`show stat`'s scur).
+    pub async fn sessions(&self, name: &str) -> u64 {
+        let r = self.cmd("show stat").await;
+        r.lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f.len() > 4 && f[0] == "nodes" && f[1] == name).then(|| f[4].parse().unwrap_or(0))
+            })
+            .unwrap_or(0)
+    }
+
     /// name -> srv_id (a server removed and added again gets a new id).
     pub async fn ids(&self) -> BTreeMap<String, u32> {
         let r = self.cmd("show servers state nodes").await;
@@ -334,6 +345,8 @@ async fn serve_conn(s: TcpStream, name: String) {
             return;
         }
         let head = line.starts_with("HEAD ");
+        // `GET /slow`: a long request, to have one in flight on purpose.
+        let slow = line.starts_with("GET /slow ");
         // Skip headers; requests here carry no body.
         loop {
             let mut h = String::new();
@@ -344,6 +357,9 @@ async fn serve_conn(s: TcpStream, name: String) {
                 break;
             }
         }
+        if slow {
+            tokio::time::sleep(SLOW).await;
+        }
         let body = if head { String::new() } else { name.clone() };
         let resp = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Backend: {name}\r\n\r\n{body}",
@@ -353,6 +369,16 @@ async fn serve_conn(s: TcpStream, name: String) {
             return;
         }
     }
+}
+
+/// How long `GET /slow` takes.
+pub const SLOW: Duration = Duration::from_secs(6);
+
+/// One `GET path` on a new connection to 127.0.0.1:port: Ok(backend name)
+/// on a 200.
+pub async fn get(port: u16, path: &str) -> Result<String, String> {
+    let mut conn = None;
+    one_request_to(&mut conn, port, path).await
 }
 
 /// Counts of a load run.
@@ -458,6 +484,14 @@ impl Drop for Load {
 /// One GET / on the kept-alive connection (opened when there is none);
 /// Ok(backend name) on a 200, Err(kind) otherwise.
 async fn one_request(conn: &mut Option<BufReader<TcpStream>>, port: u16) -> Result<String, String> {
+    one_request_to(conn, port, "/").await
+}
+
+async fn one_request_to(
+    conn: &mut Option<BufReader<TcpStream>>,
+    port: u16,
+    path: &str,
+) -> Result<String, String> {
     if conn.is_none() {
         let s = TcpStream::connect(("127.0.0.1", port))
             .await
@@ -467,7 +501,7 @@ async fn one_request(conn: &mut Option<BufReader<TcpStream>>, port: u16) -> Resu
     let c = conn.as_mut().unwrap();
     let fut = async {
         c.get_mut()
-            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
             .await
             .map_err(|e| format!("write: {e}"))?;
         let mut status = String::new();
