@@ -595,3 +595,99 @@ async fn retry_join_waits_for_a_late_serf() {
     ours.shutdown().await.unwrap();
     drop(serf);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_on_both_sides_come_back_alive() {
+    let serf = blocking(|| SerfProc::start("real7", &[], None, None)).await;
+    let serf_bind = serf.bind;
+    let ours = start_ours("ours7", &[("v", "1")], vec![serf_bind.to_string()], vec![]).await;
+    let port = ours.local_addr().port();
+    let serf = Arc::new(serf);
+    let s = serf.clone();
+    blocking(move || {
+        poll("real7 sees ours7 alive", Duration::from_secs(30), || {
+            (s.status_of("ours7")? == "alive").then_some(())
+        })
+    })
+    .await;
+
+    // Ours crashes (no leave) and comes back on the same port.
+    ours.shutdown().await.unwrap();
+    drop(ours);
+    let s = serf.clone();
+    blocking(move || {
+        poll("real7 sees ours7 failed", Duration::from_secs(60), || {
+            (s.status_of("ours7")? == "failed").then_some(())
+        })
+    })
+    .await;
+    let ours = agent::start(AgentConfig {
+        node_name: "ours7".into(),
+        bind: format!("127.0.0.1:{port}").parse().unwrap(),
+        tags: vec![("v".into(), "2".into())],
+        join: vec![serf_bind.to_string()],
+        ..AgentConfig::default()
+    })
+    .await
+    .expect("restarted agent joins serf");
+    let s = serf.clone();
+    blocking(move || {
+        poll(
+            "real7 sees ours7 alive again with new tags",
+            Duration::from_secs(60),
+            || {
+                let m = s.members().ok()?.into_iter().find(|m| m.0 == "ours7")?;
+                (m.2 == "alive" && m.3["v"] == "2").then_some(())
+            },
+        )
+    })
+    .await;
+
+    // serf is killed and restarted on the same port, joining us.
+    let mut serf = Arc::try_unwrap(serf).ok().expect("only owner");
+    blocking(move || serf.kill9()).await;
+    apoll("ours sees real7 failed", Duration::from_secs(60), || {
+        ours.members()
+            .into_iter()
+            .find(|m| m.name == "real7" && m.status == MemberStatus::Failed)
+    })
+    .await;
+    let our_addr = ours.local_addr();
+    let serf2 = blocking(move || {
+        let dir = TempDir::new("real7b");
+        let rpc = free_port();
+        let log = dir.0.join("serf.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(serf_bin())
+            .arg("agent")
+            .arg("-node=real7")
+            .arg(format!("-bind={serf_bind}"))
+            .arg(format!("-rpc-addr=127.0.0.1:{rpc}"))
+            .arg(format!("-join={our_addr}"))
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("spawn serf");
+        SerfProc {
+            child,
+            name: "real7b".into(),
+            bind: serf_bind,
+            rpc: format!("127.0.0.1:{rpc}").parse().unwrap(),
+            log,
+            _dir: dir,
+        }
+    })
+    .await;
+    apoll(
+        "ours sees real7 alive again",
+        Duration::from_secs(60),
+        || {
+            ours.members()
+                .into_iter()
+                .find(|m| m.name == "real7" && m.status == MemberStatus::Alive)
+        },
+    )
+    .await;
+    ours.shutdown().await.unwrap();
+    drop(serf2);
+}
