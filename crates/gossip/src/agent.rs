@@ -87,22 +87,24 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
     let mut core_cfg = crate::core::Config::lan(&config.node_name, advertise);
     core_cfg.keys = keys;
     core_cfg.seed = rand::random();
-    if config.profile == "local" {
-        core_cfg.probe_interval = Duration::from_secs(1);
-        core_cfg.probe_timeout = Duration::from_millis(200);
-        core_cfg.gossip_interval = Duration::from_millis(100);
-        core_cfg.push_pull_interval = Duration::from_secs(15);
-        core_cfg.suspicion_mult = 3;
-    } else if config.profile == "wan" {
-        core_cfg.probe_interval = Duration::from_secs(5);
-        core_cfg.probe_timeout = Duration::from_secs(3);
-        core_cfg.gossip_interval = Duration::from_millis(500);
-        core_cfg.gossip_nodes = 4;
-        core_cfg.push_pull_interval = Duration::from_secs(60);
-        core_cfg.suspicion_mult = 6;
-    }
+    apply_profile(&mut core_cfg, &config.profile)?;
     let mut scfg = serf::Config::new(core_cfg);
     scfg.tags = config.tags.clone();
+    if let Some(path) = &config.tags_file {
+        // serf: tags saved by an earlier run win over the command line.
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let saved: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+                .with_context(|| format!("tags file {} is not a JSON object", path.display()))?;
+            for (k, v) in saved {
+                let v = v.as_str().unwrap_or_default().to_string();
+                match scfg.tags.iter_mut().find(|(kk, _)| *kk == k) {
+                    Some(slot) => slot.1 = v,
+                    None => scfg.tags.push((k, v)),
+                }
+            }
+        }
+        save_tags(path, &scfg.tags)?;
+    }
     let start = Instant::now();
     let serf = Serf::new(scfg, Duration::ZERO);
     let (events, _) = broadcast::channel(4096);
@@ -163,6 +165,52 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
         agent.tasks.lock().expect("tasks").push(h);
     }
     Ok(agent)
+}
+
+/// memberlist's LAN, WAN and local profiles (serf's `-profile`).
+fn apply_profile(c: &mut crate::core::Config, profile: &str) -> anyhow::Result<()> {
+    match profile {
+        "" | "lan" => {}
+        "wan" => {
+            c.suspicion_mult = 6;
+            c.push_pull_interval = Duration::from_secs(60);
+            c.probe_timeout = Duration::from_secs(3);
+            c.probe_interval = Duration::from_secs(5);
+            c.gossip_nodes = 4;
+            c.gossip_interval = Duration::from_millis(500);
+            c.gossip_to_dead = Duration::from_secs(60);
+        }
+        "local" => {
+            c.indirect_checks = 1;
+            c.retransmit_mult = 2;
+            c.suspicion_mult = 3;
+            c.push_pull_interval = Duration::from_secs(15);
+            c.probe_timeout = Duration::from_millis(200);
+            c.probe_interval = Duration::from_secs(1);
+            c.gossip_interval = Duration::from_millis(100);
+            c.gossip_to_dead = Duration::from_secs(15);
+        }
+        other => anyhow::bail!("unknown profile {other:?} (expected lan, wan or local)"),
+    }
+    Ok(())
+}
+
+fn save_tags(path: &std::path::Path, tags: &[(String, String)]) -> anyhow::Result<()> {
+    let map: serde_json::Map<String, serde_json::Value> = tags
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    std::fs::write(path, serde_json::to_string_pretty(&map)?)
+        .with_context(|| format!("cannot write tags file {}", path.display()))
+}
+
+fn save_keyring(path: &std::path::Path, keys: &[Vec<u8>]) -> anyhow::Result<()> {
+    let list: Vec<String> = keys
+        .iter()
+        .map(|k| base64::engine::general_purpose::STANDARD.encode(k))
+        .collect();
+    std::fs::write(path, serde_json::to_string_pretty(&list)?)
+        .with_context(|| format!("cannot write keyring file {}", path.display()))
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
@@ -563,6 +611,10 @@ impl model::AgentHandle for Agent {
             }
             s.set_tags(tags, now);
         });
+        if let Some(path) = &self.config.tags_file {
+            let tags = self.inner.lock().expect("agent lock").serf.tags().to_vec();
+            save_tags(path, &tags)?;
+        }
         Ok(())
     }
 
@@ -646,7 +698,11 @@ impl model::AgentHandle for Agent {
         if !keys.contains(&key) {
             keys.push(key);
         }
-        g.serf.set_keys(keys);
+        g.serf.set_keys(keys.clone());
+        drop(g);
+        if let Some(path) = &self.config.keyring_file {
+            save_keyring(path, &keys)?;
+        }
         Ok(local_key_response())
     }
 
@@ -659,7 +715,11 @@ impl model::AgentHandle for Agent {
             .context("key is not installed")?;
         let k = keys.remove(pos);
         keys.insert(0, k);
-        g.serf.set_keys(keys);
+        g.serf.set_keys(keys.clone());
+        drop(g);
+        if let Some(path) = &self.config.keyring_file {
+            save_keyring(path, &keys)?;
+        }
         Ok(local_key_response())
     }
 
@@ -668,7 +728,11 @@ impl model::AgentHandle for Agent {
         let mut keys = g.serf.keys().to_vec();
         anyhow::ensure!(keys.first() != Some(&key), "cannot remove the primary key");
         keys.retain(|k| *k != key);
-        g.serf.set_keys(keys);
+        g.serf.set_keys(keys.clone());
+        drop(g);
+        if let Some(path) = &self.config.keyring_file {
+            save_keyring(path, &keys)?;
+        }
         Ok(local_key_response())
     }
 

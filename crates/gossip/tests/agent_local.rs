@@ -173,3 +173,41 @@ async fn join_failures_are_errors() {
         "{err:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_file_is_saved_and_reloaded() {
+    let dir = std::env::temp_dir().join(format!(
+        "gossip-tags-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tags.json");
+    let cfg = AgentConfig {
+        node_name: "t".into(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        tags: vec![("role".into(), "web".into())],
+        tags_file: Some(path.clone()),
+        ..AgentConfig::default()
+    };
+    let a = agent::start(cfg.clone()).await.unwrap();
+    a.set_tags(vec![("zone".into(), "z9".into())], vec![])
+        .await
+        .unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(saved["zone"], "z9");
+    assert_eq!(saved["role"], "web");
+    a.shutdown().await.unwrap();
+    drop(a);
+    let b = agent::start(AgentConfig {
+        tags: vec![],
+        ..cfg
+    })
+    .await
+    .unwrap();
+    assert_eq!(b.local_member().tag("zone"), Some("z9"));
+    assert_eq!(b.local_member().tag("role"), Some("web"));
+    b.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
