@@ -91,12 +91,9 @@ impl ChildGuard {
 
     /// Send a signal (e.g. SIGINT for a graceful serf leave).
     pub fn signal(&self, sig: i32) {
-        // SAFETY-free: kill(2) through the `kill` binary keeps the tests
-        // free of unsafe and of extra crates.
-        let _ = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status();
+        use nix::sys::signal::{kill, Signal};
+        let sig = Signal::try_from(sig).expect("a valid signal number");
+        let _ = kill(nix::unistd::Pid::from_raw(self.pid()), sig);
     }
 
     /// Wait (polling) for the process to exit; its status.
