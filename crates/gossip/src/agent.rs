@@ -409,6 +409,13 @@ impl Agent {
     /// Under the lock: publishes events and query replies, returns the I/O
     /// to perform once the lock is released.
     fn collect(&self, g: &mut Inner) -> Vec<Output> {
+        if g.serf.take_keys_changed() {
+            if let Some(path) = &self.config.keyring_file {
+                if let Err(e) = save_keyring(path, g.serf.keys()) {
+                    tracing::error!(error = %e, "cannot save the keyring");
+                }
+            }
+        }
         for e in g.serf.drain_events() {
             let _ = self.events.send(e);
         }
@@ -499,6 +506,62 @@ impl Agent {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// A keyring operation across the cluster, as Serf's key manager does
+    /// it: an internal query every member (us included) answers; it ends
+    /// when every alive member answered or the query times out. Failures
+    /// are reported in the response (`num_err`, `messages`), not as `Err`.
+    async fn key_query(&self, op: &str, key: &[u8]) -> anyhow::Result<KeyResponse> {
+        let me = self.arc();
+        let num_nodes = model::AgentHandle::members(self)
+            .iter()
+            .filter(|m| m.status == model::MemberStatus::Alive)
+            .count();
+        let mut rx = model::AgentHandle::query(
+            &*me,
+            QueryParams {
+                name: format!("_serf_{op}"),
+                payload: serf::encode_key_request(key),
+                ..Default::default()
+            },
+        )
+        .await?;
+        let mut resp = KeyResponse {
+            num_nodes,
+            ..Default::default()
+        };
+        while let Some(r) = rx.recv().await {
+            match r {
+                QueryReply::Response { from, payload } => {
+                    resp.num_resp += 1;
+                    match serf::decode_key_response(&payload) {
+                        None => {
+                            resp.num_err += 1;
+                            resp.messages
+                                .insert(from, "Failed to decode key response".into());
+                        }
+                        Some(n) => {
+                            if !n.result {
+                                resp.num_err += 1;
+                            }
+                            if !n.message.is_empty() {
+                                resp.messages.insert(from, n.message);
+                            }
+                            for k in n.keys {
+                                *resp.keys.entry(k).or_default() += 1;
+                            }
+                        }
+                    }
+                    if resp.num_resp >= num_nodes {
+                        break;
+                    }
+                }
+                QueryReply::Done => break,
+                QueryReply::Ack { .. } => {}
+            }
+        }
+        Ok(resp)
     }
 
     /// `AgentHandle` takes `&self`; the helpers that spawn tasks want the Arc.
@@ -687,63 +750,22 @@ impl model::AgentHandle for Agent {
     async fn install_key(&self, key: Vec<u8>) -> anyhow::Result<KeyResponse> {
         anyhow::ensure!(
             matches!(key.len(), 16 | 24 | 32),
-            "key must be 16, 24 or 32 bytes"
+            "key must be 16, 24 or 32 bytes, got {}",
+            key.len()
         );
-        let mut g = self.inner.lock().expect("agent lock");
-        anyhow::ensure!(
-            !g.serf.keys().is_empty(),
-            "encryption is not enabled on this agent"
-        );
-        let mut keys = g.serf.keys().to_vec();
-        if !keys.contains(&key) {
-            keys.push(key);
-        }
-        g.serf.set_keys(keys.clone());
-        drop(g);
-        if let Some(path) = &self.config.keyring_file {
-            save_keyring(path, &keys)?;
-        }
-        Ok(local_key_response())
+        self.key_query("install-key", &key).await
     }
 
     async fn use_key(&self, key: Vec<u8>) -> anyhow::Result<KeyResponse> {
-        let mut g = self.inner.lock().expect("agent lock");
-        let mut keys = g.serf.keys().to_vec();
-        let pos = keys
-            .iter()
-            .position(|k| *k == key)
-            .context("key is not installed")?;
-        let k = keys.remove(pos);
-        keys.insert(0, k);
-        g.serf.set_keys(keys.clone());
-        drop(g);
-        if let Some(path) = &self.config.keyring_file {
-            save_keyring(path, &keys)?;
-        }
-        Ok(local_key_response())
+        self.key_query("use-key", &key).await
     }
 
     async fn remove_key(&self, key: Vec<u8>) -> anyhow::Result<KeyResponse> {
-        let mut g = self.inner.lock().expect("agent lock");
-        let mut keys = g.serf.keys().to_vec();
-        anyhow::ensure!(keys.first() != Some(&key), "cannot remove the primary key");
-        keys.retain(|k| *k != key);
-        g.serf.set_keys(keys.clone());
-        drop(g);
-        if let Some(path) = &self.config.keyring_file {
-            save_keyring(path, &keys)?;
-        }
-        Ok(local_key_response())
+        self.key_query("remove-key", &key).await
     }
 
     async fn list_keys(&self) -> anyhow::Result<KeyResponse> {
-        let g = self.inner.lock().expect("agent lock");
-        let mut r = local_key_response();
-        for k in g.serf.keys() {
-            r.keys
-                .insert(base64::engine::general_purpose::STANDARD.encode(k), 1);
-        }
-        Ok(r)
+        self.key_query("list-keys", &[]).await
     }
 
     async fn shutdown(&self) -> anyhow::Result<()> {
@@ -751,14 +773,6 @@ impl model::AgentHandle for Agent {
             t.abort();
         }
         Ok(())
-    }
-}
-
-fn local_key_response() -> KeyResponse {
-    KeyResponse {
-        num_nodes: 1,
-        num_resp: 1,
-        ..Default::default()
     }
 }
 

@@ -18,13 +18,18 @@
 //! name. Queries honour node and tag filters, the ack flag, the timeout,
 //! and are relayed (`relay_factor`) like Serf.
 //!
-//! Not implemented: Serf's internal queries (`_serf_*`: conflict, keyring
-//! operations over the cluster, ping) are acknowledged by nobody and never
-//! shown to users; name-conflict resolution; snapshots; coordinates.
+//! Serf's internal keyring queries (`_serf_install-key`, `_serf_use-key`,
+//! `_serf_remove-key`, `_serf_list-keys`) are answered like Serf does.
+//!
+//! Not implemented: `_serf_conflict` and `_serf_ping` get no answer (and
+//! internal queries are never shown to users); name-conflict resolution;
+//! snapshots and `-rejoin`; Vivaldi coordinates (acks carry no payload).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use base64::Engine;
 
 use crate::core::{self, BroadcastQueue, Core, Delegate, Node, Output};
 use crate::model::{Event, IncomingQuery, Member, MemberEventKind, MemberStatus, QueryReply};
@@ -217,6 +222,19 @@ struct OutgoingQuery {
     responses: HashSet<String>,
 }
 
+/// An internal (`_serf_*`) query, answered once the core is reachable
+/// (the keyring lives there).
+#[derive(Debug, Clone)]
+struct InternalQuery {
+    name: String,
+    payload: Vec<u8>,
+    to: SocketAddr,
+    source_node: String,
+    ltime: u64,
+    id: u32,
+    relay_factor: u8,
+}
+
 /// Everything the delegate side needs; kept apart from the core so both
 /// can be borrowed at once.
 struct State {
@@ -245,6 +263,8 @@ struct State {
     replies: Vec<(u64, QueryReply)>,
     leaving: bool,
     event_join_ignore: bool,
+    internal: Vec<InternalQuery>,
+    keys_changed: bool,
     rng: core::Rng,
     self_addr: SocketAddr,
 }
@@ -493,6 +513,15 @@ impl State {
             self.send_with_relay(to, &q.source_node, ack, q.relay_factor);
         }
         if q.name.starts_with("_serf_") {
+            self.internal.push(InternalQuery {
+                name: q.name,
+                payload: q.payload,
+                to,
+                source_node: q.source_node,
+                ltime: q.ltime,
+                id: q.id,
+                relay_factor: q.relay_factor,
+            });
             return rebroadcast;
         }
         let local = self.next_local_id;
@@ -801,6 +830,8 @@ impl Serf {
             replies: Vec::new(),
             leaving: false,
             event_join_ignore: false,
+            internal: Vec::new(),
+            keys_changed: false,
             rng: core::Rng::new(cfg.core.seed ^ 0x5eed),
             self_addr,
             cfg,
@@ -828,9 +859,99 @@ impl Serf {
 
     fn after_core(&mut self) {
         self.st.n_nodes = self.core.node_count();
+        for q in std::mem::take(&mut self.st.internal) {
+            self.answer_internal(q);
+        }
         for (to, msg) in std::mem::take(&mut self.st.sends) {
             self.core.send_user(to, &msg);
         }
+    }
+
+    /// Serf's keyring queries (`_serf_install-key`, `use-key`,
+    /// `remove-key`, `list-keys`); `ping` and `conflict` get no answer.
+    fn answer_internal(&mut self, q: InternalQuery) {
+        let op = q.name.trim_start_matches("_serf_");
+        if !matches!(op, "install-key" | "use-key" | "remove-key" | "list-keys") {
+            return;
+        }
+        let mut keys = self.core.keys().to_vec();
+        let (result, message) = if keys.is_empty() {
+            (
+                false,
+                "No keyring to modify (encryption not enabled)".to_string(),
+            )
+        } else if op == "list-keys" {
+            (true, String::new())
+        } else {
+            match decode_key_request(&q.payload) {
+                None => (false, "malformed key request".to_string()),
+                Some(key) => match op {
+                    "install-key" => {
+                        if !matches!(key.len(), 16 | 24 | 32) {
+                            (
+                                false,
+                                format!("key size must be 16, 24 or 32 bytes, got {}", key.len()),
+                            )
+                        } else {
+                            if !keys.contains(&key) {
+                                keys.push(key);
+                            }
+                            (true, String::new())
+                        }
+                    }
+                    "use-key" => match keys.iter().position(|k| *k == key) {
+                        Some(i) => {
+                            let k = keys.remove(i);
+                            keys.insert(0, k);
+                            (true, String::new())
+                        }
+                        None => (false, "Requested key is not in the keyring".to_string()),
+                    },
+                    _ => {
+                        if keys.first() == Some(&key) {
+                            (false, "Removing the primary key is not allowed".to_string())
+                        } else {
+                            keys.retain(|k| *k != key);
+                            (true, String::new())
+                        }
+                    }
+                },
+            }
+        };
+        if result && op != "list-keys" && keys != self.core.keys() {
+            self.core.set_keys(keys.clone());
+            self.st.keys_changed = true;
+        }
+        let b64 = |k: &Vec<u8>| base64::engine::general_purpose::STANDARD.encode(k);
+        let list: Vec<String> = if op == "list-keys" {
+            keys.iter().map(b64).collect()
+        } else {
+            Vec::new()
+        };
+        let primary = if op == "list-keys" {
+            keys.first().map(b64).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let payload = encode_key_response(result, &message, &list, &primary);
+        let msg = SerfMessage::QueryResponse(wire::QueryResponse {
+            ltime: q.ltime,
+            id: q.id,
+            from: self.st.name.clone(),
+            flags: 0,
+            payload,
+        })
+        .encode();
+        self.st
+            .send_with_relay(q.to, &q.source_node, msg, q.relay_factor);
+        for (to, m) in std::mem::take(&mut self.st.sends) {
+            self.core.send_user(to, &m);
+        }
+    }
+
+    /// True once after a keyring query changed our keys (persist them).
+    pub fn take_keys_changed(&mut self) -> bool {
+        std::mem::take(&mut self.st.keys_changed)
     }
 
     pub fn handle_packet(&mut self, from: SocketAddr, bytes: &[u8], now: Duration) {
@@ -1182,6 +1303,67 @@ impl Serf {
     pub fn keys(&self) -> &[Vec<u8>] {
         self.core.keys()
     }
+}
+
+/// Payload of a keyring query: the key-request type byte, then {Key}.
+pub fn encode_key_request(key: &[u8]) -> Vec<u8> {
+    wire::MapEnc::new(vec![wire::stype::KEY_REQUEST], 1)
+        .bytes("Key", key)
+        .finish()
+}
+
+fn decode_key_request(payload: &[u8]) -> Option<Vec<u8>> {
+    let (&t, body) = payload.split_first()?;
+    if t != wire::stype::KEY_REQUEST {
+        return None;
+    }
+    let (v, _) = wire::read_value(body).ok()?;
+    wire::Fields::of(&v).ok()?.bytes("Key").ok()
+}
+
+fn encode_key_response(result: bool, message: &str, keys: &[String], primary: &str) -> Vec<u8> {
+    let mut list = Vec::new();
+    rmp::encode::write_array_len(&mut list, keys.len() as u32).expect("vec write");
+    for k in keys {
+        rmp::encode::write_str(&mut list, k).expect("vec write");
+    }
+    wire::MapEnc::new(vec![wire::stype::KEY_RESPONSE], 4)
+        .raw_value("Keys", &list)
+        .str("Message", message)
+        .str("PrimaryKey", primary)
+        .bool("Result", result)
+        .finish()
+}
+
+/// One node's answer to a keyring query.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeKeyResponse {
+    pub result: bool,
+    pub message: String,
+    pub keys: Vec<String>,
+    pub primary_key: String,
+}
+
+pub fn decode_key_response(payload: &[u8]) -> Option<NodeKeyResponse> {
+    let (&t, body) = payload.split_first()?;
+    if t != wire::stype::KEY_RESPONSE {
+        return None;
+    }
+    let (v, _) = wire::read_value(body).ok()?;
+    let f = wire::Fields::of(&v).ok()?;
+    let keys = match f.get("Keys") {
+        Some(rmpv::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| wire::value_bytes(x).and_then(|b| String::from_utf8(b).ok()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some(NodeKeyResponse {
+        result: f.bool("Result").ok()?,
+        message: f.string("Message").unwrap_or_default(),
+        keys,
+        primary_key: f.string("PrimaryKey").unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]

@@ -691,3 +691,84 @@ async fn restarts_on_both_sides_come_back_alive() {
     ours.shutdown().await.unwrap();
     drop(serf2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyring_operations_across_the_cluster() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let gen = || {
+        let out = Command::new(serf_bin())
+            .arg("keygen")
+            .output()
+            .expect("serf keygen");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (k1, k2) = (gen(), gen());
+    let k1c = k1.clone();
+    let serf = Arc::new(blocking(move || SerfProc::start("real8", &[], None, Some(&k1c))).await);
+    let ours = start_ours(
+        "ours8",
+        &[],
+        vec![serf.bind.to_string()],
+        vec![b64.decode(&k1).unwrap()],
+    )
+    .await;
+    let s = serf.clone();
+    blocking(move || {
+        poll("real8 sees ours8 alive", Duration::from_secs(30), || {
+            (s.status_of("ours8")? == "alive").then_some(())
+        })
+    })
+    .await;
+
+    // We install a key: both nodes answer and succeed.
+    let r = ours.install_key(b64.decode(&k2).unwrap()).await.unwrap();
+    assert_eq!((r.num_nodes, r.num_resp, r.num_err), (2, 2, 0), "{r:?}");
+    // serf lists it on both nodes.
+    let s = serf.clone();
+    let k2c = k2.clone();
+    blocking(move || {
+        let out = s.rpc_cmd(&["keys", "-list"]).expect("serf keys -list");
+        let line = out
+            .lines()
+            .find(|l| l.contains(&k2c))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(line.contains("[2/2]"), "{out}");
+    })
+    .await;
+
+    // serf switches the primary key and removes the old one: we follow.
+    let s = serf.clone();
+    let (k1c, k2c) = (k1.clone(), k2.clone());
+    blocking(move || {
+        s.rpc_cmd(&["keys", &format!("-use={k2c}")])
+            .expect("serf keys -use");
+        s.rpc_cmd(&["keys", &format!("-remove={k1c}")])
+            .expect("serf keys -remove");
+    })
+    .await;
+    let l = ours.list_keys().await.unwrap();
+    assert_eq!(l.keys.get(&k2), Some(&2), "{l:?}");
+    assert!(!l.keys.contains_key(&k1), "{l:?}");
+
+    // Gossip still flows with the new key only.
+    let mut rx = ours.subscribe();
+    let s = serf.clone();
+    blocking(move || {
+        s.rpc_cmd(&["event", "after-rotate", "x"])
+            .expect("serf event")
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(Event::User { name, .. }) = rx.recv().await {
+                if name == "after-rotate" {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("event after key rotation");
+    ours.shutdown().await.unwrap();
+}
