@@ -10,8 +10,13 @@
 //! reliable user messages). Events go out on a broadcast channel in the
 //! order the engine emitted them (member events already coalesced).
 //!
-//! Keyring operations (`install_key` ...) act on this agent's keyring only:
-//! Serf's cluster-wide key queries are not implemented yet.
+//! Keyring operations (`install_key` ...) run across the cluster through
+//! Serf's internal `_serf_*-key` queries, like `serf keys`. The keyring
+//! and tags files are read at start and rewritten when they change.
+//!
+//! Not implemented: snapshots (`-snapshot`, `-rejoin`), the TCP fallback
+//! ping, `-replay` of events older than the join is best effort (the
+//! events in the remote's push-pull buffer).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
