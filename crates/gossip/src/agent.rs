@@ -245,20 +245,33 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
     ))
 }
 
-/// The address to advertise when bound to 0.0.0.0: the one the kernel
-/// would use for outside traffic (a UDP connect sends nothing).
+/// The address to advertise when bound to 0.0.0.0: the source address the
+/// kernel picks toward private ranges first (a container network without a
+/// default route still has a route to its own subnet), then anywhere. A UDP
+/// `connect` sends nothing.
 fn advertise_ip(bound: IpAddr) -> IpAddr {
     if !bound.is_unspecified() {
         return bound;
     }
-    let probe = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| {
-        s.connect("10.255.255.255:9")?;
-        s.local_addr()
-    });
-    match probe {
-        Ok(a) if !a.ip().is_unspecified() => a.ip(),
-        _ => IpAddr::from([127, 0, 0, 1]),
+    let probes = [
+        "10.255.255.255:9",
+        "172.31.255.255:9",
+        "192.168.255.255:9",
+        "100.64.0.1:9",
+        "192.0.2.1:9",
+    ];
+    for p in probes {
+        let got = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| {
+            s.connect(p)?;
+            s.local_addr()
+        });
+        if let Ok(a) = got {
+            if !a.ip().is_unspecified() && !a.ip().is_loopback() {
+                return a.ip();
+            }
+        }
     }
+    IpAddr::from([127, 0, 0, 1])
 }
 
 fn split_host_port(s: &str) -> (String, u16) {

@@ -211,3 +211,23 @@ async fn tags_file_is_saved_and_reloaded() {
     b.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_itself_succeeds_like_serf() {
+    // The lab starts ha with `-join ha`: the seed joins its own address.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let a = agent::start(AgentConfig {
+        node_name: "seed".into(),
+        bind: format!("127.0.0.1:{port}").parse().unwrap(),
+        join: vec![format!("127.0.0.1:{port}")],
+        ..AgentConfig::default()
+    })
+    .await
+    .expect("joining our own address works");
+    assert_eq!(a.members().len(), 1);
+    assert_eq!(a.local_member().status, MemberStatus::Alive);
+    a.shutdown().await.unwrap();
+}
