@@ -133,6 +133,13 @@ impl AgentHandle for FakeAgent {
     async fn query(&self, params: QueryParams) -> anyhow::Result<mpsc::Receiver<QueryReply>> {
         let (tx, rx) = mpsc::channel(8);
         let payload = params.payload.clone();
+        // Like Serf, a query ends at its deadline, not after the last reply
+        // (serf's CLI can lose records that race with an early "done").
+        let deadline = if params.timeout.is_zero() {
+            Duration::from_millis(500)
+        } else {
+            params.timeout
+        };
         self.calls.lock().unwrap().queries.push(params);
         tokio::spawn(async move {
             let _ = tx
@@ -148,6 +155,7 @@ impl AgentHandle for FakeAgent {
                     payload: answer,
                 })
                 .await;
+            tokio::time::sleep(deadline).await;
             let _ = tx.send(QueryReply::Done).await;
         });
         Ok(rx)
@@ -239,6 +247,20 @@ fn both(o: &Output) -> String {
     )
 }
 
+/// serf prints tags in Go map order: sort each line's last (tags) column.
+fn sorted_tags(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.rsplit_once("  ") {
+            Some((head, tags)) => {
+                let mut t: Vec<&str> = tags.split(',').collect();
+                t.sort();
+                format!("{head}  {}\n", t.join(","))
+            }
+            None => format!("{l}\n"),
+        })
+        .collect()
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -249,7 +271,7 @@ async fn serf_members_text_json_and_filters() {
     let rpc = format!("-rpc-addr={addr}");
     let out = serf(args(&["members", &rpc])).await;
     assert!(out.status.success(), "{out:?}");
-    let text = stdout(&out);
+    let text = sorted_tags(&stdout(&out));
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines,
@@ -281,7 +303,7 @@ async fn serf_members_text_json_and_filters() {
     ]))
     .await;
     assert_eq!(
-        stdout(&out).trim(),
+        sorted_tags(&stdout(&out)).trim(),
         "beta-long  127.0.0.1:7947  alive  role=backend,zone=z1"
     );
     let out = serf(args(&["members", &rpc, "-name=gam.*"])).await;
@@ -380,8 +402,13 @@ async fn serf_query_info_and_keys() {
         "hi",
     ]))
     .await;
+    // serf's CLI reads acks and responses from two channels in random
+    // order, so the two middle lines may come either way round.
+    let text = stdout(&out);
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[1..3].sort();
     assert_eq!(
-        stdout(&out).lines().collect::<Vec<_>>(),
+        lines,
         [
             "Query 'ping' dispatched",
             "Ack from 'beta-long'",
@@ -439,12 +466,7 @@ async fn serf_query_info_and_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serf_monitor_receives_log_lines() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        use tracing_subscriber::layer::SubscriberExt;
-        let sub = tracing_subscriber::registry().with(MonitorLayer::new());
-        tracing::subscriber::set_global_default(sub).unwrap();
-    });
+    init_tracing();
     let (_agent, addr, _task) = start(None).await;
     let mut child = tokio::process::Command::new(SERF)
         .args(["monitor", &format!("-rpc-addr={addr}"), "-log-level=info"])
@@ -478,6 +500,56 @@ async fn serf_monitor_receives_log_lines() {
     let line = reader.await.unwrap();
     assert!(line.contains("[INFO] agent: hello monitor"), "{line}");
     let _ = child.kill().await;
+}
+
+/// The monitor layer as the process-wide subscriber (once per test binary).
+fn init_tracing() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        let sub = tracing_subscriber::registry().with(MonitorLayer::new());
+        tracing::subscriber::set_global_default(sub).unwrap();
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_replays_recent_lines_then_follows_at_the_asked_level() {
+    init_tracing();
+    let (_agent, addr, _task) = start(None).await;
+    tracing::warn!(target: "agent", "early warning before any monitor");
+    tracing::debug!(target: "agent", "early debug before any monitor");
+    let c = Client::connect(addr, None).await.unwrap();
+    let mut logs = c.monitor("warn").await.unwrap();
+    tracing::info!(target: "agent", "late info below the level");
+    tracing::error!(target: "agent", "late error after the monitor");
+    let mut seen = Vec::new();
+    tokio::time::timeout(DEADLINE, async {
+        while let Some(l) = logs.recv().await {
+            let done = l.contains("late error after the monitor");
+            seen.push(l);
+            if done {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("monitor lines");
+    let text = seen.join("\n");
+    assert!(
+        text.contains("[WARN] agent: early warning before any monitor"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("early debug") && !text.contains("late info"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[ERR] agent: late error after the monitor"),
+        "{text}"
+    );
+    // A second monitor on the same connection is refused as Serf does.
+    let err = c.monitor("info").await.err().unwrap();
+    assert_eq!(err.to_string(), "Monitor already exists");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

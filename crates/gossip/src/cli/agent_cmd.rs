@@ -503,7 +503,7 @@ pub async fn run(argv: &[String]) -> i32 {
     let level = LogLevel::parse(&config.log_level).unwrap_or(LogLevel::Info);
     {
         use tracing_subscriber::layer::SubscriberExt;
-        let sub = tracing_subscriber::registry().with(MonitorLayer::with_stderr(level));
+        let sub = tracing_subscriber::registry().with(MonitorLayer::with_stdout(level));
         // Fails only if a subscriber is already set (tests embedding us).
         let _ = tracing::subscriber::set_global_default(sub);
     }
@@ -556,6 +556,7 @@ async fn serve_agent(config: AgentConfig, join: Vec<String>) -> i32 {
         }
         tokio::spawn(persist_tags(agent.clone(), path.clone()));
     }
+    tokio::spawn(log_events(agent.subscribe()));
     if !runner.is_empty() {
         let host = agent.clone();
         tokio::spawn(async move { runner.run(host, handler_events).await });
@@ -598,6 +599,24 @@ async fn serve_agent(config: AgentConfig, join: Vec<String>) -> i32 {
     }
     println!("\n==> Log data will now stream in as it occurs:\n");
     wait_for_exit(agent, left).await
+}
+
+/// Serf's `Received event: ...` line for every event the agent emits.
+async fn log_events(mut events: tokio::sync::broadcast::Receiver<Event>) {
+    loop {
+        match events.recv().await {
+            Ok(e) => {
+                let what = match &e {
+                    Event::Member { kind, .. } => kind.as_str().to_string(),
+                    Event::User { name, .. } => format!("user-event: {name}"),
+                    Event::Query(q) => format!("query: {}", q.name),
+                };
+                tracing::info!(target: "agent", "Received event: {what}");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        }
+    }
 }
 
 /// Rewrites the tags file whenever our own tags change (RPC `tags`).

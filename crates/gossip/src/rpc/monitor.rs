@@ -3,9 +3,10 @@
 //! optionally prints them on stderr, and publishes them to every RPC
 //! connection that asked for `monitor`.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast;
@@ -65,36 +66,64 @@ pub(crate) struct LogLine {
     pub text: String,
 }
 
+/// Lines replayed to a new `monitor` subscriber (Serf keeps the last 512
+/// too, so `serf monitor` shows how the agent started).
+const BACKLOG: usize = 512;
+
 /// Process-wide publisher of log lines: the layer writes, every `monitor`
 /// subscriber reads. Global because a subscriber is installed once per
 /// process while RPC servers come and go.
-pub(crate) fn hub() -> &'static broadcast::Sender<LogLine> {
-    static HUB: OnceLock<broadcast::Sender<LogLine>> = OnceLock::new();
-    HUB.get_or_init(|| broadcast::channel(1024).0)
+struct Hub {
+    live: broadcast::Sender<LogLine>,
+    backlog: Mutex<VecDeque<LogLine>>,
+}
+
+fn hub() -> &'static Hub {
+    static HUB: OnceLock<Hub> = OnceLock::new();
+    HUB.get_or_init(|| Hub {
+        live: broadcast::channel(1024).0,
+        backlog: Mutex::new(VecDeque::with_capacity(BACKLOG)),
+    })
+}
+
+/// A new subscription: the recent lines, then every line from now on,
+/// with nothing lost or doubled in between.
+pub(crate) fn subscribe() -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
+    let h = hub();
+    let backlog = h.backlog.lock().unwrap_or_else(|e| e.into_inner());
+    let rx = h.live.subscribe();
+    (backlog.iter().cloned().collect(), rx)
 }
 
 /// Publishes one already formatted line (also used for lines that do not
 /// come through `tracing`).
 pub(crate) fn publish(level: LogLevel, text: String) {
-    let _ = hub().send(LogLine { level, text });
+    let h = hub();
+    let line = LogLine { level, text };
+    let mut backlog = h.backlog.lock().unwrap_or_else(|e| e.into_inner());
+    if backlog.len() == BACKLOG {
+        backlog.pop_front();
+    }
+    backlog.push_back(line.clone());
+    let _ = h.live.send(line);
 }
 
 /// The `tracing` layer to install in the agent process.
 pub struct MonitorLayer {
-    stderr_level: Option<LogLevel>,
+    stdout_level: Option<LogLevel>,
 }
 
 impl MonitorLayer {
     /// Publishes to `monitor` subscribers only.
     pub fn new() -> Self {
-        MonitorLayer { stderr_level: None }
+        MonitorLayer { stdout_level: None }
     }
 
-    /// Also prints lines at `level` and above on stderr, indented as Serf's
-    /// agent does.
-    pub fn with_stderr(level: LogLevel) -> Self {
+    /// Also prints lines at `level` and above on stdout, indented, after
+    /// the banner, as Serf's agent does.
+    pub fn with_stdout(level: LogLevel) -> Self {
         MonitorLayer {
-            stderr_level: Some(level),
+            stdout_level: Some(level),
         }
     }
 }
@@ -132,8 +161,9 @@ impl<S: Subscriber> Layer<S> for MonitorLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
         let level = LogLevel::from_tracing(meta.level());
-        let to_stderr = self.stderr_level.is_some_and(|min| level >= min);
-        if !to_stderr && hub().receiver_count() == 0 {
+        let to_stdout = self.stdout_level.is_some_and(|min| level >= min);
+        // Trace lines are too many to format for the backlog alone.
+        if level == LogLevel::Trace && !to_stdout && hub().live.receiver_count() == 0 {
             return;
         }
         let mut fields = Fields {
@@ -151,8 +181,8 @@ impl<S: Subscriber> Layer<S> for MonitorLayer {
             fields.message,
             fields.rest
         );
-        if to_stderr {
-            let _ = writeln!(std::io::stderr().lock(), "    {line}");
+        if to_stdout {
+            let _ = writeln!(std::io::stdout().lock(), "    {line}");
         }
         publish(level, line);
     }

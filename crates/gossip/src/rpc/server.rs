@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::codec::{self, get_bool, get_bytes, get_str, get_u64, ValueReader};
 use super::errors;
-use super::monitor::{hub, LogLevel};
+use super::monitor::{self, LogLevel};
 use crate::handler::{any_matches, EventFilter};
 use crate::model::{AgentHandle, Event, KeyResponse, QueryParams, QueryReply};
 
@@ -392,10 +392,17 @@ impl<A: AgentHandle + ?Sized> Conn<A> {
         if self.monitor.is_some() {
             return self.reply(seq, errors::MONITOR_EXISTS, None).await;
         }
-        let mut lines = hub().subscribe();
+        let (backlog, mut lines) = monitor::subscribe();
         self.reply(seq, "", None).await;
         let out = self.out.clone();
         let task = tokio::spawn(async move {
+            for line in backlog.into_iter().filter(|l| l.level >= level) {
+                let rec = codec::map(vec![("Log", line.text.as_str().into())]);
+                let bytes = codec::encode(&[&codec::header_resp(seq, ""), &rec]);
+                if out.send(bytes).await.is_err() {
+                    return;
+                }
+            }
             loop {
                 let line = match lines.recv().await {
                     Ok(l) => l,
