@@ -17,7 +17,7 @@ mod monitor;
 mod server;
 
 pub use client::{Client, EventStream, LogStream, StreamRecord};
-pub use monitor::{LogLevel, MonitorLayer};
+pub use monitor::{open_stdout_gate, LogLevel, MonitorLayer};
 pub use server::{serve, serve_with, ServeOptions};
 
 /// Errors of the RPC client.

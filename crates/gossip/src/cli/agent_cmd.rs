@@ -507,7 +507,10 @@ pub async fn run(argv: &[String]) -> i32 {
         // Fails only if a subscriber is already set (tests embedding us).
         let _ = tracing::subscriber::set_global_default(sub);
     }
-    serve_agent(config, join).await
+    let code = serve_agent(config, join).await;
+    // On a failed start the held-back log lines explain why.
+    crate::rpc::open_stdout_gate();
+    code
 }
 
 async fn serve_agent(config: AgentConfig, join: Vec<String>) -> i32 {
@@ -598,6 +601,7 @@ async fn serve_agent(config: AgentConfig, join: Vec<String>) -> i32 {
         }
     }
     println!("\n==> Log data will now stream in as it occurs:\n");
+    crate::rpc::open_stdout_gate();
     wait_for_exit(agent, left).await
 }
 

@@ -119,8 +119,9 @@ impl MonitorLayer {
         MonitorLayer { stdout_level: None }
     }
 
-    /// Also prints lines at `level` and above on stdout, indented, after
-    /// the banner, as Serf's agent does.
+    /// Also prints lines at `level` and above on stdout, indented, as
+    /// Serf's agent does; they are held until [`open_stdout_gate`] so the
+    /// start banner comes first.
     pub fn with_stdout(level: LogLevel) -> Self {
         MonitorLayer {
             stdout_level: Some(level),
@@ -182,9 +183,35 @@ impl<S: Subscriber> Layer<S> for MonitorLayer {
             fields.rest
         );
         if to_stdout {
-            let _ = writeln!(std::io::stdout().lock(), "    {line}");
+            print_gated(&line);
         }
         publish(level, line);
+    }
+}
+
+/// Lines for stdout held back until [`open_stdout_gate`]: Serf prints its
+/// start banner first and only then the log lines, including those logged
+/// while starting. `Some` while the gate is closed.
+static GATE: Mutex<Option<Vec<String>>> = Mutex::new(Some(Vec::new()));
+
+fn print_gated(line: &str) {
+    let mut gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
+    match gate.as_mut() {
+        Some(held) => held.push(format!("    {line}")),
+        None => {
+            let _ = writeln!(std::io::stdout().lock(), "    {line}");
+        }
+    }
+}
+
+/// Prints the log lines held back so far and lets later ones through.
+pub fn open_stdout_gate() {
+    let mut gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(held) = gate.take() {
+        let mut out = std::io::stdout().lock();
+        for l in held {
+            let _ = writeln!(out, "{l}");
+        }
     }
 }
 
