@@ -222,3 +222,62 @@ fn rpc_leave_stops_our_agent_with_exit_0() {
     );
     assert_eq!(g.wait_exit(), Some(0), "{}", g.logs());
 }
+
+#[test]
+fn config_file_and_tags_file_persist_rpc_tag_changes_and_sigint_leaves() {
+    let dir = temp_dir("cli-agent-cfg");
+    let tags_file = dir.join("tags.json");
+    let cfg = dir.join("agent.json");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"{{"tags_file": "{}", "log_level": "debug", "enable_compression": true}}"#,
+            tags_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(&tags_file, r#"{"role": "web", "zone": "z2"}"#).unwrap();
+    let mut g = GossipAgent::start("cfg", &dir, &[format!("-config-file={}", cfg.display())]);
+    let rpc = format!("-rpc-addr={}", g.rpc);
+    let t = String::from_utf8_lossy(&serf(&["members", &rpc]).stdout).into_owned();
+    assert!(
+        t.contains("role=web") && t.contains("zone=z2"),
+        "tags not read from the tags file: {t}"
+    );
+    let o = serf(&["tags", &rpc, "-set", "color=blue", "-delete", "zone"]);
+    assert!(o.status.success(), "{o:?}");
+    poll(
+        "tags file rewritten",
+        || g.logs(),
+        || {
+            let text = std::fs::read_to_string(&tags_file).unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            (v == serde_json::json!({"role": "web", "color": "blue"})).then_some(())
+        },
+    );
+    g.signal(libc::SIGINT);
+    assert_eq!(g.wait_exit(), Some(0), "{}", g.logs());
+    assert!(
+        g.logs().contains("==> Caught signal: interrupt"),
+        "{}",
+        g.logs()
+    );
+}
+
+#[test]
+fn tag_flags_conflict_with_an_existing_tags_file() {
+    let dir = temp_dir("cli-agent-tagsconflict");
+    let tags_file = dir.join("tags.json");
+    std::fs::write(&tags_file, r#"{"role": "web"}"#).unwrap();
+    let o = Command::new(GOSSIP)
+        .args(["agent", "-node=x", "-tag=role=db"])
+        .arg(format!("-tags-file={}", tags_file.display()))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("Tags config not allowed while using tag files"),
+        "{o:?}"
+    );
+}
