@@ -18,8 +18,8 @@
 //!   user events, queries and responses, push-pull state, relay; and the
 //!   tag meta (byte 255 + map).
 //!
-//! Not here: key-request/response payloads (Serf's keyring queries) are
-//! parsed only as far as the query envelope; conflict responses are ignored.
+//! Not here: the payloads of Serf's keyring queries (`serf::encode_key_request`
+//! and friends live with the Serf layer); conflict responses are ignored.
 //!
 //! Decoders return errors as values and never panic on hostile input.
 

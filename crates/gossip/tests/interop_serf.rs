@@ -270,6 +270,22 @@ async fn mixed_cluster_join_tags_events_leave() {
     assert_eq!(tags["role"], "backend");
     assert_eq!(tags["zone"], "z1");
 
+    // serf's handler saw our join, with our address and role on stdin.
+    let f = serf.events_file();
+    blocking(move || {
+        poll(
+            "serf's handler got member-join for ours1",
+            Duration::from_secs(30),
+            || {
+                let t = std::fs::read_to_string(&f).ok()?;
+                t.lines()
+                    .any(|l| l.starts_with("ours1\t127.0.0.1\tbackend\t") && l.contains("zone=z1"))
+                    .then_some(())
+            },
+        )
+    })
+    .await;
+
     // A user event from serf reaches us.
     let mut rx = ours.subscribe();
     let s = serf.clone();
