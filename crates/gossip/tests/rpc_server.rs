@@ -624,3 +624,30 @@ async fn our_client_streams_filtered_events_and_responds_to_queries() {
     assert_eq!(c.members().await.unwrap().len(), 3);
     assert!(c.stream("bogus").await.is_err());
 }
+
+#[tokio::test]
+async fn unread_stream_records_never_block_other_calls() {
+    let (_agent, addr, _task) = start(None).await;
+    let c = Client::connect(addr, None).await.unwrap();
+    let mut s = c.stream("user").await.unwrap();
+    // Far more records than any fixed buffer, none read while calling.
+    let n = 3000;
+    tokio::time::timeout(DEADLINE, async {
+        for i in 0..n {
+            c.user_event("tick", format!("{i}").as_bytes(), false)
+                .await
+                .unwrap();
+        }
+        assert_eq!(c.members().await.unwrap().len(), 3);
+    })
+    .await
+    .expect("calls blocked behind unread stream records");
+    for i in 0..n {
+        match tokio::time::timeout(DEADLINE, s.recv()).await.unwrap() {
+            Some(StreamRecord::User { payload, .. }) => {
+                assert_eq!(payload, format!("{i}").as_bytes())
+            }
+            other => panic!("record {i}: {other:?}"),
+        }
+    }
+}

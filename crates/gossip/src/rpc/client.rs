@@ -19,7 +19,7 @@ use crate::model::{KeyResponse, Member, MemberEventKind, QueryParams, QueryReply
 
 /// Serf's client gives up dialing after this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Records buffered per stream before the reader waits for the consumer.
+/// Query replies buffered before the forwarding task waits for the consumer.
 const STREAM_BUFFER: usize = 1024;
 
 /// One record of an event `stream`.
@@ -55,7 +55,9 @@ enum Pending {
     /// later header is followed by a record body.
     Stream {
         init: Option<oneshot::Sender<Result<()>>>,
-        tx: mpsc::Sender<Value>,
+        // Unbounded: the reader must never wait for a stream's consumer,
+        // or a consumer that calls the client before reading would deadlock.
+        tx: mpsc::UnboundedSender<Value>,
     },
 }
 
@@ -86,14 +88,14 @@ pub struct Client {
 pub struct EventStream {
     client: Client,
     seq: u64,
-    rx: mpsc::Receiver<Value>,
+    rx: mpsc::UnboundedReceiver<Value>,
 }
 
 /// A log subscription (`monitor` command).
 pub struct LogStream {
     client: Client,
     seq: u64,
-    rx: mpsc::Receiver<Value>,
+    rx: mpsc::UnboundedReceiver<Value>,
 }
 
 impl Client {
@@ -181,10 +183,10 @@ impl Client {
         &self,
         command: &str,
         body: Value,
-    ) -> Result<(u64, mpsc::Receiver<Value>)> {
+    ) -> Result<(u64, mpsc::UnboundedReceiver<Value>)> {
         let seq = self.next_seq();
         let (init_tx, init_rx) = oneshot::channel();
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let (tx, rx) = mpsc::unbounded_channel();
         self.inner.dispatch.lock().unwrap().insert(
             seq,
             Pending::Stream {
@@ -583,7 +585,7 @@ async fn read_loop(mut reader: ValueReader<tokio::net::tcp::OwnedReadHalf>, disp
                         tx: tx.clone(),
                     },
                 );
-                if tx.send(rec).await.is_err() {
+                if tx.send(rec).is_err() {
                     // The consumer is gone: forget the stream (records
                     // still in flight are skipped below as unknown).
                     dispatch.lock().unwrap().remove(&seq);
