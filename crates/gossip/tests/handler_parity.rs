@@ -1,0 +1,167 @@
+//! The same handler script under a real `serf agent` 0.9.4 and under
+//! `gossip agent`, in one cluster: both must see the same environment
+//! variables and the same stdin for the same events.
+
+mod rpc_common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rpc_common::{free_port, temp_dir, SerfAgent, DEADLINE, SERF};
+
+const GOSSIP: &str = env!("CARGO_BIN_EXE_gossip");
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One handler run: the SERF_* environment and what came on stdin.
+#[derive(Debug, Clone, PartialEq)]
+struct Run {
+    env: BTreeMap<String, String>,
+    stdin: String,
+}
+
+/// Writes the handler as a script file: its text has `=` in it, which
+/// `-event-handler` would take as the filter separator.
+fn script(dir: &Path, out: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("{}.sh", out.file_name().unwrap().to_string_lossy()));
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n{{ env | grep '^SERF_' | sort; echo ---; cat; echo ===; }} >> {}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+fn runs(path: &Path) -> Vec<Run> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.split("===\n")
+        .filter(|c| c.contains("---\n"))
+        .map(|chunk| {
+            let (env, stdin) = chunk.split_once("---\n").unwrap();
+            Run {
+                env: env
+                    .lines()
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                stdin: stdin.to_string(),
+            }
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, path: &Path, pred: impl Fn(&[Run]) -> bool) -> Vec<Run> {
+    let start = Instant::now();
+    loop {
+        let r = runs(path);
+        if pred(&r) {
+            return r;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out waiting for {what}; runs so far: {r:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn find<'a>(runs: &'a [Run], event: &str, stdin_has: &str) -> Option<&'a Run> {
+    runs.iter().find(|r| {
+        r.env.get("SERF_EVENT").map(String::as_str) == Some(event) && r.stdin.contains(stdin_has)
+    })
+}
+
+#[test]
+fn serf_and_gossip_handlers_see_the_same_interface() {
+    let dir = temp_dir("handler-parity");
+    let serf_out: PathBuf = dir.join("serf.runs");
+    let ours_out: PathBuf = dir.join("ours.runs");
+    let s = SerfAgent::start(
+        "s-node",
+        &[
+            "-tag",
+            "role=lb",
+            "-event-handler",
+            &script(&dir, &serf_out),
+        ],
+    );
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let rpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _g = Kill(
+        Command::new(GOSSIP)
+            .args(["agent", "-node=g-node", "-tag", "role=web"])
+            .arg(format!("-bind={bind}"))
+            .arg(format!("-rpc-addr={rpc}"))
+            .arg(format!("-join={}", s.bind))
+            .arg(format!("-event-handler={}", script(&dir, &ours_out)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn gossip agent"),
+    );
+
+    // member-join: each side reports the other with the same line format.
+    let theirs = wait_for("serf's member-join of g-node", &serf_out, |r| {
+        find(r, "member-join", "g-node\t").is_some()
+    });
+    let ours = wait_for("our member-join of s-node", &ours_out, |r| {
+        find(r, "member-join", "s-node\t").is_some()
+    });
+    let tj = find(&theirs, "member-join", "g-node\t").unwrap();
+    let oj = find(&ours, "member-join", "s-node\t").unwrap();
+    assert!(
+        tj.stdin
+            .contains(&format!("g-node\t{}\tweb\trole=web\n", bind.ip())),
+        "{tj:?}"
+    );
+    assert!(
+        oj.stdin
+            .contains(&format!("s-node\t{}\tlb\trole=lb\n", s.bind.ip())),
+        "{oj:?}"
+    );
+    let keys = |r: &Run| r.env.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(tj), keys(oj));
+    assert_eq!(oj.env["SERF_SELF_NAME"], "g-node");
+    assert_eq!(oj.env["SERF_SELF_ROLE"], "web");
+    assert_eq!(oj.env["SERF_TAG_ROLE"], "web");
+
+    // A user event from serf's CLI: same variables, same LTime, same stdin.
+    let o = Command::new(SERF)
+        .args([
+            "event",
+            &format!("-rpc-addr={}", s.rpc),
+            "deploy",
+            "v1 payload",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let theirs = wait_for("serf's user event", &serf_out, |r| {
+        find(r, "user", "").is_some()
+    });
+    let ours = wait_for("our user event", &ours_out, |r| {
+        find(r, "user", "").is_some()
+    });
+    let tu = find(&theirs, "user", "").unwrap();
+    let ou = find(&ours, "user", "").unwrap();
+    assert_eq!(keys(tu), keys(ou));
+    assert_eq!(tu.stdin, ou.stdin);
+    assert_eq!(ou.stdin, "v1 payload\n");
+    assert_eq!(tu.env["SERF_USER_EVENT"], ou.env["SERF_USER_EVENT"]);
+    assert_eq!(tu.env["SERF_USER_LTIME"], ou.env["SERF_USER_LTIME"]);
+}
