@@ -14,8 +14,7 @@
 //! Serf's internal `_serf_*-key` queries, like `serf keys`. The keyring
 //! and tags files are read at start and rewritten when they change.
 //!
-//! Not implemented: snapshots (`-snapshot`, `-rejoin`), the TCP fallback
-//! ping, `-replay` of events older than the join is best effort (the
+//! Not implemented: snapshots (`-snapshot`, `-rejoin`); `-replay` of events older than the join is best effort (the
 //! events in the remote's push-pull buffer).
 
 use std::collections::HashMap;
@@ -468,6 +467,29 @@ impl Agent {
                                 agent.merge_reply(m);
                             }
                             Err(e) => tracing::debug!(%to, error = %e, "push-pull failed"),
+                        }
+                    });
+                }
+                Output::TcpPing { to, bytes } => {
+                    let weak = Arc::downgrade(self);
+                    let keys = self.keys();
+                    tokio::spawn(async move {
+                        // Within the probe interval: later answers are useless.
+                        let r = tokio::time::timeout(Duration::from_secs(1), async {
+                            let mut s = TcpStream::connect(to).await?;
+                            s.write_all(&bytes).await?;
+                            read_message(&mut s, &keys).await
+                        })
+                        .await;
+                        let Some(agent) = weak.upgrade() else { return };
+                        if let Ok(Ok(m)) = r {
+                            let outs = {
+                                let mut g = agent.inner.lock().expect("agent lock");
+                                let now = agent.now();
+                                g.serf.handle_tcp_ping_reply(m, now);
+                                agent.collect(&mut g)
+                            };
+                            agent.perform(outs);
                         }
                     });
                 }

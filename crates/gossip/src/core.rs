@@ -21,8 +21,10 @@
 //! `push_pull_interval`, CRC toward peers speaking protocol ≥ 5,
 //! compression and encryption of what it sends.
 //!
-//! Not implemented: the TCP fallback ping (we answer TCP pings from peers
-//! but never send one), dead-node reclaim, protocol version negotiation
+//! When a probe gets no UDP ack in time, a TCP ping is sent too (toward
+//! peers speaking protocol ≥ 3), like memberlist's fallback.
+//!
+//! Not implemented: dead-node reclaim, protocol version negotiation
 //! (we advertise serf 0.9.4's versions and accept any peer), labels.
 //! Timers are polled: the caller calls [`Core::tick`] at least every
 //! [`Core::TICK`]; deadlines are checked there.
@@ -125,6 +127,10 @@ pub enum Output {
     },
     /// Open a TCP stream to `to` and write `bytes`; no reply expected.
     Stream { to: SocketAddr, bytes: Vec<u8> },
+    /// memberlist's TCP fallback probe: write `bytes` (a ping) on a new TCP
+    /// stream to `to`, read one message and give it to
+    /// [`Core::handle_tcp_ping_reply`].
+    TcpPing { to: SocketAddr, bytes: Vec<u8> },
 }
 
 /// A small deterministic PRNG (splitmix64): the core must be reproducible
@@ -662,6 +668,17 @@ impl Core {
         }
     }
 
+    /// The answer to a TCP fallback ping: an ack for the current probe
+    /// counts like a UDP one.
+    pub fn handle_tcp_ping_reply<D: Delegate>(&mut self, m: Message, now: Duration, d: &mut D) {
+        if let Message::Ack(a) = m {
+            if self.relays.contains_key(&a.seq_no) {
+                return;
+            }
+            self.handle_ack(a.seq_no, now, d);
+        }
+    }
+
     /// The reply to a push-pull we started.
     pub fn handle_push_pull_reply<D: Delegate>(
         &mut self,
@@ -1153,6 +1170,22 @@ impl Core {
         if let Some(pr) = &mut self.probe {
             pr.indirect_sent = true;
             pr.expected_nacks = expected;
+        }
+        // TCP fallback toward peers that understand it (protocol >= 3).
+        if target.vsn.get(1).copied().unwrap_or(0) >= 3 {
+            let ping = Message::Ping(Ping {
+                seq_no: p.seq,
+                node: target.name.clone(),
+                source_addr: wire::addr_bytes(self.cfg.addr.ip()),
+                source_port: self.cfg.addr.port(),
+                source_node: self.cfg.name.clone(),
+            });
+            let nonce = self.rng.nonce();
+            let bytes = wire::encode_stream(&self.env, &ping.encode(), nonce);
+            self.outputs.push(Output::TcpPing {
+                to: target.addr,
+                bytes,
+            });
         }
     }
 

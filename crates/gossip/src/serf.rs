@@ -972,6 +972,12 @@ impl Serf {
         r
     }
 
+    /// The answer to a TCP fallback ping this node sent.
+    pub fn handle_tcp_ping_reply(&mut self, m: wire::Message, now: Duration) {
+        self.core.handle_tcp_ping_reply(m, now, &mut self.st);
+        self.after_core();
+    }
+
     /// The reply to a push-pull this node started.
     pub fn handle_push_pull_reply(&mut self, m: wire::Message, now: Duration) -> bool {
         let ok = self.core.handle_push_pull_reply(m, now, &mut self.st);

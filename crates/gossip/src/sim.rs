@@ -160,6 +160,26 @@ impl Sim {
                             work.push(i);
                         }
                     }
+                    Output::TcpPing { to, bytes } => {
+                        let Some(t) = self.index_of(to) else { continue };
+                        if !self.reachable(i, t) {
+                            continue;
+                        }
+                        let keys = self.nodes[t].serf.keys().to_vec();
+                        let Ok(Some((m, _))) = wire::parse_stream(&keys, &bytes) else {
+                            continue;
+                        };
+                        let from = self.nodes[i].addr;
+                        let now = self.now;
+                        let reply = self.nodes[t].serf.handle_stream(from, m, now);
+                        work.push(t);
+                        let keys = self.nodes[i].serf.keys().to_vec();
+                        if let Some(Ok(Some((m, _)))) = reply.map(|r| wire::parse_stream(&keys, &r))
+                        {
+                            self.nodes[i].serf.handle_tcp_ping_reply(m, now);
+                            work.push(i);
+                        }
+                    }
                     Output::Stream { to, bytes } => {
                         let Some(t) = self.index_of(to) else { continue };
                         if !self.reachable(i, t) {

@@ -148,3 +148,18 @@ fn simulation_is_deterministic() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn tcp_fallback_ping_keeps_members_alive_when_udp_is_lost() {
+    let mut sim = cluster(5, 8);
+    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    // Every datagram is lost; only TCP (push-pull, fallback pings) passes.
+    sim.loss = 1.0;
+    sim.run_for(secs(60));
+    assert_eq!(
+        sim.count_status(MemberStatus::Failed),
+        0,
+        "TCP fallback pings should prevent failures"
+    );
+    assert!(sim.count_status(MemberStatus::Alive) == 25);
+}
