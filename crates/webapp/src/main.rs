@@ -1,1 +1,42 @@
-fn main() {}
+//! `webapp`: parses flags and environment, serves until SIGTERM or SIGINT.
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+use webapp::Config;
+
+/// Without `RUST_LOG`: our access log at info; tower-sessions' own warnings
+/// (such as "record not found in store" for every expired cookie) silenced.
+const DEFAULT_LOG: &str = "info,tower_sessions=error,tower_sessions_core=error";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
+        )
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
+    let config = Config::parse();
+    let listener = tokio::net::TcpListener::bind((config.bind, config.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", config.bind, config.port))?;
+    webapp::serve(listener, config, shutdown_signal()?).await?;
+    Ok(())
+}
+
+/// Completes on the first SIGTERM (docker stop, s6) or SIGINT (Ctrl-C).
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!("{name} received");
+    })
+}

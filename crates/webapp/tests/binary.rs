@@ -1,0 +1,218 @@
+//! The real `webapp` binary: startup line, flags, signals, graceful shutdown.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// The binary with its stdout read line by line on a thread; killed on drop.
+struct Webapp {
+    child: Child,
+    lines: Receiver<String>,
+    log: Vec<String>,
+    addr: SocketAddr,
+}
+
+impl Webapp {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_webapp"))
+            .args(["--bind", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .env("RUST_LOG", "info,webapp=debug")
+            .env("SERVER_IP", "10.0.0.8")
+            .env("SERVER_NAME", "bin-host")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn webapp");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut app = Webapp {
+            child,
+            lines,
+            log: Vec::new(),
+            addr: ([0, 0, 0, 0], 0).into(),
+        };
+        let line = app.wait_line("listening on ");
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        app.addr = addr
+            .parse()
+            .unwrap_or_else(|e| panic!("{addr:?} in {line:?}: {e}"));
+        app
+    }
+
+    /// Waits (at most 20 s) for a stdout line containing `needle`.
+    fn wait_line(&mut self, needle: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!(
+                    "no line with {needle:?} ({e}); output so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    /// Waits (at most 30 s) for the process to exit.
+    fn wait_exit(&mut self) -> ExitStatus {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < end, "webapp did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for Webapp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+async fn set_delay(app: &Webapp, ms: u64) {
+    let res = client()
+        .post(app.url("/delay"))
+        .json(&serde_json::json!({ "delay": ms }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prints_its_address_and_serves_env_identity() {
+    let app = Webapp::start(&["--tag", "bin"]);
+    let res = client().get(app.url("/")).send().await.unwrap();
+    assert_eq!(res.headers()["x-backend-ip"], "10.0.0.8");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["host"], "bin-host");
+    assert_eq!(body["tag"], "bin");
+    assert_eq!(body["sessionViews"], 1);
+}
+
+/// SIGTERM with a delayed request in flight: the listener closes at once,
+/// the request still gets its answer, then the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_then_exits_0() {
+    let mut app = Webapp::start(&[]);
+    set_delay(&app, 1500).await;
+    let url = app.url("/");
+    let slow = tokio::spawn(async move { client().get(url).send().await });
+    app.wait_line("http{method=GET path=/}: webapp: started");
+
+    app.signal(Signal::SIGTERM);
+    app.wait_line("SIGTERM received");
+    app.wait_line("shutting down");
+    // Poll until the listener is closed (the accept loop stops right after
+    // the line above), while the delayed request is still pending.
+    let end = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(app.addr).is_ok() {
+        assert!(
+            Instant::now() < end,
+            "still accepting connections after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !slow.is_finished(),
+        "the delayed request answered before the listener closed"
+    );
+
+    let res = slow
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["hello"], "world!");
+    let status = app.wait_exit();
+    assert!(status.success(), "{status}");
+    app.wait_line("stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_exits_0() {
+    let mut app = Webapp::start(&[]);
+    app.signal(Signal::SIGINT);
+    app.wait_line("SIGINT received");
+    let status = app.wait_exit();
+    assert!(status.success(), "{status}");
+}
+
+/// The drain is bounded: a request delayed past the grace period is cut and
+/// the process still exits 0, long before the delay would have run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_grace_is_bounded() {
+    let mut app = Webapp::start(&["--shutdown-grace-secs", "1"]);
+    set_delay(&app, 60_000).await;
+    let url = app.url("/");
+    let slow = tokio::spawn(async move { client().get(url).send().await });
+    app.wait_line("http{method=GET path=/}: webapp: started");
+    let signalled = Instant::now();
+    app.signal(Signal::SIGTERM);
+    let status = app.wait_exit();
+    assert!(status.success(), "{status}");
+    assert!(signalled.elapsed() < Duration::from_secs(30));
+    assert!(
+        slow.await.unwrap().is_err(),
+        "the cut request got an answer"
+    );
+}
+
+#[test]
+fn bad_flags_are_refused() {
+    for args in [
+        &["--max-sessions", "0"][..],
+        &["--session-idle-secs", "0"],
+        &["--port", "x"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_webapp"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        assert!(!out.stderr.is_empty());
+    }
+}
