@@ -21,3 +21,13 @@ async fn task0_static_haproxy_serves_s1_and_s2() {
 async fn task1_init_supervises_haproxy_and_the_web_apps() {
     run(1).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task2_agents_form_one_cluster_in_any_start_order() {
+    run(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task3_handlers_record_joins_and_leaves() {
+    run(3).await;
+}

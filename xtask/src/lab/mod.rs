@@ -10,7 +10,10 @@
 
 mod baseline;
 mod task0;
+mod membership;
 mod task1;
+mod task2;
+mod task3;
 
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -23,6 +26,8 @@ use crate::docker;
 
 pub use task0::task0;
 pub use task1::task1;
+pub use task2::task2;
+pub use task3::task3;
 
 /// How a scenario run behaves.
 #[derive(Debug, Clone, Default)]
@@ -32,13 +37,15 @@ pub struct Options {
 }
 
 /// The lab tasks implemented so far.
-pub const TASKS: &[u8] = &[0, 1];
+pub const TASKS: &[u8] = &[0, 1, 2, 3];
 
 /// Run task `n`.
 pub async fn run_task(n: u8, opts: &Options) -> Result<Checks> {
     match n {
         0 => task0(opts).await,
         1 => task1(opts).await,
+        2 => task2(opts).await,
+        3 => task3(opts).await,
         other => bail!(
             "lab task {other} is not implemented yet (implemented: {:?})",
             TASKS
