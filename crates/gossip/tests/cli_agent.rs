@@ -281,3 +281,50 @@ fn tag_flags_conflict_with_an_existing_tags_file() {
         "{o:?}"
     );
 }
+
+#[test]
+fn queries_are_answered_by_handlers_on_both_serf_and_gossip() {
+    let s = SerfAgent::start(
+        "q-serf",
+        &["-event-handler", "query:ping=/bin/echo pong-from-serf"],
+    );
+    let dir = temp_dir("cli-agent-query");
+    let g = GossipAgent::start(
+        "q-ours",
+        &dir,
+        &[
+            format!("-join={}", s.bind),
+            "-event-handler".into(),
+            "query:ping=/bin/echo pong-from-ours".into(),
+        ],
+    );
+    for rpc in [g.rpc, s.rpc] {
+        let r = format!("-rpc-addr={rpc}");
+        poll(
+            "both members alive",
+            || g.logs(),
+            || {
+                let t = String::from_utf8_lossy(&serf(&["members", &r, "-status=alive"]).stdout)
+                    .into_owned();
+                (t.lines().count() == 2).then_some(())
+            },
+        );
+    }
+    for rpc in [g.rpc, s.rpc] {
+        let o = serf(&["query", &format!("-rpc-addr={rpc}"), "-timeout=5s", "ping"]);
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        for want in [
+            "Response from 'q-serf': pong-from-serf",
+            "Response from 'q-ours': pong-from-ours",
+            "Ack from 'q-serf'",
+            "Ack from 'q-ours'",
+            "Total Responses: 2",
+        ] {
+            assert!(
+                text.contains(want),
+                "query via {rpc}: missing {want:?} in\n{text}\n{}",
+                g.logs()
+            );
+        }
+    }
+}
