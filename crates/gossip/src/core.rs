@@ -314,6 +314,7 @@ pub struct Core {
     next_probe: Duration,
     next_gossip: Duration,
     next_push_pull: Duration,
+    next_cleanup: Duration,
     relays: HashMap<u32, Relay>,
     /// Addresses of peers speaking memberlist protocol >= 5 (they get CRCs).
     crc_addrs: HashSet<SocketAddr>,
@@ -354,6 +355,7 @@ impl Core {
             next_probe,
             next_gossip,
             next_push_pull,
+            next_cleanup: now,
             relays: HashMap::new(),
             crc_addrs: HashSet::new(),
             awareness: 0,
@@ -1036,7 +1038,12 @@ impl Core {
                 }
             }
         }
-        // Forget dead nodes after gossip_to_dead (memberlist's resetNodes).
+        // Forget dead nodes after gossip_to_dead (memberlist's resetNodes);
+        // a scan of the whole table, so once a second, not every tick.
+        if now < self.next_cleanup {
+            return;
+        }
+        self.next_cleanup = now + Duration::from_secs(1);
         let cutoff = self.cfg.gossip_to_dead;
         let me = self.cfg.name.clone();
         let gone: Vec<String> = self
