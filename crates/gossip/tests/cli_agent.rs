@@ -328,3 +328,70 @@ fn queries_are_answered_by_handlers_on_both_serf_and_gossip() {
         }
     }
 }
+
+#[test]
+fn rpc_client_streams_member_events_from_our_agent() {
+    use gossip::model::{MemberEventKind, MemberStatus};
+    let dir = temp_dir("cli-agent-stream");
+    let g = GossipAgent::start("st-ours", &dir, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = eventually_connect(g.rpc).await;
+        let mut stream = c.stream("member-join,member-leave").await.unwrap();
+        let mut s = SerfAgent::start("st-serf", &["-tag", "role=backend"]);
+        assert_eq!(c.join(&[s.bind.to_string()], false).await.unwrap(), 1);
+        let joined = next_about(&mut stream, "st-serf", MemberEventKind::Join).await;
+        let m = joined.iter().find(|m| m.name == "st-serf").unwrap();
+        assert_eq!(m.tag("role"), Some("backend"));
+        assert_eq!(m.port, s.bind.port());
+        let o = serf(&["leave", &format!("-rpc-addr={}", s.rpc)]);
+        assert!(o.status.success(), "{o:?}");
+        let left = next_about(&mut stream, "st-serf", MemberEventKind::Leave).await;
+        assert_eq!(
+            left.iter().find(|m| m.name == "st-serf").unwrap().status,
+            MemberStatus::Left
+        );
+        let _ = s.exited();
+    });
+}
+
+/// The members of the next `kind` event that includes `name`.
+async fn next_about(
+    stream: &mut gossip::rpc::EventStream,
+    name: &str,
+    kind: gossip::model::MemberEventKind,
+) -> Vec<gossip::model::Member> {
+    use gossip::rpc::StreamRecord;
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            match stream.recv().await {
+                Some(StreamRecord::Member { kind: k, members })
+                    if k == kind && members.iter().any(|m| m.name == name) =>
+                {
+                    return members;
+                }
+                Some(_) => continue,
+                None => panic!("stream closed"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {kind:?} for {name}"))
+}
+
+/// Our agent accepts TCP before its RPC server runs: retry the handshake.
+async fn eventually_connect(addr: SocketAddr) -> gossip::rpc::Client {
+    let start = Instant::now();
+    loop {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            gossip::rpc::Client::connect(addr, None),
+        )
+        .await
+        {
+            Ok(Ok(c)) => return c,
+            _ if start.elapsed() < DEADLINE => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!("cannot connect to {addr}: {:?}", other.map(|r| r.err())),
+        }
+    }
+}
