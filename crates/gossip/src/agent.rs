@@ -54,7 +54,12 @@ pub struct Agent {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     config: AgentConfig,
     me: std::sync::Weak<Agent>,
+    /// Events emitted before the first `subscribe` (None after it).
+    early: Mutex<Option<Vec<Event>>>,
 }
+
+/// How many events are kept for the first subscriber.
+const EARLY_EVENTS: usize = 1024;
 
 /// Starts an agent: binds its sockets, starts its timers, joins
 /// `config.join` (failing if none answers) and starts `retry_join`.
@@ -124,6 +129,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
         tasks: Mutex::new(Vec::new()),
         config: config.clone(),
         me: me.clone(),
+        early: Mutex::new(Some(Vec::new())),
     });
     tracing::info!(node = %config.node_name, bind = %local_addr, %advertise, "agent started");
     let tasks = vec![
@@ -434,7 +440,19 @@ impl Agent {
             }
         }
         for e in g.serf.drain_events() {
-            let _ = self.events.send(e);
+            let mut early = self.early.lock().expect("early events");
+            match early.as_mut() {
+                // Nobody has subscribed yet: keep the events (self's
+                // member-join above all) for the first subscriber.
+                Some(buf) if self.events.receiver_count() == 0 => {
+                    if buf.len() < EARLY_EVENTS {
+                        buf.push(e);
+                    }
+                }
+                _ => {
+                    let _ = self.events.send(e);
+                }
+            }
         }
         for (id, r) in g.serf.drain_query_replies() {
             let done = r == QueryReply::Done;
@@ -741,8 +759,18 @@ impl model::AgentHandle for Agent {
         me.with_serf(|s, now| s.respond(id, payload, now))
     }
 
+    /// The first subscription also gets the events emitted before it
+    /// (since start); later ones only what comes after them.
     fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+        // The agent lock keeps `collect` from publishing in between.
+        let _g = self.inner.lock().expect("agent lock");
+        let rx = self.events.subscribe();
+        if let Some(early) = self.early.lock().expect("early events").take() {
+            for e in early {
+                let _ = self.events.send(e);
+            }
+        }
+        rx
     }
 
     fn stats(&self) -> Stats {

@@ -231,3 +231,13 @@ async fn joining_itself_succeeds_like_serf() {
     assert_eq!(a.local_member().status, MemberStatus::Alive);
     a.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_subscriber_gets_events_since_start() {
+    let a = start("early", &[], vec![]).await;
+    // Later than the coalescing window: the self member-join is already out.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut rx = a.subscribe();
+    member_event(&mut rx, MemberEventKind::Join, "early").await;
+    a.shutdown().await.unwrap();
+}
