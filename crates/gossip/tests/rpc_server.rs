@@ -651,3 +651,47 @@ async fn unread_stream_records_never_block_other_calls() {
         }
     }
 }
+
+#[tokio::test]
+async fn garbage_and_missing_handshake_close_only_that_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_agent, addr, _task) = start(None).await;
+
+    // Not a request: the server closes the connection (read_to_end ends).
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(&[0xc1, 0xc1, 0xc1, 0xff]).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, raw.read_to_end(&mut buf))
+        .await
+        .expect("server closes a garbage connection");
+
+    // A command before the handshake: Serf's error, then the connection closes.
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = Vec::new();
+    rmpv::encode::write_value(
+        &mut req,
+        &rmpv::Value::Map(vec![
+            ("Command".into(), "members".into()),
+            ("Seq".into(), 1u64.into()),
+        ]),
+    )
+    .unwrap();
+    raw.write_all(&req).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(DEADLINE, raw.read_to_end(&mut buf))
+        .await
+        .expect("server closes after a missing handshake")
+        .unwrap();
+    let header = rmpv::decode::read_value(&mut &buf[..]).unwrap();
+    let error = header
+        .as_map()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.as_str() == Some("Error"))
+        .map(|(_, v)| v.as_str().unwrap().to_string());
+    assert_eq!(error.as_deref(), Some("Handshake required"));
+
+    // Other clients are unaffected.
+    let c = Client::connect(addr, None).await.unwrap();
+    assert_eq!(c.members().await.unwrap().len(), 3);
+}
