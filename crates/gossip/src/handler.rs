@@ -120,6 +120,10 @@ impl EventScript {
     }
 }
 
+fn parse_specs(specs: &[String]) -> Result<Vec<EventScript>, String> {
+    specs.iter().map(|s| EventScript::parse(s)).collect()
+}
+
 /// The name Serf uses for an event in `SERF_EVENT`.
 pub fn event_type(e: &Event) -> &'static str {
     match e {
@@ -159,23 +163,38 @@ pub enum RunOutcome {
 }
 
 /// Runs the configured scripts for each event, one at a time, in order.
+/// The script list can be replaced while running (SIGHUP reload); an event
+/// already being handled finishes with the list it started with.
 pub struct HandlerRunner {
-    scripts: Vec<EventScript>,
+    scripts: Mutex<Arc<Vec<EventScript>>>,
     timeout: Duration,
 }
 
 impl HandlerRunner {
     /// From raw `-event-handler` values; fails on the first bad one.
     pub fn new(specs: &[String], timeout: Duration) -> Result<HandlerRunner, String> {
-        let scripts = specs
-            .iter()
-            .map(|s| EventScript::parse(s))
-            .collect::<Result<_, _>>()?;
-        Ok(HandlerRunner { scripts, timeout })
+        Ok(HandlerRunner {
+            scripts: Mutex::new(Arc::new(parse_specs(specs)?)),
+            timeout,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.scripts.is_empty()
+        self.current().is_empty()
+    }
+
+    /// Replaces the scripts; on a bad spec the old ones stay.
+    pub fn replace(&self, specs: &[String]) -> Result<(), String> {
+        let new = parse_specs(specs)?;
+        *self.scripts.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<Vec<EventScript>> {
+        self.scripts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Handles events from the agent's broadcast until it closes.
@@ -209,11 +228,8 @@ impl HandlerRunner {
     /// Runs every script whose filter matches `event`, in configuration order.
     pub async fn handle<H: HandlerHost + ?Sized>(&self, host: &H, event: &Event) {
         let me = host.local_member();
-        for s in self
-            .scripts
-            .iter()
-            .filter(|s| any_matches(&s.filters, event))
-        {
+        let scripts = self.current();
+        for s in scripts.iter().filter(|s| any_matches(&s.filters, event)) {
             let outcome = invoke(&s.script, &me, event, self.timeout).await;
             let kind = event_type(event);
             match &outcome {

@@ -395,3 +395,66 @@ async fn eventually_connect(addr: SocketAddr) -> gossip::rpc::Client {
         }
     }
 }
+
+#[test]
+fn sighup_reloads_event_handlers_and_tags_from_the_config_files() {
+    let dir = temp_dir("cli-agent-hup");
+    let cfg = dir.join("agent.json");
+    let before = dir.join("before");
+    let after = dir.join("after");
+    let write_cfg = |out: &Path, role: &str| {
+        let v = serde_json::json!({
+            "event_handlers": [format!("user=cat >> {}", out.display())],
+            "tags": {"role": role},
+        });
+        std::fs::write(&cfg, v.to_string()).unwrap();
+    };
+    write_cfg(&before, "web");
+    let g = GossipAgent::start("hup", &dir, &[format!("-config-file={}", cfg.display())]);
+    let rpc = format!("-rpc-addr={}", g.rpc);
+    // Wait for the RPC server proper (the port accepts before it runs).
+    poll(
+        "RPC answers",
+        || g.logs(),
+        || serf(&["members", &rpc]).status.success().then_some(()),
+    );
+    assert!(serf(&["event", &rpc, "one", "first"]).status.success());
+    poll(
+        "old handler ran",
+        || g.logs(),
+        || {
+            let t = std::fs::read_to_string(&before).unwrap_or_default();
+            (t == "first\n").then_some(())
+        },
+    );
+
+    write_cfg(&after, "db");
+    g.signal(libc::SIGHUP);
+    poll(
+        "reload logged",
+        || g.logs(),
+        || {
+            g.logs()
+                .contains("==> Reloading configuration...")
+                .then_some(())
+        },
+    );
+    poll(
+        "tags reloaded",
+        || g.logs(),
+        || {
+            let t = String::from_utf8_lossy(&serf(&["members", &rpc]).stdout).into_owned();
+            t.contains("role=db").then_some(())
+        },
+    );
+    assert!(serf(&["event", &rpc, "two", "second"]).status.success());
+    poll(
+        "new handler ran",
+        || g.logs(),
+        || {
+            let t = std::fs::read_to_string(&after).unwrap_or_default();
+            (t == "second\n").then_some(())
+        },
+    );
+    assert_eq!(std::fs::read_to_string(&before).unwrap(), "first\n");
+}

@@ -507,13 +507,13 @@ pub async fn run(argv: &[String]) -> i32 {
         // Fails only if a subscriber is already set (tests embedding us).
         let _ = tracing::subscriber::set_global_default(sub);
     }
-    let code = serve_agent(config, join).await;
+    let code = serve_agent(config, join, argv).await;
     // On a failed start the held-back log lines explain why.
     crate::rpc::open_stdout_gate();
     code
 }
 
-async fn serve_agent(config: AgentConfig, join: Vec<String>) -> i32 {
+async fn serve_agent(config: AgentConfig, join: Vec<String>, argv: &[String]) -> i32 {
     println!("==> Starting Serf agent...");
     let rpc_listener = match tokio::net::TcpListener::bind(config.rpc_addr).await {
         Ok(l) => l,
@@ -560,8 +560,10 @@ async fn serve_agent(config: AgentConfig, join: Vec<String>) -> i32 {
         tokio::spawn(persist_tags(agent.clone(), path.clone()));
     }
     tokio::spawn(log_events(agent.subscribe()));
-    if !runner.is_empty() {
-        let host = agent.clone();
+    // Always running: a reload may add handlers to an agent started without.
+    let runner = Arc::new(runner);
+    {
+        let (runner, host) = (runner.clone(), agent.clone());
         tokio::spawn(async move { runner.run(host, handler_events).await });
     }
     println!("==> Starting Serf agent RPC...");
@@ -602,7 +604,53 @@ async fn serve_agent(config: AgentConfig, join: Vec<String>) -> i32 {
     }
     println!("\n==> Log data will now stream in as it occurs:\n");
     crate::rpc::open_stdout_gate();
-    wait_for_exit(agent, left).await
+    let reload = Reload {
+        argv: argv.to_vec(),
+        runner,
+        tags: config.tags.clone(),
+        tags_file: config.tags_file.is_some(),
+    };
+    wait_for_exit(agent, left, reload).await
+}
+
+/// What SIGHUP re-reads: the same arguments (so the same config files)
+/// give the new event handlers and tags, as Serf's reload does.
+struct Reload {
+    argv: Vec<String>,
+    runner: Arc<HandlerRunner>,
+    /// Tags from the configuration at start or the last reload.
+    tags: Vec<(String, String)>,
+    /// With a tags file the file, not the configuration, owns the tags.
+    tags_file: bool,
+}
+
+impl Reload {
+    async fn apply<A: AgentHandle + ?Sized>(&mut self, agent: &A) {
+        println!("==> Reloading configuration...");
+        let config = match agent_config(&self.argv) {
+            Ok((c, _)) => c,
+            Err(e) => {
+                eprintln!("==> Failed to reload configs: {e}");
+                return;
+            }
+        };
+        if let Err(e) = self.runner.replace(&config.event_handlers) {
+            eprintln!("==> Failed to reload event handlers: {e}");
+            return;
+        }
+        if !self.tags_file && config.tags != self.tags {
+            let delete: Vec<String> = self
+                .tags
+                .iter()
+                .filter(|(k, _)| !config.tags.iter().any(|(k2, _)| k2 == k))
+                .map(|(k, _)| k.clone())
+                .collect();
+            match agent.set_tags(config.tags.clone(), delete).await {
+                Ok(()) => self.tags = config.tags,
+                Err(e) => eprintln!("==> Failed to update tags: {e:#}"),
+            }
+        }
+    }
 }
 
 /// Serf's `Received event: ...` line for every event the agent emits.
@@ -645,10 +693,11 @@ async fn persist_tags<A: AgentHandle + ?Sized>(agent: Arc<A>, path: PathBuf) {
 }
 
 /// Waits for a signal or an RPC `leave`; leaves gracefully on SIGINT or
-/// SIGTERM, and exits at once on a second signal.
+/// SIGTERM, exits at once on a second signal, reloads on SIGHUP.
 async fn wait_for_exit<A: AgentHandle + ?Sized>(
     agent: Arc<A>,
     left: Arc<tokio::sync::Notify>,
+    mut reload: Reload,
 ) -> i32 {
     let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::interrupt()),
@@ -663,7 +712,8 @@ async fn wait_for_exit<A: AgentHandle + ?Sized>(
             _ = int.recv() => break "interrupt",
             _ = term.recv() => break "terminated",
             _ = hup.recv() => {
-                tracing::warn!(target: "agent", "SIGHUP: configuration reload is not supported; ignored");
+                println!("==> Caught signal: hangup");
+                reload.apply(&*agent).await;
             }
             _ = left.notified() => {
                 // The RPC server already left and shut the agent down.
