@@ -679,7 +679,9 @@ pub fn lzw_decompress(data: &[u8]) -> Result<Vec<u8>> {
     let mut dec = weezl::decode::Decoder::new(weezl::BitOrder::Lsb, 8);
     let mut out = Vec::new();
     let mut input = data;
-    let mut chunk = vec![0u8; 64 * 1024];
+    // A small stack buffer: zeroing a large one per packet was the
+    // simulator's hottest spot.
+    let mut chunk = [0u8; 8192];
     loop {
         let r = dec.decode_bytes(input, &mut chunk);
         input = &input[r.consumed_in..];

@@ -163,3 +163,20 @@ fn tcp_fallback_ping_keeps_members_alive_when_udp_is_lost() {
     );
     assert!(sim.count_status(MemberStatus::Alive) == 25);
 }
+
+#[test]
+fn encrypted_and_compressed_cluster_converges_and_detects_a_crash() {
+    let mut sim = Sim::new(10, 9, |c| {
+        c.core.compress = true;
+        c.core.keys = vec![vec![7u8; 32], vec![8u8; 16]];
+    });
+    for i in 1..10 {
+        assert!(sim.join(i, 0), "n{i} joins n0 (encrypted)");
+    }
+    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    sim.crash(2);
+    assert!(
+        sim.run_until(secs(120), |s| s.converged()).is_some(),
+        "n2's crash not detected"
+    );
+}
