@@ -151,10 +151,16 @@ fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The staging build context: `docker/` plus `bin/` with the binaries.
+/// The staging build context: `docker/`, `bin/` with the binaries and
+/// `render-templates/` from `crates/render/templates`.
 pub fn stage_context(release: &Path) -> Result<PathBuf> {
     let ctx = project::target_dir().join("docker-context");
     copy_tree(&project::root().join("docker"), &ctx)?;
+    // The haproxy.cfg template has one home, the render crate.
+    copy_tree(
+        &project::root().join("crates/render/templates"),
+        &ctx.join("render-templates"),
+    )?;
     let bin = ctx.join("bin");
     std::fs::create_dir_all(&bin)?;
     for name in BINARIES {

@@ -31,3 +31,13 @@ async fn task2_agents_form_one_cluster_in_any_start_order() {
 async fn task3_handlers_record_joins_and_leaves() {
     run(3).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task4_join_handler_renders_a_template() {
+    run(4).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task5_config_follows_the_backends_and_refuses_hostile_names() {
+    run(5).await;
+}

@@ -14,6 +14,8 @@ mod membership;
 mod task1;
 mod task2;
 mod task3;
+mod task4;
+mod task5;
 
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -28,6 +30,8 @@ pub use task0::task0;
 pub use task1::task1;
 pub use task2::task2;
 pub use task3::task3;
+pub use task4::task4;
+pub use task5::task5;
 
 /// How a scenario run behaves.
 #[derive(Debug, Clone, Default)]
@@ -37,7 +41,7 @@ pub struct Options {
 }
 
 /// The lab tasks implemented so far.
-pub const TASKS: &[u8] = &[0, 1, 2, 3];
+pub const TASKS: &[u8] = &[0, 1, 2, 3, 4, 5];
 
 /// Run task `n`.
 pub async fn run_task(n: u8, opts: &Options) -> Result<Checks> {
@@ -46,6 +50,8 @@ pub async fn run_task(n: u8, opts: &Options) -> Result<Checks> {
         1 => task1(opts).await,
         2 => task2(opts).await,
         3 => task3(opts).await,
+        4 => task4(opts).await,
+        5 => task5(opts).await,
         other => bail!(
             "lab task {other} is not implemented yet (implemented: {:?})",
             TASKS
