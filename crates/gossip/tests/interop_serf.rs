@@ -185,10 +185,14 @@ impl Drop for SerfProc {
     }
 }
 
+/// Polls `f` until it yields; prints how long it took (the measurements
+/// quoted in the report come from these lines: `--nocapture`).
 fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
+    let start = Instant::now();
+    let deadline = start + limit;
     loop {
         if let Some(v) = f() {
+            eprintln!("[interop] {what}: {:.1?}", start.elapsed());
             return v;
         }
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
@@ -197,9 +201,11 @@ fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 async fn apoll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
+    let start = Instant::now();
+    let deadline = start + limit;
     loop {
         if let Some(v) = f() {
+            eprintln!("[interop] {what}: {:.1?}", start.elapsed());
             return v;
         }
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
