@@ -566,6 +566,53 @@ async fn queries_both_ways_and_dns_join() {
         v["Acks"].as_array().unwrap().iter().any(|a| a == "ours5"),
         "serf got no ack from us: {out}"
     );
+
+    // Filters: a tag filter that matches only serf keeps us out; a node
+    // filter naming us brings us in.
+    let mut ev = ours.subscribe();
+    let s = serf.clone();
+    let out = blocking(move || {
+        s.rpc_cmd(&[
+            "query",
+            "-timeout=3s",
+            "-format=json",
+            "-tag=role=^q$",
+            "tagged",
+            "x",
+        ])
+        .expect("serf query with a tag filter")
+    })
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["Responses"]["real5"], "pong-real5", "{out}");
+    assert!(v["Responses"].get("ours5").is_none(), "{out}");
+    // The query is over: had we processed it, its event would be queued.
+    while let Ok(e) = ev.try_recv() {
+        assert!(
+            !matches!(&e, Event::Query(q) if q.name == "tagged"),
+            "a filtered-out query reached us"
+        );
+    }
+    let mut rx = ours
+        .query(gossip::model::QueryParams {
+            name: "only-q".into(),
+            filter_tags: [("role".to_string(), "^q$".to_string())]
+                .into_iter()
+                .collect(),
+            timeout: Duration::from_secs(3),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut from = Vec::new();
+    while let Some(r) = rx.recv().await {
+        match r {
+            gossip::model::QueryReply::Response { from: f, .. } => from.push(f),
+            gossip::model::QueryReply::Done => break,
+            _ => {}
+        }
+    }
+    assert_eq!(from, vec!["real5".to_string()]);
     ours.shutdown().await.unwrap();
 }
 
