@@ -697,9 +697,9 @@ impl model::AgentHandle for Agent {
         Ok(())
     }
 
-    async fn force_leave(&self, node: &str, _prune: bool) -> anyhow::Result<()> {
+    async fn force_leave(&self, node: &str, prune: bool) -> anyhow::Result<()> {
         let me = self.arc();
-        let found = me.with_serf(|s, now| s.force_leave(node, now));
+        let found = me.with_serf(|s, now| s.force_leave(node, prune, now));
         anyhow::ensure!(found, "no member named {node:?}");
         Ok(())
     }

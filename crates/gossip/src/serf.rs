@@ -265,6 +265,8 @@ struct State {
     event_join_ignore: bool,
     internal: Vec<InternalQuery>,
     keys_changed: bool,
+    /// Members to erase (force-leave with prune) at the given time.
+    prunes: Vec<(String, Duration)>,
     rng: core::Rng,
     self_addr: SocketAddr,
 }
@@ -293,7 +295,7 @@ impl State {
         core::retransmit_limit(self.cfg.core.retransmit_mult, self.n_nodes.max(1))
     }
 
-    fn handle_leave_intent(&mut self, ltime: u64, node: &str, now: Duration) -> bool {
+    fn handle_leave_intent(&mut self, ltime: u64, node: &str, prune: bool, now: Duration) -> bool {
         self.clock.witness(ltime);
         let Some(m) = self.members.get_mut(node) else {
             return self.store_intent(node, ltime, IntentKind::Leave, now);
@@ -319,6 +321,11 @@ impl State {
             MemberStatus::Alive => {
                 m.member.status = MemberStatus::Leaving;
                 m.status_ltime = ltime;
+                if prune {
+                    // serf waits for the leave to spread before erasing.
+                    self.prunes
+                        .push((node.to_string(), now + Duration::from_secs(6)));
+                }
                 true
             }
             MemberStatus::Failed => {
@@ -327,6 +334,9 @@ impl State {
                 m.leave_time = now;
                 let mm = m.member.clone();
                 self.emit_member(MemberEventKind::Leave, mm, now);
+                if prune {
+                    self.prunes.push((node.to_string(), now));
+                }
                 true
             }
             _ => false,
@@ -605,8 +615,8 @@ impl Delegate for State {
         let lim = self.retransmit_limit();
         let _ = lim;
         match m {
-            SerfMessage::Leave { ltime, node, .. } => {
-                if self.handle_leave_intent(ltime, &node, now) {
+            SerfMessage::Leave { ltime, node, prune } => {
+                if self.handle_leave_intent(ltime, &node, prune, now) {
                     self.broadcasts.queue(None, msg.to_vec());
                 }
             }
@@ -703,7 +713,7 @@ impl Delegate for State {
             .collect();
         for name in &pp.left_members {
             let lt = status.get(name.as_str()).copied().unwrap_or(0) + 1;
-            self.handle_leave_intent(lt, name, now);
+            self.handle_leave_intent(lt, name, false, now);
         }
         for (name, lt) in &pp.status_ltimes {
             if pp.left_members.contains(name) {
@@ -832,6 +842,7 @@ impl Serf {
             event_join_ignore: false,
             internal: Vec::new(),
             keys_changed: false,
+            prunes: Vec::new(),
             rng: core::Rng::new(cfg.core.seed ^ 0x5eed),
             self_addr,
             cfg,
@@ -1077,7 +1088,8 @@ impl Serf {
     }
 
     /// Removes a failed member (serf force-leave): a leave intent for it.
-    pub fn force_leave(&mut self, node: &str, now: Duration) -> bool {
+    /// With `prune`, the member is erased at once (member-reap), everywhere.
+    pub fn force_leave(&mut self, node: &str, prune: bool, now: Duration) -> bool {
         let Some(m) = self.st.members.get(node) else {
             return false;
         };
@@ -1085,9 +1097,9 @@ impl Serf {
         let msg = SerfMessage::Leave {
             ltime: t,
             node: node.to_string(),
-            prune: false,
+            prune,
         };
-        if self.st.handle_leave_intent(t, node, now) {
+        if self.st.handle_leave_intent(t, node, prune, now) {
             self.st.broadcasts.queue(None, msg.encode());
         }
         true
@@ -1227,6 +1239,23 @@ impl Serf {
         self.st
             .intents
             .retain(|_, i| now.saturating_sub(i.at) <= rit);
+        // Pruned members (force-leave -prune).
+        let due: Vec<String> = self
+            .st
+            .prunes
+            .iter()
+            .filter(|(_, at)| now >= *at)
+            .map(|(n, _)| n.clone())
+            .collect();
+        self.st.prunes.retain(|(_, at)| now < *at);
+        for name in due {
+            if name == self.st.name {
+                continue;
+            }
+            if let Some(m) = self.st.members.remove(&name) {
+                self.st.emit_member(MemberEventKind::Reap, m.member, now);
+            }
+        }
         // Reap.
         if now >= self.next_reap {
             self.next_reap = now + self.st.cfg.reap_interval;

@@ -402,6 +402,22 @@ async fn failures_are_detected_both_ways() {
     })
     .await;
 
+    // force-leave from our side: the other serf moves real2 to left.
+    ours.force_leave("real2", false).await.unwrap();
+    let w = watcher.clone();
+    blocking(move || {
+        poll(
+            "real3 sees real2 left after our force-leave",
+            Duration::from_secs(60),
+            || (w.status_of("real2")? == "left").then_some(()),
+        )
+    })
+    .await;
+    assert!(ours
+        .members()
+        .iter()
+        .any(|m| m.name == "real2" && m.status == MemberStatus::Left));
+
     // Our agent stops without leaving: serf marks it failed.
     ours.shutdown().await.unwrap();
     drop(ours);
