@@ -153,6 +153,9 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
                     a.config.replay,
                 )
             };
+            // Backoff: quick first retries (the seed may be seconds away),
+            // doubling up to the configured interval.
+            let mut delay = interval.min(Duration::from_secs(1));
             let mut attempt = 0u32;
             loop {
                 attempt += 1;
@@ -169,7 +172,8 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
                     tracing::error!("retry-join gave up after {attempt} attempts");
                     return;
                 }
-                tokio::time::sleep(interval).await;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(interval);
             }
         });
         agent.tasks.lock().expect("tasks").push(h);
