@@ -41,3 +41,8 @@ async fn task4_join_handler_renders_a_template() {
 async fn task5_config_follows_the_backends_and_refuses_hostile_names() {
     run(5).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task6_scaling_loses_no_request_with_the_reconciler() {
+    run(6).await;
+}

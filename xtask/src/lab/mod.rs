@@ -15,7 +15,9 @@ mod task1;
 mod task2;
 mod task3;
 mod task4;
+mod load;
 mod task5;
+mod task6;
 
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -32,6 +34,7 @@ pub use task2::task2;
 pub use task3::task3;
 pub use task4::task4;
 pub use task5::task5;
+pub use task6::task6;
 
 /// How a scenario run behaves.
 #[derive(Debug, Clone, Default)]
@@ -41,7 +44,7 @@ pub struct Options {
 }
 
 /// The lab tasks implemented so far.
-pub const TASKS: &[u8] = &[0, 1, 2, 3, 4, 5];
+pub const TASKS: &[u8] = &[0, 1, 2, 3, 4, 5, 6];
 
 /// Run task `n`.
 pub async fn run_task(n: u8, opts: &Options) -> Result<Checks> {
@@ -52,6 +55,7 @@ pub async fn run_task(n: u8, opts: &Options) -> Result<Checks> {
         3 => task3(opts).await,
         4 => task4(opts).await,
         5 => task5(opts).await,
+        6 => task6(opts).await,
         other => bail!(
             "lab task {other} is not implemented yet (implemented: {:?})",
             TASKS

@@ -11,6 +11,7 @@ safe_ipv4() { [[ $1 =~ ^([0-9]{1,3}\.){3}[0-9]{1,3}$ ]]; }
 
 # render_config: all /nodes files -> haproxy.cfg, validated before it
 # replaces the old one (a failing render leaves the old file in place).
+# Extra arguments are passed to render as template variables.
 render_config() {
     local json="" name ip file
     for file in "$nodes"/*; do
@@ -19,20 +20,21 @@ render_config() {
         safe_name "$name" && safe_ipv4 "$ip" || continue
         json+="${json:+,}{\"name\":\"$name\",\"ip\":\"$ip\"}"
     done
-    render --template /config/haproxy.cfg.tera --backends "[$json]" \
+    render --template /config/haproxy.cfg.tera --backends "[$json]" "$@" \
         --out "$cfg" --check '/usr/sbin/haproxy -c -q -f {}' >> "$log" 2>&1
 }
 
 # apply_config: what happens after /nodes changed, by stage and mode.
 #   HA_RELOAD unset (task 5): render haproxy.cfg; HAProxy is not told.
-#   HA_RELOAD=lab (task 6, the lab's mechanism): render, then `s6-svc -h`
+#   HA_RELOAD=lab (task 6, the lab's mechanism): render (without
+#     idle-close-on-response, as the lab's configuration), then `s6-svc -h`
 #     on the ha service, whose run script restarts HAProxy with -sf.
 #   HA_RELOAD=reconciler (task 6, default): nothing here; `render
 #     reconcile` owns haproxy.cfg and HAProxy's runtime state.
 apply_config() {
     case "${HA_RELOAD:-}" in
         reconciler) return 0 ;;
-        lab) render_config && s6-svc -h /var/run/s6/services/ha ;;
+        lab) render_config --idle_close_on_response false && s6-svc -h /var/run/s6/services/ha ;;
         *) render_config ;;
     esac
 }
