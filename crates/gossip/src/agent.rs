@@ -14,7 +14,10 @@
 //! Serf's internal `_serf_*-key` queries, like `serf keys`. The keyring
 //! and tags files are read at start and rewritten when they change.
 //!
-//! Not implemented: snapshots (`-snapshot`, `-rejoin`); `-replay` of events older than the join is best effort (the
+//! `-snapshot` keeps serf's snapshot file (see [`snapshot`]); `-rejoin`
+//! rejoins the members it lists.
+//!
+//! Not implemented: `-replay` of events older than the join is best effort (the
 //! events in the remote's push-pull buffer).
 
 use std::collections::HashMap;
@@ -28,6 +31,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
+
+pub mod snapshot;
 
 use crate::core::Output;
 use crate::model::{self, AgentConfig, Event, KeyResponse, Member, QueryParams, QueryReply, Stats};
@@ -54,6 +59,8 @@ pub struct Agent {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     config: AgentConfig,
     me: std::sync::Weak<Agent>,
+    /// The snapshot file, when `-snapshot` is set.
+    snap: Option<Mutex<snapshot::Writer>>,
     /// Events emitted before the first `subscribe` (None after it).
     early: Mutex<Option<Vec<Event>>>,
 }
@@ -115,7 +122,27 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
         save_tags(path, &scfg.tags)?;
     }
     let start = Instant::now();
-    let serf = Serf::new(scfg, Duration::ZERO);
+    let mut serf = Serf::new(scfg, Duration::ZERO);
+    let mut rejoin_addrs = Vec::new();
+    let snap = match &config.snapshot {
+        Some(path) => {
+            let prev = snapshot::load(path);
+            serf.restore_clocks(prev.clock, prev.event_clock, prev.query_clock);
+            if config.rejoin && !prev.left {
+                rejoin_addrs = prev
+                    .alive
+                    .iter()
+                    .filter(|(n, _)| **n != config.node_name)
+                    .map(|(_, a)| a.clone())
+                    .collect();
+            }
+            Some(Mutex::new(snapshot::Writer::new(
+                path.clone(),
+                serf.clocks(),
+            )))
+        }
+        None => None,
+    };
     let (events, _) = broadcast::channel(4096);
     let agent = Arc::new_cyclic(|me| Agent {
         inner: Mutex::new(Inner {
@@ -130,6 +157,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
         config: config.clone(),
         me: me.clone(),
         early: Mutex::new(Some(Vec::new())),
+        snap,
     });
     tracing::info!(node = %config.node_name, bind = %local_addr, %advertise, "agent started");
     let tasks = vec![
@@ -138,6 +166,13 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
         tokio::spawn(tick_loop(Arc::downgrade(&agent))),
     ];
     agent.tasks.lock().expect("tasks").extend(tasks);
+    if !rejoin_addrs.is_empty() {
+        // -rejoin: best effort, like serf (a failure is only logged).
+        match model::AgentHandle::join(&*agent, rejoin_addrs, config.replay).await {
+            Ok(n) => tracing::info!(n, "rejoined members from the snapshot"),
+            Err(e) => tracing::warn!(error = %e, "rejoin from the snapshot failed"),
+        }
+    }
     if !config.join.is_empty() {
         model::AgentHandle::join(&*agent, config.join.clone(), config.replay).await?;
     }
@@ -443,7 +478,31 @@ impl Agent {
                 }
             }
         }
-        for e in g.serf.drain_events() {
+        let events = g.serf.drain_events();
+        if let Some(w) = &self.snap {
+            let mut w = w.lock().expect("snapshot");
+            let mut text = String::new();
+            for e in &events {
+                if let Event::Member { kind, members } = e {
+                    for m in members {
+                        match kind {
+                            model::MemberEventKind::Join | model::MemberEventKind::Update => text
+                                .push_str(&format!(
+                                    "alive: {} {}\n",
+                                    m.name,
+                                    SocketAddr::new(m.addr, m.port)
+                                )),
+                            _ => text.push_str(&format!("not-alive: {}\n", m.name)),
+                        }
+                    }
+                }
+            }
+            if !text.is_empty() {
+                w.append(&text);
+            }
+            w.clocks(g.serf.clocks());
+        }
+        for e in events {
             let mut early = self.early.lock().expect("early events");
             match early.as_mut() {
                 // Nobody has subscribed yet: keep the events (self's
@@ -698,6 +757,9 @@ impl model::AgentHandle for Agent {
         me.wait_broadcasts(Duration::from_secs(5)).await;
         // Serf's LeavePropagateDelay: let the dead notice spread.
         tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Some(w) = &self.snap {
+            w.lock().expect("snapshot").append("leave\n");
+        }
         Ok(())
     }
 

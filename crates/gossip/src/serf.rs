@@ -1324,6 +1324,15 @@ impl Serf {
         self.st.members[&self.st.name].member.clone()
     }
 
+    /// Restores clocks from a snapshot: events and queries up to those
+    /// clocks are history and not delivered again (serf's behaviour).
+    pub fn restore_clocks(&mut self, clock: u64, event: u64, query: u64) {
+        self.st.clock.witness(clock);
+        self.st.event_clock.witness(event);
+        self.st.query_clock.witness(query);
+        self.st.event_min_time = self.st.event_min_time.max(event + 1);
+    }
+
     pub fn clocks(&self) -> (u64, u64, u64) {
         (
             self.st.clock.time(),

@@ -241,3 +241,59 @@ async fn first_subscriber_gets_events_since_start() {
     member_event(&mut rx, MemberEventKind::Join, "early").await;
     a.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_and_rejoin_after_a_crash() {
+    let dir = std::env::temp_dir().join(format!(
+        "gossip-snap-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let snap = dir.join("snapshot");
+    let a = start("snap-a", &[], vec![]).await;
+    let cfg = AgentConfig {
+        node_name: "snap-b".into(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        snapshot: Some(snap.clone()),
+        rejoin: true,
+        ..AgentConfig::default()
+    };
+    let b = agent::start(AgentConfig {
+        join: vec![a.local_addr().to_string()],
+        ..cfg.clone()
+    })
+    .await
+    .unwrap();
+    wait_status(&b, "snap-a", MemberStatus::Alive).await;
+    for i in 0..3 {
+        b.user_event("e", vec![i], false).await.unwrap();
+    }
+    // The coalesced member-join for snap-a lands in the file.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = std::fs::read_to_string(&snap).unwrap_or_default();
+        if t.contains(&format!("alive: snap-a {}", a.local_addr())) && t.contains("event-clock: 4")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "snapshot never recorded snap-a and the event clock: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.shutdown().await.unwrap();
+    drop(b);
+    wait_status(&a, "snap-b", MemberStatus::Failed).await;
+
+    // Restart without -join: -rejoin finds snap-a in the snapshot.
+    let b = agent::start(cfg).await.unwrap();
+    wait_status(&a, "snap-b", MemberStatus::Alive).await;
+    let stats = b.stats();
+    let event_time: u64 = stats["serf"]["event_time"].parse().unwrap();
+    assert!(event_time >= 4, "event clock not restored: {event_time}");
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
