@@ -59,6 +59,8 @@ pub struct Agent {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     config: AgentConfig,
     me: std::sync::Weak<Agent>,
+    /// Incoming TCP streams dropped as malformed (or cut, or timed out).
+    streams_dropped: std::sync::atomic::AtomicU64,
     /// The snapshot file, when `-snapshot` is set.
     snap: Option<Mutex<snapshot::Writer>>,
     /// Events emitted before the first `subscribe` (None after it).
@@ -158,6 +160,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
         me: me.clone(),
         early: Mutex::new(Some(Vec::new())),
         snap,
+        streams_dropped: Default::default(),
     });
     tracing::info!(node = %config.node_name, bind = %local_addr, %advertise, "agent started");
     let tasks = vec![
@@ -418,6 +421,10 @@ async fn tcp_loop(weak: std::sync::Weak<Agent>, tcp: TcpListener) {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::debug!(%from, error = %e, "bad tcp stream");
+                    if let Some(a) = weak.upgrade() {
+                        a.streams_dropped
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     return;
                 }
             };
@@ -873,6 +880,12 @@ impl model::AgentHandle for Agent {
             ("packets_in", c.packets_in.to_string()),
             ("packets_dropped", c.packets_dropped.to_string()),
             ("packets_out", c.packets_out.to_string()),
+            (
+                "streams_dropped",
+                self.streams_dropped
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .to_string(),
+            ),
         ];
         stats.insert(
             "serf".into(),

@@ -297,3 +297,39 @@ async fn snapshot_and_rejoin_after_a_crash() {
     a.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_is_dropped_and_counted() {
+    use tokio::io::AsyncWriteExt;
+    let a = start("garbage", &[], vec![]).await;
+    let addr = a.local_addr();
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for bad in [
+        &b"\x07\xff"[..],
+        b"\x0c\x00\x00\x00\x00\x04",
+        b"\x09\x82",
+        b"\x04\xde\xad\xbe\xef",
+        b"",
+    ] {
+        udp.send_to(bad, addr).await.unwrap();
+    }
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"\x06\xc1\xc1\xc1").await.unwrap();
+    drop(tcp);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = a.stats();
+        let p: u64 = s["serf"]["packets_dropped"].parse().unwrap();
+        let t: u64 = s["serf"]["streams_dropped"].parse().unwrap();
+        if p >= 4 && t >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "drops not counted: {s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Still healthy: another agent can join.
+    let b = start("garbage-b", &[], vec![addr.to_string()]).await;
+    wait_status(&a, "garbage-b", MemberStatus::Alive).await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
