@@ -110,7 +110,10 @@ fn wrk(port: u16, seconds: u32, cookie: Option<&str>) -> Result<Wrk> {
     let errors = text
         .lines()
         .filter(|l| l.contains("Socket errors") || l.contains("Non-2xx"))
-        .flat_map(|l| l.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()))
+        .flat_map(|l| {
+            l.split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse::<u64>().ok())
+        })
         .sum();
     Ok(Wrk {
         requests,
@@ -151,14 +154,27 @@ fn express_app() -> Result<PathBuf> {
     let dir = project::target_dir().join("bench").join("express");
     std::fs::create_dir_all(&dir)?;
     if !dir.join("node_modules/express-session").exists() {
-        std::fs::write(dir.join("package.json"), r#"{"name":"lab-express-peer","private":true}"#)?;
+        std::fs::write(
+            dir.join("package.json"),
+            r#"{"name":"lab-express-peer","private":true}"#,
+        )?;
         let status = Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--silent", "express@4", "express-session@1"])
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--silent",
+                "express@4",
+                "express-session@1",
+            ])
             .current_dir(&dir)
             .status()
             .context("running npm install")?;
         if !status.success() {
-            bail!("npm install express express-session failed in {}", dir.display());
+            bail!(
+                "npm install express express-session failed in {}",
+                dir.display()
+            );
         }
     }
     std::fs::write(dir.join("app.js"), EXPRESS_APP)?;
@@ -302,7 +318,9 @@ fn row(
 }
 
 fn markdown(rows: &[Row]) -> String {
-    let mut md = String::from("| metric | ours | peer | ratio | goal | result |\n|---|---|---|---|---|---|\n");
+    let mut md = String::from(
+        "| metric | ours | peer | ratio | goal | result |\n|---|---|---|---|---|---|\n",
+    );
     for r in rows {
         md.push_str(&format!(
             "| {} | {:.1} {} | {:.1} {} ({}) | {:.2} | {} | {} |\n",

@@ -77,7 +77,13 @@ impl Checks {
 
 impl fmt::Display for Checks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let width = self.items.iter().map(|c| c.name.len()).max().unwrap_or(5).max(5);
+        let width = self
+            .items
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
         writeln!(f, "\n{}", self.title)?;
         writeln!(f, "{:<width$}  result  detail", "check")?;
         for c in &self.items {

@@ -7,7 +7,10 @@ use std::process::Command;
 use xtask::{bench, docker, images, lab, prereq, project};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Images, lab tasks, tests and benchmarks")]
+#[command(
+    name = "cargo xtask",
+    about = "Images, lab tasks, tests and benchmarks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -21,9 +24,10 @@ enum Cmd {
         #[arg(long, default_value_t = images::LAST_STAGE)]
         upto: u8,
     },
-    /// Reproduce lab task N end to end, with checks and deliverables.
+    /// Reproduce lab task N (0-6, or `all`) end to end, with checks and
+    /// deliverables.
     Task {
-        n: u8,
+        n: String,
         /// Leave the stack running at the end and print its URLs.
         #[arg(long)]
         keep: bool,
@@ -60,12 +64,25 @@ fn run(cli: Cli) -> Result<()> {
             images::build_images(upto)
         }
         Cmd::Task { n, keep } => {
+            let tasks: Vec<u8> = if n == "all" {
+                lab::TASKS.to_vec()
+            } else {
+                vec![n
+                    .parse()
+                    .with_context(|| format!("task {n:?}: expected a number 0-6 or `all`"))?]
+            };
             let opts = lab::Options { keep };
             let rt = tokio::runtime::Runtime::new()?;
-            let checks = rt.block_on(lab::run_task(n, &opts))?;
-            println!("{checks}");
-            if !checks.passed() {
-                bail!("lab task {n} failed");
+            let mut failed = Vec::new();
+            for t in tasks {
+                let checks = rt.block_on(lab::run_task(t, &opts))?;
+                println!("{checks}");
+                if !checks.passed() {
+                    failed.push(t);
+                }
+            }
+            if !failed.is_empty() {
+                bail!("lab task(s) {failed:?} failed");
             }
             Ok(())
         }
@@ -108,7 +125,15 @@ fn test(extra: &[String]) -> Result<()> {
     images::build_images(images::LAST_STAGE)?;
     cargo(&["fmt", "--all", "--", "--check"], &[])?;
     cargo(
-        &["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--quiet",
+            "--",
+            "-D",
+            "warnings",
+        ],
         &[],
     )?;
     let mut args: Vec<String> = Vec::new();

@@ -55,18 +55,22 @@ pub async fn check_serving(checks: &mut Checks, lab: &Lab) -> Result<()> {
     checks
         .check("round robin reaches s1 and s2", || async {
             let wanted: BTreeSet<String> = [s1.clone(), s2.clone()].into();
-            let seen = poll("both backends answering", Duration::from_secs(60), || async {
-                let mut seen = BTreeSet::new();
-                for _ in 0..10 {
-                    // No cookie jar: every request is a new client.
-                    let (status, backend, _) =
-                        lab.get_json(&lab.http, &format!("http://{front}/")).await?;
-                    if status == 200 {
-                        seen.extend(backend);
+            let seen = poll(
+                "both backends answering",
+                Duration::from_secs(60),
+                || async {
+                    let mut seen = BTreeSet::new();
+                    for _ in 0..10 {
+                        // No cookie jar: every request is a new client.
+                        let (status, backend, _) =
+                            lab.get_json(&lab.http, &format!("http://{front}/")).await?;
+                        if status == 200 {
+                            seen.extend(backend);
+                        }
                     }
-                }
-                Ok((seen == wanted).then_some(seen))
-            })
+                    Ok((seen == wanted).then_some(seen))
+                },
+            )
             .await?;
             Ok(format!("x-backend-ip seen: {seen:?}"))
         })

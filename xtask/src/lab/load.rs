@@ -56,7 +56,9 @@ impl Load {
                         tick.tick().await;
                         sent.fetch_add(1, Ordering::Relaxed);
                         let outcome = match client.get(&url).send().await {
-                            Ok(r) if r.status().is_success() => r.bytes().await.map(|_| ()).map_err(|e| e.to_string()),
+                            Ok(r) if r.status().is_success() => {
+                                r.bytes().await.map(|_| ()).map_err(|e| e.to_string())
+                            }
                             Ok(r) => Err(format!("HTTP {}", r.status())),
                             Err(e) => Err(format!("{e:#}")),
                         };

@@ -9,13 +9,13 @@
 //! which is how a run finds and removes leftovers of an earlier one.
 
 mod baseline;
-mod task0;
+mod load;
 mod membership;
+mod task0;
 mod task1;
 mod task2;
 mod task3;
 mod task4;
-mod load;
 mod task5;
 mod task6;
 
@@ -118,7 +118,14 @@ impl Lab {
     pub async fn start(&mut self, spec: Spec<'_>) -> Result<Ipv4Addr> {
         let name = spec.name;
         let mut args: Vec<String> = [
-            "run", "-d", "--name", name, "--hostname", name, "--network", docker::HEIG.name,
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--hostname",
+            name,
+            "--network",
+            docker::HEIG.name,
             "--label",
         ]
         .iter()
@@ -137,8 +144,9 @@ impl Lab {
             }
         }
         args.push(format!("ait/{}:task{}", spec.image, spec.stage));
-        docker::run(&args)
-            .with_context(|| format!("starting {name} from ait/{}:task{}", spec.image, spec.stage))?;
+        docker::run(&args).with_context(|| {
+            format!("starting {name} from ait/{}:task{}", spec.image, spec.stage)
+        })?;
         self.names.push(name.into());
         let ip = docker::ip_on(name, docker::HEIG.name)?;
         self.ips.insert(name.into(), ip);
@@ -304,7 +312,12 @@ pub fn save_docker_inspect(checks: &mut Checks, dir: &Path, name: &str) -> Resul
 }
 
 /// Write `docker logs NAME` (stdout and stderr) into `dir/file`.
-pub fn save_docker_logs(checks: &mut Checks, dir: &Path, name: &str, file: &str) -> Result<PathBuf> {
+pub fn save_docker_logs(
+    checks: &mut Checks,
+    dir: &Path,
+    name: &str,
+    file: &str,
+) -> Result<PathBuf> {
     let out = std::process::Command::new("docker")
         .args(["logs", name])
         .output()

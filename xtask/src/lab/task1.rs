@@ -67,24 +67,34 @@ pub async fn task1(opts: &Options) -> Result<Checks> {
         .await;
 
     checks
-        .check("a killed haproxy is restarted by the supervisor", || async {
-            let before = service_pid()?;
-            docker::exec("ha", &["bash", "-c", &format!("kill -9 {before}")])?;
-            let after = poll("haproxy back up with a new pid", Duration::from_secs(30), || async {
-                let status = svstat()?;
-                let pid = service_pid().ok();
-                Ok((status.starts_with("up") && pid.is_some() && pid != Some(before))
-                    .then_some(pid.unwrap_or_default()))
-            })
-            .await?;
-            let front = lab.ha(80)?;
-            poll("ha serving again", Duration::from_secs(30), || async {
-                let (status, _, _) = lab.get_json(&lab.http, &format!("http://{front}/")).await?;
-                Ok((status == 200).then_some(()))
-            })
-            .await?;
-            Ok(format!("pid {before} killed, pid {after} serving"))
-        })
+        .check(
+            "a killed haproxy is restarted by the supervisor",
+            || async {
+                let before = service_pid()?;
+                docker::exec("ha", &["bash", "-c", &format!("kill -9 {before}")])?;
+                let after = poll(
+                    "haproxy back up with a new pid",
+                    Duration::from_secs(30),
+                    || async {
+                        let status = svstat()?;
+                        let pid = service_pid().ok();
+                        Ok(
+                            (status.starts_with("up") && pid.is_some() && pid != Some(before))
+                                .then_some(pid.unwrap_or_default()),
+                        )
+                    },
+                )
+                .await?;
+                let front = lab.ha(80)?;
+                poll("ha serving again", Duration::from_secs(30), || async {
+                    let (status, _, _) =
+                        lab.get_json(&lab.http, &format!("http://{front}/")).await?;
+                    Ok((status == 200).then_some(()))
+                })
+                .await?;
+                Ok(format!("pid {before} killed, pid {after} serving"))
+            },
+        )
         .await;
 
     checks
@@ -96,39 +106,58 @@ pub async fn task1(opts: &Options) -> Result<Checks> {
             let master = service_pid()?;
             let before = count()?;
             docker::exec("ha", &["s6-svc", "-h", HA_SERVICE])?;
-            poll("a new haproxy worker after SIGHUP", Duration::from_secs(30), || async {
-                Ok((count()? > before).then_some(()))
-            })
+            poll(
+                "a new haproxy worker after SIGHUP",
+                Duration::from_secs(30),
+                || async { Ok((count()? > before).then_some(())) },
+            )
             .await?;
-            ensure!(service_pid()? == master, "the haproxy master was replaced instead of reloaded");
+            ensure!(
+                service_pid()? == master,
+                "the haproxy master was replaced instead of reloaded"
+            );
             Ok(format!("master {master} kept, new worker forked"))
         })
         .await;
 
     checks
         .check("orphaned children are reaped (no zombie left)", || async {
-            poll("the orphan service ran", Duration::from_secs(30), || async {
-                Ok(docker::exec("s1", &["test", "-e", "/tmp/orphans-spawned"]).ok())
-            })
+            poll(
+                "the orphan service ran",
+                Duration::from_secs(30),
+                || async { Ok(docker::exec("s1", &["test", "-e", "/tmp/orphans-spawned"]).ok()) },
+            )
             .await?;
             let zombies = || -> Result<usize> {
                 let out = docker::exec(
                     "s1",
-                    &["bash", "-c", "grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l"],
+                    &[
+                        "bash",
+                        "-c",
+                        "grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l",
+                    ],
                 )?;
                 out.trim().parse().context("counting zombies")
             };
             let sleepers = || -> Result<usize> {
                 let out = docker::exec(
                     "s1",
-                    &["bash", "-c", "grep -lx 'sleep' /proc/[0-9]*/comm 2>/dev/null | wc -l"],
+                    &[
+                        "bash",
+                        "-c",
+                        "grep -lx 'sleep' /proc/[0-9]*/comm 2>/dev/null | wc -l",
+                    ],
                 )?;
                 out.trim().parse().context("counting sleep processes")
             };
-            poll("no zombie and no orphan left", Duration::from_secs(30), || async {
-                // `sleep infinity` of the service itself stays.
-                Ok((zombies()? == 0 && sleepers()? <= 1).then_some(()))
-            })
+            poll(
+                "no zombie and no orphan left",
+                Duration::from_secs(30),
+                || async {
+                    // `sleep infinity` of the service itself stays.
+                    Ok((zombies()? == 0 && sleepers()? <= 1).then_some(()))
+                },
+            )
             .await?;
             Ok("100 orphans spawned, 0 zombies left".into())
         })
@@ -161,7 +190,9 @@ pub async fn task1(opts: &Options) -> Result<Checks> {
 }
 
 fn svstat() -> Result<String> {
-    Ok(docker::exec("ha", &["s6-svstat", HA_SERVICE])?.trim().to_string())
+    Ok(docker::exec("ha", &["s6-svstat", HA_SERVICE])?
+        .trim()
+        .to_string())
 }
 
 /// The pid of the ha service's process, from `s6-svstat`.

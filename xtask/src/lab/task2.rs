@@ -39,9 +39,10 @@ pub async fn task2(opts: &Options) -> Result<Checks> {
             .await;
         lab.start(ha()).await?;
         checks
-            .check("one cluster once ha is up (start order does not matter)", || {
-                wait_alive("ha", &CLUSTER)
-            })
+            .check(
+                "one cluster once ha is up (start order does not matter)",
+                || wait_alive("ha", &CLUSTER),
+            )
             .await;
         lab.teardown(&Options::default()).await?;
     }
@@ -54,9 +55,10 @@ pub async fn task2(opts: &Options) -> Result<Checks> {
     }
     for viewer in ["ha", "s1", "s2"] {
         checks
-            .check(&format!("{viewer}'s agent sees ha, s1, s2 alive with their roles"), || {
-                wait_alive(viewer, &CLUSTER)
-            })
+            .check(
+                &format!("{viewer}'s agent sees ha, s1, s2 alive with their roles"),
+                || wait_alive(viewer, &CLUSTER),
+            )
             .await;
     }
     check_serving(&mut checks, &lab).await?;
@@ -68,9 +70,10 @@ pub async fn task2(opts: &Options) -> Result<Checks> {
     checks.step("docker stop s2");
     lab.stop("s2").await?;
     checks
-        .check("a stopped web app leaves gracefully (SIGTERM, no trap)", || {
-            wait_status("ha", "s2", "left")
-        })
+        .check(
+            "a stopped web app leaves gracefully (SIGTERM, no trap)",
+            || wait_status("ha", "s2", "left"),
+        )
         .await;
 
     lab.teardown(opts).await?;

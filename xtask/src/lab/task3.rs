@@ -25,7 +25,10 @@ pub async fn task3(opts: &Options) -> Result<Checks> {
     let steps: [(&str, &[(&str, &str)]); 3] = [
         ("ha", &[("ha", "balancer")]),
         ("s1", &[("ha", "balancer"), ("s1", "backend")]),
-        ("s2", &[("ha", "balancer"), ("s1", "backend"), ("s2", "backend")]),
+        (
+            "s2",
+            &[("ha", "balancer"), ("s1", "backend"), ("s2", "backend")],
+        ),
     ];
     for (step, (name, cluster)) in steps.iter().enumerate() {
         let image = if *name == "ha" { "ha" } else { "webapp" };
@@ -41,21 +44,31 @@ pub async fn task3(opts: &Options) -> Result<Checks> {
             .map(|(n, r)| format!("Member join event received from: {n} with role {r}"))
             .collect();
         checks
-            .check(&format!("after starting {name}: ha logs a join for each member"), || async {
-                wait_alive("ha", cluster).await?;
-                let log = poll("the join lines in serf.log", Duration::from_secs(60), || async {
-                    let log = docker::exec("ha", &["cat", SERF_LOG]).unwrap_or_default();
-                    Ok(expected.iter().all(|l| log.contains(l.as_str())).then_some(log))
-                })
-                .await?;
-                let joins = log.matches("Member join event received").count();
-                ensure!(
-                    joins == cluster.len(),
-                    "{joins} join lines for {} members:\n{log}",
-                    cluster.len()
-                );
-                Ok(format!("{joins} join line(s)"))
-            })
+            .check(
+                &format!("after starting {name}: ha logs a join for each member"),
+                || async {
+                    wait_alive("ha", cluster).await?;
+                    let log = poll(
+                        "the join lines in serf.log",
+                        Duration::from_secs(60),
+                        || async {
+                            let log = docker::exec("ha", &["cat", SERF_LOG]).unwrap_or_default();
+                            Ok(expected
+                                .iter()
+                                .all(|l| log.contains(l.as_str()))
+                                .then_some(log))
+                        },
+                    )
+                    .await?;
+                    let joins = log.matches("Member join event received").count();
+                    ensure!(
+                        joins == cluster.len(),
+                        "{joins} join lines for {} members:\n{log}",
+                        cluster.len()
+                    );
+                    Ok(format!("{joins} join line(s)"))
+                },
+            )
             .await;
         for (n, _) in cluster.iter() {
             save_docker_logs(
@@ -72,10 +85,14 @@ pub async fn task3(opts: &Options) -> Result<Checks> {
     checks
         .check("stopping s1 logs a member-leave", || async {
             let line = "Member member-leave event received from: s1 with role backend";
-            poll("the leave line in serf.log", Duration::from_secs(60), || async {
-                let log = docker::exec("ha", &["cat", SERF_LOG]).unwrap_or_default();
-                Ok(log.contains(line).then_some(()))
-            })
+            poll(
+                "the leave line in serf.log",
+                Duration::from_secs(60),
+                || async {
+                    let log = docker::exec("ha", &["cat", SERF_LOG]).unwrap_or_default();
+                    Ok(log.contains(line).then_some(()))
+                },
+            )
             .await?;
             Ok(line.to_string())
         })

@@ -25,7 +25,10 @@ pub async fn task4(opts: &Options) -> Result<Checks> {
     let steps: [(&str, &[(&str, &str)]); 3] = [
         ("ha", &[("ha", "balancer")]),
         ("s1", &[("ha", "balancer"), ("s1", "backend")]),
-        ("s2", &[("ha", "balancer"), ("s1", "backend"), ("s2", "backend")]),
+        (
+            "s2",
+            &[("ha", "balancer"), ("s1", "backend"), ("s2", "backend")],
+        ),
     ];
     for (step, (name, cluster)) in steps.iter().enumerate() {
         let image = if *name == "ha" { "ha" } else { "webapp" };
@@ -42,16 +45,20 @@ pub async fn task4(opts: &Options) -> Result<Checks> {
         );
         let path = logs.join(format!("{}-haproxy.cfg-after-{name}", step + 1));
         checks
-            .check(&format!("after starting {name}: /tmp/haproxy.cfg names {name}"), || async {
-                wait_alive("ha", cluster).await?;
-                let text = poll("the rendered line", Duration::from_secs(60), || async {
-                    let text = docker::exec("ha", &["cat", "/tmp/haproxy.cfg"]).unwrap_or_default();
-                    Ok((text.trim() == expected).then_some(text))
-                })
-                .await?;
-                std::fs::write(&path, &text)?;
-                Ok(text.trim().to_string())
-            })
+            .check(
+                &format!("after starting {name}: /tmp/haproxy.cfg names {name}"),
+                || async {
+                    wait_alive("ha", cluster).await?;
+                    let text = poll("the rendered line", Duration::from_secs(60), || async {
+                        let text =
+                            docker::exec("ha", &["cat", "/tmp/haproxy.cfg"]).unwrap_or_default();
+                        Ok((text.trim() == expected).then_some(text))
+                    })
+                    .await?;
+                    std::fs::write(&path, &text)?;
+                    Ok(text.trim().to_string())
+                },
+            )
             .await;
         if path.exists() {
             checks.deliverable(&path);

@@ -125,11 +125,17 @@ async fn run_sequence(
         };
         let names: Vec<&str> = running.iter().copied().collect();
         checks
-            .check(&format!("[{label}] step {n}, {what}: HAProxy has {names:?} UP"), || async {
-                let servers = wait_servers_up(&lab, &names).await?;
-                let (sent, failed) = load.as_ref().map(Load::snapshot).unwrap_or_default();
-                Ok(format!("{}; load so far {failed}/{sent} failed", servers.join(", ")))
-            })
+            .check(
+                &format!("[{label}] step {n}, {what}: HAProxy has {names:?} UP"),
+                || async {
+                    let servers = wait_servers_up(&lab, &names).await?;
+                    let (sent, failed) = load.as_ref().map(Load::snapshot).unwrap_or_default();
+                    Ok(format!(
+                        "{}; load so far {failed}/{sent} failed",
+                        servers.join(", ")
+                    ))
+                },
+            )
             .await;
         if load.is_none() {
             // From the first backend on, clients expect answers.
