@@ -21,9 +21,13 @@
 //! Serf's internal keyring queries (`_serf_install-key`, `_serf_use-key`,
 //! `_serf_remove-key`, `_serf_list-keys`) are answered like Serf does.
 //!
+//! `force_leave` with `prune` erases the member everywhere (member-reap).
+//! Clocks can be restored from a snapshot (the file itself is the agent's).
+//!
 //! Not implemented: `_serf_conflict` and `_serf_ping` get no answer (and
 //! internal queries are never shown to users); name-conflict resolution;
-//! snapshots and `-rejoin`; Vivaldi coordinates (acks carry no payload).
+//! Vivaldi coordinates (acks carry no payload); the user-event and query
+//! size limits are checked by the agent only for events.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
