@@ -11,11 +11,11 @@
 //!   `AgentHandle`, and client), the `serf`-compatible command line
 //!   (`src/main.rs`), and the event-handler runner.
 
-pub mod model;
 pub mod agent;
 pub mod cli;
 pub mod core;
 pub mod handler;
+pub mod model;
 pub mod rpc;
 pub mod serf;
 pub mod sim;

@@ -207,7 +207,8 @@ pub trait AgentHandle: Send + Sync + 'static {
     async fn force_leave(&self, node: &str, prune: bool) -> anyhow::Result<()>;
     async fn user_event(&self, name: &str, payload: Vec<u8>, coalesce: bool) -> anyhow::Result<()>;
     /// Set and delete tags, then gossip the new meta.
-    async fn set_tags(&self, set: Vec<(String, String)>, delete: Vec<String>) -> anyhow::Result<()>;
+    async fn set_tags(&self, set: Vec<(String, String)>, delete: Vec<String>)
+        -> anyhow::Result<()>;
     /// Send a query; replies arrive on the channel, ending with `Done`.
     async fn query(
         &self,
