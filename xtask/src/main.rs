@@ -141,5 +141,6 @@ fn test(extra: &[String]) -> Result<()> {
         args.push("--".into());
         args.extend(extra.iter().cloned());
     }
-    cargo(&["test", "--workspace"], &args)
+    // Run every test binary even when one fails, so one CI run shows all.
+    cargo(&["test", "--workspace", "--no-fail-fast"], &args)
 }
