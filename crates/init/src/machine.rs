@@ -175,6 +175,9 @@ pub enum Event {
     Control { svc: usize, cmd: SvcCommand },
     /// The deadline from [`Machine::next_deadline`] passed.
     Tick,
+    /// No process but init is left in the container (the caller checks with
+    /// `kill(-1, 0)` while [`Machine::sweeping`] is true).
+    Alone,
 }
 
 /// What `S6_BEHAVIOUR_IF_STAGE2_FAILS` says to do when a cont-init script
@@ -331,6 +334,12 @@ enum Phase {
     Stopping {
         deadline: Duration,
     },
+    /// PID 1 only: every supervised process is gone; the rest of the
+    /// container (daemons that left their group, orphans) got SIGTERM and
+    /// has until the same deadline to go, as s6-overlay's stage 3 does.
+    Sweeping {
+        deadline: Duration,
+    },
     Killing {
         deadline: Duration,
     },
@@ -432,6 +441,7 @@ impl Machine {
         };
         match &self.phase {
             Phase::Stopping { deadline }
+            | Phase::Sweeping { deadline }
             | Phase::Killing { deadline }
             | Phase::ContFinish { deadline, .. } => consider(*deadline),
             _ => {}
@@ -469,6 +479,11 @@ impl Machine {
             Event::Signal(sig) => self.on_signal(now, sig, &mut out),
             Event::Control { svc, cmd } => self.on_control(now, svc, cmd, &mut out),
             Event::Tick => self.on_tick(now, &mut out),
+            Event::Alone => {
+                if self.sweeping() {
+                    self.next_cont_finish(now, 0, &mut out);
+                }
+            }
         }
         out
     }
@@ -858,7 +873,7 @@ impl Machine {
     fn on_signal(&mut self, now: Duration, sig: Signal, out: &mut Vec<Action>) {
         match sig {
             Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => {
-                if matches!(self.phase, Phase::Stopping { .. }) {
+                if matches!(self.phase, Phase::Stopping { .. } | Phase::Sweeping { .. }) {
                     // Asked twice (Ctrl-C again): do not wait for the grace time.
                     out.push(Action::Log(format!(
                         "second SIG{} during shutdown",
@@ -1007,7 +1022,9 @@ impl Machine {
             }
         }
         match self.phase {
-            Phase::Stopping { deadline } if deadline <= now => self.enter_killing(now, out),
+            Phase::Stopping { deadline } | Phase::Sweeping { deadline } if deadline <= now => {
+                self.enter_killing(now, out)
+            }
             Phase::Killing { deadline } if deadline <= now => {
                 out.push(Action::Log(
                     "some processes survived SIGKILL (uninterruptible?); going on".to_string(),
@@ -1057,14 +1074,10 @@ impl Machine {
         if let Some(Some(pid)) = self.main {
             self.term_cont_group(pid, out);
         }
-        if self.settings.broadcast {
-            for signal in [Signal::SIGTERM, Signal::SIGCONT] {
-                out.push(Action::Signal {
-                    target: Target::All,
-                    signal,
-                });
-            }
-        }
+        // Only the supervised groups now: a process that is signalled twice
+        // may take the second TERM as "hurry" (serf and our agent skip their
+        // graceful leave then). The rest of the container gets its TERM once
+        // these are gone (the sweep in `check_stopped`).
         self.check_stopped(now, out);
     }
 
@@ -1087,11 +1100,29 @@ impl Machine {
     }
 
     fn check_stopped(&mut self, now: Duration, out: &mut Vec<Action>) {
-        if matches!(self.phase, Phase::Stopping { .. } | Phase::Killing { .. })
-            && self.live_pids().is_empty()
-        {
-            self.next_cont_finish(now, 0, out);
+        if !self.live_pids().is_empty() {
+            return;
         }
+        match self.phase {
+            Phase::Stopping { deadline } if self.settings.broadcast => {
+                for signal in [Signal::SIGTERM, Signal::SIGCONT] {
+                    out.push(Action::Signal {
+                        target: Target::All,
+                        signal,
+                    });
+                }
+                self.phase = Phase::Sweeping { deadline };
+            }
+            Phase::Stopping { .. } | Phase::Killing { .. } => self.next_cont_finish(now, 0, out),
+            _ => {}
+        }
+    }
+
+    /// True while init waits for the unsupervised rest of the container to
+    /// exit: the caller then sends [`Event::Alone`] once `kill(-1, 0)` finds
+    /// nobody.
+    pub fn sweeping(&self) -> bool {
+        matches!(self.phase, Phase::Sweeping { .. })
     }
 
     fn enter_killing(&mut self, now: Duration, out: &mut Vec<Action>) {
@@ -1640,7 +1671,11 @@ mod tests {
         let pid = s.pid_of(Proc::Run(0));
         s.now = ms(50);
         s.send(Event::Signal(Signal::SIGTERM));
-        assert!(s.signals().contains(&(Target::All, Signal::SIGTERM)));
+        assert!(s.signals().contains(&(Target::Group(pid), Signal::SIGTERM)));
+        assert!(
+            !s.signals().contains(&(Target::All, Signal::SIGTERM)),
+            "the sweep waits for the services"
+        );
         assert_eq!(s.m.next_deadline(), Some(ms(3050)));
         s.clear();
         s.advance_to(ms(3050));
@@ -1653,6 +1688,63 @@ mod tests {
         assert_eq!(s.exit, None);
         s.exited(Proc::Run(0), ExitStatus::Signal(9));
         assert_eq!(s.count_spawns(Proc::Finish(0)), 0, "no finish once killing");
+        assert_eq!(s.exit, Some(0));
+    }
+
+    #[test]
+    fn services_get_one_term_and_the_rest_is_swept_after_them() {
+        let settings = Settings {
+            broadcast: true,
+            ..Settings::default()
+        };
+        let mut s = Sim::new(plan(vec![svc("agent", true)], false), settings);
+        let pid = s.pid_of(Proc::Run(0));
+        s.now = ms(10);
+        s.send(Event::Signal(Signal::SIGTERM));
+        let term = |s: &Sim, t: Target| {
+            s.signals()
+                .iter()
+                .filter(|&&x| x == (t, Signal::SIGTERM))
+                .count()
+        };
+        // A second TERM would make serf skip its graceful leave.
+        assert_eq!(term(&s, Target::Group(pid)), 1);
+        assert_eq!(term(&s, Target::All), 0);
+        s.now = ms(900);
+        s.exited(Proc::Run(0), ExitStatus::Code(0));
+        s.fail_spawn(Proc::Finish(0), true);
+        assert_eq!(term(&s, Target::All), 1, "strays get their TERM now");
+        assert!(s.m.sweeping());
+        assert_eq!(s.exit, None, "waiting for the strays");
+        assert_eq!(s.m.next_deadline(), Some(ms(3010)));
+        s.send(Event::Alone);
+        assert_eq!(s.exit, Some(0));
+    }
+
+    #[test]
+    fn strays_that_outlive_the_grace_time_are_killed() {
+        let settings = Settings {
+            broadcast: true,
+            ..Settings::default()
+        };
+        let mut s = Sim::new(plan(vec![svc("web", true)], false), settings);
+        s.send(Event::Signal(Signal::SIGTERM));
+        s.exited(Proc::Run(0), ExitStatus::Signal(15));
+        s.fail_spawn(Proc::Finish(0), true);
+        assert!(s.m.sweeping());
+        s.clear();
+        s.advance_to(ms(3000));
+        assert!(s.signals().contains(&(Target::All, Signal::SIGKILL)));
+        assert_eq!(s.exit, Some(0));
+    }
+
+    #[test]
+    fn without_broadcast_there_is_no_sweep() {
+        let mut s = Sim::new(plan(vec![svc("web", true)], false), Settings::default());
+        s.send(Event::Signal(Signal::SIGTERM));
+        s.exited(Proc::Run(0), ExitStatus::Code(0));
+        s.fail_spawn(Proc::Finish(0), true);
+        assert!(!s.m.sweeping());
         assert_eq!(s.exit, Some(0));
     }
 

@@ -227,10 +227,27 @@ impl Runtime {
                     return code;
                 }
             }
+            if self.machine.sweeping() {
+                let mut events = Vec::new();
+                self.reap(&mut events);
+                for ev in events {
+                    queue.extend(self.machine.handle(self.now(), ev));
+                }
+                if queue.is_empty() && self.machine.sweeping() && self.nobody_else() {
+                    queue.extend(self.machine.handle(self.now(), Event::Alone));
+                }
+                if !queue.is_empty() {
+                    continue;
+                }
+            }
             let timeout = match self.machine.next_deadline() {
                 None => PollTimeout::NONE,
                 Some(d) => {
-                    let ms = d.saturating_sub(self.now()).as_millis() + 1;
+                    let mut ms = d.saturating_sub(self.now()).as_millis() + 1;
+                    if self.machine.sweeping() {
+                        // The last stray may not be our child: look again soon.
+                        ms = ms.min(100);
+                    }
                     PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
                 }
             };
@@ -294,6 +311,12 @@ impl Runtime {
                 queue.extend(self.machine.handle(self.now(), ev));
             }
         }
+    }
+
+    /// True when init is PID 1 and no other process is left in its PID
+    /// namespace: `kill(-1, 0)` signals nobody (zombies are reaped first).
+    fn nobody_else(&self) -> bool {
+        self.pid1 && kill(NixPid::from_raw(-1), None) == Err(Errno::ESRCH)
     }
 
     fn reap(&mut self, events: &mut Vec<Event>) {

@@ -38,6 +38,54 @@ both_modes!(
     output_can_be_prefixed_with_service_name,
 );
 
+#[test]
+fn pid1_terms_each_service_once_then_sweeps_the_rest() {
+    let root = Root::new("sweep");
+    // Like an agent's graceful leave: count every TERM, keep running a
+    // while after the first one, as a second TERM would cut that short.
+    root.service(
+        "agent",
+        "trap 'echo TERM >> terms; leaving=1' TERM\n\
+         touch ready\n\
+         n=0\n\
+         while [ $n -lt 10 ]; do sleep 0.05; [ -n \"$leaving\" ] && n=$((n+1)); done\n\
+         touch left\n\
+         exit 0",
+    );
+    // A daemon that left its service's process group (setsid): only the
+    // sweep reaches it.
+    root.service(
+        "spawner",
+        "setsid sh -c 'trap \"ls ../agent > swept; exit 0\" TERM; \
+         touch daemon-ready; while :; do sleep 0.05; done' &\n\
+         exec sleep 1000",
+    );
+    let mut init = Init::start(&root, Mode::PidNs, &[], &[("S6_KILL_GRACETIME", "600000")]);
+    wait_for("the agent and the daemon ready", || {
+        (root.path("etc/services.d/agent/ready").exists()
+            && root.path("etc/services.d/spawner/daemon-ready").exists())
+        .then_some(())
+    });
+    init.signal(SIGTERM);
+    // With a ten-minute grace time, exiting at all proves init noticed
+    // that the swept daemon was gone.
+    assert_eq!(init.wait(), 0, "{}", init.stderr());
+    let terms = std::fs::read_to_string(root.path("etc/services.d/agent/terms")).unwrap();
+    assert_eq!(terms, "TERM\n", "the agent must get exactly one SIGTERM");
+    let swept =
+        std::fs::read_to_string(root.path("etc/services.d/spawner/swept")).unwrap_or_else(|e| {
+            panic!(
+                "the daemon outside every service group got no SIGTERM ({e})\n{}",
+                init.stderr()
+            )
+        });
+    assert!(
+        swept.lines().any(|f| f == "left"),
+        "the sweep must come after the services are gone, not with their TERM"
+    );
+    assert!(!init.stderr().contains("SIGKILL"), "{}", init.stderr());
+}
+
 const FAST: &[(&str, &str)] = &[
     ("INIT_RESTART_DELAY_MS", "50"),
     ("S6_KILL_GRACETIME", "5000"),

@@ -59,10 +59,12 @@ pub async fn wait_status(container: &str, name: &str, status: &str) -> Result<St
         Duration::from_secs(60),
         || async {
             let seen = members(container)?;
-            Ok(seen
-                .get(name)
-                .is_some_and(|(s, _)| s == status)
-                .then(|| describe(&seen)))
+            if seen.get(name).is_some_and(|(s, _)| s == status) {
+                Ok(Some(describe(&seen)))
+            } else {
+                // The error is the last state seen, shown if time runs out.
+                anyhow::bail!("it sees {}", describe(&seen))
+            }
         },
     )
     .await
