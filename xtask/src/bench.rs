@@ -2,17 +2,17 @@
 //! this machine, printed as one table (metric, ours, peer, ratio, goal) and
 //! written as Markdown and JSON under `target/bench/`.
 //!
-//! Rows so far: the web app against an Express app equivalent to the lab's
-//! (express + express-session from npm), under wrk on loopback.
+//! Each group of rows lives in its own module under `bench/` and is listed
+//! in [`BENCHES`].
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use crate::{prereq, project};
+use crate::project;
 
 /// One line of the table.
 #[derive(Debug, Clone, Serialize)]
@@ -28,30 +28,45 @@ pub struct Row {
     pub passed: bool,
 }
 
-/// Benchmarks by name, for `cargo xtask bench NAME`.
-pub const BENCHES: &[&str] = &["webapp"];
+mod webapp;
+
+/// A group of rows, run by `cargo xtask bench` or `cargo xtask bench NAME`.
+pub struct Bench {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub run: fn() -> Result<Vec<Row>>,
+}
+
+/// Every benchmark, in the order of the table.
+pub const BENCHES: &[Bench] = &[Bench {
+    name: "webapp",
+    about: "web app vs Express + express-session: req/s, lost session updates, RSS",
+    run: webapp::rows,
+}];
 
 pub fn run(only: Option<&str>) -> Result<Vec<Row>> {
     if let Some(name) = only {
-        if !BENCHES.contains(&name) {
-            bail!("unknown benchmark {name:?}: known ones are {BENCHES:?}");
+        if !BENCHES.iter().any(|b| b.name == name) {
+            let known: Vec<&str> = BENCHES.iter().map(|b| b.name).collect();
+            bail!("unknown benchmark {name:?}: known ones are {known:?}");
         }
     }
     let mut rows = Vec::new();
-    if only.is_none_or(|n| n == "webapp") {
-        rows.extend(webapp()?);
+    for b in BENCHES.iter().filter(|b| only.is_none_or(|n| n == b.name)) {
+        eprintln!("bench {}: {}", b.name, b.about);
+        rows.extend((b.run)().with_context(|| format!("benchmark {}", b.name))?);
     }
     write_outputs(&rows)?;
     print_table(&rows);
     Ok(rows)
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A child process killed when dropped.
-struct Guard(Child);
+pub(crate) struct Guard(pub Child);
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -59,7 +74,7 @@ impl Drop for Guard {
     }
 }
 
-fn wait_http(port: u16) -> Result<()> {
+pub(crate) fn wait_http(port: u16) -> Result<()> {
     let end = Instant::now() + Duration::from_secs(30);
     while Instant::now() < end {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -70,7 +85,7 @@ fn wait_http(port: u16) -> Result<()> {
     bail!("nothing listens on 127.0.0.1:{port} after 30 s")
 }
 
-fn rss_kib(pid: u32) -> Result<f64> {
+pub(crate) fn rss_kib(pid: u32) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
@@ -79,224 +94,7 @@ fn rss_kib(pid: u32) -> Result<f64> {
         .context("no VmRSS")
 }
 
-struct Wrk {
-    requests: u64,
-    per_sec: f64,
-    errors: u64,
-}
-
-/// A bounded wrk run against 127.0.0.1:port.
-fn wrk(port: u16, seconds: u32, cookie: Option<&str>) -> Result<Wrk> {
-    let mut cmd = Command::new("wrk");
-    cmd.args(["-t2", "-c32", &format!("-d{seconds}s"), "--timeout", "5s"]);
-    if let Some(c) = cookie {
-        cmd.args(["-H", &format!("Cookie: {c}")]);
-    }
-    let out = cmd
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .output()
-        .context("running wrk")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let requests = text
-        .lines()
-        .find(|l| l.contains("requests in"))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .with_context(|| format!("wrk printed no request count: {text}"))?;
-    let per_sec = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .context("wrk printed no Requests/sec")?;
-    let errors = text
-        .lines()
-        .filter(|l| l.contains("Socket errors") || l.contains("Non-2xx"))
-        .flat_map(|l| {
-            l.split(|c: char| !c.is_ascii_digit())
-                .filter_map(|n| n.parse::<u64>().ok())
-        })
-        .sum();
-    Ok(Wrk {
-        requests,
-        per_sec,
-        errors,
-    })
-}
-
-/// One GET with an optional cookie: (set-cookie pair, sessionViews).
-fn get_views(port: u16, cookie: Option<&str>) -> Result<(Option<String>, u64)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let client = reqwest::Client::builder().no_proxy().build()?;
-        let mut req = client.get(format!("http://127.0.0.1:{port}/"));
-        if let Some(c) = cookie {
-            req = req.header("cookie", c);
-        }
-        let resp = req.send().await?;
-        let set = resp
-            .headers()
-            .get("set-cookie")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(str::to_owned);
-        let body: serde_json::Value = resp.json().await?;
-        let views = body["sessionViews"].as_u64().context("no sessionViews")?;
-        Ok((set, views))
-    })
-}
-
-/// Install express + express-session into target/bench/express and write
-/// an app with the lab's behaviour (our own few lines, not the lab's file).
-fn express_app() -> Result<PathBuf> {
-    prereq::ensure_tool("node", "nodejs")?;
-    prereq::ensure_tool("npm", "npm")?;
-    let dir = project::target_dir().join("bench").join("express");
-    std::fs::create_dir_all(&dir)?;
-    if !dir.join("node_modules/express-session").exists() {
-        std::fs::write(
-            dir.join("package.json"),
-            r#"{"name":"lab-express-peer","private":true}"#,
-        )?;
-        let status = Command::new("npm")
-            .args([
-                "install",
-                "--no-audit",
-                "--no-fund",
-                "--silent",
-                "express@4",
-                "express-session@1",
-            ])
-            .current_dir(&dir)
-            .status()
-            .context("running npm install")?;
-        if !status.success() {
-            bail!(
-                "npm install express express-session failed in {}",
-                dir.display()
-            );
-        }
-    }
-    std::fs::write(dir.join("app.js"), EXPRESS_APP)?;
-    Ok(dir)
-}
-
-const EXPRESS_APP: &str = r#"// The lab's web app behaviour with express + express-session (MemoryStore).
-const express = require('express');
-const session = require('express-session');
-const app = express();
-app.use(session({ name: 'NODESESSID', secret: 'bench', resave: false, saveUninitialized: true }));
-app.get('/', (req, res) => {
-  req.session.views = (req.session.views || 0) + 1;
-  res.set('x-backend-ip', process.env.SERVER_IP || '127.0.0.1');
-  res.json({ hello: 'world!', ip: process.env.SERVER_IP, host: process.env.SERVER_NAME,
-             tag: process.env.SERVER_TAG, sessionViews: req.session.views, id: req.sessionID });
-});
-app.listen(process.env.PORT || 3000);
-"#;
-
-struct Measured {
-    rps: f64,
-    errors: u64,
-    rss_mib: f64,
-    /// requests counted by wrk on one shared cookie, and the count the app reported
-    shared_sent: u64,
-    shared_counted: u64,
-}
-
-fn measure(mut cmd: Command, port: u16) -> Result<Measured> {
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the app under test")?;
-    let guard = Guard(child);
-    wait_http(port)?;
-    // Warm up, then the measured run with a new session per request.
-    wrk(port, 2, None)?;
-    let fresh = wrk(port, 10, None)?;
-    let rss_mib = rss_kib(guard.0.id())? / 1024.0;
-    // One session shared by 32 connections: does the count stay exact?
-    let (cookie, first) = get_views(port, None)?;
-    let cookie = cookie.context("no session cookie on the first visit")?;
-    let shared = wrk(port, 5, Some(&cookie))?;
-    let (_, last) = get_views(port, Some(&cookie))?;
-    Ok(Measured {
-        rps: fresh.per_sec,
-        errors: fresh.errors + shared.errors,
-        rss_mib,
-        shared_sent: shared.requests,
-        // views before the last visit, minus the first visit
-        shared_counted: last.saturating_sub(first + 1),
-    })
-}
-
-fn webapp() -> Result<Vec<Row>> {
-    prereq::ensure_tool("wrk", "wrk")?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(project::root())
-        .args(["build", "--release", "--quiet", "-p", "webapp"])
-        .status()?;
-    if !status.success() {
-        bail!("cargo build --release -p webapp failed");
-    }
-    let ours_bin = project::target_dir().join("release/webapp");
-    let port = free_port()?;
-    let mut ours_cmd = Command::new(&ours_bin);
-    ours_cmd
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .env("SERVER_IP", "127.0.0.1")
-        .env("SERVER_NAME", "bench")
-        .env("RUST_LOG", "warn");
-    eprintln!("bench: our web app (wrk -t2 -c32, 10 s fresh sessions, 5 s one shared session)");
-    let ours = measure(ours_cmd, port)?;
-
-    let dir = express_app()?;
-    let port = free_port()?;
-    let mut peer_cmd = Command::new("node");
-    peer_cmd
-        .arg(dir.join("app.js"))
-        .current_dir(&dir)
-        .env("PORT", port.to_string())
-        .env("NODE_ENV", "production")
-        .env("SERVER_IP", "127.0.0.1");
-    eprintln!("bench: Express + express-session, same load");
-    let peer = measure(peer_cmd, port)?;
-
-    let lost = |m: &Measured| m.shared_sent.saturating_sub(m.shared_counted) as f64;
-    Ok(vec![
-        row(
-            "web app requests/s, new session per request",
-            "req/s",
-            ours.rps,
-            peer.rps,
-            "express",
-            ">= 15x express",
-            ours.rps >= 15.0 * peer.rps && ours.errors == 0,
-        ),
-        row(
-            "web app lost session updates, 32 conns on one cookie",
-            "requests",
-            lost(&ours),
-            lost(&peer),
-            "express",
-            "0 lost",
-            lost(&ours) == 0.0,
-        ),
-        row(
-            "web app RSS after the fresh-session run",
-            "MiB",
-            ours.rss_mib,
-            peer.rss_mib,
-            "express",
-            "below express (bounded store)",
-            ours.rss_mib < peer.rss_mib,
-        ),
-    ])
-}
-
-fn row(
+pub(crate) fn row(
     metric: &str,
     unit: &str,
     ours: f64,
