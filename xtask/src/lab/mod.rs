@@ -90,12 +90,17 @@ pub struct Lab {
     published: BTreeMap<u16, SocketAddr>,
     pub http: reqwest::Client,
     _one_lab: tokio::sync::MutexGuard<'static, ()>,
+    /// `target/lab.lock`, locked: one lab per machine, also across
+    /// processes (a `cargo xtask task N` next to the test suite or a bench
+    /// would otherwise remove the other's containers).
+    _machine_lock: std::fs::File,
 }
 
 impl Lab {
     /// Remove leftovers of earlier runs and make sure `heig` exists.
     pub async fn new() -> Result<Lab> {
         let guard = ONE_LAB.lock().await;
+        let machine_lock = tokio::task::spawn_blocking(lock_machine).await??;
         tokio::task::spawn_blocking(crate::prereq::ensure_docker).await??;
         remove_leftovers()?;
         docker::ensure_network(&docker::HEIG)?;
@@ -110,6 +115,7 @@ impl Lab {
             published: BTreeMap::new(),
             http,
             _one_lab: guard,
+            _machine_lock: machine_lock,
         })
     }
 
@@ -285,6 +291,27 @@ where
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Wait for, then take, the machine-wide lab lock (released on drop).
+fn lock_machine() -> Result<std::fs::File> {
+    let path = crate::project::target_dir().join("lab.lock");
+    std::fs::create_dir_all(crate::project::target_dir())?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    if file.try_lock().is_err() {
+        eprintln!(
+            "xtask: another lab is running on this machine; waiting for it ({})",
+            path.display()
+        );
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+    }
+    Ok(file)
 }
 
 fn remove_leftovers() -> Result<()> {
