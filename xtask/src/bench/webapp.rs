@@ -84,7 +84,7 @@ fn express_app() -> Result<PathBuf> {
     prereq::ensure_tool("npm", "npm")?;
     let dir = project::target_dir().join("bench").join("express");
     std::fs::create_dir_all(&dir)?;
-    if !dir.join("node_modules/express-session").exists() {
+    if !dir.join("node_modules/method-override").exists() {
         std::fs::write(
             dir.join("package.json"),
             r#"{"name":"lab-express-peer","private":true}"#,
@@ -97,6 +97,11 @@ fn express_app() -> Result<PathBuf> {
                 "--silent",
                 "express@4",
                 "express-session@1",
+                "morgan@1",
+                "body-parser@1",
+                "cookie-parser@1",
+                "compression@1",
+                "method-override@3",
             ])
             .current_dir(&dir)
             .status()
@@ -108,20 +113,39 @@ fn express_app() -> Result<PathBuf> {
             );
         }
     }
+    std::fs::create_dir_all(dir.join("public/css"))?;
+    std::fs::write(dir.join("public/css/style.css"), "body { padding: 50px; }\n")?;
     std::fs::write(dir.join("app.js"), EXPRESS_APP)?;
     Ok(dir)
 }
 
-const EXPRESS_APP: &str = r#"// The lab's web app behaviour with express + express-session (MemoryStore).
+const EXPRESS_APP: &str = r#"// A peer equivalent to the lab's web app: the same middleware on every
+// request (dev access log, JSON and form body parsers, cookie parser,
+// compression, static files, method override, express-session with its
+// MemoryStore) and the same GET / handler. Written for this benchmark.
 const express = require('express');
 const session = require('express-session');
+const morgan = require('morgan');
+const bodyParser = require('body-parser');
+const cookieParser = require('cookie-parser');
+const compression = require('compression');
+const methodOverride = require('method-override');
+const path = require('path');
 const app = express();
-app.use(session({ name: 'NODESESSID', secret: 'bench', resave: false, saveUninitialized: true }));
+app.use(morgan('dev'));
+app.use(bodyParser.json());
+app.use(bodyParser.urlencoded({ extended: true }));
+app.use(cookieParser());
+app.use(compression());
+app.use(express.static(path.join(__dirname, 'public')));
+app.use(methodOverride());
+app.use('/', session({ name: 'NODESESSID', secret: 'bench', resave: false, saveUninitialized: true }));
 app.get('/', (req, res) => {
-  req.session.views = (req.session.views || 0) + 1;
-  res.set('x-backend-ip', process.env.SERVER_IP || '127.0.0.1');
-  res.json({ hello: 'world!', ip: process.env.SERVER_IP, host: process.env.SERVER_NAME,
-             tag: process.env.SERVER_TAG, sessionViews: req.session.views, id: req.sessionID });
+  if (req.session.views === undefined) { req.session.views = 0; }
+  req.session.views += 1;
+  res.status(200).header('x-backend-ip', process.env.SERVER_IP).json({
+    hello: 'world!', ip: process.env.SERVER_IP, host: process.env.SERVER_NAME,
+    tag: process.env.SERVER_TAG, sessionViews: req.session.views, id: req.sessionID });
 });
 app.listen(process.env.PORT || 3000);
 "#;
@@ -179,7 +203,8 @@ pub(super) fn rows() -> Result<Vec<Row>> {
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .env("SERVER_IP", "127.0.0.1")
         .env("SERVER_NAME", "bench")
-        .env("RUST_LOG", "warn");
+        // Its access log on, as the peer's morgan: both write to /dev/null.
+        .env_remove("RUST_LOG");
     eprintln!("bench: our web app (wrk -t2 -c32, 10 s fresh sessions, 5 s one shared session)");
     let ours = measure(ours_cmd, port)?;
 
