@@ -28,6 +28,7 @@ pub struct Row {
     pub passed: bool,
 }
 
+mod scaling;
 mod webapp;
 
 /// A group of rows, run by `cargo xtask bench` or `cargo xtask bench NAME`.
@@ -38,11 +39,18 @@ pub struct Bench {
 }
 
 /// Every benchmark, in the order of the table.
-pub const BENCHES: &[Bench] = &[Bench {
-    name: "webapp",
-    about: "web app vs Express + express-session: req/s, lost session updates, RSS",
-    run: webapp::rows,
-}];
+pub const BENCHES: &[Bench] = &[
+    Bench {
+        name: "webapp",
+        about: "web app vs Express + express-session: req/s, lost session updates, RSS",
+        run: webapp::rows,
+    },
+    Bench {
+        name: "scaling",
+        about: "HAProxy following web apps: our reconciler vs the lab's handler + -sf restart",
+        run: scaling::rows,
+    },
+];
 
 pub fn run(only: Option<&str>) -> Result<Vec<Row>> {
     if let Some(name) = only {

@@ -2,6 +2,7 @@
 //! sending one request every few milliseconds, every request one attempt
 //! (no retry), until told to stop or a hard cap on time or count is hit.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +22,16 @@ pub struct Load {
     sent: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
     samples: Arc<Mutex<Vec<String>>>,
+    seen: Seen,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Per `x-backend-ip`: when it first answered (since it was last forgotten)
+/// and when it last answered.
+type Seen = Arc<Mutex<HashMap<String, (Instant, Instant)>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 const CLIENTS: usize = 4;
@@ -36,11 +46,17 @@ impl Load {
         let sent = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let samples = Arc::new(Mutex::new(Vec::new()));
+        let seen: Seen = Arc::default();
         let deadline = Instant::now() + MAX_DURATION;
         let tasks = (0..CLIENTS)
             .map(|_| {
-                let (stop, sent, failed, samples) =
-                    (stop.clone(), sent.clone(), failed.clone(), samples.clone());
+                let (stop, sent, failed, samples, seen) = (
+                    stop.clone(),
+                    sent.clone(),
+                    failed.clone(),
+                    samples.clone(),
+                    seen.clone(),
+                );
                 tokio::spawn(async move {
                     let client = reqwest::Client::builder()
                         .no_proxy()
@@ -57,14 +73,24 @@ impl Load {
                         sent.fetch_add(1, Ordering::Relaxed);
                         let outcome = match client.get(&url).send().await {
                             Ok(r) if r.status().is_success() => {
-                                r.bytes().await.map(|_| ()).map_err(|e| e.to_string())
+                                let backend = r
+                                    .headers()
+                                    .get("x-backend-ip")
+                                    .and_then(|v| v.to_str().ok())
+                                    .map(str::to_owned);
+                                let body = r.bytes().await.map(|_| ()).map_err(|e| e.to_string());
+                                if let (Ok(()), Some(ip)) = (&body, backend) {
+                                    let now = Instant::now();
+                                    lock(&seen).entry(ip).or_insert((now, now)).1 = now;
+                                }
+                                body
                             }
                             Ok(r) => Err(format!("HTTP {}", r.status())),
                             Err(e) => Err(format!("{e:#}")),
                         };
                         if let Err(e) = outcome {
                             failed.fetch_add(1, Ordering::Relaxed);
-                            let mut s = samples.lock().unwrap_or_else(|p| p.into_inner());
+                            let mut s = lock(&samples);
                             if s.len() < 5 {
                                 s.push(e);
                             }
@@ -78,8 +104,20 @@ impl Load {
             sent,
             failed,
             samples,
+            seen,
             tasks,
         }
+    }
+
+    /// When `ip` first and last answered since it was last forgotten.
+    pub fn seen(&self, ip: &str) -> Option<(Instant, Instant)> {
+        lock(&self.seen).get(ip).copied()
+    }
+
+    /// Forget what `ip` answered (Docker hands a freed address to the next
+    /// container).
+    pub fn forget(&self, ip: &str) {
+        lock(&self.seen).remove(ip);
     }
 
     /// Counts so far.

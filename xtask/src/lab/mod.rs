@@ -9,7 +9,7 @@
 //! which is how a run finds and removes leftovers of an earlier one.
 
 mod baseline;
-mod load;
+pub mod load;
 mod membership;
 mod task0;
 mod task1;

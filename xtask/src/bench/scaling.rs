@@ -1,0 +1,210 @@
+//! HAProxy following the web apps: our reconciler (the task-6 default)
+//! against the lab's mechanism (`HA_RELOAD=lab`: a handler per event
+//! renders the config, `s6-svc -h` restarts HAProxy with `-sf`), on the same
+//! machine in the same run, each under the same steady client load.
+//!
+//! Per mechanism: ha and two web apps, then 20 scale events (start s3..s7,
+//! stop them again, twice), each followed by HAProxy converging to the
+//! running set, then three `docker kill`s. Measured:
+//! - join → served: `docker run` of a web app until the load's first answer
+//!   carrying its `x-backend-ip`;
+//! - graceful stop → out of rotation: `docker stop` until the stats no longer
+//!   list it UP (absent, MAINT, DRAIN or DOWN);
+//! - kill -9 → out of rotation: the same after `docker kill`;
+//! - failed requests during the 20 scale events (one attempt per request).
+
+use anyhow::{Context, Result};
+use std::time::{Duration, Instant};
+
+use super::{row, Row};
+use crate::docker;
+use crate::images;
+use crate::lab::load::Load;
+use crate::lab::{poll, Lab, Options, Spec};
+
+const STAGE: u8 = 6;
+const EXTRA: [&str; 5] = ["s3", "s4", "s5", "s6", "s7"];
+const ROUNDS: usize = 2;
+const KILLS: usize = 3;
+
+#[derive(Debug, Default)]
+struct Measured {
+    join_served: Vec<f64>,
+    stop_out: Vec<f64>,
+    kill_out: Vec<f64>,
+    scale_sent: u64,
+    scale_failed: u64,
+    kill_failed: u64,
+}
+
+pub(super) fn rows() -> Result<Vec<Row>> {
+    images::ensure_images(STAGE)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let ours = rt.block_on(measure("reconciler"))?;
+    let lab = rt.block_on(measure("lab"))?;
+    let med = |v: &[f64]| median(v);
+    let peer = "lab's handler + -sf restart";
+    Ok(vec![
+        row(
+            "failed requests during 20 scale events (steady load through ha)",
+            "requests",
+            ours.scale_failed as f64,
+            lab.scale_failed as f64,
+            peer,
+            &format!("0 for ours (of {} sent)", ours.scale_sent),
+            ours.scale_failed == 0,
+        ),
+        row(
+            "join -> first request served by the new web app, median of 10",
+            "s",
+            med(&ours.join_served),
+            med(&lab.join_served),
+            peer,
+            "< 1.5 s and no slower than the lab's",
+            med(&ours.join_served) < 1.5 && med(&ours.join_served) <= med(&lab.join_served),
+        ),
+        row(
+            "graceful stop -> out of rotation, median of 10",
+            "s",
+            med(&ours.stop_out),
+            med(&lab.stop_out),
+            peer,
+            "no slower than the lab's",
+            med(&ours.stop_out) <= med(&lab.stop_out),
+        ),
+        row(
+            "kill -9 -> out of rotation, median of 3",
+            "s",
+            med(&ours.kill_out),
+            med(&lab.kill_out),
+            peer,
+            "no slower than the lab's",
+            med(&ours.kill_out) <= med(&lab.kill_out),
+        ),
+        row(
+            "failed requests around 3 docker kills (absorbed by retries?)",
+            "requests",
+            ours.kill_failed as f64,
+            lab.kill_failed as f64,
+            peer,
+            "no more than the lab's",
+            ours.kill_failed <= lab.kill_failed,
+        ),
+    ])
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn webapp(name: &str) -> Spec<'_> {
+    Spec {
+        image: "webapp",
+        stage: STAGE,
+        name,
+        ..Default::default()
+    }
+}
+
+/// Poll the stats until `name` is (`up`) or is not (`!up`) listed UP in
+/// the `nodes` backend; HAProxy restarting (lab mode) reads as "not yet".
+async fn wait_rotation(lab: &Lab, name: &str, up: bool) -> Result<Instant> {
+    poll(
+        &format!("{name} {} rotation", if up { "in" } else { "out of" }),
+        Duration::from_secs(60),
+        || async {
+            let rows = match lab.haproxy_stats().await {
+                Ok(r) => r,
+                Err(_) => return Ok(None),
+            };
+            let is_up = rows
+                .iter()
+                .any(|(px, sv, st)| px == "nodes" && sv == name && st.starts_with("UP"));
+            Ok((is_up == up).then(Instant::now))
+        },
+    )
+    .await
+}
+
+async fn measure(mode: &str) -> Result<Measured> {
+    eprintln!("bench scaling: HA_RELOAD={mode}");
+    let mut lab = Lab::new().await?;
+    let result = scenario(&mut lab, mode).await;
+    lab.teardown(&Options::default()).await?;
+    result
+}
+
+async fn scenario(lab: &mut Lab, mode: &str) -> Result<Measured> {
+    let mut m = Measured::default();
+    lab.start(Spec {
+        image: "ha",
+        stage: STAGE,
+        name: "ha",
+        env: vec![("HA_RELOAD", mode.to_string())],
+        ..Default::default()
+    })
+    .await?;
+    for name in ["s1", "s2"] {
+        lab.start(webapp(name)).await?;
+        wait_rotation(lab, name, true).await?;
+    }
+    let load = Load::start(lab.ha(80)?);
+    let before = load.snapshot();
+    for round in 0..ROUNDS {
+        for name in EXTRA {
+            let t0 = Instant::now();
+            let ip = lab.start(webapp(name)).await?.to_string();
+            load.forget(&ip);
+            let first = poll(
+                &format!("a first answer from {name} ({ip})"),
+                Duration::from_secs(60),
+                || async { Ok(load.seen(&ip).map(|(first, _)| first)) },
+            )
+            .await?;
+            let secs = first.duration_since(t0).as_secs_f64();
+            eprintln!("   [{mode}] round {round}: {name} joined, served after {secs:.2} s");
+            m.join_served.push(secs);
+            wait_rotation(lab, name, true).await?;
+        }
+        for name in EXTRA {
+            let t0 = Instant::now();
+            let stopping = tokio::task::spawn_blocking({
+                let name = name.to_string();
+                move || docker::run(["stop", &name])
+            });
+            let out = wait_rotation(lab, name, false).await?;
+            stopping.await??;
+            lab.stop(name).await?; // already stopped: removes it
+            let secs = out.duration_since(t0).as_secs_f64();
+            eprintln!("   [{mode}] round {round}: {name} stopped, out after {secs:.2} s");
+            m.stop_out.push(secs);
+        }
+    }
+    let after = load.snapshot();
+    m.scale_sent = after.0 - before.0;
+    m.scale_failed = after.1 - before.1;
+    for name in EXTRA.into_iter().take(KILLS) {
+        lab.start(webapp(name)).await?;
+        wait_rotation(lab, name, true).await?;
+        let t0 = Instant::now();
+        docker::run(["kill", name]).with_context(|| format!("docker kill {name}"))?;
+        let out = wait_rotation(lab, name, false).await?;
+        let secs = out.duration_since(t0).as_secs_f64();
+        eprintln!("   [{mode}] {name} killed, out after {secs:.2} s");
+        m.kill_out.push(secs);
+        lab.stop(name).await?;
+    }
+    let report = load.stop().await;
+    m.kill_failed = report.failed - after.1;
+    eprintln!(
+        "   [{mode}] load: {} sent, {} failed during scaling, {} around kills; e.g. {:?}",
+        report.sent, m.scale_failed, m.kill_failed, report.samples
+    );
+    Ok(m)
+}
