@@ -107,6 +107,8 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
     core_cfg.seed = rand::random();
     apply_profile(&mut core_cfg, &config.profile)?;
     let mut scfg = serf::Config::new(core_cfg);
+    scfg.coalesce_period = config.coalesce_period;
+    scfg.quiescent_period = config.quiescent_period;
     scfg.tags = config.tags.clone();
     if let Some(path) = &config.tags_file {
         // serf: tags saved by an earlier run win over the command line.

@@ -160,6 +160,11 @@ pub struct AgentConfig {
     pub log_level: String,
     /// Timeout for one handler run before it is killed.
     pub handler_timeout: Duration,
+    /// Member events are coalesced until this long after the first one...
+    /// (Serf's agent: 3 s; not configurable in Serf).
+    pub coalesce_period: Duration,
+    /// ...or this long without a new one (Serf's agent: 1 s).
+    pub quiescent_period: Duration,
 }
 
 impl Default for AgentConfig {
@@ -185,6 +190,8 @@ impl Default for AgentConfig {
             profile: "lan".into(),
             log_level: "info".into(),
             handler_timeout: Duration::from_secs(30),
+            coalesce_period: Duration::from_secs(3),
+            quiescent_period: Duration::from_secs(1),
         }
     }
 }

@@ -14,7 +14,8 @@
 //! server` marks a server UP before any check, so HAProxy would send it
 //! requests that fail (or cost a retry); the gated join (`state drain`,
 //! `health down`, `state ready`) gives it traffic only after `rise`
-//! successful checks (0.5 s with `inter 500ms rise 1`). `--join enable` is
+//! successful checks (about 0.1 s with `downinter 100ms rise 1`: a server
+//! held down is checked at `downinter`). `--join enable` is
 //! there for members known to be serving when they join.
 
 use std::collections::BTreeSet;

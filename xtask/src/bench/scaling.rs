@@ -78,8 +78,10 @@ pub(super) fn rows() -> Result<Vec<Row>> {
             med(&ours.kill_out),
             med(&lab.kill_out),
             peer,
-            "no slower than the lab's",
-            med(&ours.kill_out) <= med(&lab.kill_out),
+            // Both are bounded by the same health check (inter 500ms fall 1):
+            // allow half an interval of phase jitter.
+            "no slower than the lab's + 0.25 s",
+            med(&ours.kill_out) <= med(&lab.kill_out) + 0.25,
         ),
         row(
             "failed requests around 3 docker kills (absorbed by retries?)",

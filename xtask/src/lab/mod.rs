@@ -94,6 +94,9 @@ pub struct Lab {
     /// processes (a `cargo xtask task N` next to the test suite or a bench
     /// would otherwise remove the other's containers).
     _machine_lock: std::fs::File,
+    /// A fresh gossip key for this stack: the final stage refuses to run
+    /// its agents without one (or an explicit GOSSIP_INSECURE=1).
+    gossip_key: String,
 }
 
 impl Lab {
@@ -116,6 +119,7 @@ impl Lab {
             http,
             _one_lab: guard,
             _machine_lock: machine_lock,
+            gossip_key: fresh_gossip_key()?,
         })
     }
 
@@ -140,6 +144,9 @@ impl Lab {
         args.push(format!("{LABEL}=1"));
         for (k, v) in &spec.env {
             args.extend(["-e".into(), format!("{k}={v}")]);
+        }
+        if spec.stage >= 6 && !spec.env.iter().any(|(k, _)| k.starts_with("GOSSIP_")) {
+            args.extend(["-e".into(), format!("GOSSIP_KEY={}", self.gossip_key)]);
         }
         for (host, path) in &spec.mounts {
             args.extend(["-v".into(), format!("{}:{path}:ro", host.display())]);
@@ -291,6 +298,17 @@ where
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// 32 random bytes in base64, like `serf keygen`.
+fn fresh_gossip_key() -> Result<String> {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .context("reading /dev/urandom for a gossip key")?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(key))
 }
 
 /// Wait for, then take, the machine-wide lab lock (released on drop).

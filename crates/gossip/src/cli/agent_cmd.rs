@@ -23,6 +23,7 @@ const FLAGS: &[(&str, Kind)] = &[
     ("advertise", Kind::Value),
     ("bind", Kind::Value),
     ("broadcast-timeout", Kind::Value),
+    ("coalesce-period", Kind::Value),
     ("config-dir", Kind::List),
     ("config-file", Kind::List),
     ("discover", Kind::Value),
@@ -36,6 +37,7 @@ const FLAGS: &[(&str, Kind)] = &[
     ("node", Kind::Value),
     ("profile", Kind::Value),
     ("protocol", Kind::Value),
+    ("quiescent-period", Kind::Value),
     ("rejoin", Kind::Bool),
     ("replay", Kind::Bool),
     ("retry-interval", Kind::Value),
@@ -59,6 +61,8 @@ Usage: gossip agent [options]
 Options (one or two dashes; Serf's JSON config keys in brackets):
   -advertise=addr           Address advertised to peers [advertise]
   -bind=0.0.0.0:7946        Gossip address [bind]
+  -coalesce-period=3s       Extension: member events are batched for at most
+                            this long... [coalesce_period]
   -config-file=foo          JSON config file, repeatable
   -config-dir=foo           Directory of *.json config files, repeatable
   -encrypt=key              Base64 gossip encryption key [encrypt_key]
@@ -70,6 +74,8 @@ Options (one or two dashes; Serf's JSON config keys in brackets):
   -log-level=info           trace, debug, info, warn, err [log_level]
   -node=hostname            Node name [node_name]
   -profile=lan              lan, wan or local [profile]
+  -quiescent-period=1s      Extension: ...or until this long without a new one
+                            (Serf hard-codes 3 s and 1 s) [quiescent_period]
   -rejoin                   Rejoin after a previous leave [rejoin_after_leave]
   -replay                   Replay past user events on join [replay_on_join]
   -retry-join=addr          Join this address, retrying, repeatable [retry_join]
@@ -108,6 +114,8 @@ pub struct AgentSettings {
     pub retry_max_attempts: Option<u32>,
     pub retry_interval: Option<String>,
     pub handler_timeout: Option<String>,
+    pub coalesce_period: Option<String>,
+    pub quiescent_period: Option<String>,
 }
 
 /// Serf's keys we read; the others Serf knows are accepted and ignored.
@@ -195,6 +203,8 @@ impl AgentSettings {
                 }
                 "retry_interval" => self.retry_interval = Some(string(key, val)?),
                 "handler_timeout" => self.handler_timeout = Some(string(key, val)?),
+                "coalesce_period" => self.coalesce_period = Some(string(key, val)?),
+                "quiescent_period" => self.quiescent_period = Some(string(key, val)?),
                 k if IGNORED_KEYS.contains(&k) => {}
                 other => return Err(format!("config file {origin}: unknown key '{other}'")),
             }
@@ -246,6 +256,8 @@ impl AgentSettings {
         set(&mut self.snapshot_path, "snapshot");
         set(&mut self.retry_interval, "retry-interval");
         set(&mut self.handler_timeout, "handler-timeout");
+        set(&mut self.coalesce_period, "coalesce-period");
+        set(&mut self.quiescent_period, "quiescent-period");
         if f.bool("replay", false) {
             self.replay_on_join = true;
         }
@@ -386,6 +398,14 @@ fn settings_to_config(mut s: AgentSettings) -> Result<(AgentConfig, Vec<String>)
     if let Some(t) = s.handler_timeout {
         c.handler_timeout =
             parse_duration(&t).map_err(|e| format!("Invalid handler timeout: {e}"))?;
+    }
+    if let Some(p) = s.coalesce_period {
+        c.coalesce_period =
+            parse_duration(&p).map_err(|e| format!("Invalid coalesce period: {e}"))?;
+    }
+    if let Some(p) = s.quiescent_period {
+        c.quiescent_period =
+            parse_duration(&p).map_err(|e| format!("Invalid quiescent period: {e}"))?;
     }
     // Validate handler specs now, so a typo fails at start, not at the first event.
     HandlerRunner::new(&s.event_handlers, c.handler_timeout)
@@ -793,6 +813,24 @@ mod tests {
         assert_eq!(c.rpc_addr, "127.0.0.1:17373".parse().unwrap());
         assert_eq!(c.encrypt_keys[0].len(), 32);
         assert_eq!(c.log_level, "debug");
+    }
+
+    #[test]
+    fn member_event_batching_is_tunable() {
+        let (c, _) = agent_config(&argv(&["-node=a"])).unwrap();
+        assert_eq!(c.coalesce_period, Duration::from_secs(3), "Serf's agent");
+        assert_eq!(c.quiescent_period, Duration::from_secs(1), "Serf's agent");
+        let (c, _) = agent_config(&argv(&[
+            "-node=a",
+            "--quiescent-period",
+            "100ms",
+            "-coalesce-period=1s",
+        ]))
+        .unwrap();
+        assert_eq!(c.quiescent_period, Duration::from_millis(100));
+        assert_eq!(c.coalesce_period, Duration::from_secs(1));
+        let e = agent_config(&argv(&["-node=a", "-quiescent-period=soon"])).unwrap_err();
+        assert!(e.contains("soon"), "{e}");
     }
 
     #[test]
