@@ -30,6 +30,24 @@ where
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `docker logs CONTAINER`: the container's stdout then its stderr.
+pub fn logs(container: &str) -> Result<String> {
+    let out = Command::new("docker")
+        .args(["logs", container])
+        .stdin(Stdio::null())
+        .output()
+        .context("running docker logs")?;
+    if !out.status.success() {
+        bail!(
+            "docker logs {container} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok(text)
+}
+
 /// True when `docker ARGS` succeeds (for existence checks).
 pub fn ok<I, S>(args: I) -> bool
 where

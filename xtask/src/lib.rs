@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod checks;
+pub mod deploy;
 pub mod docker;
 pub mod images;
 pub mod lab;

@@ -41,6 +41,9 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// The final stage through docker/compose.yaml: up, scale 2 -> 5 -> 1
+    /// under load, encrypted gossip, a missing key refused; then down.
+    Compose,
     /// Our parts against their peers, same run; prints ratios.
     Bench {
         /// One benchmark only.
@@ -96,6 +99,15 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Test { args } => test(&args),
+        Cmd::Compose => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let checks = rt.block_on(xtask::deploy::compose())?;
+            println!("{checks}");
+            if !checks.passed() {
+                bail!("the compose scenario failed");
+            }
+            Ok(())
+        }
         Cmd::Bench { name } => {
             let rows = bench::run(name.as_deref())?;
             if rows.iter().any(|r| !r.passed) {

@@ -114,7 +114,10 @@ fn express_app() -> Result<PathBuf> {
         }
     }
     std::fs::create_dir_all(dir.join("public/css"))?;
-    std::fs::write(dir.join("public/css/style.css"), "body { padding: 50px; }\n")?;
+    std::fs::write(
+        dir.join("public/css/style.css"),
+        "body { padding: 50px; }\n",
+    )?;
     std::fs::write(dir.join("app.js"), EXPRESS_APP)?;
     Ok(dir)
 }

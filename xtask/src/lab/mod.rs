@@ -301,7 +301,7 @@ where
 }
 
 /// 32 random bytes in base64, like `serf keygen`.
-fn fresh_gossip_key() -> Result<String> {
+pub fn fresh_gossip_key() -> Result<String> {
     use base64::Engine as _;
     use std::io::Read as _;
     let mut key = [0u8; 32];
@@ -363,12 +363,7 @@ pub fn save_docker_logs(
     name: &str,
     file: &str,
 ) -> Result<PathBuf> {
-    let out = std::process::Command::new("docker")
-        .args(["logs", name])
-        .output()
-        .context("running docker logs")?;
-    let mut text = out.stdout;
-    text.extend_from_slice(&out.stderr);
+    let text = docker::logs(name)?;
     let path = dir.join(file);
     std::fs::write(&path, text)?;
     checks.deliverable(&path);

@@ -1,0 +1,243 @@
+//! Deployment scenarios beyond the lab's single `docker run`s: the final
+//! stage through `docker/compose.yaml` (Debian's docker-compose 1.29 or
+//! `docker compose` v2), scaled up and down under a steady client load.
+//! `cargo xtask compose` and `xtask/tests/deploy.rs` run the same code.
+
+use anyhow::{ensure, Context, Result};
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::checks::Checks;
+use crate::lab::load::Load;
+use crate::lab::{fresh_gossip_key, parse_stats_csv, poll};
+use crate::{docker, images, prereq, project};
+
+/// The compose project; its own network and subnet, so that it can run next
+/// to a lab stack.
+const PROJECT: &str = "aitcompose";
+const SUBNET: &str = "192.168.44.0/24";
+
+/// One compose project, brought down (with its volumes) when dropped.
+struct Project {
+    cmd: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Project {
+    fn new(env: Vec<(String, String)>) -> Result<Project> {
+        Ok(Project {
+            cmd: prereq::compose_command()?,
+            env,
+        })
+    }
+
+    /// `compose -p aitcompose -f docker/compose.yaml ARGS...`
+    fn run(&self, args: &[&str]) -> Result<String> {
+        let file = project::root().join("docker/compose.yaml");
+        let mut c = Command::new(&self.cmd[0]);
+        c.args(&self.cmd[1..])
+            .args(["-p", PROJECT, "-f"])
+            .arg(&file)
+            .args(args)
+            .env("AIT_SUBNET", SUBNET);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        let out = c
+            .output()
+            .with_context(|| format!("running {} {args:?}", self.cmd.join(" ")))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        ensure!(
+            out.status.success(),
+            "{} {} failed: {}",
+            self.cmd.join(" "),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(text)
+    }
+
+    /// Ids of the running containers of `service`.
+    fn containers(&self, service: &str) -> Result<Vec<String>> {
+        let out = docker::run([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={PROJECT}"),
+            "--filter",
+            &format!("label=com.docker.compose.service={service}"),
+        ])?;
+        Ok(out.split_whitespace().map(str::to_owned).collect())
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = self.run(&["down", "-v", "--remove-orphans"]);
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The web apps' addresses on the project network.
+fn webapp_ips(p: &Project) -> Result<BTreeSet<String>> {
+    p.containers("webapp")?
+        .iter()
+        .map(|id| {
+            docker::run([
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+                id,
+            ])
+            .map(|s| s.trim().to_string())
+        })
+        .collect()
+}
+
+/// Wait until HAProxy's `nodes` backend has exactly the running web apps
+/// UP (as many servers as containers; the reconciler names servers after
+/// the members, i.e. the containers' hostnames).
+async fn wait_follows(p: &Project, stats: SocketAddr, want: usize) -> Result<String> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    poll(
+        &format!("HAProxy lists the {want} running web apps UP"),
+        Duration::from_secs(90),
+        || async {
+            let running = p.containers("webapp")?;
+            let text = http
+                .get(format!("http://{stats}/;csv"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            let rows = parse_stats_csv(&text)?;
+            let up: Vec<&str> = rows
+                .iter()
+                .filter(|(px, sv, st)| px == "nodes" && sv != "BACKEND" && st == "UP")
+                .map(|(_, sv, _)| sv.as_str())
+                .collect();
+            let names: BTreeSet<&str> = up.iter().copied().collect();
+            let ids: BTreeSet<&str> = running.iter().map(|id| &id[..12]).collect();
+            if running.len() == want && names == ids {
+                Ok(Some(format!("{} UP: {}", up.len(), up.join(", "))))
+            } else {
+                anyhow::bail!("{} containers running, servers UP: {:?}", running.len(), up)
+            }
+        },
+    )
+    .await
+}
+
+/// Compose: up (2 web apps), scale to 5 and back to 1 under load with no
+/// failed request, gossip encrypted; then the same file without a key is
+/// refused with a clear message.
+pub async fn compose() -> Result<Checks> {
+    let mut checks = Checks::new("Compose: the final stage on one host, scaled under load");
+    checks.step("building the images (cached when nothing changed)");
+    tokio::task::spawn_blocking(|| images::ensure_images(6)).await??;
+    let (http, stats) = (free_port()?, free_port()?);
+    let key = fresh_gossip_key()?;
+    let p = Project::new(vec![
+        ("AIT_GOSSIP_KEY".into(), key),
+        ("AIT_HTTP_PORT".into(), http.to_string()),
+        ("AIT_STATS_PORT".into(), stats.to_string()),
+    ])?;
+    let _ = p.run(&["down", "-v", "--remove-orphans"]);
+    checks.step("compose up -d (ha and 2 web apps)");
+    p.run(&["up", "-d"])?;
+    let stats_addr: SocketAddr = ([127, 0, 0, 1], stats).into();
+    checks
+        .check("HAProxy follows the 2 web apps of `up -d`", || {
+            wait_follows(&p, stats_addr, 2)
+        })
+        .await;
+    checks
+        .check("gossip is encrypted with the key given", || async {
+            let ha = p.containers("ha")?;
+            let id = ha.first().context("no ha container")?;
+            let logs = docker::logs(id)?;
+            ensure!(
+                logs.contains("Encrypted: true"),
+                "ha's agent does not say `Encrypted: true`"
+            );
+            let members = docker::exec(id, &["serf", "members"])?;
+            let alive = members.lines().filter(|l| l.contains("alive")).count();
+            ensure!(
+                alive == 3,
+                "ha's agent sees {alive} alive members:\n{members}"
+            );
+            Ok("ha's agent: Encrypted: true; 3 members alive".to_string())
+        })
+        .await;
+    let load = Load::start(([127, 0, 0, 1], http).into());
+    for n in [5usize, 1] {
+        checks.step(&format!("compose up -d --scale webapp={n} (under load)"));
+        p.run(&["up", "-d", "--scale", &format!("webapp={n}")])?;
+        checks
+            .check(&format!("HAProxy follows the scale to {n}"), || {
+                wait_follows(&p, stats_addr, n)
+            })
+            .await;
+    }
+    let report = load.stop().await;
+    checks
+        .check("no failed request while scaling 2 -> 5 -> 1", || async {
+            ensure!(
+                report.sent > 0 && report.failed == 0,
+                "{} of {} requests failed, e.g. {:?}",
+                report.failed,
+                report.sent,
+                report.samples
+            );
+            let ips = webapp_ips(&p)?;
+            Ok(format!("0 of {} failed; serving now: {ips:?}", report.sent))
+        })
+        .await;
+    drop(p);
+
+    checks.step("compose up -d without a gossip key");
+    let p = Project::new(vec![
+        ("AIT_HTTP_PORT".into(), free_port()?.to_string()),
+        ("AIT_STATS_PORT".into(), free_port()?.to_string()),
+    ])?;
+    p.run(&["up", "-d", "--scale", "webapp=0"])?;
+    checks
+        .check(
+            "no key: ha refuses to start and says what to set",
+            || async {
+                let text = poll(
+                    "ha's logs explain the missing key",
+                    Duration::from_secs(60),
+                    || async {
+                        let ids = docker::run([
+                            "ps",
+                            "-aq",
+                            "--filter",
+                            &format!("label=com.docker.compose.project={PROJECT}"),
+                            "--filter",
+                            "label=com.docker.compose.service=ha",
+                        ])?;
+                        let id = ids.split_whitespace().next().context("no ha container")?;
+                        let logs = docker::logs(id)?;
+                        Ok(logs
+                            .lines()
+                            .find(|l| l.contains("no gossip encryption key"))
+                            .map(str::to_owned))
+                    },
+                )
+                .await?;
+                Ok(text.trim().to_string())
+            },
+        )
+        .await;
+    drop(p);
+    Ok(checks)
+}
