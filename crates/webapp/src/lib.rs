@@ -75,6 +75,13 @@ pub struct Config {
     /// On SIGTERM/SIGINT, wait at most this long for in-flight requests.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// On SIGTERM, keep accepting for this many ms before draining: time
+    /// for the member to leave the cluster and the load balancer to take
+    /// this server out, so that no request meets a closed port (the
+    /// final-stage image sets 2000).
+    #[arg(long, env = "SHUTDOWN_DELAY_MS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub shutdown_delay_ms: u64,
 }
 
 impl Default for Config {
@@ -343,6 +350,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let delay = Duration::from_millis(config.shutdown_delay_ms);
+    let shutdown = async move {
+        shutdown.await;
+        if !delay.is_zero() {
+            info!("still serving for {delay:?} while the load balancer lets go of us");
+            tokio::time::sleep(delay).await;
+        }
+    };
     serve_state(listener, AppState::new(&config), grace, shutdown).await
 }
 

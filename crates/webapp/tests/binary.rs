@@ -172,6 +172,26 @@ async fn sigterm_finishes_in_flight_requests_then_exits_0() {
     app.wait_line("stopped");
 }
 
+/// With a shutdown delay, SIGTERM first changes nothing for clients: new
+/// connections are still accepted and answered (the balancer is letting go
+/// of this server meanwhile), then the process drains and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delay_keeps_serving_after_sigterm() {
+    let mut app = Webapp::start(&["--shutdown-delay-ms", "3000"]);
+    app.signal(Signal::SIGTERM);
+    app.wait_line("still serving for");
+    let res = client()
+        .get(app.url("/"))
+        .header("connection", "close")
+        .send()
+        .await
+        .expect("a new connection is served during the delay");
+    assert_eq!(res.status(), 200);
+    app.wait_line("shutting down");
+    let status = app.wait_exit();
+    assert!(status.success(), "{status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_exits_0() {
     let mut app = Webapp::start(&[]);
@@ -207,6 +227,7 @@ fn bad_flags_are_refused() {
         &["--max-sessions", "0"][..],
         &["--session-idle-secs", "0"],
         &["--port", "x"],
+        &["--shutdown-delay-ms", "600000"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_webapp"))
             .args(args)
