@@ -28,6 +28,7 @@ pub struct Row {
     pub passed: bool,
 }
 
+mod init;
 mod scaling;
 mod webapp;
 
@@ -44,6 +45,11 @@ pub const BENCHES: &[Bench] = &[
         name: "webapp",
         about: "web app vs Express + express-session: req/s, lost session updates, RSS",
         run: webapp::rows,
+    },
+    Bench {
+        name: "init",
+        about: "init vs s6-svscan + s6-supervise and tini: RSS, docker stop times",
+        run: init::rows,
     },
     Bench {
         name: "scaling",
@@ -102,6 +108,16 @@ pub(crate) fn rss_kib(pid: u32) -> Result<f64> {
         .context("no VmRSS")
 }
 
+pub(crate) fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 pub(crate) fn row(
     metric: &str,
     unit: &str,
@@ -127,13 +143,21 @@ fn markdown(rows: &[Row]) -> String {
     let mut md = String::from(
         "| metric | ours | peer | ratio | goal | result |\n|---|---|---|---|---|---|\n",
     );
+    // Two decimals for small values (stop times of 0.05 s), one otherwise.
+    let num = |v: f64| {
+        if v.abs() < 10.0 {
+            format!("{v:.2}")
+        } else {
+            format!("{v:.1}")
+        }
+    };
     for r in rows {
         md.push_str(&format!(
-            "| {} | {:.1} {} | {:.1} {} ({}) | {:.2} | {} | {} |\n",
+            "| {} | {} {} | {} {} ({}) | {:.2} | {} | {} |\n",
             r.metric,
-            r.ours,
+            num(r.ours),
             r.unit,
-            r.peer,
+            num(r.peer),
             r.unit,
             r.peer_name,
             r.ratio,

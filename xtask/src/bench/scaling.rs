@@ -16,7 +16,7 @@
 use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
 
-use super::{row, Row};
+use super::{median, row, Row};
 use crate::docker;
 use crate::images;
 use crate::lab::load::Load;
@@ -93,16 +93,6 @@ pub(super) fn rows() -> Result<Vec<Row>> {
             ours.kill_failed <= lab.kill_failed,
         ),
     ])
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 fn webapp(name: &str) -> Spec<'_> {
