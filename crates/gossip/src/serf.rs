@@ -30,7 +30,7 @@
 //! size limits are checked by the agent only for events.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use base64::Engine;
@@ -117,11 +117,19 @@ struct Intent {
     at: Duration,
 }
 
-/// Member-event coalescing (serf's memberEventCoalescer).
+/// What was last passed on for a member: kind, address, port, tags.
+type Passed = (MemberEventKind, IpAddr, u16, Vec<(String, String)>);
+
+/// Member-event coalescing (serf's memberEventCoalescer), with one
+/// difference: serf drops an event of the kind it last passed on for that
+/// name; here it is dropped only when the address and tags are the same
+/// too, so a member that leaves and comes back at another address within
+/// one window is still announced (serf would fold leave + join into
+/// nothing, and handlers would keep the old address).
 #[derive(Debug, Default)]
 struct MemberCoalescer {
     latest: BTreeMap<String, (MemberEventKind, Member)>,
-    last: HashMap<String, MemberEventKind>,
+    last: HashMap<String, Passed>,
     first_at: Option<Duration>,
     last_at: Duration,
 }
@@ -142,10 +150,11 @@ impl MemberCoalescer {
         self.first_at = None;
         let mut groups: Vec<(MemberEventKind, Vec<Member>)> = Vec::new();
         for (name, (kind, m)) in std::mem::take(&mut self.latest) {
-            if self.last.get(&name) == Some(&kind) && kind != MemberEventKind::Update {
+            let seen = (kind, m.addr, m.port, m.tags.clone());
+            if self.last.get(&name) == Some(&seen) && kind != MemberEventKind::Update {
                 continue;
             }
-            self.last.insert(name, kind);
+            self.last.insert(name, seen);
             match groups.iter_mut().find(|(k, _)| *k == kind) {
                 Some((_, v)) => v.push(m),
                 None => groups.push((kind, vec![m])),
@@ -1457,5 +1466,16 @@ mod tests {
         let mut out = Vec::new();
         c.flush(&mut out);
         assert!(out.is_empty());
+        // b leaves and comes back at another address within one window:
+        // the join is passed on (serf would drop it).
+        c.push(MemberEventKind::Leave, m("b"), s(6));
+        let mut moved = m("b");
+        moved.addr = "127.0.0.2".parse().unwrap();
+        c.push(MemberEventKind::Join, moved, s(6));
+        let mut out = Vec::new();
+        c.flush(&mut out);
+        assert!(
+            matches!(&out[..], [Event::Member { kind: MemberEventKind::Join, members }] if members[0].addr.to_string() == "127.0.0.2")
+        );
     }
 }

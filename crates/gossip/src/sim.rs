@@ -36,6 +36,8 @@ pub struct SimNode {
 
 pub struct Sim {
     pub nodes: Vec<SimNode>,
+    /// Each node's configuration, for [`Sim::restart`].
+    configs: Vec<serf::Config>,
     now: Duration,
     next_tick: Duration,
     queue: BinaryHeap<Reverse<InFlight>>,
@@ -57,6 +59,7 @@ impl Sim {
     /// `n` nodes named `n0`, `n1`, ...; `tweak` adjusts each node's config.
     pub fn new(n: usize, seed: u64, tweak: impl Fn(&mut serf::Config)) -> Sim {
         let mut nodes = Vec::with_capacity(n);
+        let mut configs = Vec::with_capacity(n);
         for i in 0..n {
             let mut core = crate::core::Config::lan(&format!("n{i}"), sim_addr(i));
             core.seed = seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
@@ -66,6 +69,7 @@ impl Sim {
             let mut cfg = serf::Config::new(core);
             cfg.tags = vec![("id".into(), i.to_string())];
             tweak(&mut cfg);
+            configs.push(cfg.clone());
             nodes.push(SimNode {
                 serf: Serf::new(cfg, Duration::ZERO),
                 addr: sim_addr(i),
@@ -76,6 +80,7 @@ impl Sim {
         }
         Sim {
             nodes,
+            configs,
             now: Duration::ZERO,
             next_tick: Duration::ZERO,
             queue: BinaryHeap::new(),
@@ -265,6 +270,18 @@ impl Sim {
 
     pub fn crash(&mut self, i: usize) {
         self.nodes[i].crashed = true;
+    }
+
+    /// Node `i` comes back as a fresh process with the same name, address
+    /// and configuration (its clocks and member table start empty, as after
+    /// a container restart); it still has to [`Sim::join`].
+    pub fn restart(&mut self, i: usize) {
+        let mut cfg = self.configs[i].clone();
+        cfg.core.seed = cfg.core.seed.wrapping_add(self.now.as_nanos() as u64);
+        let node = &mut self.nodes[i];
+        node.serf = Serf::new(cfg, self.now);
+        node.crashed = false;
+        node.events.clear();
     }
 
     /// Puts node `i` in partition group `g` (all start in group 0).

@@ -106,6 +106,66 @@ fn graceful_leave_is_left_not_failed() {
     assert_eq!(sim.count_status(MemberStatus::Failed), 0);
 }
 
+/// The lab's scale-down then scale-up with the same container name: a member
+/// that left gracefully comes back as a fresh process under the same name
+/// and address; everyone sees it alive again and fires a join for it.
+#[test]
+fn member_that_left_rejoins_under_the_same_name() {
+    let mut sim = cluster(10, 11);
+    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    for round in 0..3 {
+        let now = sim.now();
+        sim.nodes[3].serf.leave_intent(now);
+        sim.run_for(secs(1));
+        let now = sim.now();
+        sim.nodes[3].serf.leave_memberlist(now);
+        sim.run_for(secs(1));
+        sim.crash(3);
+        let left = sim.run_until(secs(60), |s| {
+            (0..10)
+                .filter(|&i| i != 3)
+                .all(|i| s.status(i, "n3") == Some(MemberStatus::Left))
+        });
+        assert!(
+            left.is_some(),
+            "round {round}: n3 not seen as left everywhere"
+        );
+        // Past the member-event coalescing window (3 s): the leave has been
+        // passed on, so the rejoin is a new event (within the window, serf
+        // folds leave + join into nothing).
+        sim.run_for(secs(5));
+        for i in 0..10 {
+            sim.nodes[i].events.clear();
+        }
+        sim.restart(3);
+        assert!(sim.join(3, 0), "round {round}: n3 rejoins through n0");
+        let took = sim.run_until(secs(30), |s| s.converged());
+        assert!(
+            took.is_some(),
+            "round {round}: n3 not alive everywhere 30 s after rejoining: {:?}",
+            (0..10).map(|i| sim.status(i, "n3")).collect::<Vec<_>>()
+        );
+        // Old leave intents still being gossiped must not undo the rejoin,
+        // and the join has passed the coalescing window everywhere.
+        sim.run_for(secs(20));
+        assert!(
+            sim.converged(),
+            "round {round}: n3 lost again after rejoining"
+        );
+        for i in (0..10).filter(|&i| i != 3) {
+            let joined = sim.nodes[i].events.iter().any(|e| {
+                matches!(e, Event::Member { kind: MemberEventKind::Join, members }
+                    if members.iter().any(|m| m.name == "n3"))
+            });
+            assert!(
+                joined,
+                "round {round}: n{i} fired no member-join for n3; its events: {:?}",
+                sim.nodes[i].events
+            );
+        }
+    }
+}
+
 #[test]
 fn user_event_reaches_everyone_once() {
     let mut sim = cluster(25, 6);
