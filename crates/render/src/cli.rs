@@ -50,7 +50,7 @@ pub struct ReconcileArgs {
     /// Options of every server (`add server` and the config file alike).
     #[arg(
         long,
-        default_value = "check inter 500ms downinter 100ms fall 1 rise 1 pool-purge-delay 100ms"
+        default_value = "check inter 500ms downinter 100ms fall 1 rise 1 pool-purge-delay 100ms observe layer4 error-limit 1 on-error mark-down"
     )]
     pub server_options: String,
     /// How a (re-)enabled server starts taking traffic.

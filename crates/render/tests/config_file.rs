@@ -58,7 +58,7 @@ async fn shipped_template_renders_a_valid_config() {
         "option forwardfor",
         "http-request set-header X-Forwarded-Port %[dst_port]",
         "option httpchk HEAD /",
-        "server s1 127.0.0.1:3000 check inter 500ms downinter 100ms fall 1 rise 1 pool-purge-delay 100ms",
+        "server s1 127.0.0.1:3000 check inter 500ms downinter 100ms fall 1 rise 1 pool-purge-delay 100ms observe layer4 error-limit 1 on-error mark-down",
         "server s2 127.0.0.1:3001 check",
         "listen stats",
         "stats enable",
