@@ -138,7 +138,8 @@ async fn wait_follows(p: &Project, stats: SocketAddr, want: usize) -> Result<Str
 
 /// Compose: up (2 web apps), scale to 5 and back to 1 under load with no
 /// failed request, gossip encrypted; then the same file without a key is
-/// refused with a clear message.
+/// refused with a clear message, and with GOSSIP_INSECURE=1 it runs (and
+/// says it is unencrypted).
 pub async fn compose() -> Result<Checks> {
     let mut checks = Checks::new("Compose: the final stage on one host, scaled under load");
     checks.step("building the images (cached when nothing changed)");
@@ -237,6 +238,28 @@ pub async fn compose() -> Result<Checks> {
                 Ok(text.trim().to_string())
             },
         )
+        .await;
+    drop(p);
+
+    checks.step("compose up -d with AIT_GOSSIP_INSECURE=1 (1 web app)");
+    let stats = free_port()?;
+    let p = Project::new(vec![
+        ("AIT_GOSSIP_INSECURE".into(), "1".into()),
+        ("AIT_HTTP_PORT".into(), free_port()?.to_string()),
+        ("AIT_STATS_PORT".into(), stats.to_string()),
+    ])?;
+    p.run(&["up", "-d", "--scale", "webapp=1"])?;
+    checks
+        .check("explicitly unencrypted: the stack still forms", || async {
+            let up = wait_follows(&p, ([127, 0, 0, 1], stats).into(), 1).await?;
+            let ha = p.containers("ha")?;
+            let logs = docker::logs(ha.first().context("no ha container")?)?;
+            ensure!(
+                logs.contains("gossip is NOT encrypted") && logs.contains("Encrypted: false"),
+                "ha's logs do not warn that gossip is unencrypted:\n{logs}"
+            );
+            Ok(format!("{up}; ha warns: gossip is NOT encrypted"))
+        })
         .await;
     drop(p);
     Ok(checks)
