@@ -28,6 +28,7 @@ pub struct Row {
     pub passed: bool,
 }
 
+mod gossip;
 mod init;
 mod scaling;
 mod webapp;
@@ -41,6 +42,11 @@ pub struct Bench {
 
 /// Every benchmark, in the order of the table.
 pub const BENCHES: &[Bench] = &[
+    Bench {
+        name: "gossip",
+        about: "gossip agent vs Debian's serf on loopback: join/leave/failure seen, user event to 30, RSS, idle CPU",
+        run: gossip::rows,
+    },
     Bench {
         name: "webapp",
         about: "web app vs Express + express-session: req/s, lost session updates, RSS",
