@@ -1,7 +1,9 @@
 //! Deployment scenarios beyond the lab's single `docker run`s: the final
 //! stage through `docker/compose.yaml` (Debian's docker-compose 1.29 or
 //! `docker compose` v2), scaled up and down under a steady client load.
-//! `cargo xtask compose` and `xtask/tests/deploy.rs` run the same code.
+//! The same file as a stack on a single-node Docker Swarm.
+//! `cargo xtask compose`, `cargo xtask swarm` and `xtask/tests/deploy.rs`
+//! run the same code.
 
 use anyhow::{ensure, Context, Result};
 use std::collections::BTreeSet;
@@ -263,4 +265,251 @@ pub async fn compose() -> Result<Checks> {
         .await;
     drop(p);
     Ok(checks)
+}
+
+/// The stack's name on the swarm (services `ait_ha`, `ait_webapp`).
+const STACK: &str = "ait";
+const SWARM_SUBNET: &str = "192.168.45.0/24";
+
+/// `docker/compose.yaml` without its `ports:` lists. Swarm's ingress
+/// publishes on every interface (it ignores `127.0.0.1:`), and this
+/// machine's rule is loopback only: the swarm test reaches HAProxy from
+/// inside the ha container instead. Everything else is the file as is.
+pub fn without_ports(compose: &str) -> String {
+    let mut out = String::new();
+    let mut skipping: Option<usize> = None;
+    for line in compose.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if let Some(level) = skipping {
+            if line.trim().is_empty() || indent > level {
+                continue;
+            }
+            skipping = None;
+        }
+        if line.trim_start() == "ports:" {
+            skipping = Some(indent);
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// A single-node swarm for the test: made (advertising 127.0.0.1) when
+/// the engine is not in one, and left again afterwards; the stack is
+/// removed either way.
+struct Swarm {
+    made: bool,
+    env: Vec<(String, String)>,
+}
+
+impl Swarm {
+    fn join() -> Result<Swarm> {
+        let state = docker::run(["info", "--format", "{{.Swarm.LocalNodeState}}"])?;
+        let made = match state.trim() {
+            "active" => false,
+            "inactive" => {
+                docker::run(["swarm", "init", "--advertise-addr", "127.0.0.1"])
+                    .context("docker swarm init --advertise-addr 127.0.0.1")?;
+                true
+            }
+            other => {
+                anyhow::bail!("the engine's swarm state is {other:?}: expected active or inactive")
+            }
+        };
+        Ok(Swarm {
+            made,
+            env: Vec::new(),
+        })
+    }
+
+    fn deploy(&mut self, file: &std::path::Path, env: Vec<(String, String)>) -> Result<()> {
+        self.env = env;
+        let out = Command::new("docker")
+            .args(["stack", "deploy", "-c"])
+            .arg(file)
+            .arg(STACK)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .context("running docker stack deploy")?;
+        ensure!(
+            out.status.success(),
+            "docker stack deploy failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(())
+    }
+
+    /// Running containers of `service` (`ha`, `webapp`) with their hostnames.
+    fn containers(&self, service: &str) -> Result<Vec<(String, String)>> {
+        let ids = docker::run([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={STACK}_{service}"),
+        ])?;
+        ids.split_whitespace()
+            .map(|id| {
+                let host = docker::run(["inspect", "-f", "{{.Config.Hostname}}", id])?;
+                Ok((id.to_string(), host.trim().to_string()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        let _ = docker::run(["stack", "rm", STACK]);
+        // The stack's network goes once its containers are gone.
+        for _ in 0..300 {
+            if !docker::ok(["network", "inspect", &format!("{STACK}_heig")]) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if self.made {
+            let _ = docker::run(["swarm", "leave", "--force"]);
+        }
+    }
+}
+
+/// HAProxy's stats CSV (`show stat`), read inside the ha container from
+/// the runtime API on its own 127.0.0.1:9999 with bash's /dev/tcp (nothing
+/// is published, and the image has no HTTP client).
+fn stats_inside(ha: &str) -> Result<Vec<(String, String, String)>> {
+    let csv = docker::exec(
+        ha,
+        &[
+            "bash",
+            "-c",
+            "exec 3<>/dev/tcp/127.0.0.1/9999 && echo 'show stat' >&3 && cat <&3",
+        ],
+    )?;
+    parse_stats_csv(&csv)
+}
+
+/// Wait until HAProxy lists exactly the running web app tasks UP.
+async fn swarm_follows(s: &Swarm, want: usize) -> Result<String> {
+    poll(
+        &format!("HAProxy lists the {want} web app tasks UP"),
+        Duration::from_secs(120),
+        || async {
+            let ha = s.containers("ha")?;
+            let (ha, _) = ha.first().context("no running ha task")?;
+            let tasks = s.containers("webapp")?;
+            let rows = stats_inside(ha)?;
+            let up: BTreeSet<&str> = rows
+                .iter()
+                .filter(|(px, sv, st)| px == "nodes" && sv != "BACKEND" && st == "UP")
+                .map(|(_, sv, _)| sv.as_str())
+                .collect();
+            let hosts: BTreeSet<&str> = tasks.iter().map(|(_, h)| h.as_str()).collect();
+            if tasks.len() == want && up == hosts {
+                Ok(Some(format!(
+                    "{want} tasks, UP: {}",
+                    up.into_iter().collect::<Vec<_>>().join(", ")
+                )))
+            } else {
+                anyhow::bail!(
+                    "{} tasks running ({hosts:?}), servers UP: {up:?}",
+                    tasks.len()
+                )
+            }
+        },
+    )
+    .await
+}
+
+/// Swarm: `docker stack deploy` of the compose file on a single-node swarm
+/// (its ports left out, see [`without_ports`]), agents joining through
+/// `tasks.ha` and advertising their overlay address; the web app service
+/// scaled to 5 and down to 2, HAProxy following.
+pub async fn swarm() -> Result<Checks> {
+    let mut checks = Checks::new("Swarm: the final stage as a stack on a single-node swarm");
+    checks.step("building the images (cached when nothing changed)");
+    tokio::task::spawn_blocking(|| images::ensure_images(6)).await??;
+    let compose = std::fs::read_to_string(project::root().join("docker/compose.yaml"))?;
+    let file = project::target_dir().join("swarm-stack.yaml");
+    std::fs::write(&file, without_ports(&compose))?;
+    checks.step("docker swarm init --advertise-addr 127.0.0.1 (unless in a swarm already)");
+    let mut s = Swarm::join()?;
+    let _ = docker::run(["stack", "rm", STACK]);
+    checks.step(&format!(
+        "docker stack deploy -c {} {STACK} (the compose file without ports)",
+        file.display()
+    ));
+    s.deploy(
+        &file,
+        vec![
+            ("AIT_GOSSIP_KEY".into(), fresh_gossip_key()?),
+            ("AIT_GOSSIP_JOIN".into(), "tasks.ha".into()),
+            ("AIT_SUBNET".into(), SWARM_SUBNET.into()),
+        ],
+    )?;
+    checks
+        .check("HAProxy follows the 2 web app tasks of the deploy", || {
+            swarm_follows(&s, 2)
+        })
+        .await;
+    checks
+        .check(
+            "every member advertises its overlay address, gossip encrypted",
+            || async {
+                let ha = s.containers("ha")?;
+                let (ha, _) = ha.first().context("no running ha task")?;
+                let members = docker::exec(ha, &["serf", "members"])?;
+                let prefix = SWARM_SUBNET.trim_end_matches("0/24");
+                let alive: Vec<&str> = members.lines().filter(|l| l.contains(" alive ")).collect();
+                ensure!(
+                    alive.len() == 3 && alive.iter().all(|l| l.contains(&format!(" {prefix}"))),
+                    "expected 3 alive members on {SWARM_SUBNET}:\n{members}"
+                );
+                ensure!(
+                    docker::logs(ha)?.contains("Encrypted: true"),
+                    "ha's agent does not say `Encrypted: true`"
+                );
+                Ok(format!("3 alive on {SWARM_SUBNET}, encrypted"))
+            },
+        )
+        .await;
+    for n in [5usize, 2] {
+        checks.step(&format!("docker service scale {STACK}_webapp={n}"));
+        docker::run([
+            "service",
+            "scale",
+            "--detach",
+            &format!("{STACK}_webapp={n}"),
+        ])?;
+        checks
+            .check(&format!("HAProxy follows the scale to {n}"), || {
+                swarm_follows(&s, n)
+            })
+            .await;
+    }
+    drop(s);
+    Ok(checks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_ports;
+
+    #[test]
+    fn ports_lists_are_left_out_and_nothing_else() {
+        let file = "services:\n  ha:\n    image: x\n    ports:\n      - \"127.0.0.1:8080:80\"\n\n      - \"1936:1936\"\n    networks: [heig]\n  webapp:\n    image: y\nnetworks:\n  heig: {}\n";
+        let out = without_ports(file);
+        assert_eq!(
+            out,
+            "services:\n  ha:\n    image: x\n    networks: [heig]\n  webapp:\n    image: y\nnetworks:\n  heig: {}\n"
+        );
+        let real = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docker/compose.yaml"
+        ))
+        .unwrap();
+        let stripped = without_ports(&real);
+        assert!(real.contains("ports:") && !stripped.contains("ports:"));
+        assert!(stripped.contains("GOSSIP_JOIN") && stripped.contains("replicas: 2"));
+    }
 }

@@ -44,6 +44,10 @@ enum Cmd {
     /// The final stage through docker/compose.yaml: up, scale 2 -> 5 -> 1
     /// under load, encrypted gossip, a missing key refused; then down.
     Compose,
+    /// The final stage as a stack on a single-node Docker Swarm (made with
+    /// `docker swarm init --advertise-addr 127.0.0.1` when needed, left
+    /// after): deploy, scale the web apps to 5 and to 2; then removed.
+    Swarm,
     /// Our parts against their peers, same run; prints ratios.
     Bench {
         /// One benchmark only.
@@ -105,6 +109,15 @@ fn run(cli: Cli) -> Result<()> {
             println!("{checks}");
             if !checks.passed() {
                 bail!("the compose scenario failed");
+            }
+            Ok(())
+        }
+        Cmd::Swarm => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let checks = rt.block_on(xtask::deploy::swarm())?;
+            println!("{checks}");
+            if !checks.passed() {
+                bail!("the swarm scenario failed");
             }
             Ok(())
         }
