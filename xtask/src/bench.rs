@@ -106,12 +106,23 @@ pub(crate) fn wait_http(port: u16) -> Result<()> {
 }
 
 pub(crate) fn rss_kib(pid: u32) -> Result<f64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// The anonymous part of the RSS: the process's own memory, without the
+/// file pages (binary, libraries) that every process of the same program
+/// shares through the page cache.
+pub(crate) fn rss_anon_kib(pid: u32) -> Result<f64> {
+    status_kib(pid, "RssAnon")
+}
+
+fn status_kib(pid: u32, field: &str) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
 pub(crate) fn median(v: &[f64]) -> f64 {

@@ -10,15 +10,17 @@
 //!   indirect probes, suspicion timeout: the profile's numbers);
 //! - user event to 30 agents: `serf event -coalesce=false`; until the last
 //!   of the 30 event handlers has run;
-//! - RSS idle with 2 and with 30 members (mean per agent), and CPU time used
-//!   by the 30 agents together over 60 idle seconds.
+//! - RSS idle with 2 and with 30 members (mean per agent; with 30, also its
+//!   anonymous part: what each more agent costs, the binary's pages being
+//!   shared), and CPU time used by the 30 agents together over 60 idle
+//!   seconds.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{free_port, median, row, rss_kib, Guard, Row};
+use super::{free_port, median, row, rss_anon_kib, rss_kib, Guard, Row};
 use crate::{images, prereq, project};
 
 const SERF: &str = "/usr/bin/serf";
@@ -36,6 +38,7 @@ struct Measured {
     event: Vec<f64>,
     rss2: f64,
     rss30: f64,
+    anon30: f64,
     cpu60: f64,
 }
 
@@ -92,6 +95,15 @@ pub(super) fn rows() -> Result<Vec<Row>> {
             peer,
             "a quarter of serf's or less",
             o.rss30 <= s.rss30 / 4.0,
+        ),
+        row(
+            "agent anonymous RSS idle, 30 members (mean; without shared file pages)",
+            "KiB",
+            o.anon30,
+            s.anon30,
+            peer,
+            "a quarter of serf's or less",
+            o.anon30 <= s.anon30 / 4.0,
         ),
         row(
             "CPU of 30 idle agents over 60 s (all together)",
@@ -365,11 +377,13 @@ fn measure(label: &str, bin: &Path, dir: &PathBuf) -> Result<Measured> {
         eprintln!("   [{label}] user event {e}: all 30 handlers ran after {secs:.3} s");
         m.event.push(secs);
     }
-    let mut rss = 0.0;
+    let (mut rss, mut anon) = (0.0, 0.0);
     for a in &agents {
         rss += rss_kib(a.pid())?;
+        anon += rss_anon_kib(a.pid())?;
     }
     m.rss30 = rss / BIG as f64;
+    m.anon30 = anon / BIG as f64;
     let cpu0: f64 = agents
         .iter()
         .map(|a| cpu_secs(a.pid()))
@@ -381,8 +395,8 @@ fn measure(label: &str, bin: &Path, dir: &PathBuf) -> Result<Measured> {
         .sum::<Result<f64>>()?;
     m.cpu60 = cpu1 - cpu0;
     eprintln!(
-        "   [{label}] RSS per agent: {:.0} KiB (2 members), {:.0} KiB (30); CPU of 30 over 60 s idle: {:.2} s",
-        m.rss2, m.rss30, m.cpu60
+        "   [{label}] RSS per agent: {:.0} KiB (2 members), {:.0} KiB (30, of which {:.0} anonymous); CPU of 30 over 60 s idle: {:.2} s",
+        m.rss2, m.rss30, m.anon30, m.cpu60
     );
     Ok(m)
 }
