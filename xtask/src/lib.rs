@@ -15,4 +15,5 @@ pub mod images;
 pub mod lab;
 pub mod prereq;
 pub mod project;
+pub mod report;
 pub mod shot;

@@ -32,6 +32,10 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+    /// Run lab tasks 0-6 (refreshing logs/ and report/assets/), then check
+    /// that every link of report/README.md holds and every deliverable is
+    /// linked.
+    Report,
     /// Remove every lab container and the heig network.
     Down,
     /// The whole test suite: installs what is missing, builds the images,
@@ -70,27 +74,14 @@ fn run(cli: Cli) -> Result<()> {
             }
             images::build_images(upto)
         }
-        Cmd::Task { n, keep } => {
-            let tasks: Vec<u8> = if n == "all" {
-                lab::TASKS.to_vec()
-            } else {
-                vec![n
-                    .parse()
-                    .with_context(|| format!("task {n:?}: expected a number 0-6 or `all`"))?]
-            };
-            let opts = lab::Options { keep };
-            let rt = tokio::runtime::Runtime::new()?;
-            let mut failed = Vec::new();
-            for t in tasks {
-                let checks = rt.block_on(lab::run_task(t, &opts))?;
-                println!("{checks}");
-                if !checks.passed() {
-                    failed.push(t);
-                }
-            }
-            if !failed.is_empty() {
-                bail!("lab task(s) {failed:?} failed");
-            }
+        Cmd::Task { n, keep } => run_tasks(&n, keep),
+        Cmd::Report => {
+            run_tasks("all", false)?;
+            let links = xtask::report::check_project_report()?;
+            println!(
+                "{}: {links} links, all present; every file of logs/ and report/assets/ linked",
+                project::root().join(xtask::report::REPORT).display()
+            );
             Ok(())
         }
         Cmd::Down => {
@@ -129,6 +120,32 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `cargo xtask task N|all`: each task's checks printed; an error naming
+/// the failed ones.
+fn run_tasks(n: &str, keep: bool) -> Result<()> {
+    let tasks: Vec<u8> = if n == "all" {
+        lab::TASKS.to_vec()
+    } else {
+        vec![n
+            .parse()
+            .with_context(|| format!("task {n:?}: expected a number 0-6 or `all`"))?]
+    };
+    let opts = lab::Options { keep };
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut failed = Vec::new();
+    for t in tasks {
+        let checks = rt.block_on(lab::run_task(t, &opts))?;
+        println!("{checks}");
+        if !checks.passed() {
+            failed.push(t);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("lab task(s) {failed:?} failed");
+    }
+    Ok(())
 }
 
 fn cargo(args: &[&str], extra: &[String]) -> Result<()> {
