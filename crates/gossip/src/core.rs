@@ -177,6 +177,10 @@ impl Rng {
 #[derive(Debug, Default, Clone)]
 pub struct BroadcastQueue {
     items: Vec<Broadcast>,
+    /// Which node names have a message queued (name → its id), so queueing
+    /// about a node with nothing pending does not scan the whole queue:
+    /// with a thousand members that scan dominated the run time.
+    named: HashMap<String, u64>,
     seq: u64,
 }
 
@@ -191,10 +195,12 @@ struct Broadcast {
 
 impl BroadcastQueue {
     pub fn queue(&mut self, name: Option<String>, msg: Vec<u8>) {
-        if let Some(n) = &name {
-            self.items.retain(|b| b.name.as_ref() != Some(n));
-        }
         self.seq += 1;
+        if let Some(n) = &name {
+            if let Some(old) = self.named.insert(n.clone(), self.seq) {
+                self.items.retain(|b| b.id != old);
+            }
+        }
         self.items.push(Broadcast {
             name,
             msg,
@@ -226,7 +232,16 @@ impl BroadcastQueue {
             out.push(b.msg.clone());
             b.transmits += 1;
         }
-        self.items.retain(|b| b.transmits < max_transmits);
+        let named = &mut self.named;
+        self.items.retain(|b| {
+            let keep = b.transmits < max_transmits;
+            if !keep {
+                if let Some(n) = &b.name {
+                    named.remove(n);
+                }
+            }
+            keep
+        });
         out
     }
 }
@@ -1316,5 +1331,13 @@ mod tests {
             assert_eq!(q.get(2, 1000, 3).len(), 2);
         }
         assert!(q.is_empty());
+        // Once a node's message has gone out for good, a new one about the
+        // same node is queued afresh, and replaced again by the next.
+        q.queue(Some("a".into()), vec![4]);
+        q.queue(Some("b".into()), vec![5]);
+        q.queue(Some("a".into()), vec![6]);
+        let mut sent = q.get(2, 1000, 3);
+        sent.sort();
+        assert_eq!(sent, vec![vec![5], vec![6]]);
     }
 }

@@ -30,6 +30,27 @@ fn hundred_members_converge() {
     assert_eq!(sim.count_status(MemberStatus::Failed), 0);
 }
 
+/// A thousand members, joining one after the other through n0, converge:
+/// every one sees every other alive, and nobody was ever taken for failed.
+#[test]
+fn thousand_members_converge() {
+    let mut sim = cluster(1000, 3);
+    let mut took = None;
+    for waited in 1..=120 {
+        sim.run_for(secs(1));
+        if sim.converged() {
+            took = Some(waited);
+            break;
+        }
+    }
+    assert!(
+        took.is_some(),
+        "1000 members did not converge in 120 s of simulated time"
+    );
+    assert_eq!(sim.count_status(MemberStatus::Failed), 0);
+    eprintln!("1000 members converged {took:?} s after the last join");
+}
+
 #[test]
 fn ten_percent_loss_gives_no_false_failures() {
     let mut sim = cluster(30, 2);
