@@ -65,6 +65,8 @@ pub struct Agent {
     snap: Option<Mutex<snapshot::Writer>>,
     /// Events emitted before the first `subscribe` (None after it).
     early: Mutex<Option<Vec<Event>>>,
+    /// Set once another node won the vote for our name.
+    name_lost: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// How many events are kept for the first subscriber.
@@ -110,6 +112,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
     scfg.coalesce_period = config.coalesce_period;
     scfg.quiescent_period = config.quiescent_period;
     scfg.tags = config.tags.clone();
+    scfg.name_conflict_resolution = !config.disable_name_resolution;
     if let Some(path) = &config.tags_file {
         // serf: tags saved by an earlier run win over the command line.
         if let Ok(text) = std::fs::read_to_string(path) {
@@ -163,6 +166,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
         early: Mutex::new(Some(Vec::new())),
         snap,
         streams_dropped: Default::default(),
+        name_lost: tokio::sync::watch::channel(None).0,
     });
     tracing::info!(node = %config.node_name, bind = %local_addr, %advertise, "agent started");
     let tasks = vec![
@@ -469,6 +473,21 @@ impl Agent {
         self.local_addr
     }
 
+    /// Resolves when this node lost a name-conflict vote, with the reason;
+    /// the caller must stop the agent (as Serf shuts down then).
+    pub async fn name_conflict_lost(&self) -> String {
+        let mut rx = self.name_lost.subscribe();
+        let why = rx
+            .wait_for(|why| why.is_some())
+            .await
+            .map(|why| why.clone().unwrap_or_default());
+        match why {
+            Ok(why) => why,
+            // The sender lives as long as the agent.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     fn now(&self) -> Duration {
         self.start.elapsed()
     }
@@ -480,6 +499,9 @@ impl Agent {
     /// Under the lock: publishes events and query replies, returns the I/O
     /// to perform once the lock is released.
     fn collect(&self, g: &mut Inner) -> Vec<Output> {
+        if let Some(why) = g.serf.take_conflict_lost() {
+            self.name_lost.send_replace(Some(why));
+        }
         if g.serf.take_keys_changed() {
             if let Some(path) = &self.config.keyring_file {
                 if let Err(e) = save_keyring(path, g.serf.keys()) {

@@ -111,6 +111,11 @@ pub trait Delegate {
     /// The node is dead or left (`node.state` says which).
     fn notify_leave(&mut self, node: &Node, now: Duration);
     fn notify_update(&mut self, node: &Node, now: Duration);
+    /// An alive message claims `existing`'s name from another address
+    /// (memberlist's conflict delegate); `existing` may be this node.
+    fn notify_conflict(&mut self, existing: &Node, other: SocketAddr, now: Duration) {
+        let _ = (existing, other, now);
+    }
 }
 
 /// I/O the caller must perform.
@@ -800,11 +805,15 @@ impl Core {
                 let pos = self.rng.below(self.probe_order.len() + 1);
                 self.probe_order.insert(pos, a.node.clone());
             }
-            Some(n) if n.addr != addr && !is_local => {
-                if n.state == NodeState::Left || n.state == NodeState::Dead {
+            Some(n) if n.addr != addr => {
+                if !is_local && (n.state == NodeState::Left || n.state == NodeState::Dead) {
                     updates_node = true;
                 } else {
-                    tracing::warn!(node = %a.node, old = %n.addr, new = %addr, "address conflict, ignoring alive");
+                    // Someone else claims this name (maybe ours): ignore the
+                    // alive and let the delegate decide, as memberlist does.
+                    tracing::warn!(node = %a.node, mine = %n.addr, theirs = %addr, "conflicting address, ignoring alive");
+                    let existing = n.clone();
+                    d.notify_conflict(&existing, addr, now);
                     return;
                 }
             }

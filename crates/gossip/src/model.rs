@@ -155,6 +155,8 @@ pub struct AgentConfig {
     pub keyring_file: Option<std::path::PathBuf>,
     pub snapshot: Option<std::path::PathBuf>,
     pub rejoin: bool,
+    /// Serf's `disable_name_resolution`: never vote on a disputed name.
+    pub disable_name_resolution: bool,
     /// `lan` (default), `wan` or `local`.
     pub profile: String,
     pub log_level: String,
@@ -187,6 +189,7 @@ impl Default for AgentConfig {
             keyring_file: None,
             snapshot: None,
             rejoin: false,
+            disable_name_resolution: false,
             profile: "lan".into(),
             log_level: "info".into(),
             handler_timeout: Duration::from_secs(30),

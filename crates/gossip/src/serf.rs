@@ -24,9 +24,14 @@
 //! `force_leave` with `prune` erases the member everywhere (member-reap).
 //! Clocks can be restored from a snapshot (the file itself is the agent's).
 //!
-//! Not implemented: `_serf_conflict` and `_serf_ping` get no answer (and
-//! internal queries are never shown to users); name-conflict resolution;
-//! Vivaldi coordinates (acks carry no payload); the user-event and query
+//! Name conflicts are resolved as Serf does: when an alive message claims
+//! this node's name from another address, a `_serf_conflict` query asks
+//! every member which address it knows for the name; unless a majority of
+//! the answers vouch for ours, [`Serf::take_conflict_lost`] tells the agent
+//! to stop. `_serf_ping` gets the ack every query gets; internal queries
+//! are never shown to users.
+//!
+//! Not implemented: Vivaldi coordinates (acks carry no payload); the user-event and query
 //! size limits are checked by the agent only for events.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -55,6 +60,10 @@ pub struct Config {
     pub query_buffer: usize,
     pub recent_intent_timeout: Duration,
     pub query_timeout_mult: u32,
+    /// When another node claims this node's name, ask the cluster which of
+    /// the two it knows (`_serf_conflict`) and give up the name when the
+    /// majority vouches for the other one (Serf's default: on).
+    pub name_conflict_resolution: bool,
 }
 
 impl Config {
@@ -74,6 +83,7 @@ impl Config {
             query_buffer: 512,
             recent_intent_timeout: Duration::from_secs(300),
             query_timeout_mult: 16,
+            name_conflict_resolution: true,
         }
     }
 }
@@ -235,6 +245,16 @@ struct OutgoingQuery {
     responses: HashSet<String>,
 }
 
+/// Our `_serf_conflict` query and its tally: how many answered, and how
+/// many of those know our name at our address.
+#[derive(Debug, Clone)]
+struct ConflictVote {
+    local_id: u64,
+    other: SocketAddr,
+    responses: usize,
+    matching: usize,
+}
+
 /// An internal (`_serf_*`) query, answered once the core is reachable
 /// (the keyring lives there).
 #[derive(Debug, Clone)]
@@ -280,6 +300,12 @@ struct State {
     keys_changed: bool,
     /// Members to erase (force-leave with prune) at the given time.
     prunes: Vec<(String, Duration)>,
+    /// Another node claims our name from this address: start a vote.
+    conflict_seen: Option<SocketAddr>,
+    /// The `_serf_conflict` vote under way.
+    conflict_vote: Option<ConflictVote>,
+    /// Set when the vote went to the other node: the agent must stop.
+    conflict_lost: Option<String>,
     rng: core::Rng,
     self_addr: SocketAddr,
 }
@@ -595,11 +621,48 @@ impl State {
         }
     }
 
+    /// Serf's rule: keep the name when a majority of the answers vouch
+    /// for our address, give it up otherwise (no answer at all loses too).
+    fn count_conflict_vote(&mut self, vote: ConflictVote) {
+        let majority = vote.responses / 2 + 1;
+        if vote.matching >= majority {
+            tracing::info!(
+                "majority in name conflict resolution [{} / {}]",
+                vote.matching,
+                vote.responses
+            );
+        } else {
+            let why = format!(
+                "node name '{}' is also claimed by {}, and the cluster sides with it \
+                 ({} of {} members know this name at {}); names must be unique",
+                self.name, vote.other, vote.matching, vote.responses, self.self_addr
+            );
+            tracing::warn!("minority in name conflict resolution: {why}");
+            self.conflict_lost = Some(why);
+        }
+    }
+
     fn handle_query_response(&mut self, r: wire::QueryResponse) {
         let Some(q) = self.outgoing.get_mut(&(r.ltime, r.id)) else {
             return;
         };
         let local = q.local_id;
+        if let Some(vote) = self.conflict_vote.as_mut().filter(|v| v.local_id == local) {
+            if r.flags & wire::QUERY_FLAG_ACK == 0 && q.responses.insert(r.from.clone()) {
+                match wire::decode_conflict_response(&r.payload) {
+                    Ok(vouched) => {
+                        vote.responses += 1;
+                        if vouched == Some((self.self_addr.ip(), self.self_addr.port())) {
+                            vote.matching += 1;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(from = %r.from, error = %e, "invalid conflict query response")
+                    }
+                }
+            }
+            return;
+        }
         if r.flags & wire::QUERY_FLAG_ACK != 0 {
             if q.acks.insert(r.from.clone()) {
                 self.replies.push((local, QueryReply::Ack { from: r.from }));
@@ -617,6 +680,20 @@ impl State {
 }
 
 impl Delegate for State {
+    fn notify_conflict(&mut self, existing: &Node, other: SocketAddr, _now: Duration) {
+        if existing.name != self.name {
+            tracing::warn!(node = %existing.name, mine = %existing.addr, theirs = %other,
+                "name conflict: two nodes claim this name");
+            return;
+        }
+        tracing::error!(node = %self.name, theirs = %other,
+            "this node's name is claimed by another node; names must be unique (resolution: {})",
+            self.cfg.name_conflict_resolution);
+        if self.cfg.name_conflict_resolution && self.conflict_vote.is_none() {
+            self.conflict_seen = Some(other);
+        }
+    }
+
     fn notify_msg(&mut self, msg: &[u8], now: Duration) {
         let m = match SerfMessage::decode(msg) {
             Ok(m) => m,
@@ -856,6 +933,9 @@ impl Serf {
             internal: Vec::new(),
             keys_changed: false,
             prunes: Vec::new(),
+            conflict_seen: None,
+            conflict_vote: None,
+            conflict_lost: None,
             rng: core::Rng::new(cfg.core.seed ^ 0x5eed),
             self_addr,
             cfg,
@@ -891,10 +971,15 @@ impl Serf {
         }
     }
 
-    /// Serf's keyring queries (`_serf_install-key`, `use-key`,
-    /// `remove-key`, `list-keys`); `ping` and `conflict` get no answer.
+    /// Serf's internal queries: `conflict` (what we know of a disputed
+    /// name) and the keyring ones (`install-key`, `use-key`, `remove-key`,
+    /// `list-keys`); `ping` needs only the ack sent on receipt.
     fn answer_internal(&mut self, q: InternalQuery) {
         let op = q.name.trim_start_matches("_serf_");
+        if op == "conflict" {
+            self.answer_conflict(q);
+            return;
+        }
         if !matches!(op, "install-key" | "use-key" | "remove-key" | "list-keys") {
             return;
         }
@@ -971,6 +1056,39 @@ impl Serf {
         for (to, m) in std::mem::take(&mut self.st.sends) {
             self.core.send_user(to, &m);
         }
+    }
+
+    /// Another node asks which address we know for a name it holds; a node
+    /// never answers about its own name (the vote is about it).
+    fn answer_conflict(&mut self, q: InternalQuery) {
+        let Ok(node) = std::str::from_utf8(&q.payload) else {
+            return;
+        };
+        if node == self.st.name {
+            return;
+        }
+        tracing::debug!(node, "conflict resolution query");
+        let member = self.st.members.get(node).map(|m| &m.member);
+        let payload = wire::encode_conflict_response(member);
+        let msg = SerfMessage::QueryResponse(wire::QueryResponse {
+            ltime: q.ltime,
+            id: q.id,
+            from: self.st.name.clone(),
+            flags: 0,
+            payload,
+        })
+        .encode();
+        self.st
+            .send_with_relay(q.to, &q.source_node, msg, q.relay_factor);
+        for (to, m) in std::mem::take(&mut self.st.sends) {
+            self.core.send_user(to, &m);
+        }
+    }
+
+    /// Why this node must stop, once: another node won the vote for its
+    /// name (Serf shuts down in that case).
+    pub fn take_conflict_lost(&mut self) -> Option<String> {
+        self.st.conflict_lost.take()
     }
 
     /// True once after a keyring query changed our keys (persist them).
@@ -1243,7 +1361,29 @@ impl Serf {
             .collect();
         for k in done {
             if let Some(q) = self.st.outgoing.remove(&k) {
-                self.st.replies.push((q.local_id, QueryReply::Done));
+                match self.st.conflict_vote.take() {
+                    Some(vote) if vote.local_id == q.local_id => self.st.count_conflict_vote(vote),
+                    other => {
+                        self.st.conflict_vote = other;
+                        self.st.replies.push((q.local_id, QueryReply::Done));
+                    }
+                }
+            }
+        }
+        if let Some(other) = self.st.conflict_seen.take() {
+            if self.st.conflict_vote.is_none() && self.st.conflict_lost.is_none() {
+                let p = crate::model::QueryParams {
+                    name: "_serf_conflict".to_string(),
+                    payload: self.st.name.clone().into_bytes(),
+                    ..Default::default()
+                };
+                let local_id = self.query(&p, now);
+                self.st.conflict_vote = Some(ConflictVote {
+                    local_id,
+                    other,
+                    responses: 0,
+                    matching: 0,
+                });
             }
         }
         self.st.pending.retain(|_, p| now <= p.deadline);

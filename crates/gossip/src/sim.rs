@@ -32,6 +32,9 @@ pub struct SimNode {
     /// Partition group; nodes talk only within their group.
     pub group: u32,
     pub events: Vec<Event>,
+    /// Why the node stopped after losing a name-conflict vote (the agent
+    /// exits then; the simulator takes the node down).
+    pub lost_name: Option<String>,
 }
 
 pub struct Sim {
@@ -76,6 +79,7 @@ impl Sim {
                 crashed: false,
                 group: 0,
                 events: Vec::new(),
+                lost_name: None,
             });
         }
         Sim {
@@ -246,6 +250,10 @@ impl Sim {
                     let now = self.now;
                     self.nodes[i].serf.tick(now);
                     self.flush(i);
+                    if let Some(why) = self.nodes[i].serf.take_conflict_lost() {
+                        self.nodes[i].lost_name = Some(why);
+                        self.nodes[i].crashed = true;
+                    }
                 }
             }
         }

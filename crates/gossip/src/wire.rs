@@ -1024,6 +1024,65 @@ pub fn user_stream_msg(payload: &[u8]) -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------
+// Name conflict resolution
+
+/// What a member believes of a node whose name is disputed: the payload of
+/// a `_serf_conflict` response (type byte 6, then Serf's `Member` struct as
+/// a map in field order, or nil when the member does not know the node).
+pub fn encode_conflict_response(m: Option<&crate::model::Member>) -> Vec<u8> {
+    let mut buf = vec![stype::CONFLICT_RESPONSE];
+    let Some(m) = m else {
+        rmp::encode::write_nil(&mut buf).expect("vec write");
+        return buf;
+    };
+    let mut tags = Vec::new();
+    rmp::encode::write_map_len(&mut tags, m.tags.len() as u32).expect("vec write");
+    for (k, v) in &m.tags {
+        write_str(&mut tags, k);
+        write_str(&mut tags, v);
+    }
+    let status = match m.status {
+        crate::model::MemberStatus::None => 0,
+        crate::model::MemberStatus::Alive => 1,
+        crate::model::MemberStatus::Leaving => 2,
+        crate::model::MemberStatus::Left => 3,
+        crate::model::MemberStatus::Failed => 4,
+    };
+    MapEnc::new(buf, 11)
+        .str("Name", &m.name)
+        .bytes("Addr", &addr_bytes(m.addr))
+        .uint("Port", m.port.into())
+        .raw_value("Tags", &tags)
+        .int("Status", status)
+        .uint("ProtocolMin", m.protocol[0].into())
+        .uint("ProtocolMax", m.protocol[1].into())
+        .uint("ProtocolCur", m.protocol[2].into())
+        .uint("DelegateMin", m.delegate[0].into())
+        .uint("DelegateMax", m.delegate[1].into())
+        .uint("DelegateCur", m.delegate[2].into())
+        .finish()
+}
+
+/// The address and port a `_serf_conflict` response vouches for; `None`
+/// when the responder does not know the node (Serf counts such an answer
+/// as a response that does not match).
+pub fn decode_conflict_response(payload: &[u8]) -> Result<Option<(IpAddr, u16)>> {
+    match payload.split_first() {
+        Some((&stype::CONFLICT_RESPONSE, body)) => {
+            let v = decode_map(body)?;
+            if v.is_nil() {
+                return Ok(None);
+            }
+            let f = Fields::of(&v)?;
+            let ip = bytes_addr(&f.bytes("Addr")?).ok_or(WireError::Field("Addr"))?;
+            Ok(Some((ip, f.u16("Port")?)))
+        }
+        Some((&t, _)) => Err(WireError::UnknownType(t)),
+        None => Err(WireError::Field("conflict response")),
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Serf messages
 
 /// Serf's tags in node meta: 255 then a map of str to str (Go map: order is
@@ -1685,5 +1744,33 @@ mod tests {
             let _ = SerfMessage::decode(&b);
             let _ = decode_tags(&b);
         }
+    }
+
+    #[test]
+    fn conflict_responses_round_trip_and_reject_garbage() {
+        let m = crate::model::Member {
+            name: "s1".into(),
+            addr: "192.168.42.11".parse().unwrap(),
+            port: 7946,
+            tags: vec![("role".into(), "backend".into())],
+            status: crate::model::MemberStatus::Alive,
+            protocol: [1, 5, 2],
+            delegate: [2, 5, 4],
+        };
+        let b = encode_conflict_response(Some(&m));
+        assert_eq!(b[0], stype::CONFLICT_RESPONSE);
+        assert_eq!(
+            decode_conflict_response(&b).unwrap(),
+            Some((m.addr, m.port))
+        );
+        assert_eq!(
+            decode_conflict_response(&encode_conflict_response(None)).unwrap(),
+            None
+        );
+        assert!(decode_conflict_response(&[]).is_err());
+        assert!(decode_conflict_response(&[5, 0xc0]).is_err());
+        assert!(
+            decode_conflict_response(&[6, 0x81, 0xa4, b'A', b'd', b'd', b'r', 0xa1, 1]).is_err()
+        );
     }
 }

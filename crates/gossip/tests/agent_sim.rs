@@ -51,6 +51,42 @@ fn thousand_members_converge() {
     eprintln!("1000 members converged {took:?} s after the last join");
 }
 
+/// A sixth node starts under n1's name from another address: the cluster
+/// votes (`_serf_conflict`), the newcomer loses and stops, n1 keeps its
+/// name and address everywhere.
+#[test]
+fn a_duplicate_name_loses_the_vote() {
+    let mut sim = Sim::new(6, 11, |c| {
+        if c.core.name == "n5" {
+            c.core.name = "n1".to_string();
+        }
+    });
+    for i in 1..5 {
+        assert!(sim.join(i, 0), "n{i} joins n0");
+    }
+    sim.run_for(secs(5));
+    assert!(sim.join(5, 0), "the duplicate reaches n0");
+    let lost = sim.run_until(secs(60), |s| s.nodes[5].lost_name.is_some());
+    assert!(lost.is_some(), "the duplicate never lost the vote");
+    let why = sim.nodes[5].lost_name.clone().unwrap_or_default();
+    assert!(why.contains("'n1'"), "{why}");
+    sim.run_for(secs(10));
+    assert!(sim.nodes[1].lost_name.is_none(), "n1 lost its own name");
+    for i in 0..5 {
+        let n1 = sim
+            .members(i)
+            .into_iter()
+            .find(|m| m.name == "n1")
+            .expect("n1 is known");
+        assert_eq!(n1.status, MemberStatus::Alive, "n{i} sees n1");
+        assert_eq!(
+            n1.addr,
+            gossip::sim::sim_addr(1).ip(),
+            "n{i} sees n1's address"
+        );
+    }
+}
+
 #[test]
 fn ten_percent_loss_gives_no_false_failures() {
     let mut sim = cluster(30, 2);

@@ -857,3 +857,100 @@ async fn keyring_operations_across_the_cluster() {
     .expect("event after key rotation");
     ours.shutdown().await.unwrap();
 }
+
+/// Name conflicts, both ways. A real serf started under one of our names
+/// asks the cluster (`_serf_conflict`); our agents answer in Serf's format,
+/// so it counts every answer and gives the name up. Our agent started under
+/// a real serf's name asks too, reads the real serfs' answers, and stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_names_lose_the_vote_both_ways() {
+    let real_a = Arc::new(blocking(|| SerfProc::start("realA", &[], None, None)).await);
+    let seed = real_a.bind.to_string();
+    let ours_b = start_ours("oursB", &[], vec![seed.clone()], vec![]).await;
+    let ours_c = start_ours("oursC", &[], vec![seed.clone()], vec![]).await;
+    let real_e =
+        Arc::new(blocking(move || SerfProc::start("realE", &[], seed.parse().ok(), None)).await);
+    apoll(
+        "oursC sees four members alive",
+        Duration::from_secs(30),
+        || {
+            let alive = ours_c
+                .members()
+                .iter()
+                .filter(|m| m.status == MemberStatus::Alive)
+                .count();
+            (alive == 4).then_some(())
+        },
+    )
+    .await;
+
+    // A real serf claims "oursB" from another address.
+    let bind = real_a.bind;
+    let dup = blocking(move || SerfProc::start("oursB", &[], Some(bind), None)).await;
+    let dup = blocking(move || {
+        poll(
+            "the duplicate serf gives the name up",
+            Duration::from_secs(60),
+            || {
+                dup.log_text()
+                    .contains("minority in name conflict resolution")
+                    .then_some(())
+            },
+        );
+        dup
+    })
+    .await;
+    // realA, oursC and realE answered (oursB does not answer about itself);
+    // an answer serf could not decode would not be counted.
+    let log = dup.log_text();
+    assert!(log.contains("[0 / 3]"), "serf's tally:\n{log}");
+    drop(dup);
+
+    // Our agent claims "realE" from another address.
+    let dup = start_ours("realE", &[], vec![real_a.bind.to_string()], vec![]).await;
+    let why = tokio::time::timeout(Duration::from_secs(60), dup.name_conflict_lost())
+        .await
+        .expect("our duplicate gives the name up");
+    eprintln!("[interop] our duplicate: {why}");
+    // realA (serf), oursB and oursC answered; realE does not answer about itself.
+    assert!(why.contains("0 of 3 members"), "{why}");
+    dup.shutdown().await.unwrap();
+    drop(dup);
+
+    // The rightful owners keep their names and addresses.
+    let e_addr = real_e.bind;
+    apoll(
+        "oursC still sees realE at its address",
+        Duration::from_secs(30),
+        || {
+            ours_c.members().into_iter().find(|m| {
+                m.name == "realE"
+                    && m.status == MemberStatus::Alive
+                    && m.addr == e_addr.ip()
+                    && m.port == e_addr.port()
+            })
+        },
+    )
+    .await;
+    let b_port = ours_b.local_addr().port();
+    let a = real_a.clone();
+    blocking(move || {
+        poll(
+            "realA still sees oursB at its address",
+            Duration::from_secs(30),
+            || {
+                let v: serde_json::Value =
+                    serde_json::from_str(&a.rpc_cmd(&["members", "-format=json"]).ok()?).ok()?;
+                v["members"].as_array()?.iter().find(|m| {
+                    m["name"] == "oursB"
+                        && m["status"] == "alive"
+                        && m["port"].as_u64() == Some(u64::from(b_port))
+                })?;
+                Some(())
+            },
+        )
+    })
+    .await;
+    ours_b.shutdown().await.unwrap();
+    ours_c.shutdown().await.unwrap();
+}

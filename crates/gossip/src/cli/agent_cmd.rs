@@ -110,6 +110,7 @@ pub struct AgentSettings {
     pub profile: Option<String>,
     pub snapshot_path: Option<String>,
     pub rejoin_after_leave: bool,
+    pub disable_name_resolution: bool,
     pub retry_join: Vec<String>,
     pub retry_max_attempts: Option<u32>,
     pub retry_interval: Option<String>,
@@ -122,7 +123,6 @@ pub struct AgentSettings {
 const IGNORED_KEYS: &[&str] = &[
     "broadcast_timeout",
     "disable_coordinates",
-    "disable_name_resolution",
     "discover",
     "enable_compression",
     "enable_syslog",
@@ -189,6 +189,7 @@ impl AgentSettings {
                 "profile" => self.profile = Some(string(key, val)?),
                 "snapshot_path" => self.snapshot_path = Some(string(key, val)?),
                 "rejoin_after_leave" => self.rejoin_after_leave = boolean(key, val)?,
+                "disable_name_resolution" => self.disable_name_resolution = boolean(key, val)?,
                 "retry_join" => self.retry_join.extend(strings(key, val)?),
                 "retry_max_attempts" => {
                     let n = val
@@ -388,6 +389,7 @@ fn settings_to_config(mut s: AgentSettings) -> Result<(AgentConfig, Vec<String>)
     }
     c.snapshot = s.snapshot_path.map(PathBuf::from);
     c.rejoin = s.rejoin_after_leave;
+    c.disable_name_resolution = s.disable_name_resolution;
     c.replay = s.replay_on_join;
     c.retry_join = s.retry_join;
     c.retry_max = s.retry_max_attempts.unwrap_or(0);
@@ -630,7 +632,11 @@ async fn serve_agent(config: AgentConfig, join: Vec<String>, argv: &[String]) ->
         tags: config.tags.clone(),
         tags_file: config.tags_file.is_some(),
     };
-    wait_for_exit(agent, left, reload).await
+    let lost = {
+        let agent = agent.clone();
+        async move { agent.name_conflict_lost().await }
+    };
+    wait_for_exit(agent, left, reload, lost).await
 }
 
 /// What SIGHUP re-reads: the same arguments (so the same config files)
@@ -713,12 +719,16 @@ async fn persist_tags<A: AgentHandle + ?Sized>(agent: Arc<A>, path: PathBuf) {
 }
 
 /// Waits for a signal or an RPC `leave`; leaves gracefully on SIGINT or
-/// SIGTERM, exits at once on a second signal, reloads on SIGHUP.
+/// SIGTERM, exits at once on a second signal, reloads on SIGHUP; stops
+/// with code 1, without a leave, when `lost` (a name-conflict vote lost:
+/// the name belongs to another node, whose membership a leave would end).
 async fn wait_for_exit<A: AgentHandle + ?Sized>(
     agent: Arc<A>,
     left: Arc<tokio::sync::Notify>,
     mut reload: Reload,
+    lost: impl std::future::Future<Output = String>,
 ) -> i32 {
+    tokio::pin!(lost);
     let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
@@ -738,6 +748,13 @@ async fn wait_for_exit<A: AgentHandle + ?Sized>(
             _ = left.notified() => {
                 // The RPC server already left and shut the agent down.
                 return 0;
+            }
+            why = &mut lost => {
+                eprintln!("==> Error: {why}; stopping");
+                if let Err(e) = agent.shutdown().await {
+                    eprintln!("==> Error: {e:#}");
+                }
+                return 1;
             }
         }
     };
