@@ -1,7 +1,8 @@
 //! Building the lab's images: one place for it.
 //!
-//! The binaries are compiled on the host (release profile) and copied into a
-//! staging build context beside the Dockerfiles; each Dockerfile has one
+//! The binaries are compiled on the host (the supervisor, the agent and the
+//! renderer statically against musl, see [`build_binaries`]; the web app
+//! with the release profile) and copied into a staging build context beside the Dockerfiles; each Dockerfile has one
 //! stage per lab task (`task0` … `task6`), each built on the previous one, and
 //! every stage is tagged `ait/<image>:taskN` (the last one also `:latest`).
 //! The base image comes from `BASE_IMAGE` when set, else `debian:bookworm-slim`
@@ -103,20 +104,100 @@ pub fn ensure_base_image() -> Result<String> {
     Ok(OWN_BASE.into())
 }
 
-/// Compile the images' binaries on the host, release profile.
-pub fn build_binaries() -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(project::root())
-        .args(["build", "--release", "--quiet"]);
-    for bin in BINARIES {
+/// The binaries linked statically against musl (small, no shared libraries
+/// mapped: the supervisor and the agent run in every container, and their
+/// memory is one of the project's goals); the web app stays on glibc, whose
+/// allocator serves its request rate better.
+pub const STATIC_BINARIES: [&str; 3] = ["init", "gossip", "render"];
+/// The target and profile of [`STATIC_BINARIES`] (profile `static` in the
+/// workspace's Cargo.toml: release, optimised for size).
+const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+const STATIC_PROFILE: &str = "static";
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(project::root());
+    cmd
+}
+
+fn cargo_build(args: &[&str], bins: &[&str]) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--quiet"]).args(args);
+    for bin in bins {
         cmd.args(["-p", bin]);
     }
-    let status = cmd.status().context("running cargo build --release")?;
+    let status = cmd.status().context("running cargo build")?;
     if !status.success() {
-        bail!("cargo build --release of {} failed", BINARIES.join(", "));
+        bail!("cargo build {} of {} failed", args.join(" "), bins.join(", "));
     }
-    Ok(project::target_dir().join("release"))
+    Ok(())
+}
+
+/// True when rustup has (or can add) the musl target; otherwise says once
+/// why the static binaries fall back to glibc.
+fn static_target_available() -> bool {
+    let installed = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.trim() == STATIC_TARGET)
+    };
+    match Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+    {
+        Ok(out) if installed(&out) => return true,
+        Ok(_) => {}
+        Err(_) => {
+            eprintln!(
+                "xtask: rustup not found; init, gossip and render are linked against glibc \
+                 (more memory per process)"
+            );
+            return false;
+        }
+    }
+    eprintln!("xtask: rustup target add {STATIC_TARGET}");
+    let added = Command::new("rustup")
+        .args(["target", "add", STATIC_TARGET])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !added {
+        eprintln!(
+            "xtask: could not add the {STATIC_TARGET} target; init, gossip and render are \
+             linked against glibc (more memory per process)"
+        );
+    }
+    added
+}
+
+/// Compile the images' binaries on the host (init, gossip and render
+/// static with musl when the target is available, the web app with the
+/// release profile) and gather them in one folder, which is returned.
+pub fn build_binaries() -> Result<PathBuf> {
+    let release = project::target_dir().join("release");
+    let mut from: Vec<(&str, PathBuf)> = Vec::new();
+    if static_target_available() {
+        cargo_build(
+            &["--profile", STATIC_PROFILE, "--target", STATIC_TARGET],
+            &STATIC_BINARIES,
+        )?;
+        let dir = project::target_dir()
+            .join(STATIC_TARGET)
+            .join(STATIC_PROFILE);
+        from.extend(STATIC_BINARIES.iter().map(|b| (*b, dir.join(b))));
+        cargo_build(&["--release"], &["webapp"])?;
+    } else {
+        cargo_build(&["--release"], &BINARIES)?;
+        from.extend(STATIC_BINARIES.iter().map(|b| (*b, release.join(b))));
+    }
+    from.push(("webapp", release.join("webapp")));
+    let out = project::target_dir().join("image-bin");
+    std::fs::create_dir_all(&out)?;
+    for (name, path) in from {
+        copy_if_changed(&path, &out.join(name))?;
+    }
+    Ok(out)
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
