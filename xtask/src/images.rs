@@ -128,7 +128,11 @@ fn cargo_build(args: &[&str], bins: &[&str]) -> Result<()> {
     }
     let status = cmd.status().context("running cargo build")?;
     if !status.success() {
-        bail!("cargo build {} of {} failed", args.join(" "), bins.join(", "));
+        bail!(
+            "cargo build {} of {} failed",
+            args.join(" "),
+            bins.join(", ")
+        );
     }
     Ok(())
 }
