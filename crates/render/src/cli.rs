@@ -54,7 +54,7 @@ pub struct ReconcileArgs {
     )]
     pub server_options: String,
     /// How a (re-)enabled server starts taking traffic.
-    #[arg(long, value_enum, default_value_t = JoinMode::Gated)]
+    #[arg(long, value_enum, default_value_t = JoinMode::Probe)]
     pub join: JoinMode,
     /// haproxy.cfg template (tera); default: the one built in.
     #[arg(long)]

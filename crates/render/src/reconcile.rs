@@ -15,7 +15,10 @@
 //! requests that fail (or cost a retry); the gated join (`state drain`,
 //! `health down`, `state ready`) gives it traffic only after `rise`
 //! successful checks (about 0.1 s with `downinter 100ms rise 1`: a server
-//! held down is checked at `downinter`). `--join enable` is
+//! held down is checked at `downinter`). The default, `--join probe`, saves
+//! that wait when it can: the reconciler connects to the new server itself
+//! and, when it accepts, enables it at once (HAProxy's checks run from then
+//! on); a server not listening yet gets the gated join. `--join enable` is
 //! there for members known to be serving when they join.
 
 use std::collections::BTreeSet;
@@ -38,11 +41,26 @@ pub const DEFAULT_TEMPLATE: &str = include_str!("../templates/haproxy.cfg.tera")
 /// How a server starts taking traffic once it is (re-)enabled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum JoinMode {
+    /// Connect to the server first (TCP, [`PROBE_TIMEOUT`]): when it
+    /// accepts, `enable server` (UP at once, its health checks running from
+    /// then on); when it does not yet, the gated join.
+    Probe,
     /// `state drain`, `health down`, `state ready`: traffic only after the
     /// health checks pass.
     Gated,
     /// `enable server`: UP at once, before any check.
     Enable,
+}
+
+/// How long the probe of [`JoinMode::Probe`] waits for a connection.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// True when something accepts TCP connections at `ip:port`.
+async fn accepts(ip: std::net::IpAddr, port: u16) -> bool {
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect((ip, port))).await,
+        Ok(Ok(_))
+    )
 }
 
 /// Everything the reconciler needs to know, already validated.
@@ -139,7 +157,7 @@ impl Reconciler {
                     self.s.server_options
                 );
                 api.expect(&cmd, Reply::Added).await?;
-                self.join(&b.name).await?;
+                self.join(b).await?;
                 Ok(format!("added {} {}", b.name, b.addr))
             }
             Step::Rejoin {
@@ -165,7 +183,7 @@ impl Reconciler {
                     );
                     api.expect(&cmd, Reply::AddrSet).await?;
                 }
-                self.join(&b.name).await?;
+                self.join(b).await?;
                 Ok(format!("re-enabled {} {}", b.name, b.addr))
             }
             Step::Remove(name) => {
@@ -187,9 +205,9 @@ impl Reconciler {
     /// Turn health checks on and let the server take traffic, per
     /// [`JoinMode`]. A server without `check` (only possible for one from a
     /// hand-written config) cannot be gated: it is made ready directly.
-    async fn join(&self, name: &str) -> Result<(), ApiError> {
+    async fn join(&self, b: &Backend) -> Result<(), ApiError> {
         let api = &self.s.api;
-        let srv = self.srv(name);
+        let srv = self.srv(&b.name);
         let reply = api.raw(&format!("enable health {srv}")).await?;
         let has_checks = if Reply::Empty.accepts(&reply) {
             true
@@ -201,8 +219,16 @@ impl Reconciler {
                 reply: reply.trim().into(),
             });
         };
-        match (self.s.join, has_checks) {
-            (JoinMode::Enable, _) => {
+        let mode = match self.s.join {
+            JoinMode::Probe if accepts(b.ip, b.port).await => JoinMode::Enable,
+            JoinMode::Probe => {
+                tracing::debug!(server = %b.name, addr = %b.addr, "not accepting yet: gated join");
+                JoinMode::Gated
+            }
+            other => other,
+        };
+        match (mode, has_checks) {
+            (JoinMode::Enable | JoinMode::Probe, _) => {
                 api.expect(&format!("enable server {srv}"), Reply::Empty)
                     .await?;
             }

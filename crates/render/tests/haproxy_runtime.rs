@@ -283,9 +283,10 @@ async fn follows_member_list_without_failed_requests() {
     .await;
 }
 
-/// The default (gated) join gives a member traffic only once its health
-/// check passes: a member whose web server is not listening yet stays DOWN
-/// and costs no request; once it listens it comes UP and serves.
+/// A member whose web server is not listening yet gets traffic only once
+/// its health check passes (the default probe finds nothing and falls back
+/// to the gated join): it stays DOWN and costs no request; once it listens
+/// it comes UP and serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gated_join_waits_for_a_passing_check() {
     require(HAPROXY, "haproxy");
@@ -350,6 +351,49 @@ async fn gated_join_waits_for_a_passing_check() {
     eprintln!("load: {report:?}");
     assert_eq!(report.failed, 0, "failed requests: {report:?}");
     drop(late);
+}
+
+/// The default join probes a new member itself: one that accepts
+/// connections is UP at once, before HAProxy has run a single check of it
+/// (checks every hour here, so a gated join would still be waiting), and
+/// serves with no failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_join_enables_a_listening_server_before_any_check() {
+    require(HAPROXY, "haproxy");
+    let dir = tempfile::tempdir().unwrap();
+    let (fe, st, at) = (free_port(), free_port(), free_port());
+    let mut s = settings_for(dir.path(), (fe, st, at), &dir.path().join("written.cfg"));
+    assert_eq!(s.join, reconcile::JoinMode::Probe, "the default join");
+    s.server_options = "check inter 1h downinter 1h fall 1 rise 1".into();
+    let cfg = reconcile::render_config(&s, &BackendSet::new()).unwrap();
+    let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
+    let w1 = WebServer::start("s1").await;
+    let (run, tx) = Running::start(s, vec![]);
+    tx.send(vec![member("s1", w1.port)]).unwrap();
+    wait_for("s1 UP", Duration::from_secs(30), async || {
+        (h.up().await == ["s1"]).then_some(())
+    })
+    .await;
+    // srv_check_result 0: HAProxy has not completed a check of s1 yet.
+    assert_eq!(
+        h.check_result("s1").await,
+        Some(0),
+        "s1 was checked already"
+    );
+    let load = Load::start(
+        fe,
+        2,
+        Duration::from_millis(5),
+        Duration::from_secs(90),
+        10_000,
+    );
+    wait_for("answers from s1", Duration::from_secs(30), async || {
+        (load.snapshot().by_backend.get("s1").copied().unwrap_or(0) > 10).then_some(())
+    })
+    .await;
+    let report = load.finish().await;
+    run.stop().await;
+    assert_eq!(report.failed, 0, "failed requests: {report:?}");
 }
 
 /// `--join enable`: a member known to be serving is UP at once (no check
