@@ -954,3 +954,198 @@ async fn duplicate_names_lose_the_vote_both_ways() {
     ours_b.shutdown().await.unwrap();
     ours_c.shutdown().await.unwrap();
 }
+
+/// Three real serf agents and three of ours, each half joining through the
+/// other: one cluster of six where everyone sees everyone alive; a user
+/// event from each side runs the handlers of all three serfs and reaches
+/// all three of ours; a tag change on each side is seen on the other; a
+/// graceful leave of one of each is `left` everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_and_three_form_one_cluster() {
+    let r1 = blocking(|| SerfProc::start("mix-r1", &[("side", "serf")], None, None)).await;
+    let r1_bind = r1.bind;
+    let o1 = start_ours(
+        "mix-o1",
+        &[("side", "ours")],
+        vec![r1_bind.to_string()],
+        vec![],
+    )
+    .await;
+    let o1_addr = o1.local_addr();
+    let r2 =
+        blocking(move || SerfProc::start("mix-r2", &[("side", "serf")], Some(o1_addr), None)).await;
+    let o2 = start_ours(
+        "mix-o2",
+        &[("side", "ours")],
+        vec![r2.bind.to_string()],
+        vec![],
+    )
+    .await;
+    let o2_addr = o2.local_addr();
+    let r3 =
+        blocking(move || SerfProc::start("mix-r3", &[("side", "serf")], Some(o2_addr), None)).await;
+    let o3 = start_ours(
+        "mix-o3",
+        &[("side", "ours")],
+        vec![r3.bind.to_string()],
+        vec![],
+    )
+    .await;
+    let reals = Arc::new([r1, r2, r3]);
+    let ours = [o1, o2, o3];
+    let names = ["mix-r1", "mix-r2", "mix-r3", "mix-o1", "mix-o2", "mix-o3"];
+
+    // Everyone sees everyone alive, with the right side tag.
+    for o in &ours {
+        apoll(
+            &format!("{} sees six alive", o.local_member().name),
+            Duration::from_secs(30),
+            || {
+                let ms = o.members();
+                names
+                    .iter()
+                    .all(|n| {
+                        ms.iter().any(|m| {
+                            m.name == *n
+                                && m.status == MemberStatus::Alive
+                                && m.tag("side")
+                                    == Some(if n.contains("-r") { "serf" } else { "ours" })
+                        })
+                    })
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    let rs = reals.clone();
+    blocking(move || {
+        for r in rs.iter() {
+            poll(
+                &format!("{} sees six alive", r.name),
+                Duration::from_secs(30),
+                || {
+                    let ms = r.members().ok()?;
+                    names
+                        .iter()
+                        .all(|n| ms.iter().any(|m| m.0 == *n && m.2 == "alive"))
+                        .then_some(())
+                },
+            );
+        }
+    })
+    .await;
+
+    // A user event from each side: all three serfs run their handler, all
+    // three of ours deliver it.
+    for (from_serf, event) in [(true, "from-serf"), (false, "from-ours")] {
+        let mut rxs: Vec<_> = ours.iter().map(|o| o.subscribe()).collect();
+        if from_serf {
+            let rs = reals.clone();
+            blocking(move || rs[2].rpc_cmd(&["event", event, "p"]).expect("serf event")).await;
+        } else {
+            ours[0]
+                .user_event(event, b"p".to_vec(), false)
+                .await
+                .unwrap();
+        }
+        for (i, rx) in rxs.iter_mut().enumerate() {
+            tokio::time::timeout(Duration::from_secs(30), async {
+                loop {
+                    match rx.recv().await {
+                        Ok(Event::User { name, .. }) if name == event => return,
+                        Ok(_) => {}
+                        Err(e) => panic!("event stream: {e}"),
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("mix-o{} did not get {event}", i + 1));
+        }
+        let rs = reals.clone();
+        blocking(move || {
+            for r in rs.iter() {
+                let f = r.events_file();
+                poll(
+                    &format!("{}'s handler ran for {event}", r.name),
+                    Duration::from_secs(30),
+                    || {
+                        let t = std::fs::read_to_string(&f).ok()?;
+                        t.contains(&format!("EVENT user {event}")).then_some(())
+                    },
+                );
+            }
+        })
+        .await;
+    }
+
+    // Tag changes cross over.
+    ours[1]
+        .set_tags(vec![("color".into(), "green".into())], vec![])
+        .await
+        .unwrap();
+    let rs = reals.clone();
+    blocking(move || {
+        rs[0]
+            .rpc_cmd(&["tags", "-set", "color=red"])
+            .expect("serf tags");
+        poll(
+            "mix-r3 sees mix-o2's new tag",
+            Duration::from_secs(30),
+            || {
+                let m = rs[2]
+                    .members()
+                    .ok()?
+                    .into_iter()
+                    .find(|m| m.0 == "mix-o2")?;
+                (m.3["color"] == "green").then_some(())
+            },
+        );
+    })
+    .await;
+    apoll(
+        "mix-o3 sees mix-r1's new tag",
+        Duration::from_secs(30),
+        || {
+            ours[2]
+                .members()
+                .into_iter()
+                .find(|m| m.name == "mix-r1" && m.tag("color") == Some("red"))
+        },
+    )
+    .await;
+
+    // One of each leaves gracefully: `left` on both sides.
+    ours[0].leave().await.unwrap();
+    ours[0].shutdown().await.unwrap();
+    let rs = reals.clone();
+    blocking(move || {
+        rs[1].rpc_cmd(&["leave"]).expect("serf leave");
+        poll(
+            "mix-r3 sees mix-o1 and mix-r2 left",
+            Duration::from_secs(30),
+            || {
+                (rs[2].status_of("mix-o1")? == "left" && rs[2].status_of("mix-r2")? == "left")
+                    .then_some(())
+            },
+        );
+    })
+    .await;
+    for o in &ours[1..] {
+        apoll(
+            "ours see mix-o1 and mix-r2 left",
+            Duration::from_secs(30),
+            || {
+                let ms = o.members();
+                let left = |n: &str| {
+                    ms.iter()
+                        .any(|m| m.name == n && m.status == MemberStatus::Left)
+                };
+                (left("mix-o1") && left("mix-r2")).then_some(())
+            },
+        )
+        .await;
+    }
+    for o in &ours[1..] {
+        o.shutdown().await.unwrap();
+    }
+}
