@@ -69,6 +69,9 @@ pub struct Agent {
     name_lost: tokio::sync::watch::Sender<Option<String>>,
 }
 
+/// Events a subscriber may fall behind before it misses some.
+const EVENT_BACKLOG: usize = 512;
+
 /// How many events are kept for the first subscriber.
 const EARLY_EVENTS: usize = 1024;
 
@@ -150,7 +153,11 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
         }
         None => None,
     };
-    let (events, _) = broadcast::channel(4096);
+    // Every slot is allocated (and touched) up front: 4096 of them were
+    // half of the idle agent's anonymous memory. Member events come
+    // coalesced, one event for a burst, so a subscriber (handlers, RPC
+    // streams) falling 512 events behind is a stuck one.
+    let (events, _) = broadcast::channel(EVENT_BACKLOG);
     let agent = Arc::new_cyclic(|me| Agent {
         inner: Mutex::new(Inner {
             serf,

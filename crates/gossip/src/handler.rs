@@ -197,21 +197,35 @@ impl HandlerRunner {
             .clone()
     }
 
-    /// Handles events from the agent's broadcast until it closes.
+    /// Handles events from the agent's broadcast until it closes. Events
+    /// are taken off the broadcast at once into a queue of their own, so a
+    /// slow handler delays the ones after it (as in Serf) but never makes
+    /// them be skipped.
     pub async fn run<H: HandlerHost + ?Sized>(
         &self,
         host: Arc<H>,
         mut events: broadcast::Receiver<Event>,
     ) {
-        loop {
-            match events.recv().await {
-                Ok(e) => self.handle(&*host, &e).await,
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(target: "agent", "event handlers fell behind: {n} events skipped");
+        let (tx, mut queue) = mpsc::unbounded_channel();
+        let forward = tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(e) => {
+                        if tx.send(e).is_err() {
+                            break;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(target: "agent", "event handlers fell behind: {n} events skipped");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
                 }
-                Err(broadcast::error::RecvError::Closed) => break,
             }
+        });
+        while let Some(e) = queue.recv().await {
+            self.handle(&*host, &e).await;
         }
+        forward.abort();
     }
 
     /// Handles events from a channel until it closes.

@@ -2,7 +2,10 @@
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // Two workers whatever the host's core count: the agent's work is small,
+    // and each worker thread costs memory in every container.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {

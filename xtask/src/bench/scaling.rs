@@ -20,7 +20,7 @@ use super::{median, row, Row};
 use crate::docker;
 use crate::images;
 use crate::lab::load::Load;
-use crate::lab::{poll, Lab, Options, Spec};
+use crate::lab::{poll, poll_every, Lab, Options, Spec};
 
 const STAGE: u8 = 6;
 const EXTRA: [&str; 5] = ["s3", "s4", "s5", "s6", "s7"];
@@ -107,9 +107,11 @@ fn webapp(name: &str) -> Spec<'_> {
 /// Poll the stats until `name` is (`up`) or is not (`!up`) listed UP in
 /// the `nodes` backend; HAProxy restarting (lab mode) reads as "not yet".
 async fn wait_rotation(lab: &Lab, name: &str, up: bool) -> Result<Instant> {
-    poll(
+    // Every 50 ms: the transitions timed here take a few tenths of a second.
+    poll_every(
         &format!("{name} {} rotation", if up { "in" } else { "out of" }),
         Duration::from_secs(60),
+        Duration::from_millis(50),
         || async {
             let rows = match lab.haproxy_stats().await {
                 Ok(r) => r,

@@ -280,7 +280,22 @@ pub fn parse_stats_csv(text: &str) -> Result<Vec<(String, String, String)>> {
 
 /// Poll `probe` until it yields `Some`, at most `deadline`; the last error
 /// or state is in the failure message.
-pub async fn poll<T, F, Fut>(what: &str, deadline: Duration, mut probe: F) -> Result<T>
+pub async fn poll<T, F, Fut>(what: &str, deadline: Duration, probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    poll_every(what, deadline, Duration::from_millis(250), probe).await
+}
+
+/// [`poll`] with another interval (the benchmarks time transitions with a
+/// finer one).
+pub async fn poll_every<T, F, Fut>(
+    what: &str,
+    deadline: Duration,
+    every: Duration,
+    mut probe: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Option<T>>>,
@@ -296,7 +311,7 @@ where
         if Instant::now() >= end {
             bail!("{what}: still not true after {deadline:?} ({last})");
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
