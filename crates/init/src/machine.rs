@@ -1125,6 +1125,23 @@ impl Machine {
         matches!(self.phase, Phase::Sweeping { .. })
     }
 
+    /// Before services start (boot, cont-init): what is on disk may still
+    /// change, since cont-init scripts may add or remove `down` files, as
+    /// s6-overlay allows (it reads the service directories after them).
+    pub fn before_services(&self) -> bool {
+        matches!(self.phase, Phase::Idle | Phase::ContInit { .. })
+    }
+
+    /// Updates whether service `i` starts at boot (its `down` file as of
+    /// now); no effect once services have started.
+    pub fn set_normally_up(&mut self, i: usize, up: bool) {
+        if self.before_services() {
+            if let Some(s) = self.svcs.get_mut(i) {
+                s.def.normally_up = up;
+            }
+        }
+    }
+
     fn enter_killing(&mut self, now: Duration, out: &mut Vec<Action>) {
         let live = self.live_pids();
         if !live.is_empty() {

@@ -217,9 +217,22 @@ impl Runtime {
         Ok(())
     }
 
+    /// Hands an event to the machine. Until services start, the `down`
+    /// files are read again first: a cont-init script may have added or
+    /// removed one (s6-overlay reads the service directories after them).
+    fn feed(&mut self, ev: Event) -> Vec<Action> {
+        if self.machine.before_services() {
+            for (i, name) in self.names.iter().enumerate() {
+                let down = self.layout.services().join(name).join("down").exists();
+                self.machine.set_normally_up(i, !down);
+            }
+        }
+        self.machine.handle(self.now(), ev)
+    }
+
     fn event_loop(&mut self, sfd: &SignalFd) -> i32 {
         let mut queue: VecDeque<Action> = VecDeque::new();
-        queue.extend(self.machine.handle(self.now(), Event::Start));
+        queue.extend(self.feed(Event::Start));
         loop {
             while let Some(action) = queue.pop_front() {
                 if let Some(code) = self.perform(action, &mut queue) {
@@ -231,10 +244,10 @@ impl Runtime {
                 let mut events = Vec::new();
                 self.reap(&mut events);
                 for ev in events {
-                    queue.extend(self.machine.handle(self.now(), ev));
+                    queue.extend(self.feed(ev));
                 }
                 if queue.is_empty() && self.machine.sweeping() && self.nobody_else() {
-                    queue.extend(self.machine.handle(self.now(), Event::Alone));
+                    queue.extend(self.feed(Event::Alone));
                 }
                 if !queue.is_empty() {
                     continue;
@@ -308,7 +321,7 @@ impl Runtime {
                 events.push(Event::Tick);
             }
             for ev in events {
-                queue.extend(self.machine.handle(self.now(), ev));
+                queue.extend(self.feed(ev));
             }
         }
     }
@@ -423,7 +436,7 @@ impl Runtime {
                         missing,
                     },
                 };
-                queue.extend(self.machine.handle(self.now(), ev));
+                queue.extend(self.feed(ev));
             }
             Action::Signal { target, signal } => self.signal(target, signal),
             Action::Log(msg) => eprintln!("init: {msg}"),

@@ -26,6 +26,7 @@ both_modes!(
     restarts_with_finish_arguments,
     crash_loop_backs_off_and_is_reported_once,
     down_file_keeps_service_down_until_up,
+    cont_init_scripts_decide_which_services_start,
     every_control_flag_delivers_its_signal,
     term_ignoring_service_is_killed_after_grace,
     term_stops_promptly_when_services_obey,
@@ -261,6 +262,33 @@ fn down_file_keeps_service_down_until_up(mode: Mode) {
         up_pid(&root, "off").map(|_| svstat(&root, "off"))
     });
     assert!(st.contains("normally down"), "{st}");
+}
+
+/// s6-overlay reads the service directories after cont-init: a script may
+/// put a `down` file in place (ha's task-6 stage picks its mode that way)
+/// or take one away.
+fn cont_init_scripts_decide_which_services_start(mode: Mode) {
+    let root = Root::new("initdown");
+    root.service("turned-off", "touch started\nexec sleep 1000");
+    root.service("turned-on", "exec sleep 1000");
+    root.write("etc/services.d/turned-on/down", "", false);
+    let sd = root.path("etc/services.d");
+    root.write(
+        "etc/cont-init.d/10-mode",
+        &format!(
+            "#!/bin/sh\ntouch {sd}/turned-off/down\nrm {sd}/turned-on/down\n",
+            sd = sd.display()
+        ),
+        true,
+    );
+    let init = Init::start(&root, mode, &[], FAST);
+    // Services start together: once one is up, the other would be too.
+    wait_for("the service whose down file was removed is up", || {
+        up_pid(&root, "turned-on")
+    });
+    let st = svstat(&root, "turned-off");
+    assert!(st.starts_with("down "), "{st}\n{}", init.stderr());
+    assert!(!root.path("etc/services.d/turned-off/started").exists());
 }
 
 fn every_control_flag_delivers_its_signal(mode: Mode) {

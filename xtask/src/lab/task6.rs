@@ -96,6 +96,26 @@ async fn run_sequence(
         ..Default::default()
     })
     .await?;
+    // The mode's cont-init script decides whether the reconciler runs: only
+    // one mechanism may drive HAProxy.
+    checks
+        .check(
+            &format!("[{label}] only the {label} mechanism drives HAProxy"),
+            || async {
+                let st = docker::exec("ha", &["s6-svstat", "/var/run/s6/services/reconcile"])?;
+                let up = st.starts_with("up");
+                ensure!(
+                    up == matches!(mode, Mode::Reconciler),
+                    "reconcile service: {}",
+                    st.trim()
+                );
+                Ok(format!(
+                    "reconcile service {}",
+                    if up { "up" } else { "down" }
+                ))
+            },
+        )
+        .await;
     let mut running: BTreeSet<&str> = BTreeSet::new();
     let mut load: Option<Load> = None;
     for (i, step) in STEPS.iter().enumerate() {
