@@ -27,7 +27,7 @@ const SERF: &str = "/usr/bin/serf";
 const CYCLES: usize = 5;
 const KILLS: usize = 5;
 const BIG: usize = 30;
-const EVENTS: usize = 3;
+const EVENTS: usize = 5;
 const IDLE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
@@ -83,11 +83,16 @@ pub(super) fn rows() -> Result<Vec<Row>> {
             "no slower than serf (+1 s, one probe interval)",
             m(&o.failed) <= m(&s.failed) + 1.0,
         ),
-        faster(
-            "user event run by the handlers of all 30 agents",
-            &o.event,
-            &s.event,
-            EVENTS,
+        // An event leaves with the next gossip round (every 200 ms in the
+        // LAN profile), a random wait for both: allow one round.
+        row(
+            &format!("user event run by the handlers of all 30 agents, median of {EVENTS}"),
+            "s",
+            m(&o.event),
+            m(&s.event),
+            peer,
+            "no slower than serf (+0.2 s, one gossip interval)",
+            m(&o.event) <= m(&s.event) + 0.2,
         ),
         row(
             "agent RSS idle, 2 members (mean per agent)",
