@@ -148,6 +148,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
             }
             Some(Mutex::new(snapshot::Writer::new(
                 path.clone(),
+                &prev,
                 serf.clocks(),
             )))
         }
@@ -519,25 +520,22 @@ impl Agent {
         let events = g.serf.drain_events();
         if let Some(w) = &self.snap {
             let mut w = w.lock().expect("snapshot");
-            let mut text = String::new();
-            for e in &events {
-                if let Event::Member { kind, members } = e {
-                    for m in members {
-                        match kind {
-                            model::MemberEventKind::Join | model::MemberEventKind::Update => text
-                                .push_str(&format!(
-                                    "alive: {} {}\n",
-                                    m.name,
-                                    SocketAddr::new(m.addr, m.port)
-                                )),
-                            _ => text.push_str(&format!("not-alive: {}\n", m.name)),
-                        }
-                    }
-                }
-            }
-            if !text.is_empty() {
-                w.append(&text);
-            }
+            w.members(
+                events
+                    .iter()
+                    .filter_map(|e| match e {
+                        Event::Member { kind, members } => Some((kind, members)),
+                        _ => None,
+                    })
+                    .flat_map(|(kind, members)| {
+                        members.iter().map(move |m| match kind {
+                            model::MemberEventKind::Join | model::MemberEventKind::Update => {
+                                snapshot::Change::Alive(&m.name, SocketAddr::new(m.addr, m.port))
+                            }
+                            _ => snapshot::Change::NotAlive(&m.name),
+                        })
+                    }),
+            );
             w.clocks(g.serf.clocks());
         }
         for e in events {
@@ -796,7 +794,7 @@ impl model::AgentHandle for Agent {
         // Serf's LeavePropagateDelay: let the dead notice spread.
         tokio::time::sleep(Duration::from_secs(1)).await;
         if let Some(w) = &self.snap {
-            w.lock().expect("snapshot").append("leave\n");
+            w.lock().expect("snapshot").leave();
         }
         Ok(())
     }

@@ -104,6 +104,26 @@ fn webapp(name: &str) -> Spec<'_> {
     }
 }
 
+/// A join served later than this is unusual (the median is under 1 s):
+/// the bench shows what ha's agent and handlers said meanwhile.
+const SLOW_JOIN_SECS: f64 = 5.0;
+
+/// Prints ha's recent log lines about handlers and `name`, to tell a
+/// handler that hung (killed after `-handler-timeout`) from a slow event.
+fn explain_slow_join(name: &str) {
+    match docker::logs("ha") {
+        Ok(log) => {
+            let lines: Vec<&str> = log.lines().collect();
+            for line in &lines[lines.len().saturating_sub(300)..] {
+                if line.contains(name) || line.contains("handler") || line.contains("haproxy") {
+                    eprintln!("      ha: {line}");
+                }
+            }
+        }
+        Err(e) => eprintln!("      (no logs of ha: {e:#})"),
+    }
+}
+
 /// Poll the stats until `name` is (`up`) or is not (`!up`) listed UP in
 /// the `nodes` backend; HAProxy restarting (lab mode) reads as "not yet".
 async fn wait_rotation(lab: &Lab, name: &str, up: bool) -> Result<Instant> {
@@ -163,6 +183,9 @@ async fn scenario(lab: &mut Lab, mode: &str) -> Result<Measured> {
             .await?;
             let secs = first.duration_since(t0).as_secs_f64();
             eprintln!("   [{mode}] round {round}: {name} joined, served after {secs:.2} s");
+            if secs > SLOW_JOIN_SECS {
+                explain_slow_join(name);
+            }
             m.join_served.push(secs);
             wait_rotation(lab, name, true).await?;
         }

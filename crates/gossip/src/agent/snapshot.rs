@@ -5,8 +5,12 @@
 //! agent keeps its clocks (old events are not replayed) and, with
 //! `-rejoin`, rejoins the members it knew.
 //!
-//! Not done: serf's compaction of a large file (ours only grows; one line
-//! per member change and per clock change, at most once a second).
+//!
+//! The file is compacted as serf does: once what was appended since the
+//! last rewrite passes twice 128 bytes per alive member (and at least
+//! [`MIN_COMPACT_SIZE`], serf's default `MinSnapshotSize`), the state is
+//! written to `PATH.compact` (alive members, then the clocks), synced, and
+//! renamed over the file, so a crash mid-way leaves the old file whole.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -64,25 +68,128 @@ pub fn load(path: &Path) -> Previous {
         .unwrap_or_default()
 }
 
-/// Appends to the snapshot; write errors are logged, never fatal.
+/// Serf's `snapshotBytesPerNode`: the estimated size of one member's line.
+const BYTES_PER_MEMBER: u64 = 128;
+/// Serf's `snapshotCompactionThreshold`: compact past this many times the
+/// estimated size of the state.
+const COMPACTION_FACTOR: u64 = 2;
+/// Serf's default `MinSnapshotSize` (128 KiB): never compact a smaller file.
+pub const MIN_COMPACT_SIZE: u64 = 128 * 1024;
+
+/// One change to record: a member seen alive at an address, or gone.
+pub enum Change<'a> {
+    Alive(&'a str, std::net::SocketAddr),
+    NotAlive(&'a str),
+}
+
+/// Appends to the snapshot and compacts it; write errors are logged, never
+/// fatal.
 pub struct Writer {
     path: PathBuf,
     clocks: (u64, u64, u64),
+    /// The members alive now, as a compacted file would list them.
+    alive: BTreeMap<String, String>,
+    /// The file ends with a graceful leave.
+    left: bool,
+    /// Size of the file as far as this writer knows.
+    size: u64,
+    min_compact: u64,
 }
 
 impl Writer {
-    pub fn new(path: PathBuf, clocks: (u64, u64, u64)) -> Writer {
-        Writer { path, clocks }
+    /// A writer continuing `path`, whose earlier content was `prev`.
+    pub fn new(path: PathBuf, prev: &Previous, clocks: (u64, u64, u64)) -> Writer {
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        Writer {
+            path,
+            clocks,
+            alive: prev.alive.clone(),
+            left: prev.left,
+            size,
+            min_compact: MIN_COMPACT_SIZE,
+        }
     }
 
-    pub fn append(&self, text: &str) {
+    /// Lowers the compaction floor (tests).
+    pub fn with_min_compact(mut self, bytes: u64) -> Writer {
+        self.min_compact = bytes;
+        self
+    }
+
+    fn append(&mut self, text: &str) {
         let r = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
             .and_then(|mut f| f.write_all(text.as_bytes()));
-        if let Err(e) = r {
-            tracing::error!(path = %self.path.display(), error = %e, "cannot write the snapshot");
+        match r {
+            Ok(()) => {
+                self.size += text.len() as u64;
+                if self.size > self.compact_at() {
+                    self.compact();
+                }
+            }
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), error = %e, "cannot write the snapshot")
+            }
+        }
+    }
+
+    fn compact_at(&self) -> u64 {
+        (self.alive.len() as u64 * BYTES_PER_MEMBER * COMPACTION_FACTOR).max(self.min_compact)
+    }
+
+    /// Rewrites the file from the state in memory (`PATH.compact`, synced,
+    /// renamed over `PATH`). On error the old file stays as it was.
+    fn compact(&mut self) {
+        let mut text = String::new();
+        for (name, addr) in &self.alive {
+            text.push_str(&format!("alive: {name} {addr}\n"));
+        }
+        let (c, e, q) = self.clocks;
+        text.push_str(&format!("clock: {c}\nevent-clock: {e}\nquery-clock: {q}\n"));
+        if self.left {
+            text.push_str("leave\n");
+        }
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(".compact");
+        let tmp = PathBuf::from(tmp);
+        let r = std::fs::File::create(&tmp)
+            .and_then(|mut f| {
+                f.write_all(text.as_bytes())?;
+                f.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&tmp, &self.path));
+        match r {
+            Ok(()) => {
+                tracing::debug!(path = %self.path.display(), from = self.size, to = text.len(), "snapshot compacted");
+                self.size = text.len() as u64;
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                tracing::error!(path = %self.path.display(), error = %e, "cannot compact the snapshot");
+            }
+        }
+    }
+
+    /// Records member changes, in order, in one write.
+    pub fn members<'a>(&mut self, changes: impl IntoIterator<Item = Change<'a>>) {
+        let mut out = String::new();
+        for c in changes {
+            match c {
+                Change::Alive(name, addr) => {
+                    out.push_str(&format!("alive: {name} {addr}\n"));
+                    self.alive.insert(name.to_string(), addr.to_string());
+                    self.left = false;
+                }
+                Change::NotAlive(name) => {
+                    out.push_str(&format!("not-alive: {name}\n"));
+                    self.alive.remove(name);
+                }
+            }
+        }
+        if !out.is_empty() {
+            self.append(&out);
         }
     }
 
@@ -103,6 +210,14 @@ impl Writer {
             self.append(&out);
         }
     }
+
+    /// The graceful leave: the members are forgotten (a restart does not
+    /// rejoin them), as serf does without `-rejoin`-after-leave.
+    pub fn leave(&mut self) {
+        self.alive.clear();
+        self.left = true;
+        self.append("leave\n");
+    }
 }
 
 #[cfg(test)]
@@ -120,5 +235,74 @@ mod tests {
         assert_eq!((p.clock, p.event_clock, p.query_clock), (4, 9, 2));
         assert!(!p.left);
         assert!(parse("alive: a 1.2.3.4:1\nleave\n").left);
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "gossip-snapshot-{}-{}-{name}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("snapshot")
+    }
+
+    #[test]
+    fn a_growing_file_is_compacted_to_the_same_state() {
+        let path = temp("compact");
+        let mut w =
+            Writer::new(path.clone(), &Previous::default(), (0, 0, 0)).with_min_compact(4096);
+        let addr = |i: u32| {
+            std::net::SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 7946))
+        };
+        let mut written = 0usize;
+        // 2000 members come and go; 10 stay; the clocks move on.
+        for i in 0..2000u32 {
+            let name = format!("node-{i}");
+            w.members([Change::Alive(&name, addr(i))]);
+            written += format!("alive: {name} {}\n", addr(i)).len();
+            if i % 200 != 0 {
+                w.members([Change::NotAlive(&name)]);
+                written += format!("not-alive: {name}\n").len();
+            }
+            w.clocks((u64::from(i) + 1, u64::from(i) / 2, 3));
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            (text.len() as u64) <= 4096 + 200 && text.len() < written / 10,
+            "not compacted: {} bytes after {written} written",
+            text.len()
+        );
+        let p = parse(&text);
+        let want: BTreeMap<String, String> = (0..2000u32)
+            .filter(|i| i % 200 == 0)
+            .map(|i| (format!("node-{i}"), addr(i).to_string()))
+            .collect();
+        assert_eq!(p.alive, want);
+        assert_eq!((p.clock, p.event_clock, p.query_clock), (2000, 999, 3));
+        assert!(!path.with_file_name("snapshot.compact").exists());
+
+        // A writer continuing the file keeps the state and the leave wins.
+        let prev = load(&path);
+        let mut w = Writer::new(path.clone(), &prev, (p.clock, p.event_clock, p.query_clock))
+            .with_min_compact(64);
+        w.leave();
+        let p = load(&path);
+        assert!(p.left && p.alive.is_empty(), "{p:?}");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_failed_compaction_keeps_the_old_file() {
+        let path = temp("readonly");
+        let mut w = Writer::new(path.clone(), &Previous::default(), (0, 0, 0)).with_min_compact(16);
+        // The temporary file cannot be created: a directory is in its place.
+        std::fs::create_dir_all(path.with_file_name("snapshot.compact")).unwrap();
+        let a: std::net::SocketAddr = "10.0.0.1:7946".parse().unwrap();
+        w.members([Change::Alive("a", a), Change::Alive("b", a)]);
+        w.members([Change::NotAlive("a")]);
+        let p = load(&path);
+        assert_eq!(p.alive.keys().collect::<Vec<_>>(), ["b"]);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }
