@@ -116,6 +116,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
     scfg.quiescent_period = config.quiescent_period;
     scfg.tags = config.tags.clone();
     scfg.name_conflict_resolution = !config.disable_name_resolution;
+    scfg.disable_coordinates = config.disable_coordinates;
     if let Some(path) = &config.tags_file {
         // serf: tags saved by an earlier run win over the command line.
         if let Ok(text) = std::fs::read_to_string(path) {
@@ -875,6 +876,11 @@ impl model::AgentHandle for Agent {
         rx
     }
 
+    fn coordinate(&self, node: &str) -> Option<crate::coordinate::Coordinate> {
+        let g = self.inner.lock().expect("agent state");
+        g.serf.coordinate(node).cloned()
+    }
+
     fn stats(&self) -> Stats {
         let g = self.inner.lock().expect("agent lock");
         let members = g.serf.members();
@@ -906,6 +912,10 @@ impl model::AgentHandle for Agent {
             ("query_queue", "0".into()),
             ("encrypted", (!g.serf.keys().is_empty()).to_string()),
             ("health_score", g.serf.core().awareness().to_string()),
+            (
+                "coordinate_resets",
+                g.serf.coordinate_resets().unwrap_or(0).to_string(),
+            ),
             ("packets_in", c.packets_in.to_string()),
             ("packets_dropped", c.packets_dropped.to_string()),
             ("packets_out", c.packets_out.to_string()),

@@ -1,6 +1,6 @@
 //! The `serf`-compatible command line: `gossip agent|members|join|leave|
-//! force-leave|event|query|tags|info|monitor|reachability|keys|keygen|
-//! version`, with Serf's flags (one or two dashes), environment
+//! force-leave|event|query|tags|info|monitor|reachability|rtt|keys|
+//! keygen|version`, with Serf's flags (one or two dashes), environment
 //! (`SERF_RPC_ADDR`, `SERF_RPC_AUTH`) and output formats.
 
 mod agent_cmd;
@@ -30,6 +30,7 @@ Available commands are:
     monitor         Stream logs from a Serf agent
     query           Send a query to the Serf cluster
     reachability    Test network reachability
+    rtt             Estimates network round trip time between nodes
     tags            Modify tags of a running Serf agent
     version         Prints the Serf version";
 
@@ -52,6 +53,7 @@ pub async fn run(args: Vec<String>) -> i32 {
         "info" => commands::info(rest).await,
         "monitor" => commands::monitor(rest).await,
         "reachability" => commands::reachability(rest).await,
+        "rtt" => commands::rtt(rest).await,
         "keys" => commands::keys(rest).await,
         "keygen" => commands::keygen(rest),
         "version" | "-v" | "-version" | "--version" => commands::version(),

@@ -116,6 +116,15 @@ pub trait Delegate {
     fn notify_conflict(&mut self, existing: &Node, other: SocketAddr, now: Duration) {
         let _ = (existing, other, now);
     }
+    /// What to put in the acks this node sends (memberlist's ping
+    /// delegate; Serf puts its network coordinate here).
+    fn ack_payload(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+    /// A direct probe of `node` was answered after `rtt`, with `payload`.
+    fn notify_ping_complete(&mut self, node: &Node, rtt: Duration, payload: &[u8]) {
+        let _ = (node, rtt, payload);
+    }
 }
 
 /// I/O the caller must perform.
@@ -292,6 +301,8 @@ impl Suspicion {
 struct Probe {
     target: String,
     seq: u32,
+    /// When the direct ping left (the round trip's start).
+    sent_at: Duration,
     timeout_at: Duration,
     end_at: Duration,
     indirect_sent: bool,
@@ -591,7 +602,7 @@ impl Core {
                 let to = reply_addr(&p.source_addr, p.source_port).unwrap_or(from);
                 let ack = Message::Ack(wire::Ack {
                     seq_no: p.seq_no,
-                    payload: Vec::new(),
+                    payload: d.ack_payload(),
                 });
                 self.send_msg(to, ack.encode(), d);
             }
@@ -621,7 +632,7 @@ impl Core {
                 });
                 self.send_msg(target, ping.encode(), d);
             }
-            Message::Ack(a) => self.handle_ack(a.seq_no, now, d),
+            Message::Ack(a) => self.handle_ack(a.seq_no, &a.payload, now, d),
             Message::Nack { seq_no } => {
                 if let Some(p) = &mut self.probe {
                     if p.seq == seq_no {
@@ -639,7 +650,7 @@ impl Core {
         }
     }
 
-    fn handle_ack<D: Delegate>(&mut self, seq: u32, _now: Duration, d: &mut D) {
+    fn handle_ack<D: Delegate>(&mut self, seq: u32, payload: &[u8], now: Duration, d: &mut D) {
         if let Some(r) = self.relays.remove(&seq) {
             let ack = Message::Ack(wire::Ack {
                 seq_no: r.orig_seq,
@@ -650,6 +661,14 @@ impl Core {
         }
         if let Some(p) = &self.probe {
             if p.seq == seq {
+                // Only an answer to the direct ping, in time, is a round
+                // trip (memberlist's NotifyPingComplete).
+                if !p.indirect_sent {
+                    if let Some(node) = self.nodes.get(&p.target) {
+                        let rtt = now.saturating_sub(p.sent_at);
+                        d.notify_ping_complete(node, rtt, payload);
+                    }
+                }
                 self.probe = None;
                 self.apply_awareness(-1);
             }
@@ -677,7 +696,7 @@ impl Core {
                 }
                 let ack = Message::Ack(wire::Ack {
                     seq_no: p.seq_no,
-                    payload: Vec::new(),
+                    payload: d.ack_payload(),
                 });
                 let nonce = self.rng.nonce();
                 Some(wire::encode_stream(&self.env, &ack.encode(), nonce))
@@ -697,7 +716,7 @@ impl Core {
             if self.relays.contains_key(&a.seq_no) {
                 return;
             }
-            self.handle_ack(a.seq_no, now, d);
+            self.handle_ack(a.seq_no, &a.payload, now, d);
         }
     }
 
@@ -1125,6 +1144,7 @@ impl Core {
         self.probe = Some(Probe {
             target: target.clone(),
             seq,
+            sent_at: now,
             timeout_at: now + self.scale(self.cfg.probe_timeout),
             end_at: now + interval,
             indirect_sent: false,

@@ -13,6 +13,7 @@
 
 pub mod agent;
 pub mod cli;
+pub mod coordinate;
 pub mod core;
 pub mod handler;
 pub mod model;

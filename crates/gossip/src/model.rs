@@ -157,6 +157,8 @@ pub struct AgentConfig {
     pub rejoin: bool,
     /// Serf's `disable_name_resolution`: never vote on a disputed name.
     pub disable_name_resolution: bool,
+    /// Serf's `disable_coordinates`: keep no network coordinates.
+    pub disable_coordinates: bool,
     /// `lan` (default), `wan` or `local`.
     pub profile: String,
     pub log_level: String,
@@ -190,6 +192,7 @@ impl Default for AgentConfig {
             snapshot: None,
             rejoin: false,
             disable_name_resolution: false,
+            disable_coordinates: false,
             profile: "lan".into(),
             log_level: "info".into(),
             handler_timeout: Duration::from_secs(30),
@@ -229,6 +232,8 @@ pub trait AgentHandle: Send + Sync + 'static {
     /// A new subscription to events emitted from now on.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event>;
     fn stats(&self) -> Stats;
+    /// The network coordinate last known for `node` (ours included).
+    fn coordinate(&self, node: &str) -> Option<crate::coordinate::Coordinate>;
     /// Keyring operations (`serf keys`): key bytes in, per-node results out.
     async fn install_key(&self, key: Vec<u8>) -> anyhow::Result<KeyResponse>;
     async fn use_key(&self, key: Vec<u8>) -> anyhow::Result<KeyResponse>;

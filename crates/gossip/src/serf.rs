@@ -31,8 +31,13 @@
 //! to stop. `_serf_ping` gets the ack every query gets; internal queries
 //! are never shown to users.
 //!
-//! Not implemented: Vivaldi coordinates (acks carry no payload); the user-event and query
-//! size limits are checked by the agent only for events.
+//! Network coordinates: every ack this node sends carries its Vivaldi
+//! coordinate (see [`coordinate`]), every answered direct probe updates it
+//! from the round trip and the peer's coordinate, and the last coordinate
+//! of each member is kept until the member is reaped.
+//!
+//! Not implemented: the user-event and query size limits are checked by
+//! the agent only for events.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -40,6 +45,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
+use crate::coordinate;
 use crate::core::{self, BroadcastQueue, Core, Delegate, Node, Output};
 use crate::model::{Event, IncomingQuery, Member, MemberEventKind, MemberStatus, QueryReply};
 use crate::wire::{self, NodeState, SerfMessage};
@@ -64,6 +70,10 @@ pub struct Config {
     /// the two it knows (`_serf_conflict`) and give up the name when the
     /// majority vouches for the other one (Serf's default: on).
     pub name_conflict_resolution: bool,
+    /// Keep no network coordinates: acks carry no payload, `get-coordinate`
+    /// knows none (Serf's `DisableCoordinates`, config key
+    /// `disable_coordinates`).
+    pub disable_coordinates: bool,
 }
 
 impl Config {
@@ -84,6 +94,7 @@ impl Config {
             recent_intent_timeout: Duration::from_secs(300),
             query_timeout_mult: 16,
             name_conflict_resolution: true,
+            disable_coordinates: false,
         }
     }
 }
@@ -308,6 +319,10 @@ struct State {
     conflict_lost: Option<String>,
     rng: core::Rng,
     self_addr: SocketAddr,
+    /// This node's Vivaldi coordinate (none when disabled).
+    coord: Option<coordinate::Client>,
+    /// The last coordinate each member sent in an ack, and our own.
+    coord_cache: HashMap<String, coordinate::Coordinate>,
 }
 
 fn member_of(node: &Node, status: MemberStatus) -> Member {
@@ -325,6 +340,15 @@ fn member_of(node: &Node, status: MemberStatus) -> Member {
 }
 
 impl State {
+    /// Forgets a member for good (reap, prune), with its coordinate.
+    fn erase(&mut self, name: &str) -> Option<SMember> {
+        if let Some(c) = &mut self.coord {
+            c.forget(name);
+            self.coord_cache.remove(name);
+        }
+        self.members.remove(name)
+    }
+
     fn emit_member(&mut self, kind: MemberEventKind, m: Member, now: Duration) {
         tracing::info!(event = kind.as_str(), node = %m.name, addr = %m.addr, "serf member event");
         self.member_co.push(kind, m, now);
@@ -680,6 +704,35 @@ impl State {
 }
 
 impl Delegate for State {
+    fn ack_payload(&mut self) -> Vec<u8> {
+        self.coord
+            .as_ref()
+            .map(|c| c.coordinate().encode_payload())
+            .unwrap_or_default()
+    }
+
+    fn notify_ping_complete(&mut self, node: &Node, rtt: Duration, payload: &[u8]) {
+        let Some(client) = &mut self.coord else {
+            return;
+        };
+        let other = match coordinate::Coordinate::decode_payload(payload) {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(node = %node.name, error = %e, "cannot read the coordinate in an ack");
+                return;
+            }
+        };
+        match client.update(&node.name, &other, rtt) {
+            Ok(mine) => {
+                let mine = mine.clone();
+                self.coord_cache.insert(node.name.clone(), other);
+                self.coord_cache.insert(self.name.clone(), mine);
+            }
+            Err(e) => tracing::trace!(node = %node.name, error = %e, "coordinate rejected"),
+        }
+    }
+
     fn notify_conflict(&mut self, existing: &Node, other: SocketAddr, _now: Duration) {
         if existing.name != self.name {
             tracing::warn!(node = %existing.name, mine = %existing.addr, theirs = %other,
@@ -938,8 +991,15 @@ impl Serf {
             conflict_lost: None,
             rng: core::Rng::new(cfg.core.seed ^ 0x5eed),
             self_addr,
+            coord: (!cfg.disable_coordinates)
+                .then(|| coordinate::Client::new(cfg.core.seed ^ 0xc00d)),
+            coord_cache: HashMap::new(),
             cfg,
         };
+        if let Some(c) = &st.coord {
+            st.coord_cache
+                .insert(st.name.clone(), c.coordinate().clone());
+        }
         // memberlist announces the local node to its delegate at start.
         let me = core.local_node().clone();
         st.notify_join(&me, now);
@@ -1405,7 +1465,7 @@ impl Serf {
             if name == self.st.name {
                 continue;
             }
-            if let Some(m) = self.st.members.remove(&name) {
+            if let Some(m) = self.st.erase(&name) {
                 self.st.emit_member(MemberEventKind::Reap, m.member, now);
             }
         }
@@ -1446,7 +1506,7 @@ impl Serf {
             .map(|m| m.member.name.clone())
             .collect();
         for g in gone {
-            if let Some(m) = self.st.members.remove(&g) {
+            if let Some(m) = self.st.erase(&g) {
                 self.st.emit_member(MemberEventKind::Reap, m.member, now);
             }
         }
@@ -1484,6 +1544,18 @@ impl Serf {
         self.st.event_clock.witness(event);
         self.st.query_clock.witness(query);
         self.st.event_min_time = self.st.event_min_time.max(event + 1);
+    }
+
+    /// The last known network coordinate of `name` (ours included);
+    /// `None` when unknown or when coordinates are disabled.
+    pub fn coordinate(&self, name: &str) -> Option<&coordinate::Coordinate> {
+        self.st.coord_cache.get(name)
+    }
+
+    /// Times our coordinate went invalid and was reset; `None` when
+    /// coordinates are disabled.
+    pub fn coordinate_resets(&self) -> Option<u64> {
+        self.st.coord.as_ref().map(|c| c.resets)
     }
 
     pub fn clocks(&self) -> (u64, u64, u64) {

@@ -47,6 +47,9 @@ pub struct Sim {
     seq: u64,
     rng: Rng,
     pub loss: f64,
+    /// Extra one-way delay from node a to node b (a network's shape, for
+    /// the coordinate tests); on top of the 1–5 ms jitter.
+    pub link_delay: Option<Box<dyn Fn(usize, usize) -> Duration>>,
     pub delivered: u64,
     pub dropped: u64,
 }
@@ -91,6 +94,7 @@ impl Sim {
             seq: 0,
             rng: Rng::new(seed),
             loss: 0.0,
+            link_delay: None,
             delivered: 0,
             dropped: 0,
         }
@@ -149,7 +153,10 @@ impl Sim {
                             self.dropped += 1;
                             continue;
                         }
-                        let delay = Duration::from_millis(1 + self.rng.below(5) as u64);
+                        let mut delay = Duration::from_millis(1 + self.rng.below(5) as u64);
+                        if let Some(f) = &self.link_delay {
+                            delay += f(i, t);
+                        }
                         self.seq += 1;
                         let from = self.nodes[i].addr;
                         self.queue

@@ -297,3 +297,63 @@ fn encrypted_and_compressed_cluster_converges_and_detects_a_crash() {
         "n2's crash not detected"
     );
 }
+
+/// Two sites, 40 ms apart one way, 0 ms within a site (plus the simulator's
+/// 1–5 ms jitter each way): after a few minutes of probing, every node's
+/// coordinate puts the other site about 80 ms away and its own site close.
+#[test]
+fn coordinates_learn_the_shape_of_the_network() {
+    let n = 12;
+    let mut sim = cluster(n, 11);
+    let site = |i: usize| i % 2;
+    sim.link_delay = Some(Box::new(move |a, b| {
+        if site(a) == site(b) {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(40)
+        }
+    }));
+    sim.run_for(secs(300));
+    assert!(sim.converged());
+    for i in 0..n {
+        let me = sim.nodes[i]
+            .serf
+            .coordinate(&format!("n{i}"))
+            .expect("own coordinate")
+            .clone();
+        for j in 0..n {
+            if i == j {
+                continue;
+            }
+            // Each node knows the coordinate a peer last sent it; compare
+            // with the peer's own current coordinate.
+            let other = sim.nodes[j].serf.coordinate(&format!("n{j}")).unwrap();
+            let est = me.distance_to(other).unwrap().as_secs_f64() * 1000.0;
+            if site(i) == site(j) {
+                assert!(est < 25.0, "n{i} -> n{j}, same site: estimated {est:.1} ms");
+            } else {
+                assert!(
+                    (60.0..110.0).contains(&est),
+                    "n{i} -> n{j}, other site (about 86 ms): estimated {est:.1} ms"
+                );
+            }
+        }
+        assert_eq!(sim.nodes[i].serf.coordinate_resets(), Some(0));
+    }
+}
+
+/// `disable_coordinates`: acks carry nothing, no coordinate is known, and
+/// the cluster works as before.
+#[test]
+fn coordinates_can_be_disabled() {
+    let mut sim = Sim::new(4, 5, |c| c.disable_coordinates = true);
+    for i in 1..4 {
+        assert!(sim.join(i, 0));
+    }
+    sim.run_for(secs(30));
+    assert!(sim.converged());
+    for i in 0..4 {
+        assert!(sim.nodes[i].serf.coordinate(&format!("n{i}")).is_none());
+        assert_eq!(sim.nodes[i].serf.coordinate_resets(), None);
+    }
+}

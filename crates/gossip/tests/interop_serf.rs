@@ -1149,3 +1149,113 @@ async fn three_and_three_form_one_cluster() {
         o.shutdown().await.unwrap();
     }
 }
+
+/// Network coordinates both ways: serf learns ours from our acks, we learn
+/// serf's from its acks, and `serf rtt` (real CLI) answers against either
+/// agent's RPC, as does our `rtt` command against serf's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinates_both_ways() {
+    let real = Arc::new(blocking(|| SerfProc::start("coord-serf", &[], None, None)).await);
+    let ours = start_ours("coord-ours", &[], vec![real.bind.to_string()], vec![]).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let our_rpc = listener.local_addr().unwrap();
+    let server = tokio::spawn(gossip::rpc::serve(listener, ours.clone(), None));
+
+    // Each side probes the other once a second; a coordinate comes with
+    // every ack.
+    let r = real.clone();
+    let line = blocking(move || {
+        poll(
+            "serf estimates the rtt to our node",
+            Duration::from_secs(60),
+            || r.rpc_cmd(&["rtt", "coord-ours"]).ok(),
+        )
+    })
+    .await;
+    assert!(
+        line.starts_with("Estimated coord-ours <-> coord-serf rtt: ")
+            && line.trim_end().ends_with(" ms"),
+        "{line}"
+    );
+    let theirs = apoll("we hold serf's coordinate", Duration::from_secs(60), || {
+        ours.coordinate("coord-serf")
+    })
+    .await;
+    assert_eq!(theirs.vec.len(), gossip::coordinate::DIMENSIONS);
+    let mine = ours.coordinate("coord-ours").expect("our own coordinate");
+    assert_ne!(
+        mine,
+        gossip::coordinate::Coordinate::default(),
+        "our coordinate never moved"
+    );
+    let est = mine.distance_to(&theirs).unwrap();
+    assert!(
+        est < Duration::from_secs(1),
+        "loopback estimated at {est:?}"
+    );
+
+    // The real CLI against our RPC: one node given, the second is ours.
+    let line = blocking(move || {
+        Command::new(serf_bin())
+            .args(["rtt", &format!("-rpc-addr={our_rpc}"), "coord-serf"])
+            .output()
+            .unwrap()
+    })
+    .await;
+    assert!(
+        line.status.success(),
+        "{}",
+        String::from_utf8_lossy(&line.stderr)
+    );
+    let text = String::from_utf8_lossy(&line.stdout);
+    assert!(
+        text.starts_with("Estimated coord-serf <-> coord-ours rtt: "),
+        "{text}"
+    );
+    // An unknown node: serf's message, from our RPC.
+    let out = blocking(move || {
+        Command::new(serf_bin())
+            .args(["rtt", &format!("-rpc-addr={our_rpc}"), "nobody"])
+            .output()
+            .unwrap()
+    })
+    .await;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("Could not find a coordinate for node \"nobody\""),
+        "{:?}: {said}",
+        out.status
+    );
+
+    // Our CLI against serf's RPC.
+    let rpc = real.rpc;
+    let out = blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_gossip"))
+            .args([
+                "rtt",
+                &format!("-rpc-addr={rpc}"),
+                "coord-ours",
+                "coord-serf",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with("Estimated coord-ours <-> coord-serf rtt: "),
+        "{text}"
+    );
+    server.abort();
+    ours.shutdown().await.unwrap();
+}

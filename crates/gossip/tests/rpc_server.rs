@@ -167,6 +167,9 @@ impl AgentHandle for FakeAgent {
     fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
+    fn coordinate(&self, node: &str) -> Option<gossip::coordinate::Coordinate> {
+        (node == "alpha").then(gossip::coordinate::Coordinate::default)
+    }
     fn stats(&self) -> Stats {
         let mut s = Stats::new();
         s.entry("agent".into())

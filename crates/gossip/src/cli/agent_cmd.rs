@@ -111,6 +111,7 @@ pub struct AgentSettings {
     pub snapshot_path: Option<String>,
     pub rejoin_after_leave: bool,
     pub disable_name_resolution: bool,
+    pub disable_coordinates: bool,
     pub retry_join: Vec<String>,
     pub retry_max_attempts: Option<u32>,
     pub retry_interval: Option<String>,
@@ -122,7 +123,6 @@ pub struct AgentSettings {
 /// Serf's keys we read; the others Serf knows are accepted and ignored.
 const IGNORED_KEYS: &[&str] = &[
     "broadcast_timeout",
-    "disable_coordinates",
     "discover",
     "enable_compression",
     "enable_syslog",
@@ -190,6 +190,7 @@ impl AgentSettings {
                 "snapshot_path" => self.snapshot_path = Some(string(key, val)?),
                 "rejoin_after_leave" => self.rejoin_after_leave = boolean(key, val)?,
                 "disable_name_resolution" => self.disable_name_resolution = boolean(key, val)?,
+                "disable_coordinates" => self.disable_coordinates = boolean(key, val)?,
                 "retry_join" => self.retry_join.extend(strings(key, val)?),
                 "retry_max_attempts" => {
                     let n = val
@@ -390,6 +391,7 @@ fn settings_to_config(mut s: AgentSettings) -> Result<(AgentConfig, Vec<String>)
     c.snapshot = s.snapshot_path.map(PathBuf::from);
     c.rejoin = s.rejoin_after_leave;
     c.disable_name_resolution = s.disable_name_resolution;
+    c.disable_coordinates = s.disable_coordinates;
     c.replay = s.replay_on_join;
     c.retry_join = s.retry_join;
     c.retry_max = s.retry_max_attempts.unwrap_or(0);

@@ -275,6 +275,72 @@ pub async fn leave(argv: &[String]) -> i32 {
     }
 }
 
+const RTT_HELP: &str = "
+Usage: gossip rtt [options] node1 [node2]
+
+  Estimates the round trip time between two nodes from the agent's network
+  coordinates (Vivaldi, updated by every probe). Without node2, the second
+  node is the agent's own. Node names as `members` shows them, not
+  addresses.
+
+Options:
+  -rpc-addr=127.0.0.1:7373  RPC address of the Serf agent.
+  -rpc-auth=\"\"              RPC auth token of the Serf agent.
+";
+
+pub async fn rtt(argv: &[String]) -> i32 {
+    let f = match parse(&[], argv, RTT_HELP) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    if f.args.is_empty() || f.args.len() > 2 {
+        eprintln!(
+            "One or two node names must be specified\n\n{}",
+            RTT_HELP.trim()
+        );
+        return 1;
+    }
+    let client = match connect(&f).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut nodes = f.args.clone();
+    if nodes.len() == 1 {
+        match client.stats().await {
+            Ok(s) => nodes.push(
+                s.get("agent")
+                    .and_then(|a| a.get("name"))
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            Err(e) => return fail(format!("Error querying agent: {e}")),
+        }
+    }
+    let mut coords = Vec::new();
+    for node in &nodes {
+        match client.get_coordinate(node).await {
+            Ok(Some(c)) => coords.push(c),
+            Ok(None) => return fail(format!("Could not find a coordinate for node {node:?}")),
+            Err(e) => return fail(format!("Error getting coordinates: {e}")),
+        }
+    }
+    match coords[0].distance_to(&coords[1]) {
+        Some(d) => {
+            println!(
+                "Estimated {} <-> {} rtt: {:.3} ms",
+                nodes[0],
+                nodes[1],
+                d.as_secs_f64() * 1000.0
+            );
+            0
+        }
+        None => fail(format!(
+            "Coordinates of {} and {} have different dimensions",
+            nodes[0], nodes[1]
+        )),
+    }
+}
+
 const FORCE_LEAVE_HELP: &str = "
 Usage: gossip force-leave [options] name
 

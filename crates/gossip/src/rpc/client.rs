@@ -323,6 +323,28 @@ impl Client {
 
     /// Subscribes to events: `filter` is Serf's (`*`, `member-join`,
     /// `user:deploy,query`, ...).
+    /// `get-coordinate`: the agent's last known network coordinate of
+    /// `node`, `None` when it has none.
+    pub async fn get_coordinate(
+        &self,
+        node: &str,
+    ) -> Result<Option<crate::coordinate::Coordinate>> {
+        let body = self
+            .call_body(
+                "get-coordinate",
+                Some(codec::map(vec![("Node", node.into())])),
+            )
+            .await?;
+        if !codec::get_bool(&body, "Ok") {
+            return Ok(None);
+        }
+        let coord = codec::get(&body, "Coord")
+            .ok_or_else(|| Error::Protocol("get-coordinate: no Coord".into()))?;
+        crate::coordinate::Coordinate::from_value(coord)
+            .map(Some)
+            .map_err(|e| Error::Protocol(format!("get-coordinate: {e}")))
+    }
+
     pub async fn stream(&self, filter: &str) -> Result<EventStream> {
         let (seq, rx) = self
             .open_stream("stream", codec::map(vec![("Type", filter.into())]))

@@ -291,15 +291,22 @@ impl<A: AgentHandle + ?Sized> Conn<A> {
                 self.reply(seq, "", Some(body)).await;
             }
             "get-coordinate" => {
-                // Network coordinates are not kept: answer "unknown node"
-                // the way Serf does for a node it has no coordinate for.
-                let coord = codec::map(vec![
-                    ("Vec", Value::Array(vec![Value::F64(0.0); 8])),
-                    ("Error", Value::F64(0.0)),
-                    ("Adjustment", Value::F64(0.0)),
-                    ("Height", Value::F64(0.0)),
-                ]);
-                let body = codec::map(vec![("Coord", coord), ("Ok", false.into())]);
+                // Serf answers an unknown node with Ok false and Go's
+                // zero coordinate (no Vec).
+                let node = get_str(&body, "Node");
+                let (coord, ok) = match self.agent.coordinate(&node) {
+                    Some(c) => (c.to_value(), true),
+                    None => (
+                        codec::map(vec![
+                            ("Vec", Value::Nil),
+                            ("Error", Value::F64(0.0)),
+                            ("Adjustment", Value::F64(0.0)),
+                            ("Height", Value::F64(0.0)),
+                        ]),
+                        false,
+                    ),
+                };
+                let body = codec::map(vec![("Coord", coord), ("Ok", ok.into())]);
                 self.reply(seq, "", Some(body)).await;
             }
             "install-key" | "use-key" | "remove-key" | "list-keys" => {
