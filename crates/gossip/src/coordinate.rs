@@ -91,15 +91,19 @@ impl Coordinate {
         magnitude(&diff(&self.vec, &other.vec)) + self.height + other.height
     }
 
-    /// The estimated round trip to `other`; `None` when the two do not
-    /// have the same number of dimensions.
+    /// The estimated round trip to `other`; `None` when the two cannot be
+    /// compared (not the same number of dimensions, or a component that is
+    /// not a finite number: coordinates read from RPC are not checked).
     pub fn distance_to(&self, other: &Coordinate) -> Option<Duration> {
-        if !self.is_compatible_with(other) {
+        if !self.is_compatible_with(other) || !self.is_valid() || !other.is_valid() {
             return None;
         }
         let raw = self.raw_distance(other);
         let adjusted = raw + self.adjustment + other.adjustment;
         let secs = if adjusted > 0.0 { adjusted } else { raw };
+        if !secs.is_finite() {
+            return None;
+        }
         Some(Duration::from_secs_f64(secs.clamp(0.0, 1.0e9)))
     }
 
@@ -360,6 +364,18 @@ mod tests {
         assert!(Coordinate::decode_payload(&[2, 0x80]).is_err());
         assert!(Coordinate::decode_payload(&[1]).is_err());
         assert!(Coordinate::decode_payload(&[1, 0x81, 0xa3, b'V', b'e', b'c', 0x05]).is_err());
+        // Huge or non-finite components: no estimate, no panic.
+        let huge = Coordinate {
+            vec: vec![f64::MAX; DIMENSIONS],
+            adjustment: f64::MIN,
+            ..Coordinate::default()
+        };
+        assert_eq!(huge.distance_to(&Coordinate::default()), None);
+        let nan = Coordinate {
+            error: f64::NAN,
+            ..Coordinate::default()
+        };
+        assert_eq!(nan.distance_to(&Coordinate::default()), None);
     }
 
     #[test]

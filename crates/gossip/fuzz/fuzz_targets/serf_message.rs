@@ -1,5 +1,6 @@
-//! Serf messages inside user messages, tag meta, and the payloads of
-//! internal query responses (name conflict, keyring).
+//! Serf messages inside user messages, tag meta, the payloads of internal
+//! query responses (name conflict, keyring), and the network coordinate in
+//! ack payloads (decoded, then fed to the Vivaldi update).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
@@ -8,4 +9,12 @@ fuzz_target!(|data: &[u8]| {
     let _ = gossip::wire::decode_tags(data);
     let _ = gossip::wire::decode_conflict_response(data);
     let _ = gossip::serf::decode_key_response(data);
+    if let Ok(Some(c)) = gossip::coordinate::Coordinate::decode_payload(data) {
+        let _ = c.distance_to(&gossip::coordinate::Coordinate::default());
+        let mut client = gossip::coordinate::Client::new(1);
+        for _ in 0..3 {
+            let _ = client.update("peer", &c, std::time::Duration::from_millis(3));
+        }
+        let _ = client.coordinate().distance_to(&c);
+    }
 });

@@ -335,8 +335,11 @@ pub async fn rtt(argv: &[String]) -> i32 {
             0
         }
         None => fail(format!(
-            "Coordinates of {} and {} have different dimensions",
-            nodes[0], nodes[1]
+            "Coordinates of {} and {} cannot be compared (dimensions {} and {}, or not finite)",
+            nodes[0],
+            nodes[1],
+            coords[0].vec.len(),
+            coords[1].vec.len()
         )),
     }
 }
