@@ -141,7 +141,7 @@ pub fn ensure_docker() -> Result<()> {
 }
 
 /// `docker-compose` (v1, Debian's) or `docker compose` (v2): the command
-/// words to call it with.
+/// words to call it with. Says once which one (and its version) it uses.
 pub fn compose_command() -> Result<Vec<String>> {
     let v2 = Command::new("docker")
         .args(["compose", "version"])
@@ -150,11 +150,24 @@ pub fn compose_command() -> Result<Vec<String>> {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    if v2 {
-        return Ok(vec!["docker".into(), "compose".into()]);
-    }
-    ensure_tool("docker-compose", "docker-compose")?;
-    Ok(vec!["docker-compose".into()])
+    let words: Vec<String> = if v2 {
+        vec!["docker".into(), "compose".into()]
+    } else {
+        ensure_tool("docker-compose", "docker-compose")?;
+        vec!["docker-compose".into()]
+    };
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        let version = Command::new(&words[0])
+            .args(&words[1..])
+            .args(["version", "--short"])
+            .stdin(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        eprintln!("   .. compose tool: `{}` {version}", words.join(" "));
+    });
+    Ok(words)
 }
 
 /// Everything the test suite uses on the host, installed in one apt call.
