@@ -108,9 +108,15 @@ fn webapp(name: &str) -> Spec<'_> {
 /// the bench shows what ha's agent and handlers said meanwhile.
 const SLOW_JOIN_SECS: f64 = 5.0;
 
-/// Prints ha's recent log lines about handlers and `name`, to tell a
-/// handler that hung (killed after `-handler-timeout`) from a slow event.
-fn explain_slow_join(name: &str) {
+/// A stopped web app still in rotation after this long was taken out by
+/// its closing port (after the web app's 3 s shutdown delay), not by the
+/// leave: the bench shows what ha heard.
+const SLOW_STOP_SECS: f64 = 2.5;
+
+/// Prints ha's recent log lines about handlers and `name`, and the end of
+/// the handlers' log, to tell a handler that hung (killed after
+/// `-handler-timeout`) from an event that came late or not at all.
+fn explain_slow(name: &str) {
     match docker::logs("ha") {
         Ok(log) => {
             let lines: Vec<&str> = log.lines().collect();
@@ -121,6 +127,12 @@ fn explain_slow_join(name: &str) {
             }
         }
         Err(e) => eprintln!("      (no logs of ha: {e:#})"),
+    }
+    // The handlers' own log (lab mode; absent with the reconciler).
+    if let Ok(log) = docker::exec("ha", &["tail", "-n", "30", "/var/log/serf.log"]) {
+        for line in log.lines() {
+            eprintln!("      serf.log: {line}");
+        }
     }
 }
 
@@ -184,7 +196,7 @@ async fn scenario(lab: &mut Lab, mode: &str) -> Result<Measured> {
             let secs = first.duration_since(t0).as_secs_f64();
             eprintln!("   [{mode}] round {round}: {name} joined, served after {secs:.2} s");
             if secs > SLOW_JOIN_SECS {
-                explain_slow_join(name);
+                explain_slow(name);
             }
             m.join_served.push(secs);
             wait_rotation(lab, name, true).await?;
@@ -200,6 +212,9 @@ async fn scenario(lab: &mut Lab, mode: &str) -> Result<Measured> {
             lab.stop(name).await?; // already stopped: removes it
             let secs = out.duration_since(t0).as_secs_f64();
             eprintln!("   [{mode}] round {round}: {name} stopped, out after {secs:.2} s");
+            if secs > SLOW_STOP_SECS {
+                explain_slow(name);
+            }
             m.stop_out.push(secs);
         }
     }
