@@ -357,3 +357,92 @@ fn coordinates_can_be_disabled() {
         assert_eq!(sim.nodes[i].serf.coordinate_resets(), None);
     }
 }
+
+/// The scaling bench's pattern: ha (n0) and two web apps stay; five more
+/// join, then leave one after the other; the last one comes straight back
+/// under its name and must be seen alive by the others within a few
+/// seconds (its own push-pull join and the refutation of its leave, not
+/// the next periodic push-pull 30 s later), whatever the seed.
+#[test]
+fn a_rejoin_after_many_leaves_is_seen_quickly() {
+    for seed in 0..20 {
+        let mut sim = cluster(8, 100 + seed);
+        assert!(
+            // A member may miss a join's gossip and learn it at the next
+            // push-pull (every 30 s), as in memberlist.
+            sim.run_until(secs(60), |s| s.converged()).is_some(),
+            "seed {seed}: 8 nodes did not converge: {:?}",
+            (0..8)
+                .map(|i| sim
+                    .members(i)
+                    .iter()
+                    .map(|m| format!("{}:{:?}", m.name, m.status))
+                    .collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        );
+        for i in 3..8 {
+            let now = sim.now();
+            sim.nodes[i].serf.leave_intent(now);
+            sim.run_for(Duration::from_millis(500));
+            let now = sim.now();
+            sim.nodes[i].serf.leave_memberlist(now);
+            sim.run_for(Duration::from_millis(500));
+            sim.crash(i);
+            sim.run_for(secs(1));
+        }
+        let left = sim.run_until(secs(30), |s| {
+            (3..8).all(|i| s.status(0, &format!("n{i}")) == Some(MemberStatus::Left))
+        });
+        assert!(
+            left.is_some(),
+            "seed {seed}: the five leaves not seen by n0"
+        );
+        sim.restart(7);
+        assert!(sim.join(7, 0), "seed {seed}: n7 rejoins through n0");
+        let took = sim.run_until(secs(40), |s| {
+            (0..3).all(|i| s.status(i, "n7") == Some(MemberStatus::Alive))
+        });
+        let took = took.unwrap_or_else(|| panic!("seed {seed}: n7 never seen alive again"));
+        assert!(
+            took < secs(5),
+            "seed {seed}: n7 seen alive again by n0, n1, n2 only after {took:?}"
+        );
+    }
+}
+
+/// Nodes that left gracefully are not gossip targets (memberlist gossips to
+/// dead nodes for 30 s, so that they may refute, but never to nodes that
+/// said goodbye): once the leaves are known, not one datagram goes to them.
+#[test]
+fn no_gossip_is_sent_to_nodes_that_left() {
+    let mut sim = cluster(6, 21);
+    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    for i in [4, 5] {
+        let now = sim.now();
+        sim.nodes[i].serf.leave_intent(now);
+        sim.run_for(Duration::from_millis(500));
+        let now = sim.now();
+        sim.nodes[i].serf.leave_memberlist(now);
+        sim.run_for(Duration::from_millis(500));
+        sim.crash(i);
+    }
+    let left = sim.run_until(secs(30), |s| {
+        (0..4).all(|i| {
+            [4, 5]
+                .iter()
+                .all(|j| s.status(i, &format!("n{j}")) == Some(MemberStatus::Left))
+        })
+    });
+    assert!(left.is_some(), "the leaves were not seen");
+    // Past any broadcast still in flight about the leaves.
+    sim.run_for(secs(2));
+    // Within memberlist's 30 s of gossip to the dead, and with events to
+    // carry: a user event makes every node gossip.
+    sim.dropped = 0;
+    let now = sim.now();
+    sim.nodes[0]
+        .serf
+        .user_event("ping", b"x".to_vec(), false, now);
+    sim.run_for(secs(10));
+    assert_eq!(sim.dropped, 0, "datagrams sent to nodes that left");
+}
