@@ -123,6 +123,14 @@ fn event_tags_info_query_and_leave_through_our_cli() {
         out(&o),
         "Total members: 1, live members: 1\nStarting reachability test...\nSuccessfully contacted all live nodes\n"
     );
+    // rtt with one name: the second is the agent's own node; same line as
+    // serf's own CLI (a lone node's distance to itself is its two heights).
+    let o = run(GOSSIP, &["rtt", &rpc, "cli-ev"]);
+    assert_eq!(
+        out(&o),
+        out(&run(SERF, &["rtt", &rpc.replacen("--", "-", 1), "cli-ev"]))
+    );
+    assert_eq!(out(&o), "Estimated cli-ev <-> cli-ev rtt: 0.020 ms\n");
 
     // SERF_RPC_ADDR is honoured when no flag is given.
     let o = Command::new(GOSSIP)
