@@ -37,6 +37,9 @@ struct Measured {
     kill_failed: u64,
 }
 
+/// The agents' gossip interval (LAN profile), in seconds.
+const GOSSIP_INTERVAL: f64 = 0.2;
+
 pub(super) fn rows() -> Result<Vec<Row>> {
     images::ensure_images(STAGE)?;
     let rt = tokio::runtime::Runtime::new()?;
@@ -60,8 +63,12 @@ pub(super) fn rows() -> Result<Vec<Row>> {
             med(&ours.join_served),
             med(&lab.join_served),
             peer,
-            "< 1.5 s and no slower than the lab's",
-            med(&ours.join_served) < 1.5 && med(&ours.join_served) <= med(&lab.join_served),
+            // Both modes hear of the member through the same agent, whose
+            // gossip reaches ha at a random round: the medians of the two
+            // differ by up to a gossip interval from run to run, either way.
+            "< 1.5 s and no slower than the lab's (+0.2 s, one gossip interval)",
+            med(&ours.join_served) < 1.5
+                && med(&ours.join_served) <= med(&lab.join_served) + GOSSIP_INTERVAL,
         ),
         row(
             "graceful stop -> out of rotation, median of 10",
@@ -69,8 +76,8 @@ pub(super) fn rows() -> Result<Vec<Row>> {
             med(&ours.stop_out),
             med(&lab.stop_out),
             peer,
-            "no slower than the lab's",
-            med(&ours.stop_out) <= med(&lab.stop_out),
+            "no slower than the lab's (+0.2 s, one gossip interval)",
+            med(&ours.stop_out) <= med(&lab.stop_out) + GOSSIP_INTERVAL,
         ),
         row(
             "kill -9 -> out of rotation, median of 3",

@@ -162,7 +162,13 @@ struct Measured {
     shared_counted: u64,
 }
 
-fn measure(mut cmd: Command, port: u16) -> Result<Measured> {
+/// A started app, warmed up.
+struct App {
+    guard: Guard,
+    port: u16,
+}
+
+fn start(mut cmd: Command, port: u16) -> Result<App> {
     let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -170,23 +176,52 @@ fn measure(mut cmd: Command, port: u16) -> Result<Measured> {
         .context("starting the app under test")?;
     let guard = Guard(child);
     wait_http(port)?;
-    // Warm up, then the measured run with a new session per request.
     wrk(port, 2, None)?;
-    let fresh = wrk(port, 10, None)?;
-    let rss_mib = rss_kib(guard.0.id())? / 1024.0;
-    // One session shared by 32 connections: does the count stay exact?
-    let (cookie, first) = get_views(port, None)?;
-    let cookie = cookie.context("no session cookie on the first visit")?;
-    let shared = wrk(port, 5, Some(&cookie))?;
-    let (_, last) = get_views(port, Some(&cookie))?;
-    Ok(Measured {
-        rps: fresh.per_sec,
-        errors: fresh.errors + shared.errors,
-        rss_mib,
-        shared_sent: shared.requests,
-        // views before the last visit, minus the first visit
-        shared_counted: last.saturating_sub(first + 1),
-    })
+    Ok(App { guard, port })
+}
+
+/// Fresh-session runs of 10 s, this many per app, alternating between the
+/// two so that a slow moment of the machine does not land on one side only.
+const FRESH_ROUNDS: usize = 2;
+
+/// The fresh-session rounds (mean req/s and errors of each app), then RSS
+/// and the shared-cookie run of each.
+fn measure_both(ours: &App, peer: &App) -> Result<(Measured, Measured)> {
+    let mut rps = [0.0f64; 2];
+    let mut errors = [0u64; 2];
+    for round in 0..FRESH_ROUNDS {
+        for (i, app) in [ours, peer].into_iter().enumerate() {
+            let w = wrk(app.port, 10, None)?;
+            eprintln!(
+                "   round {}: {} {:.0} req/s",
+                round + 1,
+                ["ours", "express"][i],
+                w.per_sec
+            );
+            rps[i] += w.per_sec / FRESH_ROUNDS as f64;
+            errors[i] += w.errors;
+        }
+    }
+    let mut out = Vec::new();
+    for (i, app) in [ours, peer].into_iter().enumerate() {
+        let rss_mib = rss_kib(app.guard.0.id())? / 1024.0;
+        // One session shared by 32 connections: does the count stay exact?
+        let (cookie, first) = get_views(app.port, None)?;
+        let cookie = cookie.context("no session cookie on the first visit")?;
+        let shared = wrk(app.port, 5, Some(&cookie))?;
+        let (_, last) = get_views(app.port, Some(&cookie))?;
+        out.push(Measured {
+            rps: rps[i],
+            errors: errors[i] + shared.errors,
+            rss_mib,
+            shared_sent: shared.requests,
+            // views before the last visit, minus the first visit
+            shared_counted: last.saturating_sub(first + 1),
+        });
+    }
+    let peer_m = out.pop().expect("two apps");
+    let ours_m = out.pop().expect("two apps");
+    Ok((ours_m, peer_m))
 }
 
 pub(super) fn rows() -> Result<Vec<Row>> {
@@ -208,8 +243,7 @@ pub(super) fn rows() -> Result<Vec<Row>> {
         .env("SERVER_NAME", "bench")
         // Its access log on, as the peer's morgan: both write to /dev/null.
         .env_remove("RUST_LOG");
-    eprintln!("bench: our web app (wrk -t2 -c32, 10 s fresh sessions, 5 s one shared session)");
-    let ours = measure(ours_cmd, port)?;
+    let ours_app = start(ours_cmd, port)?;
 
     let dir = express_app()?;
     let port = free_port()?;
@@ -220,13 +254,16 @@ pub(super) fn rows() -> Result<Vec<Row>> {
         .env("PORT", port.to_string())
         .env("NODE_ENV", "production")
         .env("SERVER_IP", "127.0.0.1");
-    eprintln!("bench: Express + express-session, same load");
-    let peer = measure(peer_cmd, port)?;
+    let peer_app = start(peer_cmd, port)?;
+    eprintln!(
+        "bench: our web app and Express + express-session, wrk -t2 -c32: {FRESH_ROUNDS} alternating rounds of 10 s with a new session per request, then 5 s on one shared session"
+    );
+    let (ours, peer) = measure_both(&ours_app, &peer_app)?;
 
     let lost = |m: &Measured| m.shared_sent.saturating_sub(m.shared_counted) as f64;
     Ok(vec![
         row(
-            "web app requests/s, new session per request",
+            "web app requests/s, new session per request (mean of 2 alternating runs)",
             "req/s",
             ours.rps,
             peer.rps,
@@ -244,7 +281,7 @@ pub(super) fn rows() -> Result<Vec<Row>> {
             lost(&ours) == 0.0,
         ),
         row(
-            "web app RSS after the fresh-session run",
+            "web app RSS after the fresh-session runs",
             "MiB",
             ours.rss_mib,
             peer.rss_mib,

@@ -3,9 +3,10 @@
 //! with `docker kill`; after each step HAProxy's runtime state (the stats)
 //! must list exactly the running web apps as UP. A steady client load runs
 //! through ha from the first backend on. The whole sequence runs twice:
-//! with our reconciler (default; zero failed requests asserted) and with the
-//! lab's mechanism (`HA_RELOAD=lab`: handlers render, `s6-svc -h`, restart
-//! with `-sf`), whose failure count is reported for comparison.
+//! with the lab's mechanism (`HA_RELOAD=lab`: handlers render, `s6-svc -h`,
+//! restart with `-sf`), whose failure count is reported for comparison, then
+//! with our reconciler (default; zero failed requests asserted), which
+//! `--keep` leaves running.
 //! Deliverables: stats screenshots and `docker ps` at each step.
 
 use anyhow::{ensure, Result};
@@ -57,8 +58,10 @@ pub async fn task6(opts: &Options) -> Result<Checks> {
     let mut checks = Checks::new("Lab task 6: HAProxy follows web apps coming and going");
     checks.step("building the images (cached when nothing changed)");
     tokio::task::spawn_blocking(|| images::ensure_images(STAGE)).await??;
-    let ours = run_sequence(&mut checks, Mode::Reconciler, opts, true).await?;
+    // The lab's mechanism first: the reconciler's run comes last, so that
+    // `--keep` leaves the final stage (the reconciler) running.
     let lab = run_sequence(&mut checks, Mode::Lab, &Options::default(), false).await?;
+    let ours = run_sequence(&mut checks, Mode::Reconciler, opts, true).await?;
     checks
         .check("zero failed requests with the reconciler", || async {
             ensure!(
