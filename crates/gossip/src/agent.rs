@@ -460,11 +460,30 @@ async fn tcp_loop(weak: std::sync::Weak<Agent>, tcp: TcpListener) {
     }
 }
 
+/// Ticks the engine every [`crate::core::Core::TICK`], and also exactly
+/// when a gossip round is due.
 async fn tick_loop(weak: std::sync::Weak<Agent>) {
-    let mut iv = tokio::time::interval(crate::core::Core::TICK);
-    iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    use tokio::time::Instant as TokioInstant;
+    let tick = crate::core::Core::TICK;
+    let mut next_tick = TokioInstant::now() + tick;
     loop {
-        iv.tick().await;
+        let wake = {
+            let Some(agent) = weak.upgrade() else { return };
+            let gossip_at = {
+                let g = agent.inner.lock().expect("agent lock");
+                agent.start + g.serf.next_gossip_at()
+            };
+            let floor = TokioInstant::now() + std::time::Duration::from_millis(1);
+            next_tick.min(TokioInstant::from_std(gossip_at)).max(floor)
+        };
+        tokio::time::sleep_until(wake).await;
+        let now = TokioInstant::now();
+        if now >= next_tick {
+            next_tick += tick;
+            if next_tick <= now {
+                next_tick = now + tick;
+            }
+        }
         let Some(agent) = weak.upgrade() else { return };
         let outs = {
             let mut g = agent.inner.lock().expect("agent lock");

@@ -1392,6 +1392,11 @@ impl Serf {
         std::mem::take(&mut self.st.replies)
     }
 
+    /// See [`Core::next_gossip_at`].
+    pub fn next_gossip_at(&self) -> Duration {
+        self.core.next_gossip_at()
+    }
+
     pub fn tick(&mut self, now: Duration) {
         self.core.tick(now, &mut self.st);
         self.after_core();
