@@ -241,14 +241,49 @@ fn all_alive(observer: &Agent, n: usize) -> bool {
         .unwrap_or(false)
 }
 
-/// Wait until the agent's RPC answers.
-fn ready(a: &Agent) -> Result<()> {
-    until(
+/// Wait until the agent's RPC answers; an agent that exited meanwhile (a
+/// failed `-join`, a port taken between choosing and binding it) is an
+/// error with the end of its log.
+fn ready(a: &mut Agent, dir: &Path) -> Result<()> {
+    let mut exited = None;
+    let r = until(
         &format!("{} answers on RPC", a.name),
         Duration::from_secs(20),
-        || members(a.rpc).is_ok(),
-    )?;
-    Ok(())
+        || {
+            if let Ok(Some(st)) = a.proc.0.try_wait() {
+                exited = Some(st);
+                return true;
+            }
+            members(a.rpc).is_ok()
+        },
+    );
+    if let Some(st) = exited {
+        let log = std::fs::read_to_string(dir.join(format!("{}.log", a.name))).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        bail!(
+            "{} exited ({st}) before answering on RPC: {}",
+            a.name,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        );
+    }
+    r.map(|_| ())
+}
+
+/// Starts an agent and waits until it answers; up to three tries, each
+/// with new ports (30 agents started on 2 cores: a join may time out).
+fn start_ready(bin: &Path, dir: &Path, name: &str, join: Option<u16>) -> Result<Agent> {
+    let mut last = None;
+    for attempt in 1..=3 {
+        let mut a = Agent::start(bin, dir, name, join)?;
+        match ready(&mut a, dir) {
+            Ok(()) => return Ok(a),
+            Err(e) => {
+                eprintln!("   {name}: attempt {attempt} failed: {e:#}");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.expect("three attempts"))
 }
 
 fn cpu_secs(pid: u32) -> Result<f64> {
@@ -275,10 +310,8 @@ fn measure(label: &str, bin: &Path, dir: &PathBuf) -> Result<Measured> {
     let mut m = Measured::default();
 
     // Two members, then a third one joining, leaving, or dying.
-    let a = Agent::start(bin, dir, "a", None)?;
-    ready(&a)?;
-    let b = Agent::start(bin, dir, "b", Some(a.bind))?;
-    ready(&b)?;
+    let a = start_ready(bin, dir, "a", None)?;
+    let b = start_ready(bin, dir, "b", Some(a.bind))?;
     until("a and b alive", Duration::from_secs(30), || {
         all_alive(&a, 2)
     })?;
@@ -288,14 +321,14 @@ fn measure(label: &str, bin: &Path, dir: &PathBuf) -> Result<Measured> {
     for i in 0..CYCLES {
         let name = format!("c{i}");
         let t0 = Instant::now();
-        let c = Agent::start(bin, dir, &name, Some(a.bind))?;
+        let mut c = Agent::start(bin, dir, &name, Some(a.bind))?;
         let seen = until(
             &format!("{name} alive at a"),
             Duration::from_secs(30),
             || sees(&a, &name, "alive"),
         )?;
         m.join.push(seen.duration_since(t0).as_secs_f64());
-        ready(&c)?;
+        ready(&mut c, dir)?;
         let t0 = Instant::now();
         c.signal("INT")?;
         let seen = until(
@@ -334,15 +367,11 @@ fn measure(label: &str, bin: &Path, dir: &PathBuf) -> Result<Measured> {
     drop((a, b));
 
     // Thirty members: a user event to all, memory and CPU at rest.
-    let first = Agent::start(bin, dir, "m0", None)?;
-    ready(&first)?;
+    let first = start_ready(bin, dir, "m0", None)?;
     let mut agents = vec![first];
     for i in 1..BIG {
         let join = agents[0].bind;
-        agents.push(Agent::start(bin, dir, &format!("m{i}"), Some(join))?);
-    }
-    for a in &agents {
-        ready(a)?;
+        agents.push(start_ready(bin, dir, &format!("m{i}"), Some(join))?);
     }
     until("30 agents alive at m0", Duration::from_secs(60), || {
         all_alive(&agents[0], BIG)
