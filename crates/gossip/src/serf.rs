@@ -1103,6 +1103,11 @@ impl Serf {
             String::new()
         };
         let payload = encode_key_response(result, &message, &list, &primary);
+        self.send_internal_answer(&q, payload);
+    }
+
+    /// Sends this node's response to an internal query (relayed as asked).
+    fn send_internal_answer(&mut self, q: &InternalQuery, payload: Vec<u8>) {
         let msg = SerfMessage::QueryResponse(wire::QueryResponse {
             ltime: q.ltime,
             id: q.id,
@@ -1130,19 +1135,7 @@ impl Serf {
         tracing::debug!(node, "conflict resolution query");
         let member = self.st.members.get(node).map(|m| &m.member);
         let payload = wire::encode_conflict_response(member);
-        let msg = SerfMessage::QueryResponse(wire::QueryResponse {
-            ltime: q.ltime,
-            id: q.id,
-            from: self.st.name.clone(),
-            flags: 0,
-            payload,
-        })
-        .encode();
-        self.st
-            .send_with_relay(q.to, &q.source_node, msg, q.relay_factor);
-        for (to, m) in std::mem::take(&mut self.st.sends) {
-            self.core.send_user(to, &m);
-        }
+        self.send_internal_answer(&q, payload);
     }
 
     /// Why this node must stop, once: another node won the vote for its

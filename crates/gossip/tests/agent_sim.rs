@@ -10,6 +10,18 @@ fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
+/// A graceful leave as the agent does it (intent, then memberlist's leave,
+/// half a second each to spread), then the process stops.
+fn leave_and_stop(sim: &mut Sim, i: usize) {
+    let now = sim.now();
+    sim.nodes[i].serf.leave_intent(now);
+    sim.run_for(Duration::from_millis(500));
+    let now = sim.now();
+    sim.nodes[i].serf.leave_memberlist(now);
+    sim.run_for(Duration::from_millis(500));
+    sim.crash(i);
+}
+
 fn cluster(n: usize, seed: u64) -> Sim {
     let mut sim = Sim::new(n, seed, |_| {});
     for i in 1..n {
@@ -381,13 +393,7 @@ fn a_rejoin_after_many_leaves_is_seen_quickly() {
                 .collect::<Vec<_>>()
         );
         for i in 3..8 {
-            let now = sim.now();
-            sim.nodes[i].serf.leave_intent(now);
-            sim.run_for(Duration::from_millis(500));
-            let now = sim.now();
-            sim.nodes[i].serf.leave_memberlist(now);
-            sim.run_for(Duration::from_millis(500));
-            sim.crash(i);
+            leave_and_stop(&mut sim, i);
             sim.run_for(secs(1));
         }
         let left = sim.run_until(secs(30), |s| {
@@ -418,13 +424,7 @@ fn no_gossip_is_sent_to_nodes_that_left() {
     let mut sim = cluster(6, 21);
     assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
     for i in [4, 5] {
-        let now = sim.now();
-        sim.nodes[i].serf.leave_intent(now);
-        sim.run_for(Duration::from_millis(500));
-        let now = sim.now();
-        sim.nodes[i].serf.leave_memberlist(now);
-        sim.run_for(Duration::from_millis(500));
-        sim.crash(i);
+        leave_and_stop(&mut sim, i);
     }
     let left = sim.run_until(secs(30), |s| {
         (0..4).all(|i| {
