@@ -48,7 +48,12 @@ fn script(dir: &Path, out: &Path) -> String {
 
 fn runs(path: &Path) -> Vec<Run> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.split("===\n")
+    // Only whole runs: the text after the last `===` is a run still being
+    // written (its stdin may not be there yet).
+    let mut chunks: Vec<&str> = text.split("===\n").collect();
+    chunks.pop();
+    chunks
+        .into_iter()
         .filter(|c| c.contains("---\n"))
         .map(|chunk| {
             let (env, stdin) = chunk.split_once("---\n").unwrap();
