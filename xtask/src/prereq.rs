@@ -141,8 +141,13 @@ pub fn ensure_docker() -> Result<()> {
 }
 
 /// `docker-compose` (v1, Debian's) or `docker compose` (v2): the command
-/// words to call it with. Says once which one (and its version) it uses.
+/// words to call it with. Found once per process, and said once (with its
+/// version).
 pub fn compose_command() -> Result<Vec<String>> {
+    static FOUND: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    if let Some(words) = FOUND.get() {
+        return Ok(words.clone());
+    }
     let v2 = Command::new("docker")
         .args(["compose", "version"])
         .stdout(Stdio::null())
@@ -156,18 +161,15 @@ pub fn compose_command() -> Result<Vec<String>> {
         ensure_tool("docker-compose", "docker-compose")?;
         vec!["docker-compose".into()]
     };
-    static SAID: std::sync::Once = std::sync::Once::new();
-    SAID.call_once(|| {
-        let version = Command::new(&words[0])
-            .args(&words[1..])
-            .args(["version", "--short"])
-            .stdin(Stdio::null())
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
-        eprintln!("   .. compose tool: `{}` {version}", words.join(" "));
-    });
-    Ok(words)
+    let version = Command::new(&words[0])
+        .args(&words[1..])
+        .args(["version", "--short"])
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    eprintln!("   .. compose tool: `{}` {version}", words.join(" "));
+    Ok(FOUND.get_or_init(|| words).clone())
 }
 
 /// Everything the test suite uses on the host, installed in one apt call.

@@ -466,16 +466,15 @@ async fn tick_loop(weak: std::sync::Weak<Agent>) {
     use tokio::time::Instant as TokioInstant;
     let tick = crate::core::Core::TICK;
     let mut next_tick = TokioInstant::now() + tick;
+    // Only a tick moves the next gossip round: read it under the tick's lock.
+    let mut gossip_at = {
+        let Some(agent) = weak.upgrade() else { return };
+        let g = agent.inner.lock().expect("agent lock");
+        agent.start + g.serf.next_gossip_at()
+    };
     loop {
-        let wake = {
-            let Some(agent) = weak.upgrade() else { return };
-            let gossip_at = {
-                let g = agent.inner.lock().expect("agent lock");
-                agent.start + g.serf.next_gossip_at()
-            };
-            let floor = TokioInstant::now() + std::time::Duration::from_millis(1);
-            next_tick.min(TokioInstant::from_std(gossip_at)).max(floor)
-        };
+        let floor = TokioInstant::now() + Duration::from_millis(1);
+        let wake = next_tick.min(TokioInstant::from_std(gossip_at)).max(floor);
         tokio::time::sleep_until(wake).await;
         let now = TokioInstant::now();
         if now >= next_tick {
@@ -489,6 +488,7 @@ async fn tick_loop(weak: std::sync::Weak<Agent>) {
             let mut g = agent.inner.lock().expect("agent lock");
             let now = agent.now();
             g.serf.tick(now);
+            gossip_at = agent.start + g.serf.next_gossip_at();
             agent.collect(&mut g)
         };
         agent.perform(outs);
@@ -919,7 +919,7 @@ impl model::AgentHandle for Agent {
                 .into_iter()
                 .collect(),
         );
-        let serf: Vec<(&str, String)> = vec![
+        let mut serf: Vec<(&str, String)> = vec![
             ("members", members.len().to_string()),
             ("failed", count(model::MemberStatus::Failed)),
             ("left", count(model::MemberStatus::Left)),
@@ -931,10 +931,6 @@ impl model::AgentHandle for Agent {
             ("query_queue", "0".into()),
             ("encrypted", (!g.serf.keys().is_empty()).to_string()),
             ("health_score", g.serf.core().awareness().to_string()),
-            (
-                "coordinate_resets",
-                g.serf.coordinate_resets().unwrap_or(0).to_string(),
-            ),
             ("packets_in", c.packets_in.to_string()),
             ("packets_dropped", c.packets_dropped.to_string()),
             ("packets_out", c.packets_out.to_string()),
@@ -945,6 +941,10 @@ impl model::AgentHandle for Agent {
                     .to_string(),
             ),
         ];
+        // As serf: only when coordinates are kept.
+        if let Some(resets) = g.serf.coordinate_resets() {
+            serf.push(("coordinate_resets", resets.to_string()));
+        }
         stats.insert(
             "serf".into(),
             serf.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),

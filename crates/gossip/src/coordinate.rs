@@ -119,24 +119,12 @@ impl Coordinate {
         ret
     }
 
-    /// The ack payload: version byte, then the MessagePack map.
+    /// The ack payload: version byte, then the MessagePack map of
+    /// [`Coordinate::to_value`].
     pub fn encode_payload(&self) -> Vec<u8> {
-        let mut vec = Vec::with_capacity(10 + 9 * self.vec.len());
-        rmp::encode::write_array_len(&mut vec, self.vec.len() as u32).expect("vec write");
-        for x in &self.vec {
-            rmp::encode::write_f64(&mut vec, *x).expect("vec write");
-        }
-        let f = |x: f64| {
-            let mut b = Vec::with_capacity(9);
-            rmp::encode::write_f64(&mut b, x).expect("vec write");
-            b
-        };
-        wire::MapEnc::new(vec![PING_VERSION], 4)
-            .raw_value("Vec", &vec)
-            .raw_value("Error", &f(self.error))
-            .raw_value("Adjustment", &f(self.adjustment))
-            .raw_value("Height", &f(self.height))
-            .finish()
+        let mut out = vec![PING_VERSION];
+        rmpv::encode::write_value(&mut out, &self.to_value()).expect("vec write");
+        out
     }
 
     /// Reads an ack payload; an empty one (a peer without coordinates) is
@@ -179,7 +167,7 @@ impl Coordinate {
         })
     }
 
-    /// As a MessagePack map for RPC replies (Go's field names).
+    /// As a MessagePack map (Go's field names), for acks and RPC replies.
     pub fn to_value(&self) -> Value {
         Value::Map(vec![
             (

@@ -1252,9 +1252,8 @@ impl Core {
         // As memberlist: live and suspect nodes, and nodes that died (not
         // left) recently, so a wrongly declared death can be refuted. A node
         // that left said goodbye: gossip sent to it is lost, and in a small
-        // cluster that many leave at once, it could starve the live members
-        // of a broadcast (a re-joining node's refutation reached ha only at
-        // the next push-pull, 30 s later, in the scaling bench).
+        // cluster that many leave at once, it would take a large share of
+        // every round from the live members.
         let eligible = |n: &Node| match n.state {
             NodeState::Alive | NodeState::Suspect => true,
             NodeState::Dead => now.saturating_sub(n.state_change) <= to_dead,

@@ -321,7 +321,7 @@ struct State {
     self_addr: SocketAddr,
     /// This node's Vivaldi coordinate (none when disabled).
     coord: Option<coordinate::Client>,
-    /// The last coordinate each member sent in an ack, and our own.
+    /// The last coordinate each other member sent in an ack.
     coord_cache: HashMap<String, coordinate::Coordinate>,
 }
 
@@ -724,10 +724,8 @@ impl Delegate for State {
             }
         };
         match client.update(&node.name, &other, rtt) {
-            Ok(mine) => {
-                let mine = mine.clone();
+            Ok(_) => {
                 self.coord_cache.insert(node.name.clone(), other);
-                self.coord_cache.insert(self.name.clone(), mine);
             }
             Err(e) => tracing::trace!(node = %node.name, error = %e, "coordinate rejected"),
         }
@@ -996,10 +994,6 @@ impl Serf {
             coord_cache: HashMap::new(),
             cfg,
         };
-        if let Some(c) = &st.coord {
-            st.coord_cache
-                .insert(st.name.clone(), c.coordinate().clone());
-        }
         // memberlist announces the local node to its delegate at start.
         let me = core.local_node().clone();
         st.notify_join(&me, now);
@@ -1547,6 +1541,9 @@ impl Serf {
     /// The last known network coordinate of `name` (ours included);
     /// `None` when unknown or when coordinates are disabled.
     pub fn coordinate(&self, name: &str) -> Option<&coordinate::Coordinate> {
+        if name == self.st.name {
+            return self.st.coord.as_ref().map(|c| c.coordinate());
+        }
         self.st.coord_cache.get(name)
     }
 
