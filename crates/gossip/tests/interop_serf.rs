@@ -995,11 +995,13 @@ async fn three_and_three_form_one_cluster() {
     let ours = [o1, o2, o3];
     let names = ["mix-r1", "mix-r2", "mix-r3", "mix-o1", "mix-o2", "mix-o3"];
 
-    // Everyone sees everyone alive, with the right side tag.
+    // Everyone sees everyone alive, with the right side tag. A member that
+    // missed a join's gossip learns it at its next push-pull (every 30 s,
+    // staggered), as in memberlist: the deadline allows for that.
     for o in &ours {
         apoll(
             &format!("{} sees six alive", o.local_member().name),
-            Duration::from_secs(30),
+            Duration::from_secs(75),
             || {
                 let ms = o.members();
                 names
@@ -1022,7 +1024,7 @@ async fn three_and_three_form_one_cluster() {
         for r in rs.iter() {
             poll(
                 &format!("{} sees six alive", r.name),
-                Duration::from_secs(30),
+                Duration::from_secs(75),
                 || {
                     let ms = r.members().ok()?;
                     names
