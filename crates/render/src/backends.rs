@@ -7,8 +7,18 @@
 //! the config file: `[A-Za-z0-9_.:-]`, at most [`MAX_NAME_LEN`] bytes.
 //! Members that carry the role but fail a check are reported once each
 //! (same member, same reason) and left out.
+//!
+//! One server per address: when two qualifying members claim the same
+//! `ip:port`, only the one that claimed it last is kept ([`AddressClaims`]).
+//! Both would reach the same process anyway; what matters is the moment
+//! that address stops answering. Docker hands a dead container's address to
+//! the next container at once, while the dead member stays `alive` until
+//! the agents' failure detection catches up (seconds). Kept as two servers,
+//! a request retried after the address died could be redispatched to the
+//! other entry of the same dead address, and again, until its retries ran
+//! out (an HTTP 503 from HAProxy).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
@@ -81,6 +91,12 @@ pub enum Rejection {
     BadName(String),
     BadAddress(String, IpAddr),
     BadPort(String, String),
+    /// Its address was claimed later by another member (named second).
+    AddressTaken {
+        name: String,
+        addr: SocketAddr,
+        by: String,
+    },
 }
 
 impl std::fmt::Display for Rejection {
@@ -92,6 +108,7 @@ impl std::fmt::Display for Rejection {
             ),
             Rejection::BadAddress(n, ip) => write!(f, "ignoring member {n:?}: address {ip} is not a unicast address"),
             Rejection::BadPort(n, p) => write!(f, "ignoring member {n:?}: port tag {p:?} is not a port number (1-65535)"),
+            Rejection::AddressTaken { name, addr, by } => write!(f, "ignoring member {name:?}: its address {addr} now belongs to {by:?}, which claimed it later ({name:?} must have died without leaving)"),
         }
     }
 }
@@ -115,9 +132,68 @@ fn usable_ip(ip: IpAddr) -> bool {
         }
 }
 
+/// Which member claimed each backend address, in the order the reconciler
+/// first saw each claim: the latest claimant of an address is its owner.
+/// Claims seen in the same member list are ordered by name, so the choice
+/// is the same whatever order the agent lists members in. Only the claims
+/// of the current list are remembered.
+#[derive(Debug, Default)]
+pub struct AddressClaims {
+    next: u64,
+    seen: HashMap<(String, SocketAddr), u64>,
+}
+
+impl AddressClaims {
+    /// Keep one backend per address, the latest claimant's; the others are
+    /// returned as rejections.
+    fn resolve(&mut self, set: &mut BackendSet) -> Vec<Rejection> {
+        let key = |b: &Backend| (b.name.clone(), SocketAddr::new(b.ip, b.port));
+        // `set` iterates in name order: new claims get increasing numbers.
+        for b in set.values() {
+            let next = &mut self.next;
+            self.seen.entry(key(b)).or_insert_with(|| {
+                *next += 1;
+                *next
+            });
+        }
+        self.seen.retain(|(name, addr), _| {
+            set.get(name)
+                .is_some_and(|b| SocketAddr::new(b.ip, b.port) == *addr)
+        });
+        let mut owner: HashMap<SocketAddr, (u64, String)> = HashMap::new();
+        for ((name, addr), seq) in &self.seen {
+            let o = owner.entry(*addr).or_insert((*seq, name.clone()));
+            if *seq > o.0 {
+                *o = (*seq, name.clone());
+            }
+        }
+        let mut rejected = Vec::new();
+        set.retain(|name, b| {
+            let addr = SocketAddr::new(b.ip, b.port);
+            let by = &owner[&addr].1;
+            if by == name {
+                return true;
+            }
+            rejected.push(Rejection::AddressTaken {
+                name: name.clone(),
+                addr,
+                by: by.clone(),
+            });
+            false
+        });
+        rejected
+    }
+}
+
 impl Selector {
     /// The desired set from a full member list, with the members left out.
-    pub fn select(&self, members: &[MemberInfo]) -> (BackendSet, Vec<Rejection>) {
+    /// `claims` carries, from one list to the next, who claimed which
+    /// address first.
+    pub fn select(
+        &self,
+        members: &[MemberInfo],
+        claims: &mut AddressClaims,
+    ) -> (BackendSet, Vec<Rejection>) {
         let mut set = BackendSet::new();
         let mut rejected = Vec::new();
         for m in members {
@@ -144,6 +220,7 @@ impl Selector {
             };
             set.insert(m.name.clone(), Backend::new(m.name.clone(), m.addr, port));
         }
+        rejected.extend(claims.resolve(&mut set));
         (set, rejected)
     }
 }
@@ -213,7 +290,7 @@ mod tests {
                 &[("role", "backend"), ("port", "20006")],
             ),
         ];
-        let (set, rej) = selector().select(&ms);
+        let (set, rej) = selector().select(&ms, &mut AddressClaims::default());
         assert_eq!(set.keys().collect::<Vec<_>>(), ["s1", "s6"]);
         assert_eq!(set["s1"].addr, "10.0.0.2:3000");
         assert_eq!(set["s6"].port, 20006);
@@ -242,7 +319,7 @@ mod tests {
             ),
             member("ok-1.a:b_c", "10.0.0.4", "alive", &[("role", "backend")]),
         ];
-        let (set, rej) = selector().select(&ms);
+        let (set, rej) = selector().select(&ms, &mut AddressClaims::default());
         assert_eq!(set.keys().collect::<Vec<_>>(), ["ok-1.a:b_c"]);
         assert_eq!(rej.len(), 7);
         assert!(rej[0].to_string().contains("\"a b;rm\""), "{}", rej[0]);
@@ -254,6 +331,96 @@ mod tests {
         );
         assert_eq!(rej[3], Rejection::BadName("../etc".into()));
         assert_eq!(rej[6], Rejection::BadPort("badport".into(), "70000".into()));
+    }
+
+    fn backend(name: &str, ip: &str) -> MemberInfo {
+        member(name, ip, "alive", &[("role", "backend")])
+    }
+
+    fn names(set: &BackendSet) -> Vec<&str> {
+        set.keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn an_address_claimed_again_belongs_to_the_later_member() {
+        let sel = selector();
+        let mut claims = AddressClaims::default();
+        // "s9" had 10.0.0.5; it died and Docker gave the address to "s1".
+        let (set, rej) = sel.select(&[backend("s9", "10.0.0.5")], &mut claims);
+        assert_eq!(names(&set), ["s9"]);
+        assert!(rej.is_empty());
+        let both = [backend("s1", "10.0.0.5"), backend("s9", "10.0.0.5")];
+        let (set, rej) = sel.select(&both, &mut claims);
+        assert_eq!(
+            names(&set),
+            ["s1"],
+            "the later claimant, not the first name"
+        );
+        assert_eq!(
+            rej,
+            [Rejection::AddressTaken {
+                name: "s9".into(),
+                addr: "10.0.0.5:3000".parse().unwrap(),
+                by: "s1".into(),
+            }]
+        );
+        assert!(rej[0].to_string().contains("10.0.0.5:3000"), "{}", rej[0]);
+        // Stable on the next lists, whatever their order.
+        let (set, _) = sel.select(&[both[1].clone(), both[0].clone()], &mut claims);
+        assert_eq!(names(&set), ["s1"]);
+        // And again with a third claimant.
+        let three = [both[0].clone(), both[1].clone(), backend("s5", "10.0.0.5")];
+        let (set, rej) = sel.select(&three, &mut claims);
+        assert_eq!(names(&set), ["s5"]);
+        assert_eq!(rej.len(), 2);
+        // Once the later ones are gone, the remaining claimant is kept.
+        let (set, _) = sel.select(&[backend("s9", "10.0.0.5")], &mut claims);
+        assert_eq!(names(&set), ["s9"]);
+    }
+
+    #[test]
+    fn claims_first_seen_together_are_ordered_by_name() {
+        let sel = selector();
+        let list = [backend("b", "10.0.0.5"), backend("a", "10.0.0.5")];
+        for _ in 0..2 {
+            let (set, rej) = sel.select(&list, &mut AddressClaims::default());
+            assert_eq!(names(&set), ["b"]);
+            assert_eq!(rej.len(), 1);
+        }
+    }
+
+    #[test]
+    fn same_ip_on_other_ports_is_no_conflict() {
+        let with_port = |name: &str, port: &str| {
+            member(
+                name,
+                "10.0.0.5",
+                "alive",
+                &[("role", "backend"), ("port", port)],
+            )
+        };
+        let (set, rej) = selector().select(
+            &[with_port("a", "3000"), with_port("b", "3001")],
+            &mut AddressClaims::default(),
+        );
+        assert_eq!(names(&set), ["a", "b"]);
+        assert!(rej.is_empty());
+    }
+
+    #[test]
+    fn a_member_that_moves_claims_its_new_address() {
+        let sel = selector();
+        let mut claims = AddressClaims::default();
+        sel.select(
+            &[backend("a", "10.0.0.5"), backend("b", "10.0.0.6")],
+            &mut claims,
+        );
+        // "b" comes back on a's address: a fresh claim, so b owns it.
+        let (set, _) = sel.select(
+            &[backend("a", "10.0.0.5"), backend("b", "10.0.0.5")],
+            &mut claims,
+        );
+        assert_eq!(names(&set), ["b"]);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
-use crate::backends::{Backend, BackendSet, MemberInfo, RejectionLog, Selector};
+use crate::backends::{AddressClaims, Backend, BackendSet, MemberInfo, RejectionLog, Selector};
 use crate::membership::{self, Backoff, Coalescing, MembershipSource};
 use crate::output::{self, CheckCommand};
 use crate::plan::{plan, Step};
@@ -345,6 +345,7 @@ pub async fn run<S: MembershipSource>(
     let verify_every = settings.verify_every;
     let mut rec = Reconciler::new(settings);
     let mut rejections = RejectionLog::default();
+    let mut claims = AddressClaims::default();
     // None until the agent gave a first list: never act on "no members"
     // just because the agent is not reachable yet.
     let mut desired: Option<BackendSet> = None;
@@ -367,7 +368,7 @@ pub async fn run<S: MembershipSource>(
                     break;
                 }
                 let Some(members) = rx.borrow_and_update().clone() else { continue };
-                let (set, rejected) = selector.select(&members);
+                let (set, rejected) = selector.select(&members, &mut claims);
                 for r in rejections.fresh(rejected) {
                     tracing::warn!("{r}");
                 }

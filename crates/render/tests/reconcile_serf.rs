@@ -336,6 +336,70 @@ async fn survives_haproxy_and_agent_restarts() {
     drop((s1, s2, s3, ha, w1, w2, w3));
 }
 
+/// Two live members claiming one address (Docker gives a dead container's
+/// address to the next one before the agents notice the death): HAProxy
+/// gets one server for it, named after the later claimant; the earlier one
+/// is logged once and comes back when it is the only claimant again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_server_per_address_owned_by_the_later_member() {
+    require(HAPROXY, "haproxy");
+    require(SERF, "serf");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (fe, st, at) = (free_port(), free_port(), free_port());
+    let vars = Haproxy::vars(d, fe, st, at);
+    let h = Haproxy::start(d, &empty_config(&vars), fe, st, at).await;
+    let serf_log = d.join("serf.log");
+    let ha = SerfAgent::start("ha", &[("role", "balancer")], None, &serf_log).await;
+    let rec_log = d.join("reconcile.log");
+    let live_cfg = d.join("live.cfg");
+    let sock = d.join("admin.sock").display().to_string();
+    let mut reconciler = start_reconciler(ha.rpc, &sock, &live_cfg, &vars, &rec_log);
+
+    let w = WebServer::start("w").await;
+    let port = w.port.to_string();
+    let tags = [("role", "backend"), ("port", port.as_str())];
+    let old = SerfAgent::start("old", &tags, Some(ha.bind), &serf_log).await;
+    wait_for("old UP", Duration::from_secs(60), async || {
+        (h.up().await == ["old"]).then_some(())
+    })
+    .await;
+
+    // "new" claims the same address while "old" is still alive.
+    let new = SerfAgent::start("new", &tags, Some(ha.bind), &serf_log).await;
+    wait_for(
+        "one server for the address: new's",
+        Duration::from_secs(60),
+        async || (h.servers().await.keys().collect::<Vec<_>>() == ["new"]).then_some(()),
+    )
+    .await;
+    wait_for("new UP", Duration::from_secs(60), async || {
+        (h.up().await == ["new"]).then_some(())
+    })
+    .await;
+    let log = log_text(&rec_log);
+    let line =
+        format!("ignoring member \"old\": its address 127.0.0.1:{port} now belongs to \"new\"");
+    assert_eq!(log.matches(&line).count(), 1, "{log}");
+    let cfg = std::fs::read_to_string(&live_cfg).unwrap();
+    assert!(
+        cfg.contains("server new ") && !cfg.contains("server old "),
+        "{cfg}"
+    );
+
+    // "new" leaves: "old" is the only claimant again.
+    new.guard.signal(2);
+    wait_for("old back, alone", Duration::from_secs(60), async || {
+        (h.servers().await.keys().collect::<Vec<_>>() == ["old"] && h.up().await == ["old"])
+            .then_some(())
+    })
+    .await;
+    reconciler.signal(15);
+    let status = reconciler.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{}", log_text(&rec_log));
+    drop((old, new, ha, w));
+}
+
 /// Our own agent (`gossip`, run in this test process with its Serf RPC
 /// server) on the balancer, real `serf agent`s as backends: the reconciler
 /// works the same against it.
