@@ -253,32 +253,6 @@ async fn scenario(lab: &mut Lab, mode: &str) -> Result<Measured> {
         "   [{mode}] load: {} sent, {} failed during scaling, {} around kills; e.g. {:?}",
         report.sent, m.scale_failed, m.kill_failed, report.samples
     );
-    print_abnormal_requests(mode);
+    crate::lab::load::print_haproxy_failures(mode, "ha");
     Ok(m)
-}
-
-/// HAProxy logs the requests that were not normal (failed, retried or
-/// redispatched: `option dontlog-normal`): count them, and print the failed
-/// ones, whose termination state and last server tell what happened.
-fn print_abnormal_requests(mode: &str) {
-    let Ok(log) = docker::logs("ha") else { return };
-    // client [date] frontend backend/server timers status bytes - - state
-    // conns(…/retries) queue "request"
-    let logged: Vec<Vec<&str>> = log
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|t| t.len() > 11 && t[2] == "localnodes")
-        .collect();
-    let failed: Vec<&Vec<&str>> = logged
-        .iter()
-        .filter(|t| !t[5].starts_with('2') && !t[5].starts_with('3'))
-        .collect();
-    eprintln!(
-        "   [{mode}] HAProxy logged {} request(s) that took a retry or failed; {} failed",
-        logged.len(),
-        failed.len()
-    );
-    for t in failed.iter().take(20) {
-        eprintln!("      {}", t.join(" "));
-    }
 }

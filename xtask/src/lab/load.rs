@@ -140,3 +140,31 @@ impl Load {
         }
     }
 }
+
+/// HAProxy logs the requests that were not normal (failed, retried or
+/// redispatched: `option dontlog-normal`): count them, and print the failed
+/// ones, whose termination state and last server tell what happened.
+pub fn print_haproxy_failures(label: &str, container: &str) {
+    let Ok(log) = crate::docker::logs(container) else {
+        return;
+    };
+    // client [date] frontend backend/server timers status bytes - - state
+    // conns(…/retries) queue "request"
+    let logged: Vec<Vec<&str>> = log
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|t| t.len() > 11 && t[2] == "localnodes")
+        .collect();
+    let failed: Vec<&Vec<&str>> = logged
+        .iter()
+        .filter(|t| !t[5].starts_with('2') && !t[5].starts_with('3'))
+        .collect();
+    eprintln!(
+        "   [{label}] HAProxy logged {} request(s) that took a retry or failed; {} failed",
+        logged.len(),
+        failed.len()
+    );
+    for t in failed.iter().take(20) {
+        eprintln!("      {}", t.join(" "));
+    }
+}

@@ -183,6 +183,7 @@ async fn run_sequence(
         "   [{label}] load: {} requests, {} failed {:?}",
         report.sent, report.failed, report.samples
     );
+    crate::lab::load::print_haproxy_failures(label, "ha");
     lab.teardown(opts).await?;
     Ok(report)
 }
