@@ -63,31 +63,65 @@ fn start_reconciler(
     ChildGuard::spawn("render reconcile", &mut cmd)
 }
 
+/// The balancer's side, in a temp dir: HAProxy with no server yet (from
+/// the shipped template), a serf agent `ha`, and the reconciler between
+/// them on HAProxy's TCP admin socket (as the lab's 9999) or, with
+/// `unix_admin`, on its unix socket.
+struct Balancer {
+    h: Haproxy,
+    ha: SerfAgent,
+    reconciler: ChildGuard,
+    fe: u16,
+    serf_log: std::path::PathBuf,
+    rec_log: std::path::PathBuf,
+    live_cfg: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Balancer {
+    async fn start(unix_admin: bool) -> Balancer {
+        require(HAPROXY, "haproxy");
+        require(SERF, "serf");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (fe, st, at) = (free_port(), free_port(), free_port());
+        let vars = Haproxy::vars(d, fe, st, at);
+        let h = Haproxy::start(d, &empty_config(&vars), fe, st, at).await;
+        let serf_log = d.join("serf.log");
+        let ha = SerfAgent::start("ha", &[("role", "balancer")], None, &serf_log).await;
+        let rec_log = d.join("reconcile.log");
+        let live_cfg = d.join("live.cfg");
+        let admin = if unix_admin {
+            d.join("admin.sock").display().to_string()
+        } else {
+            format!("127.0.0.1:{at}")
+        };
+        let reconciler = start_reconciler(ha.rpc, &admin, &live_cfg, &vars, &rec_log);
+        Balancer {
+            h,
+            ha,
+            reconciler,
+            fe,
+            serf_log,
+            rec_log,
+            live_cfg,
+            _dir: dir,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serf_members_drive_haproxy_without_failed_requests() {
-    require(HAPROXY, "haproxy");
-    require(SERF, "serf");
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (fe, st, at) = (free_port(), free_port(), free_port());
-
-    // HAProxy with no server yet, from the shipped template.
-    let vars = Haproxy::vars(d, fe, st, at);
-    let h = Haproxy::start(d, &empty_config(&vars), fe, st, at).await;
-
-    let serf_log = d.join("serf.log");
-    let ha = SerfAgent::start("ha", &[("role", "balancer")], None, &serf_log).await;
-
-    // The reconciler, on HAProxy's TCP admin socket (as the lab's 9999).
-    let rec_log = d.join("reconcile.log");
-    let live_cfg = d.join("live.cfg");
-    let mut reconciler = start_reconciler(
-        ha.rpc,
-        &format!("127.0.0.1:{at}"),
-        &live_cfg,
-        &vars,
-        &rec_log,
-    );
+    let Balancer {
+        h,
+        ha,
+        mut reconciler,
+        fe,
+        serf_log,
+        rec_log,
+        live_cfg,
+        _dir,
+    } = Balancer::start(false).await;
 
     // Two backends join.
     let w1 = WebServer::start("s1").await;
@@ -342,19 +376,16 @@ async fn survives_haproxy_and_agent_restarts() {
 /// is logged once and comes back when it is the only claimant again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_server_per_address_owned_by_the_later_member() {
-    require(HAPROXY, "haproxy");
-    require(SERF, "serf");
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (fe, st, at) = (free_port(), free_port(), free_port());
-    let vars = Haproxy::vars(d, fe, st, at);
-    let h = Haproxy::start(d, &empty_config(&vars), fe, st, at).await;
-    let serf_log = d.join("serf.log");
-    let ha = SerfAgent::start("ha", &[("role", "balancer")], None, &serf_log).await;
-    let rec_log = d.join("reconcile.log");
-    let live_cfg = d.join("live.cfg");
-    let sock = d.join("admin.sock").display().to_string();
-    let mut reconciler = start_reconciler(ha.rpc, &sock, &live_cfg, &vars, &rec_log);
+    let Balancer {
+        h,
+        ha,
+        mut reconciler,
+        serf_log,
+        rec_log,
+        live_cfg,
+        _dir,
+        ..
+    } = Balancer::start(true).await;
 
     let w = WebServer::start("w").await;
     let port = w.port.to_string();
