@@ -35,6 +35,9 @@ use std::time::Duration;
 
 use crate::wire::{self, Accuse, Alive, Envelope, Message, NodeState, Ping, PushNodeState};
 
+/// Most peers a leaving node tells directly; the others hear it by gossip.
+pub const ANNOUNCE_MAX: usize = 64;
+
 /// memberlist's LAN defaults, as serf 0.9.4 runs them.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -971,7 +974,8 @@ impl Core {
         }
     }
 
-    /// Graceful leave: gossip our own death with From = self (= left).
+    /// Graceful leave: gossip our own death with From = self (= left), and
+    /// tell the live peers directly ([`Core::announce`]).
     pub fn leave(&mut self, now: Duration, d: &mut impl Delegate) {
         self.leaving = true;
         let name = self.cfg.name.clone();
@@ -980,7 +984,37 @@ impl Core {
             node: name.clone(),
             from: name,
         };
-        self.dead_node(x, now, d);
+        self.dead_node(x.clone(), now, d);
+        self.announce(&Message::Dead(x).encode());
+    }
+
+    /// Sends `msg` at once to every live peer (to [`ANNOUNCE_MAX`] of them,
+    /// chosen at random, in a larger cluster), on top of the gossip that
+    /// carries it too. Memberlist and Serf only gossip a leave: each peer
+    /// hears it after a few gossip rounds (200 ms each on a LAN), and a load
+    /// balancer keeps sending requests to the leaving node meanwhile. The
+    /// peers take the direct copy as any gossiped one (the later copies are
+    /// duplicates), so a real serf is told the same way.
+    pub fn announce(&mut self, msg: &[u8]) {
+        let me = &self.cfg.name;
+        let mut to: Vec<SocketAddr> = self
+            .nodes
+            .values()
+            .filter(|n| &n.name != me && matches!(n.state, NodeState::Alive | NodeState::Suspect))
+            .map(|n| n.addr)
+            .collect();
+        if to.len() > ANNOUNCE_MAX {
+            self.rng.shuffle(&mut to);
+            to.truncate(ANNOUNCE_MAX);
+        }
+        for addr in to {
+            self.send_raw(addr, msg);
+        }
+    }
+
+    /// [`Core::announce`] for a message of the layer above (a user message).
+    pub fn announce_user(&mut self, msg: &[u8]) {
+        self.announce(&Message::User(msg.to_vec()).encode());
     }
 
     /// New meta (tags): bump the incarnation and gossip an alive.

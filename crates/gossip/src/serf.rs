@@ -1211,8 +1211,11 @@ impl Serf {
             ltime: t,
             node: name,
             prune: false,
-        };
-        self.st.broadcasts.queue(None, msg.encode());
+        }
+        .encode();
+        // Told directly too: peers see us leaving in one hop.
+        self.core.announce_user(&msg);
+        self.st.broadcasts.queue(None, msg);
         let _ = now;
     }
 

@@ -175,6 +175,32 @@ fn graceful_leave_is_left_not_failed() {
     assert_eq!(sim.count_status(MemberStatus::Failed), 0);
 }
 
+/// A leaving node tells its live peers directly, not only by gossip: all
+/// of them see it leaving, then left, well within one gossip interval
+/// (200 ms), where gossip alone reaches three peers a round.
+#[test]
+fn a_graceful_leave_reaches_every_peer_in_one_hop() {
+    let mut sim = cluster(20, 8);
+    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    let peers = || (0..20).filter(|&i| i != 7);
+    let now = sim.now();
+    sim.nodes[7].serf.leave_intent(now);
+    sim.run_for(Duration::from_millis(50));
+    let leaving: Vec<_> = peers().map(|i| sim.status(i, "n7")).collect();
+    assert!(
+        leaving.iter().all(|s| *s == Some(MemberStatus::Leaving)),
+        "50 ms after the intent: {leaving:?}"
+    );
+    let now = sim.now();
+    sim.nodes[7].serf.leave_memberlist(now);
+    sim.run_for(Duration::from_millis(50));
+    let left: Vec<_> = peers().map(|i| sim.status(i, "n7")).collect();
+    assert!(
+        left.iter().all(|s| *s == Some(MemberStatus::Left)),
+        "50 ms after memberlist's leave: {left:?}"
+    );
+}
+
 /// The lab's scale-down then scale-up with the same container name: a member
 /// that left gracefully comes back as a fresh process under the same name
 /// and address; everyone sees it alive again and fires a join for it.
