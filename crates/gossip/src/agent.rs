@@ -42,6 +42,9 @@ use crate::wire;
 /// Serf's default gossip port.
 pub const DEFAULT_PORT: u16 = 7946;
 const TCP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a leaving agent lets its peers handle the leave intent it sent
+/// them directly before it sends the dead notice.
+const INTENT_HEAD_START: Duration = Duration::from_millis(20);
 const MAX_STREAM: usize = wire::MAX_BODY;
 
 struct Inner {
@@ -807,8 +810,16 @@ impl model::AgentHandle for Agent {
 
     async fn leave(&self) -> anyhow::Result<()> {
         let me = self.arc();
-        me.with_serf(|s, now| s.leave_intent(now));
-        me.wait_broadcasts(Duration::from_secs(5)).await;
+        // The intent must reach a peer before the dead notice does: a peer
+        // that hears of the death of a member it does not know is leaving
+        // records a failure (Serf's rule). Serf waits for the intent to be
+        // gossiped; when every live peer was sent it directly, a moment for
+        // them to handle it is enough (gossip carries it on meanwhile).
+        if me.with_serf(|s, now| s.leave_intent(now)) {
+            tokio::time::sleep(INTENT_HEAD_START).await;
+        } else {
+            me.wait_broadcasts(Duration::from_secs(5)).await;
+        }
         me.with_serf(|s, now| s.leave_memberlist(now));
         me.wait_broadcasts(Duration::from_secs(5)).await;
         // Serf's LeavePropagateDelay: let the dead notice spread.

@@ -985,7 +985,7 @@ impl Core {
             from: name,
         };
         self.dead_node(x.clone(), now, d);
-        self.announce(&Message::Dead(x).encode());
+        let _ = self.announce(&Message::Dead(x).encode());
     }
 
     /// Sends `msg` at once to every live peer (to [`ANNOUNCE_MAX`] of them,
@@ -995,7 +995,8 @@ impl Core {
     /// balancer keeps sending requests to the leaving node meanwhile. The
     /// peers take the direct copy as any gossiped one (the later copies are
     /// duplicates), so a real serf is told the same way.
-    pub fn announce(&mut self, msg: &[u8]) {
+    /// True when every live peer was sent it.
+    pub fn announce(&mut self, msg: &[u8]) -> bool {
         let me = &self.cfg.name;
         let mut to: Vec<SocketAddr> = self
             .nodes
@@ -1003,18 +1004,20 @@ impl Core {
             .filter(|n| &n.name != me && matches!(n.state, NodeState::Alive | NodeState::Suspect))
             .map(|n| n.addr)
             .collect();
-        if to.len() > ANNOUNCE_MAX {
+        let all = to.len() <= ANNOUNCE_MAX;
+        if !all {
             self.rng.shuffle(&mut to);
             to.truncate(ANNOUNCE_MAX);
         }
         for addr in to {
             self.send_raw(addr, msg);
         }
+        all
     }
 
     /// [`Core::announce`] for a message of the layer above (a user message).
-    pub fn announce_user(&mut self, msg: &[u8]) {
-        self.announce(&Message::User(msg.to_vec()).encode());
+    pub fn announce_user(&mut self, msg: &[u8]) -> bool {
+        self.announce(&Message::User(msg.to_vec()).encode())
     }
 
     /// New meta (tags): bump the incarnation and gossip an alive.

@@ -1198,8 +1198,9 @@ impl Serf {
         self.st.event_join_ignore = false;
     }
 
-    /// Step one of a graceful leave: the leave intent.
-    pub fn leave_intent(&mut self, now: Duration) {
+    /// Step one of a graceful leave: the leave intent. True when every live
+    /// peer was sent it directly (not only queued for gossip).
+    pub fn leave_intent(&mut self, now: Duration) -> bool {
         self.st.leaving = true;
         let t = self.st.clock.increment();
         let name = self.st.name.clone();
@@ -1214,9 +1215,10 @@ impl Serf {
         }
         .encode();
         // Told directly too: peers see us leaving in one hop.
-        self.core.announce_user(&msg);
+        let told_all = self.core.announce_user(&msg);
         self.st.broadcasts.queue(None, msg);
         let _ = now;
+        told_all
     }
 
     /// Step two: memberlist's leave (dead about self, From = self).

@@ -225,6 +225,13 @@ impl Sim {
         ok
     }
 
+    /// Sends what node `i` has to send now, as the agent does right after
+    /// a call from its RPC (the simulator otherwise sends it at the node's
+    /// next tick).
+    pub fn send_now(&mut self, i: usize) {
+        self.flush(i);
+    }
+
     /// Runs the simulation for `d` of simulated time.
     pub fn run_for(&mut self, d: Duration) {
         let end = self.now + d;

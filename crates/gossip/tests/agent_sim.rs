@@ -184,21 +184,42 @@ fn a_graceful_leave_reaches_every_peer_in_one_hop() {
     assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
     let peers = || (0..20).filter(|&i| i != 7);
     let now = sim.now();
-    sim.nodes[7].serf.leave_intent(now);
-    sim.run_for(Duration::from_millis(50));
+    assert!(
+        sim.nodes[7].serf.leave_intent(now),
+        "all 19 peers told directly"
+    );
+    sim.send_now(7);
+    // The agent's head start for the intent before the dead notice.
+    sim.run_for(Duration::from_millis(20));
     let leaving: Vec<_> = peers().map(|i| sim.status(i, "n7")).collect();
     assert!(
         leaving.iter().all(|s| *s == Some(MemberStatus::Leaving)),
-        "50 ms after the intent: {leaving:?}"
+        "20 ms after the intent: {leaving:?}"
     );
     let now = sim.now();
     sim.nodes[7].serf.leave_memberlist(now);
-    sim.run_for(Duration::from_millis(50));
+    sim.send_now(7);
+    sim.run_for(Duration::from_millis(20));
     let left: Vec<_> = peers().map(|i| sim.status(i, "n7")).collect();
     assert!(
         left.iter().all(|s| *s == Some(MemberStatus::Left)),
-        "50 ms after memberlist's leave: {left:?}"
+        "20 ms after memberlist's leave: {left:?}"
     );
+    // Nobody took it for failed on the way (past the event coalescing).
+    sim.run_for(secs(5));
+    let failed = peers()
+        .flat_map(|i| sim.nodes[i].events.iter())
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Member {
+                    kind: MemberEventKind::Failed,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(failed, 0, "member-failed events");
 }
 
 /// The lab's scale-down then scale-up with the same container name: a member

@@ -343,7 +343,9 @@ async fn mixed_cluster_join_tags_events_leave() {
     })
     .await;
 
-    // Graceful leave: serf shows us as left.
+    // Graceful leave: serf shows us as left, and never took us for failed
+    // on the way (the intent, sent to it directly, came before the dead
+    // notice).
     ours.leave().await.unwrap();
     ours.shutdown().await.unwrap();
     let s = serf.clone();
@@ -353,6 +355,9 @@ async fn mixed_cluster_join_tags_events_leave() {
         })
     })
     .await;
+    let log = serf.log_text();
+    assert!(log.contains("EventMemberLeave: ours1"), "{log}");
+    assert!(!log.contains("EventMemberFailed: ours1"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
