@@ -995,6 +995,7 @@ impl Core {
     /// balancer keeps sending requests to the leaving node meanwhile. The
     /// peers take the direct copy as any gossiped one (the later copies are
     /// duplicates), so a real serf is told the same way.
+    ///
     /// True when every live peer was sent it.
     pub fn announce(&mut self, msg: &[u8]) -> bool {
         let me = &self.cfg.name;

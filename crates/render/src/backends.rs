@@ -170,16 +170,17 @@ impl AddressClaims {
         let mut rejected = Vec::new();
         set.retain(|name, b| {
             let addr = SocketAddr::new(b.ip, b.port);
-            let by = &owner[&addr].1;
-            if by == name {
-                return true;
+            match owner.get(&addr) {
+                Some((_, by)) if by != name => {
+                    rejected.push(Rejection::AddressTaken {
+                        name: name.clone(),
+                        addr,
+                        by: by.clone(),
+                    });
+                    false
+                }
+                _ => true,
             }
-            rejected.push(Rejection::AddressTaken {
-                name: name.clone(),
-                addr,
-                by: by.clone(),
-            });
-            false
         });
         rejected
     }
