@@ -354,6 +354,9 @@ pub struct Core {
     crc_addrs: HashSet<SocketAddr>,
     awareness: i32,
     leaving: bool,
+    /// A refutation happened while handling input: tell the live peers
+    /// directly once that input is handled ([`Core::announce_refutation`]).
+    refuted: bool,
     pub counters: Counters,
 }
 
@@ -394,6 +397,7 @@ impl Core {
             crc_addrs: HashSet::new(),
             awareness: 0,
             leaving: false,
+            refuted: false,
             counters: Counters::default(),
             cfg,
         };
@@ -588,6 +592,7 @@ impl Core {
         for m in msgs {
             self.handle_message(from, m, now, d);
         }
+        self.announce_refutation();
     }
 
     fn handle_message<D: Delegate>(
@@ -691,6 +696,7 @@ impl Core {
             Message::PushPull(pp) => {
                 let reply = self.local_state_stream(pp.join, d);
                 self.merge_remote(pp, now, d);
+                self.announce_refutation();
                 Some(reply)
             }
             Message::Ping(p) => {
@@ -733,6 +739,7 @@ impl Core {
         match m {
             Message::PushPull(pp) => {
                 self.merge_remote(pp, now, d);
+                self.announce_refutation();
                 true
             }
             _ => false,
@@ -794,6 +801,19 @@ impl Core {
         }
         let name = self.cfg.name.clone();
         self.broadcast(&name, Message::Alive(a));
+        self.refuted = true;
+    }
+
+    /// After a refutation, the new alive message goes straight to the live
+    /// peers as well as by gossip (as a leave does, [`Core::announce`]):
+    /// a node that rejoins under the name of one that left, or one that was
+    /// suspected, is seen alive everywhere at once. Called once the input
+    /// that caused it is handled, so that a rejoining node already knows
+    /// the members its join brought in.
+    fn announce_refutation(&mut self) {
+        if std::mem::take(&mut self.refuted) && !self.leaving {
+            let _ = self.announce(&Message::Alive(self.local_alive()).encode());
+        }
     }
 
     fn alive_node<D: Delegate>(&mut self, a: Alive, now: Duration, d: &mut D, _bootstrap: bool) {
@@ -1057,6 +1077,8 @@ impl Core {
     }
 
     pub fn tick<D: Delegate>(&mut self, now: Duration, d: &mut D) {
+        // A refutation flagged by an input path that does not announce it.
+        self.announce_refutation();
         // Suspicion timeouts.
         let expired: Vec<(String, u32)> = self
             .suspicions

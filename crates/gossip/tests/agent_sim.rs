@@ -222,6 +222,33 @@ fn a_graceful_leave_reaches_every_peer_in_one_hop() {
     assert_eq!(failed, 0, "member-failed events");
 }
 
+/// A node that comes back under the name of one that left finds its old
+/// self `left` in the state it joins with, and refutes it with a higher
+/// incarnation; the refutation goes straight to every live peer, so all of
+/// them see it alive at once instead of after the refutation's gossip.
+#[test]
+fn a_refutation_reaches_every_peer_in_one_hop() {
+    let mut sim = cluster(20, 9);
+    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    leave_and_stop(&mut sim, 7);
+    assert!(sim
+        .run_until(secs(60), |s| (0..20)
+            .filter(|&i| i != 7)
+            .all(|i| s.status(i, "n7") == Some(MemberStatus::Left)))
+        .is_some());
+    sim.restart(7);
+    assert!(sim.join(7, 0), "n7 rejoins through n0");
+    sim.run_for(Duration::from_millis(20));
+    let seen: Vec<_> = (0..20)
+        .filter(|&i| i != 7)
+        .map(|i| sim.status(i, "n7"))
+        .collect();
+    assert!(
+        seen.iter().all(|s| *s == Some(MemberStatus::Alive)),
+        "20 ms after the rejoin: {seen:?}"
+    );
+}
+
 /// The lab's scale-down then scale-up with the same container name: a member
 /// that left gracefully comes back as a fresh process under the same name
 /// and address; everyone sees it alive again and fires a join for it.
