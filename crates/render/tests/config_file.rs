@@ -64,6 +64,9 @@ async fn shipped_template_renders_a_valid_config() {
         "stats enable",
         "stats uri /",
         "stats refresh 5s",
+        "log stdout format raw local0",
+        "option httplog",
+        "option dontlog-normal",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
@@ -107,4 +110,32 @@ async fn config_failing_validation_is_not_written() {
         next.contains("server s2 ") && !next.contains("server s1 "),
         "{next}"
     );
+}
+
+/// The request log: failed or retried requests by default, every request
+/// with `log_requests=all`, none with `log_target=""`; any other
+/// `log_requests` is an error naming the value.
+#[test]
+fn request_log_options() {
+    use render::reconcile::DEFAULT_TEMPLATE;
+    let render = |vars: serde_json::Value| {
+        let mut v = serde_json::json!({ "backends": [] });
+        v.as_object_mut()
+            .unwrap()
+            .extend(vars.as_object().unwrap().clone());
+        render::template::render("haproxy.cfg.tera", DEFAULT_TEMPLATE, v.as_object().unwrap())
+            .map_err(|e| e.to_string())
+    };
+    let all = render(serde_json::json!({ "log_requests": "all" })).unwrap();
+    assert!(
+        all.contains("option httplog") && !all.contains("dontlog-normal"),
+        "{all}"
+    );
+    let none = render(serde_json::json!({ "log_target": "" })).unwrap();
+    assert!(
+        !none.contains("    log ") && !none.contains("httplog"),
+        "{none}"
+    );
+    let err = render(serde_json::json!({ "log_requests": "bogus" })).unwrap_err();
+    assert!(err.contains("\"bogus\""), "{err}");
 }
