@@ -256,6 +256,7 @@ pub fn stage_context(release: &Path) -> Result<PathBuf> {
 
 /// Build every stage of both images up to `upto` (all of them by default).
 pub fn build_images(upto: u8) -> Result<()> {
+    prereq::ensure_disk_space()?;
     prereq::ensure_docker()?;
     let base = ensure_base_image()?;
     let release = build_binaries()?;

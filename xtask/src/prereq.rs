@@ -172,8 +172,31 @@ pub fn compose_command() -> Result<Vec<String>> {
     Ok(FOUND.get_or_init(|| words).clone())
 }
 
+/// Below this much free space where cargo builds, a build is sure to fail
+/// half-way with "No space left on device" from rustc; we say so first.
+const MIN_FREE_BYTES: u64 = 1 << 30;
+
+/// Enough free disk space for cargo's target directory, or one sentence
+/// saying what to do.
+pub fn ensure_disk_space() -> Result<()> {
+    let target = project::target_dir();
+    std::fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+    let stat = nix::sys::statvfs::statvfs(&target)
+        .with_context(|| format!("reading the free space of {}", target.display()))?;
+    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+    if free < MIN_FREE_BYTES {
+        bail!(
+            "only {} MiB free on the disk of {} (a build needs 1 GiB, a clean one about 4 GiB): free some space (cargo clean, docker system prune) and run again",
+            free >> 20,
+            target.display()
+        );
+    }
+    Ok(())
+}
+
 /// Everything the test suite uses on the host, installed in one apt call.
 pub fn ensure_test_tools() -> Result<()> {
+    ensure_disk_space()?;
     let wanted = [
         ("debootstrap", "debootstrap"),
         ("chromium", "chromium"),
