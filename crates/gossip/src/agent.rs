@@ -135,12 +135,17 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
         }
         save_tags(path, &scfg.tags)?;
     }
+    // Read before anything happens, so an unusable snapshot stops the start
+    // before the first member event.
+    let previous = match &config.snapshot {
+        Some(path) => Some((path, snapshot::load(path)?)),
+        None => None,
+    };
     let start = Instant::now();
     let mut serf = Serf::new(scfg, Duration::ZERO);
     let mut rejoin_addrs = Vec::new();
-    let snap = match &config.snapshot {
-        Some(path) => {
-            let prev = snapshot::load(path);
+    let snap = match previous {
+        Some((path, prev)) => {
             serf.restore_clocks(prev.clock, prev.event_clock, prev.query_clock);
             if config.rejoin && !prev.left {
                 rejoin_addrs = prev

@@ -283,6 +283,54 @@ fn tag_flags_conflict_with_an_existing_tags_file() {
 }
 
 #[test]
+fn a_snapshot_path_that_cannot_be_opened_stops_the_start() {
+    let dir = temp_dir("cli-agent-badsnapshot");
+    // A directory where the snapshot file should be.
+    let snapshot = dir.join("snapshot");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    // Before the check, such an agent ran on without its snapshot: wait
+    // for the exit with a deadline, so a regression fails instead of hanging.
+    let mut child = Command::new(GOSSIP)
+        .args([
+            "agent",
+            "-node=x",
+            "-bind=127.0.0.1:0",
+            "-rpc-addr=127.0.0.1:0",
+        ])
+        .arg(format!("-snapshot={}", snapshot.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!(
+                "the agent started with an unusable snapshot: {:?}",
+                child.wait_with_output()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "cannot open the snapshot file {}",
+            snapshot.display()
+        )),
+        "{o:?}"
+    );
+    // Nothing happened before the refusal: no member event was logged.
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("member-join"),
+        "{o:?}"
+    );
+}
+
+#[test]
 fn queries_are_answered_by_handlers_on_both_serf_and_gossip() {
     let s = SerfAgent::start(
         "q-serf",

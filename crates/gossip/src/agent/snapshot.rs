@@ -62,10 +62,27 @@ pub fn parse(text: &str) -> Previous {
     p
 }
 
-pub fn load(path: &Path) -> Previous {
-    std::fs::read_to_string(path)
-        .map(|t| parse(&t))
-        .unwrap_or_default()
+/// What an earlier run left in `path`, created empty when missing. A file
+/// that cannot be opened for reading and appending is an error naming it,
+/// as serf refuses to start then: an agent silently without its snapshot
+/// would replay old events and forget whom to rejoin. A line that is not
+/// UTF-8 is skipped, like any line serf cannot parse.
+pub fn load(path: &Path) -> anyhow::Result<Previous> {
+    use anyhow::Context as _;
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .with_context(|| format!("cannot open the snapshot file {}", path.display()))?;
+    let text: Vec<&str> = bytes
+        .split(|b| *b == b'\n')
+        .filter_map(|line| std::str::from_utf8(line).ok())
+        .collect();
+    Ok(parse(&text.join("\n")))
 }
 
 /// Serf's `snapshotBytesPerNode`: the estimated size of one member's line.
@@ -283,11 +300,11 @@ mod tests {
         assert!(!path.with_file_name("snapshot.compact").exists());
 
         // A writer continuing the file keeps the state and the leave wins.
-        let prev = load(&path);
+        let prev = load(&path).unwrap();
         let mut w = Writer::new(path.clone(), &prev, (p.clock, p.event_clock, p.query_clock))
             .with_min_compact(64);
         w.leave();
-        let p = load(&path);
+        let p = load(&path).unwrap();
         assert!(p.left && p.alive.is_empty(), "{p:?}");
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
@@ -301,8 +318,30 @@ mod tests {
         let a: std::net::SocketAddr = "10.0.0.1:7946".parse().unwrap();
         w.members([Change::Alive("a", a), Change::Alive("b", a)]);
         w.members([Change::NotAlive("a")]);
-        let p = load(&path);
+        let p = load(&path).unwrap();
         assert_eq!(p.alive.keys().collect::<Vec<_>>(), ["b"]);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_snapshot_that_cannot_be_opened_is_an_error_naming_it() {
+        let path = temp("unopenable");
+        // A directory where the file should be, and a file under a missing
+        // directory.
+        std::fs::create_dir_all(&path).unwrap();
+        let missing = path.with_file_name("no-such-dir").join("snapshot");
+        for bad in [&path, &missing] {
+            let e = format!("{:#}", load(bad).unwrap_err());
+            assert!(e.contains(&bad.display().to_string()), "{e}");
+        }
+        // A missing file is created; a line that is not UTF-8 is skipped.
+        let fresh = path.with_file_name("fresh");
+        assert_eq!(load(&fresh).unwrap(), Previous::default());
+        assert!(fresh.is_file());
+        std::fs::write(&fresh, b"alive: \xff\xfe 10.0.0.9:7946\xff\nclock: 7\n").unwrap();
+        let p = load(&fresh).unwrap();
+        assert_eq!(p.clock, 7);
+        assert!(p.alive.is_empty(), "{p:?}");
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }

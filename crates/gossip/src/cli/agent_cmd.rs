@@ -556,9 +556,6 @@ async fn serve_agent(config: AgentConfig, join: Vec<String>, argv: &[String]) ->
             return 1;
         }
     };
-    if config.snapshot.is_some() {
-        tracing::warn!(target: "agent", "snapshots are not supported yet: -snapshot is ignored");
-    }
     let node_name = config.node_name.clone();
     let rpc_addr = config.rpc_addr;
     let encrypted = !config.encrypt_keys.is_empty() || config.keyring_file.is_some();
