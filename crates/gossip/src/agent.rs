@@ -90,16 +90,32 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
     };
     let mut keys = config.encrypt_keys.clone();
     if let Some(path) = &config.keyring_file {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            let list: Vec<String> = serde_json::from_str(&text)
-                .with_context(|| format!("keyring file {} is not a JSON list", path.display()))?;
-            for k in list {
-                let b = base64::engine::general_purpose::STANDARD
-                    .decode(k.trim())
-                    .with_context(|| format!("bad key in keyring file {}", path.display()))?;
-                if !keys.contains(&b) {
-                    keys.push(b);
-                }
+        // As serf: the keyring file must exist and hold at least one key,
+        // and it is the only source of keys. An agent that cannot read it
+        // does not start rather than gossip in plain text.
+        anyhow::ensure!(
+            keys.is_empty(),
+            "Encryption key not allowed while using a keyring"
+        );
+        let text = std::fs::read(path)
+            .with_context(|| format!("cannot read keyring file {}", path.display()))?;
+        let list: Vec<String> = serde_json::from_slice(&text).with_context(|| {
+            format!("keyring file {} is not a JSON list of keys", path.display())
+        })?;
+        anyhow::ensure!(
+            !list.is_empty(),
+            "no keys present in keyring file {}",
+            path.display()
+        );
+        for (i, k) in list.iter().enumerate() {
+            // The key itself stays out of the message: it is a secret.
+            let b = base64::engine::general_purpose::STANDARD
+                .decode(k.trim())
+                .with_context(|| {
+                    format!("bad key #{} in keyring file {}", i + 1, path.display())
+                })?;
+            if !keys.contains(&b) {
+                keys.push(b);
             }
         }
     }
@@ -122,11 +138,27 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
     scfg.disable_coordinates = config.disable_coordinates;
     if let Some(path) = &config.tags_file {
         // serf: tags saved by an earlier run win over the command line.
-        if let Ok(text) = std::fs::read_to_string(path) {
-            let saved: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
-                .with_context(|| format!("tags file {} is not a JSON object", path.display()))?;
+        // A file that exists but cannot be read or decoded is an error:
+        // it would be overwritten below.
+        let text = match std::fs::read(path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read tags file {}", path.display()))
+            }
+        };
+        if let Some(text) = text {
+            let saved: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&text)
+                .with_context(|| {
+                format!("tags file {} is not a JSON object", path.display())
+            })?;
             for (k, v) in saved {
-                let v = v.as_str().unwrap_or_default().to_string();
+                let Some(v) = v.as_str().map(str::to_string) else {
+                    anyhow::bail!(
+                        "tags file {}: tag {k:?} is {v}, not a string",
+                        path.display()
+                    );
+                };
                 match scfg.tags.iter_mut().find(|(kk, _)| *kk == k) {
                     Some(slot) => slot.1 = v,
                     None => scfg.tags.push((k, v)),
@@ -275,7 +307,7 @@ fn save_tags(path: &std::path::Path, tags: &[(String, String)]) -> anyhow::Resul
         .iter()
         .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
         .collect();
-    std::fs::write(path, serde_json::to_string_pretty(&map)?)
+    write_atomically(path, &serde_json::to_vec_pretty(&map)?)
         .with_context(|| format!("cannot write tags file {}", path.display()))
 }
 
@@ -284,8 +316,21 @@ fn save_keyring(path: &std::path::Path, keys: &[Vec<u8>]) -> anyhow::Result<()> 
         .iter()
         .map(|k| base64::engine::general_purpose::STANDARD.encode(k))
         .collect();
-    std::fs::write(path, serde_json::to_string_pretty(&list)?)
+    write_atomically(path, &serde_json::to_vec_pretty(&list)?)
         .with_context(|| format!("cannot write keyring file {}", path.display()))
+}
+
+/// Writes `PATH.tmp`, then renames it over `path`: a crash or a full disk
+/// mid-way leaves the old tags or keys whole.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {

@@ -202,13 +202,35 @@ async fn tags_file_is_saved_and_reloaded() {
     drop(a);
     let b = agent::start(AgentConfig {
         tags: vec![],
-        ..cfg
+        ..cfg.clone()
     })
     .await
     .unwrap();
     assert_eq!(b.local_member().tag("zone"), Some("z9"));
     assert_eq!(b.local_member().tag("role"), Some("web"));
     b.shutdown().await.unwrap();
+    assert!(!dir.join("tags.json.tmp").exists(), "temporary file left");
+
+    // A tags file that cannot be used is an error naming it, and is left
+    // as it was (it used to be overwritten with the command line's tags).
+    let bad = r#"{"role": "web", "weight": 3}"#;
+    std::fs::write(&path, bad).unwrap();
+    let e = match agent::start(cfg.clone()).await {
+        Ok(_) => panic!("started with an unusable tags file"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains(&format!("tags file {}", path.display())) && e.contains("weight"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), bad);
+    std::fs::write(&path, b"\xff\xfe").unwrap();
+    let e = match agent::start(cfg.clone()).await {
+        Ok(_) => panic!("started with an unusable tags file"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(e.contains(&path.display().to_string()), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"\xff\xfe");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

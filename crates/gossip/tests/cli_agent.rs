@@ -282,52 +282,104 @@ fn tag_flags_conflict_with_an_existing_tags_file() {
     );
 }
 
-#[test]
-fn a_snapshot_path_that_cannot_be_opened_stops_the_start() {
-    let dir = temp_dir("cli-agent-badsnapshot");
-    // A directory where the snapshot file should be.
-    let snapshot = dir.join("snapshot");
-    std::fs::create_dir_all(&snapshot).unwrap();
-    // Before the check, such an agent ran on without its snapshot: wait
-    // for the exit with a deadline, so a regression fails instead of hanging.
-    let mut child = Command::new(GOSSIP)
+/// Runs `gossip agent ARGS` that must refuse to start: its output, once it
+/// exited (a regression that starts the agent fails at the deadline instead
+/// of hanging).
+fn refused_start(args: &[String]) -> Output {
+    let child = Command::new(GOSSIP)
         .args([
             "agent",
             "-node=x",
             "-bind=127.0.0.1:0",
             "-rpc-addr=127.0.0.1:0",
         ])
-        .arg(format!("-snapshot={}", snapshot.display()))
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + DEADLINE;
+    let mut child = child;
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
             child.kill().unwrap();
             panic!(
-                "the agent started with an unusable snapshot: {:?}",
+                "the agent started with {args:?}: {:?}",
                 child.wait_with_output()
             );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(1), "{o:?}");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains(&format!(
-            "cannot open the snapshot file {}",
-            snapshot.display()
-        )),
-        "{o:?}"
-    );
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {o:?}");
     // Nothing happened before the refusal: no member event was logged.
     assert!(
         !String::from_utf8_lossy(&o.stdout).contains("member-join"),
         "{o:?}"
     );
+    o
+}
+
+#[test]
+fn a_snapshot_path_that_cannot_be_opened_stops_the_start() {
+    let dir = temp_dir("cli-agent-badsnapshot");
+    // A directory where the snapshot file should be.
+    let snapshot = dir.join("snapshot");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    let o = refused_start(&[format!("-snapshot={}", snapshot.display())]);
+    let want = format!("cannot open the snapshot file {}", snapshot.display());
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&want), "{o:?}");
+}
+
+#[test]
+fn a_keyring_file_without_usable_keys_stops_the_start() {
+    // Before, each of these started an agent gossiping in plain text whose
+    // banner said `Encrypted: true`. serf 0.8 refuses all of them too.
+    let dir = temp_dir("cli-agent-badkeyring");
+    let key = "QHOYjmYlxSCBhdfiolhtDQ==";
+    let file = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let missing = dir.join("missing.json").display().to_string();
+    let not_json = file("not-json", "QHOYjmYlxSCBhdfiolhtDQ==\n");
+    let empty = file("empty.json", "[]");
+    let bad_key = file("bad-key.json", &format!("[\"{key}\", \"not base64!\"]"));
+    let short = file("short.json", "[\"c2hvcnQ=\"]");
+    let good = file("good.json", &format!("[\"{key}\"]"));
+    let cases: [(Vec<String>, String); 6] = [
+        (
+            vec![format!("-keyring-file={missing}")],
+            format!("cannot read keyring file {missing}"),
+        ),
+        (
+            vec![format!("-keyring-file={not_json}")],
+            format!("keyring file {not_json} is not a JSON list of keys"),
+        ),
+        (
+            vec![format!("-keyring-file={empty}")],
+            format!("no keys present in keyring file {empty}"),
+        ),
+        (
+            vec![format!("-keyring-file={bad_key}")],
+            format!("bad key #2 in keyring file {bad_key}"),
+        ),
+        (
+            vec![format!("-keyring-file={short}")],
+            "encryption key must be 16, 24 or 32 bytes, got 5".into(),
+        ),
+        (
+            vec![format!("-keyring-file={good}"), format!("-encrypt={key}")],
+            "Encryption key not allowed while using a keyring".into(),
+        ),
+    ];
+    for (args, want) in cases {
+        let o = refused_start(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(&want), "{args:?}: want {want:?} in {err}");
+        assert!(!err.contains("not base64!"), "a key is echoed: {err}");
+    }
 }
 
 #[test]

@@ -504,6 +504,37 @@ async fn encrypted_cluster() {
     })
     .await
     .expect("encrypted user event within 30 s");
+
+    // The same key from a keyring file (serf's format: a JSON list of
+    // base64 keys, the first one primary).
+    let dir = TempDir::new("keyring");
+    let keyring = dir.0.join("keyring.json");
+    std::fs::write(&keyring, format!("[\"{key}\"]")).unwrap();
+    let cfg = AgentConfig {
+        node_name: "ours4k".into(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        join: vec![serf.bind.to_string()],
+        keyring_file: Some(keyring.clone()),
+        ..AgentConfig::default()
+    };
+    let from_file = agent::start(cfg)
+        .await
+        .expect("joins with the keyring file");
+    let s = serf.clone();
+    blocking(move || {
+        poll(
+            "real4 sees ours4k alive (keyring file)",
+            Duration::from_secs(30),
+            || (s.status_of("ours4k")? == "alive").then_some(()),
+        )
+    })
+    .await;
+    from_file.leave().await.unwrap();
+    from_file.shutdown().await.unwrap();
+    let kept: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(&keyring).unwrap()).unwrap();
+    assert_eq!(kept, vec![key], "the keyring file is kept");
+
     ours.leave().await.unwrap();
     ours.shutdown().await.unwrap();
 }

@@ -14,7 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::flags::{parse_duration, FlagError, Flags, Kind};
 use crate::handler::HandlerRunner;
-use crate::model::{AgentConfig, AgentHandle, Event, MemberEventKind};
+use crate::model::{AgentConfig, AgentHandle, Event};
 use crate::rpc::{LogLevel, MonitorLayer, ServeOptions};
 
 const DEFAULT_PORT: u16 = 7946;
@@ -501,16 +501,6 @@ fn read_tags_file(path: &Path) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
-fn write_tags_file(path: &Path, tags: &[(String, String)]) -> std::io::Result<()> {
-    let map: serde_json::Map<String, Value> = tags
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&Value::Object(map))?)?;
-    std::fs::rename(tmp, path)
-}
-
 /// `gossip agent ...`: returns the process exit code.
 pub async fn run(argv: &[String]) -> i32 {
     let (config, join) = match agent_config(argv) {
@@ -562,7 +552,6 @@ async fn serve_agent(config: AgentConfig, join: Vec<String>, argv: &[String]) ->
     let snapshot = config.snapshot.is_some();
     let profile = config.profile.clone();
     let replay = config.replay;
-    let tags_file = config.tags_file.clone();
     let agent = match crate::agent::start(config.clone()).await {
         Ok(a) => a,
         Err(e) => {
@@ -572,14 +561,6 @@ async fn serve_agent(config: AgentConfig, join: Vec<String>, argv: &[String]) ->
     };
     // Subscribe before anything else happens so handlers see every event.
     let handler_events = agent.subscribe();
-    if let Some(path) = &tags_file {
-        if let Err(e) = write_tags_file(path, &agent.local_member().tags) {
-            eprintln!("==> Failed to write tags file '{}': {e}", path.display());
-            let _ = agent.shutdown().await;
-            return 1;
-        }
-        tokio::spawn(persist_tags(agent.clone(), path.clone()));
-    }
     tokio::spawn(log_events(agent.subscribe()));
     // Always running: a reload may add handlers to an agent started without.
     let runner = Arc::new(runner);
@@ -690,27 +671,6 @@ async fn log_events(mut events: tokio::sync::broadcast::Receiver<Event>) {
                 };
                 tracing::info!(target: "agent", "Received event: {what}");
             }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-        }
-    }
-}
-
-/// Rewrites the tags file whenever our own tags change (RPC `tags`).
-async fn persist_tags<A: AgentHandle + ?Sized>(agent: Arc<A>, path: PathBuf) {
-    let mut events = agent.subscribe();
-    let me = agent.local_member().name;
-    loop {
-        match events.recv().await {
-            Ok(Event::Member {
-                kind: MemberEventKind::Update,
-                members,
-            }) if members.iter().any(|m| m.name == me) => {
-                if let Err(e) = write_tags_file(&path, &agent.local_member().tags) {
-                    tracing::error!(target: "agent", "Failed to write tags file '{}': {e}", path.display());
-                }
-            }
-            Ok(_) => {}
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
             Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
         }
