@@ -169,6 +169,12 @@ pub struct AgentConfig {
     pub coalesce_period: Duration,
     /// ...or this long without a new one (Serf's agent: 1 s).
     pub quiescent_period: Duration,
+    /// Serf's `leave_on_terminate`: SIGTERM leaves gracefully. Serf's
+    /// default is false; ours is true, since a container is stopped with
+    /// SIGTERM and peers should then see it `left`, not `failed`.
+    pub leave_on_terminate: bool,
+    /// Serf's `skip_leave_on_interrupt`: SIGINT exits without a leave.
+    pub skip_leave_on_interrupt: bool,
 }
 
 impl Default for AgentConfig {
@@ -198,6 +204,8 @@ impl Default for AgentConfig {
             handler_timeout: Duration::from_secs(30),
             coalesce_period: Duration::from_secs(3),
             quiescent_period: Duration::from_secs(1),
+            leave_on_terminate: true,
+            skip_leave_on_interrupt: false,
         }
     }
 }

@@ -211,6 +211,67 @@ fn gossip_agent_joins_serf_runs_handlers_and_leaves_on_sigterm() {
 }
 
 #[test]
+fn serf_config_keys_can_make_a_signal_stop_without_a_leave() {
+    let s = SerfAgent::start("serf-peer2", &[]);
+    let dir = temp_dir("cli-agent-noleave");
+    let conf = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        format!("-config-file={}", p.display())
+    };
+    let join = format!("-join={}", s.bind);
+    let mut on_term = GossipAgent::start(
+        "noleave-term",
+        &dir,
+        &[
+            conf("term.json", r#"{"leave_on_terminate": false}"#),
+            join.clone(),
+        ],
+    );
+    let mut on_int = GossipAgent::start(
+        "noleave-int",
+        &dir,
+        &[
+            conf("int.json", r#"{"skip_leave_on_interrupt": true}"#),
+            join,
+        ],
+    );
+    let srpc = format!("-rpc-addr={}", s.rpc);
+    let status = |name: &str| {
+        let o = serf(&["members", &srpc, &format!("-name={name}")]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    for name in ["noleave-term", "noleave-int"] {
+        poll(
+            &format!("serf sees {name} alive"),
+            || s.log_text(),
+            || status(name).contains(" alive").then_some(()),
+        );
+    }
+    on_term.signal(libc::SIGTERM);
+    on_int.signal(libc::SIGINT);
+    for (g, sig) in [(&mut on_term, "terminated"), (&mut on_int, "interrupt")] {
+        assert_eq!(g.wait_exit(), Some(1), "{}", g.logs());
+        let out = std::fs::read_to_string(&g.stdout).unwrap();
+        assert!(out.contains(&format!("==> Caught signal: {sig}")), "{out}");
+        assert!(!out.contains("Gracefully shutting down"), "{out}");
+    }
+    // No leave was sent: serf finds both failed (not left).
+    for name in ["noleave-term", "noleave-int"] {
+        poll(
+            &format!("serf sees {name} failed"),
+            || s.log_text(),
+            || status(name).contains(" failed").then_some(()),
+        );
+    }
+    assert!(
+        !s.log_text().contains("EventMemberLeave"),
+        "{}",
+        s.log_text()
+    );
+}
+
+#[test]
 fn rpc_leave_stops_our_agent_with_exit_0() {
     let dir = temp_dir("cli-agent-leave");
     let mut g = GossipAgent::start("solo", &dir, &[]);

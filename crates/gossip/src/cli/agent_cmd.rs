@@ -57,6 +57,8 @@ Usage: gossip agent [options]
 
   Starts the agent and runs until it is told to leave (RPC `leave`,
   SIGINT or SIGTERM: graceful leave; a second signal exits at once).
+  Config keys skip_leave_on_interrupt=true and leave_on_terminate=false
+  make SIGINT or SIGTERM exit without a leave (code 1), as in Serf.
 
 Options (one or two dashes; Serf's JSON config keys in brackets):
   -advertise=addr           Address advertised to peers [advertise]
@@ -118,6 +120,8 @@ pub struct AgentSettings {
     pub handler_timeout: Option<String>,
     pub coalesce_period: Option<String>,
     pub quiescent_period: Option<String>,
+    pub leave_on_terminate: Option<bool>,
+    pub skip_leave_on_interrupt: Option<bool>,
 }
 
 /// Serf's keys we read; the others Serf knows are accepted and ignored.
@@ -126,13 +130,11 @@ const IGNORED_KEYS: &[&str] = &[
     "discover",
     "enable_compression",
     "enable_syslog",
-    "leave_on_terminate",
     "protocol",
     "query_response_size_limit",
     "query_size_limit",
     "reconnect_interval",
     "reconnect_timeout",
-    "skip_leave_on_interrupt",
     "statsd_addr",
     "statsite_addr",
     "syslog_facility",
@@ -191,6 +193,10 @@ impl AgentSettings {
                 "rejoin_after_leave" => self.rejoin_after_leave = boolean(key, val)?,
                 "disable_name_resolution" => self.disable_name_resolution = boolean(key, val)?,
                 "disable_coordinates" => self.disable_coordinates = boolean(key, val)?,
+                "leave_on_terminate" => self.leave_on_terminate = Some(boolean(key, val)?),
+                "skip_leave_on_interrupt" => {
+                    self.skip_leave_on_interrupt = Some(boolean(key, val)?)
+                }
                 "retry_join" => self.retry_join.extend(strings(key, val)?),
                 "retry_max_attempts" => {
                     let n = val
@@ -392,6 +398,12 @@ fn settings_to_config(mut s: AgentSettings) -> Result<(AgentConfig, Vec<String>)
     c.rejoin = s.rejoin_after_leave;
     c.disable_name_resolution = s.disable_name_resolution;
     c.disable_coordinates = s.disable_coordinates;
+    if let Some(b) = s.leave_on_terminate {
+        c.leave_on_terminate = b;
+    }
+    if let Some(b) = s.skip_leave_on_interrupt {
+        c.skip_leave_on_interrupt = b;
+    }
     c.replay = s.replay_on_join;
     c.retry_join = s.retry_join;
     c.retry_max = s.retry_max_attempts.unwrap_or(0);
@@ -616,7 +628,19 @@ async fn serve_agent(config: AgentConfig, join: Vec<String>, argv: &[String]) ->
         let agent = agent.clone();
         async move { agent.name_conflict_lost().await }
     };
-    wait_for_exit(agent, left, reload, lost).await
+    let leave_on = LeaveOn {
+        interrupt: !config.skip_leave_on_interrupt,
+        terminate: config.leave_on_terminate,
+    };
+    wait_for_exit(agent, left, reload, lost, leave_on).await
+}
+
+/// Which signals end in a graceful leave (the others stop the agent without
+/// one, as Serf's `skip_leave_on_interrupt` and `leave_on_terminate`).
+#[derive(Clone, Copy)]
+struct LeaveOn {
+    interrupt: bool,
+    terminate: bool,
 }
 
 /// What SIGHUP re-reads: the same arguments (so the same config files)
@@ -678,7 +702,9 @@ async fn log_events(mut events: tokio::sync::broadcast::Receiver<Event>) {
 }
 
 /// Waits for a signal or an RPC `leave`; leaves gracefully on SIGINT or
-/// SIGTERM, exits at once on a second signal, reloads on SIGHUP; stops
+/// SIGTERM (unless `leave_on` says otherwise: then it shuts down without a
+/// leave and returns 1, as Serf), exits at once on a second signal, reloads
+/// on SIGHUP; stops
 /// with code 1, without a leave, when `lost` (a name-conflict vote lost:
 /// the name belongs to another node, whose membership a leave would end).
 async fn wait_for_exit<A: AgentHandle + ?Sized>(
@@ -686,6 +712,7 @@ async fn wait_for_exit<A: AgentHandle + ?Sized>(
     left: Arc<tokio::sync::Notify>,
     mut reload: Reload,
     lost: impl std::future::Future<Output = String>,
+    leave_on: LeaveOn,
 ) -> i32 {
     tokio::pin!(lost);
     let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
@@ -718,6 +745,17 @@ async fn wait_for_exit<A: AgentHandle + ?Sized>(
         }
     };
     println!("==> Caught signal: {name}");
+    let leave = match name {
+        "interrupt" => leave_on.interrupt,
+        _ => leave_on.terminate,
+    };
+    if !leave {
+        // No leave: peers will find this node failed.
+        if let Err(e) = agent.shutdown().await {
+            eprintln!("==> Error: {e:#}");
+        }
+        return 1;
+    }
     println!("==> Gracefully shutting down agent...");
     let graceful = async {
         if let Err(e) = agent.leave().await {
