@@ -133,6 +133,9 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
     let mut scfg = serf::Config::new(core_cfg);
     scfg.coalesce_period = config.coalesce_period;
     scfg.quiescent_period = config.quiescent_period;
+    scfg.reconnect_interval = config.reconnect_interval;
+    scfg.reconnect_timeout = config.reconnect_timeout;
+    scfg.tombstone_timeout = config.tombstone_timeout;
     scfg.tags = config.tags.clone();
     scfg.name_conflict_resolution = !config.disable_name_resolution;
     scfg.disable_coordinates = config.disable_coordinates;

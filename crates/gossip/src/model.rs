@@ -175,6 +175,12 @@ pub struct AgentConfig {
     pub leave_on_terminate: bool,
     /// Serf's `skip_leave_on_interrupt`: SIGINT exits without a leave.
     pub skip_leave_on_interrupt: bool,
+    /// Serf's `reconnect_interval`: how often a failed member is retried.
+    pub reconnect_interval: Duration,
+    /// Serf's `reconnect_timeout`: a failed member is reaped after this.
+    pub reconnect_timeout: Duration,
+    /// Serf's `tombstone_timeout`: a left member is reaped after this.
+    pub tombstone_timeout: Duration,
 }
 
 impl Default for AgentConfig {
@@ -206,6 +212,9 @@ impl Default for AgentConfig {
             quiescent_period: Duration::from_secs(1),
             leave_on_terminate: true,
             skip_leave_on_interrupt: false,
+            reconnect_interval: Duration::from_secs(30),
+            reconnect_timeout: Duration::from_secs(24 * 3600),
+            tombstone_timeout: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -355,3 +355,47 @@ async fn garbage_is_dropped_and_counted() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_left_member_is_reaped_after_the_tombstone_timeout() {
+    // Serf's `tombstone_timeout` (24 h by default): a member that left is
+    // listed as `left` that long, then reaped at the next reap round
+    // (every 15 s), with a member-reap event.
+    let a = agent::start(AgentConfig {
+        node_name: "keeper".into(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        tombstone_timeout: Duration::from_secs(1),
+        ..AgentConfig::default()
+    })
+    .await
+    .expect("agent starts");
+    let mut ev = a.subscribe();
+    let b = start("goes", &[], vec![a.local_addr().to_string()]).await;
+    wait_status(&a, "goes", MemberStatus::Alive).await;
+    b.leave().await.unwrap();
+    b.shutdown().await.unwrap();
+    wait_status(&a, "goes", MemberStatus::Left).await;
+    // The reap comes within 16 s; 60 s of deadline for a loaded machine.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match ev.recv().await {
+                Ok(Event::Member { kind, members })
+                    if kind == MemberEventKind::Reap
+                        && members.iter().any(|m| m.name == "goes") =>
+                {
+                    return
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event stream ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("member-reap of goes within 60 s");
+    assert!(
+        a.members().iter().all(|m| m.name != "goes"),
+        "{:?}",
+        a.members()
+    );
+    a.shutdown().await.unwrap();
+}

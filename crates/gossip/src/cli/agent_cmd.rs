@@ -122,23 +122,19 @@ pub struct AgentSettings {
     pub quiescent_period: Option<String>,
     pub leave_on_terminate: Option<bool>,
     pub skip_leave_on_interrupt: Option<bool>,
+    pub reconnect_interval: Option<String>,
+    pub reconnect_timeout: Option<String>,
+    pub tombstone_timeout: Option<String>,
 }
 
 /// Serf's keys we read; the others Serf knows are accepted and ignored.
 const IGNORED_KEYS: &[&str] = &[
     "broadcast_timeout",
-    "discover",
     "enable_compression",
-    "enable_syslog",
     "protocol",
     "query_response_size_limit",
     "query_size_limit",
-    "reconnect_interval",
-    "reconnect_timeout",
-    "statsd_addr",
-    "statsite_addr",
     "syslog_facility",
-    "tombstone_timeout",
     "user_event_size_limit",
 ];
 
@@ -213,6 +209,30 @@ impl AgentSettings {
                 "handler_timeout" => self.handler_timeout = Some(string(key, val)?),
                 "coalesce_period" => self.coalesce_period = Some(string(key, val)?),
                 "quiescent_period" => self.quiescent_period = Some(string(key, val)?),
+                "reconnect_interval" => self.reconnect_interval = Some(string(key, val)?),
+                "reconnect_timeout" => self.reconnect_timeout = Some(string(key, val)?),
+                "tombstone_timeout" => self.tombstone_timeout = Some(string(key, val)?),
+                // Features we do not have: asking for one is an error, not
+                // a setting silently dropped; leaving it empty or off is fine.
+                "discover" | "statsd_addr" | "statsite_addr" => {
+                    if !string(key, val)?.is_empty() {
+                        return Err(format!(
+                            "config file {origin}: '{key}' is not supported ({})",
+                            if key == "discover" {
+                                "mDNS discovery"
+                            } else {
+                                "metrics"
+                            }
+                        ));
+                    }
+                }
+                "enable_syslog" => {
+                    if boolean(key, val)? {
+                        return Err(format!(
+                            "config file {origin}: 'enable_syslog' is not supported: the agent logs to stdout"
+                        ));
+                    }
+                }
                 k if IGNORED_KEYS.contains(&k) => {}
                 other => return Err(format!("config file {origin}: unknown key '{other}'")),
             }
@@ -318,6 +338,9 @@ pub fn agent_config(argv: &[String]) -> Result<(AgentConfig, Vec<String>), Strin
     if f.is_set("discover") {
         return Err("-discover (mDNS) is not supported".into());
     }
+    if f.is_set("syslog") {
+        return Err("-syslog is not supported: the agent logs to stdout".into());
+    }
     settings_to_config(s)
 }
 
@@ -418,6 +441,31 @@ fn settings_to_config(mut s: AgentSettings) -> Result<(AgentConfig, Vec<String>)
     if let Some(p) = s.coalesce_period {
         c.coalesce_period =
             parse_duration(&p).map_err(|e| format!("Invalid coalesce period: {e}"))?;
+    }
+    let durations = [
+        (
+            s.reconnect_interval,
+            &mut c.reconnect_interval,
+            "reconnect interval",
+        ),
+        (
+            s.reconnect_timeout,
+            &mut c.reconnect_timeout,
+            "reconnect timeout",
+        ),
+        (
+            s.tombstone_timeout,
+            &mut c.tombstone_timeout,
+            "tombstone timeout",
+        ),
+    ];
+    for (text, slot, what) in durations {
+        if let Some(t) = text {
+            *slot = parse_duration(&t).map_err(|e| format!("Invalid {what}: {e}"))?;
+        }
+    }
+    if c.reconnect_interval.is_zero() {
+        return Err("Invalid reconnect interval: it must be more than 0".into());
     }
     if let Some(p) = s.quiescent_period {
         c.quiescent_period =
@@ -882,6 +930,71 @@ mod tests {
             .merge_json(&bad, "two.json")
             .unwrap_err();
         assert!(e.contains("node_nam") && e.contains("two.json"), "{e}");
+    }
+
+    #[test]
+    fn reap_timings_are_read_and_missing_features_refused() {
+        let mut s = AgentSettings::default();
+        let v: Value = serde_json::from_str(
+            r#"{"reconnect_interval":"5s","reconnect_timeout":"1h","tombstone_timeout":"90s",
+                "enable_syslog":false,"discover":"","statsd_addr":"","syslog_facility":"LOCAL0",
+                "leave_on_terminate":false,"skip_leave_on_interrupt":true}"#,
+        )
+        .unwrap();
+        s.merge_json(&v, "one.json").unwrap();
+        let f = Flags::parse(FLAGS, &argv(&["-node=n"])).unwrap();
+        s.merge_flags(&f).unwrap();
+        let (c, _) = settings_to_config(s).unwrap();
+        assert_eq!(c.reconnect_interval, Duration::from_secs(5));
+        assert_eq!(c.reconnect_timeout, Duration::from_secs(3600));
+        assert_eq!(c.tombstone_timeout, Duration::from_secs(90));
+        assert!(!c.leave_on_terminate && c.skip_leave_on_interrupt);
+        let d = AgentConfig::default();
+        assert!(d.leave_on_terminate && !d.skip_leave_on_interrupt);
+
+        let refused = |json: &str, want: &str| {
+            let v: Value = serde_json::from_str(json).unwrap();
+            let e = AgentSettings::default()
+                .merge_json(&v, "two.json")
+                .unwrap_err();
+            assert!(e.contains(want) && e.contains("two.json"), "{json}: {e}");
+        };
+        refused(
+            r#"{"enable_syslog":true}"#,
+            "'enable_syslog' is not supported",
+        );
+        refused(r#"{"discover":"web"}"#, "'discover' is not supported");
+        refused(
+            r#"{"statsite_addr":"127.0.0.1:8125"}"#,
+            "'statsite_addr' is not supported",
+        );
+        refused(
+            r#"{"leave_on_terminate":"no"}"#,
+            "'leave_on_terminate' must be true or false",
+        );
+        for (args, want) in [
+            (&["-node=n", "-syslog"][..], "-syslog is not supported"),
+            (
+                &["-node=n", "-discover=web"][..],
+                "-discover (mDNS) is not supported",
+            ),
+        ] {
+            assert!(
+                agent_config(&argv(args)).unwrap_err().contains(want),
+                "{args:?}"
+            );
+        }
+        let bad: Value = serde_json::from_str(r#"{"tombstone_timeout":"soon"}"#).unwrap();
+        let mut s = AgentSettings::default();
+        s.merge_json(&bad, "three.json").unwrap();
+        let e = settings_to_config(s).unwrap_err();
+        assert!(e.contains("tombstone timeout") && e.contains("soon"), "{e}");
+        let zero: Value = serde_json::from_str(r#"{"reconnect_interval":"0"}"#).unwrap();
+        let mut s = AgentSettings::default();
+        s.merge_json(&zero, "four.json").unwrap();
+        assert!(settings_to_config(s)
+            .unwrap_err()
+            .contains("reconnect interval"));
     }
 
     #[test]
