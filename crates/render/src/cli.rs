@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use serde_json::{Map, Value};
+use serde_json::Map;
 
 use crate::backends::{is_safe_name, Selector};
 use crate::membership::Coalescing;
-use crate::oneshot::decode_value;
+use crate::oneshot::{decode_value, load_data, var_name};
 use crate::output::CheckCommand;
 use crate::reconcile::{self, JoinMode, Settings, DEFAULT_TEMPLATE};
 use crate::runtime_api::{AdminAddr, RuntimeApi};
@@ -124,18 +124,14 @@ pub fn settings(a: &ReconcileArgs) -> Result<Settings, String> {
     };
     let mut vars = Map::new();
     if let Some(p) = &a.data {
-        let text =
-            std::fs::read_to_string(p).map_err(|e| format!("--data {}: {e}", p.display()))?;
-        match serde_json::from_str::<Value>(&text) {
-            Ok(Value::Object(m)) => vars.extend(m),
-            _ => return Err(format!("--data {}: not a JSON object", p.display())),
-        }
+        vars.extend(load_data(&p.to_string_lossy()).map_err(|e| e.to_string())?);
     }
     for kv in &a.vars {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| format!("invalid --var {kv:?}: expected KEY=VALUE"))?;
-        vars.insert(k.to_string(), decode_value(v));
+        let k = var_name(k).map_err(|e| format!("invalid --var {kv:?}: {e}"))?;
+        vars.insert(k, decode_value(v));
     }
     let positive = |v: u64, flag: &str| {
         if v == 0 {
@@ -173,6 +169,19 @@ pub fn settings(a: &ReconcileArgs) -> Result<Settings, String> {
     Ok(s)
 }
 
+/// The log filter: `RUST_LOG` when set, else `--log-level`; either one
+/// that does not parse is an error naming it, not a silent "info".
+fn log_filter(a: &ReconcileArgs) -> Result<tracing_subscriber::EnvFilter, String> {
+    use tracing_subscriber::EnvFilter;
+    match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => {
+            EnvFilter::try_new(&v).map_err(|e| format!("invalid RUST_LOG {v:?}: {e}"))
+        }
+        _ => EnvFilter::try_new(&a.log_level)
+            .map_err(|e| format!("invalid --log-level {:?}: {e}", a.log_level)),
+    }
+}
+
 /// `render reconcile ...`; `args[0]` is the program name. Returns the exit
 /// code: 0 after SIGTERM/SIGINT, 2 for bad flags.
 pub fn reconcile_main(args: Vec<String>) -> i32 {
@@ -183,22 +192,19 @@ pub fn reconcile_main(args: Vec<String>) -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&a.log_level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (s, filter) = match settings(&a).and_then(|s| Ok((s, log_filter(&a)?))) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("render reconcile: {e}");
+            return 2;
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .with_target(false)
         .init();
-    let s = match settings(&a) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("render reconcile: {e}");
-            return 2;
-        }
-    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

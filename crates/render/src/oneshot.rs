@@ -71,7 +71,7 @@ fn usage(msg: impl Into<String>) -> OneShotError {
 
 /// A variable name tera can refer to: `[A-Za-z_][A-Za-z0-9_]*` after
 /// dashes became underscores.
-fn var_name(raw: &str) -> Result<String, OneShotError> {
+pub(crate) fn var_name(raw: &str) -> Result<String, OneShotError> {
     let name = raw.replace('-', "_");
     let mut chars = name.chars();
     let ok = chars
@@ -92,7 +92,7 @@ pub fn decode_value(v: &str) -> Value {
     serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()))
 }
 
-fn load_data(path: &str) -> Result<Map<String, Value>, OneShotError> {
+pub(crate) fn load_data(path: &str) -> Result<Map<String, Value>, OneShotError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| OneShotError::Failed(format!("--data {path}: {e}")))?;
     match serde_json::from_str::<Value>(&text) {

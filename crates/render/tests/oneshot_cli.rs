@@ -253,6 +253,41 @@ fn reconcile_rejects_bad_flags_with_the_value() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--server-options"), "{}", stderr(&o));
+    // Variables, data and the log filter are as strict as in the one-shot
+    // mode: each bad one is named, none is dropped or replaced by a default.
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("vars.json");
+    std::fs::write(&data, "{\"a\": 1,}").unwrap();
+    let data = data.to_str().unwrap();
+    for (args, named) in [
+        (vec!["--var", "frontend bind=x"], "\"frontend bind=x\""),
+        (vec!["--var", "1st=x"], "\"1st=x\""),
+        (vec!["--data", data], "invalid JSON"),
+        (vec!["--log-level", "render=verbose"], "\"render=verbose\""),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_render"))
+            .arg("reconcile")
+            .args(&args)
+            .args(["--check", "", "--admin-socket", "/nonexistent/admin.sock"])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Accepted flags start the reconciler, which runs until a signal.
+        let start = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > std::time::Duration::from_secs(30) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("render reconcile accepted {args:?} and started");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(named), "{args:?}: {}", stderr(&o));
+    }
 }
 
 /// What a lab-style handler script does (task 5): the shipped template with
