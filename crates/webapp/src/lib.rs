@@ -78,7 +78,7 @@ pub struct Config {
     /// On SIGTERM, keep accepting for this many ms before draining: time
     /// for the member to leave the cluster and the load balancer to take
     /// this server out, so that no request meets a closed port (the
-    /// final-stage image sets 2000).
+    /// final-stage image sets 3000).
     #[arg(long, env = "SHUTDOWN_DELAY_MS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub shutdown_delay_ms: u64,

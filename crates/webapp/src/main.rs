@@ -14,13 +14,18 @@ const DEFAULT_LOG: &str = "info,tower_sessions=error,tower_sessions_core=error";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    // A RUST_LOG that does not parse is refused, not replaced by the default.
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => {
+            EnvFilter::try_new(&v).with_context(|| format!("invalid RUST_LOG {v:?}"))?
+        }
+        _ => EnvFilter::new(DEFAULT_LOG),
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
-        )
+        .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal())
         .init();
-    let config = Config::parse();
     let listener = tokio::net::TcpListener::bind((config.bind, config.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", config.bind, config.port))?;

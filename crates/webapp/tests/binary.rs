@@ -237,3 +237,28 @@ fn bad_flags_are_refused() {
         assert!(!out.stderr.is_empty());
     }
 }
+
+#[test]
+fn a_log_filter_that_does_not_parse_is_refused() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_webapp"))
+        .args(["--bind", "127.0.0.1", "--port", "0"])
+        .env("RUST_LOG", "webapp=verbose")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Accepted, it would serve until a signal: wait a bounded time.
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("webapp started with RUST_LOG=webapp=verbose");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("\"webapp=verbose\""), "{err}");
+}
