@@ -136,6 +136,9 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
     scfg.reconnect_interval = config.reconnect_interval;
     scfg.reconnect_timeout = config.reconnect_timeout;
     scfg.tombstone_timeout = config.tombstone_timeout;
+    scfg.user_event_size_limit = config.user_event_size_limit;
+    scfg.query_size_limit = config.query_size_limit;
+    scfg.query_response_size_limit = config.query_response_size_limit;
     scfg.tags = config.tags.clone();
     scfg.name_conflict_resolution = !config.disable_name_resolution;
     scfg.disable_coordinates = config.disable_coordinates;
@@ -891,14 +894,8 @@ impl model::AgentHandle for Agent {
     }
 
     async fn user_event(&self, name: &str, payload: Vec<u8>, coalesce: bool) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            name.len() + payload.len() <= 512,
-            "user event exceeds the 512-byte limit ({} bytes)",
-            name.len() + payload.len()
-        );
         let me = self.arc();
-        me.with_serf(|s, now| s.user_event(name, payload, coalesce, now));
-        Ok(())
+        me.with_serf(|s, now| s.user_event(name, payload, coalesce, now))
     }
 
     async fn set_tags(
@@ -931,7 +928,7 @@ impl model::AgentHandle for Agent {
         let (id, outs) = {
             let mut g = me.inner.lock().expect("agent lock");
             let now = me.now();
-            let id = g.serf.query(&params, now);
+            let id = g.serf.query(&params, now)?;
             g.queries.insert(id, tx);
             (id, me.collect(&mut g))
         };

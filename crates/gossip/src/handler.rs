@@ -19,8 +19,6 @@ use crate::model::{AgentHandle, Event, Member};
 
 /// Output kept per run (the last bytes), as Serf's circular buffer.
 const MAX_OUTPUT: usize = 8 * 1024;
-/// Serf's default limit on a query response.
-pub const QUERY_RESPONSE_LIMIT: usize = 1024;
 /// A run longer than this is reported as slow (Serf's warning).
 const WARN_SLOW: Duration = Duration::from_secs(1);
 
@@ -254,9 +252,9 @@ impl HandlerRunner {
                     tracing::debug!(target: "agent", "Event '{kind}' script output: {}", String::from_utf8_lossy(output));
                     if let Event::Query(q) = event {
                         if !output.is_empty() {
-                            let mut resp = output.clone();
-                            resp.truncate(QUERY_RESPONSE_LIMIT);
-                            if let Err(e) = host.respond(q.id, resp).await {
+                            // Whole or not at all: one too big is refused
+                            // (query_response_size_limit), as by Serf.
+                            if let Err(e) = host.respond(q.id, output.clone()).await {
                                 tracing::warn!(target: "agent", "Failed to respond to query '{}': {e:#}", q.name);
                             }
                         }

@@ -181,6 +181,12 @@ pub struct AgentConfig {
     pub reconnect_timeout: Duration,
     /// Serf's `tombstone_timeout`: a left member is reaped after this.
     pub tombstone_timeout: Duration,
+    /// Serf's `user_event_size_limit`: name + payload, at most 9216.
+    pub user_event_size_limit: usize,
+    /// Serf's `query_size_limit`: an encoded query sent.
+    pub query_size_limit: usize,
+    /// Serf's `query_response_size_limit`: an encoded response sent.
+    pub query_response_size_limit: usize,
 }
 
 impl Default for AgentConfig {
@@ -215,6 +221,9 @@ impl Default for AgentConfig {
             reconnect_interval: Duration::from_secs(30),
             reconnect_timeout: Duration::from_secs(24 * 3600),
             tombstone_timeout: Duration::from_secs(24 * 3600),
+            user_event_size_limit: 512,
+            query_size_limit: 1024,
+            query_response_size_limit: 1024,
         }
     }
 }

@@ -66,6 +66,14 @@ pub struct Config {
     pub query_buffer: usize,
     pub recent_intent_timeout: Duration,
     pub query_timeout_mult: u32,
+    /// Most bytes of a user event's name plus payload sent, before and
+    /// after encoding (Serf's `UserEventSizeLimit`: 512, at most 9 KiB).
+    pub user_event_size_limit: usize,
+    /// Most bytes of an encoded query sent (Serf's `QuerySizeLimit`).
+    pub query_size_limit: usize,
+    /// Most bytes of an encoded query response sent (Serf's
+    /// `QueryResponseSizeLimit`).
+    pub query_response_size_limit: usize,
     /// When another node claims this node's name, ask the cluster which of
     /// the two it knows (`_serf_conflict`) and give up the name when the
     /// majority vouches for the other one (Serf's default: on).
@@ -93,11 +101,18 @@ impl Config {
             query_buffer: 512,
             recent_intent_timeout: Duration::from_secs(300),
             query_timeout_mult: 16,
+            user_event_size_limit: 512,
+            query_size_limit: 1024,
+            query_response_size_limit: 1024,
             name_conflict_resolution: true,
             disable_coordinates: false,
         }
     }
 }
+
+/// The most a user event may take, whatever the configured limit
+/// (Serf's `UserEventSizeLimit` constant, 9 KiB).
+pub const USER_EVENT_SIZE_MAX: usize = 9 * 1024;
 
 /// Serf's Lamport clock.
 #[derive(Debug, Clone, Copy, Default)]
@@ -1245,18 +1260,46 @@ impl Serf {
             .count()
     }
 
-    pub fn user_event(&mut self, name: &str, payload: Vec<u8>, coalesce: bool, now: Duration) {
+    /// Sends a user event; refused, as by Serf, when its name and payload
+    /// exceed the configured limit before or after encoding.
+    pub fn user_event(
+        &mut self,
+        name: &str,
+        payload: Vec<u8>,
+        coalesce: bool,
+        now: Duration,
+    ) -> anyhow::Result<()> {
+        let limit = self.st.cfg.user_event_size_limit;
+        let size = name.len() + payload.len();
+        anyhow::ensure!(
+            size <= limit,
+            "user event exceeds configured limit of {limit} bytes before encoding"
+        );
+        anyhow::ensure!(
+            size <= USER_EVENT_SIZE_MAX,
+            "user event exceeds sane limit of {USER_EVENT_SIZE_MAX} bytes before encoding"
+        );
         let t = self.st.event_clock.time();
-        self.st.event_clock.increment();
-        let msg = SerfMessage::UserEvent {
+        let raw = SerfMessage::UserEvent {
             ltime: t,
             name: name.to_string(),
             payload: payload.clone(),
             cc: coalesce,
-        };
+        }
+        .encode();
+        anyhow::ensure!(
+            raw.len() <= limit,
+            "encoded user event exceeds configured limit of {limit} bytes after encoding"
+        );
+        anyhow::ensure!(
+            raw.len() <= USER_EVENT_SIZE_MAX,
+            "encoded user event exceeds reasonable limit of {USER_EVENT_SIZE_MAX} bytes after encoding"
+        );
+        self.st.event_clock.increment();
         self.st
             .handle_user_event(t, name.to_string(), payload, coalesce, now);
-        self.st.event_broadcasts.queue(None, msg.encode());
+        self.st.event_broadcasts.queue(None, raw);
+        Ok(())
     }
 
     pub fn set_tags(&mut self, tags: Vec<(String, String)>, now: Duration) {
@@ -1290,11 +1333,10 @@ impl Serf {
 
     /// Sends a query; answers come out of [`Serf::drain_query_replies`]
     /// with the returned local id, then `Done` at the deadline.
-    pub fn query(&mut self, p: &crate::model::QueryParams, now: Duration) -> u64 {
-        let local = self.st.next_local_id;
-        self.st.next_local_id += 1;
+    /// Refused, as by Serf, when the encoded query exceeds the configured
+    /// limit.
+    pub fn query(&mut self, p: &crate::model::QueryParams, now: Duration) -> anyhow::Result<u64> {
         let ltime = self.st.query_clock.time();
-        self.st.query_clock.increment();
         let id = self.st.rng.next_u64() as u32;
         let mut filters = Vec::new();
         if !p.filter_nodes.is_empty() {
@@ -1336,6 +1378,12 @@ impl Serf {
             name: p.name.clone(),
             payload: p.payload.clone(),
         };
+        let raw = SerfMessage::Query(q.clone()).encode();
+        let limit = self.st.cfg.query_size_limit;
+        anyhow::ensure!(raw.len() <= limit, "query exceeds limit of {limit} bytes");
+        self.st.query_clock.increment();
+        let local = self.st.next_local_id;
+        self.st.next_local_id += 1;
         self.st.outgoing.insert(
             (ltime, id),
             OutgoingQuery {
@@ -1345,12 +1393,11 @@ impl Serf {
                 responses: HashSet::new(),
             },
         );
-        let raw = SerfMessage::Query(q.clone()).encode();
         // We process our own query like any member.
         self.st.handle_query(q, &raw, now);
         self.st.query_broadcasts.queue(None, raw);
         self.after_core();
-        local
+        Ok(local)
     }
 
     /// Answers a query received earlier (by its local id).
@@ -1374,6 +1421,12 @@ impl Serf {
             payload,
         })
         .encode();
+        // Too big: refused as by Serf, and the query stays answerable.
+        let limit = self.st.cfg.query_response_size_limit;
+        if msg.len() > limit {
+            self.st.pending.insert(local_id, p);
+            anyhow::bail!("response exceeds limit of {limit} bytes");
+        }
         let name = String::new();
         self.st.send_with_relay(p.to, &name, msg, p.relay_factor);
         self.after_core();
@@ -1434,13 +1487,17 @@ impl Serf {
                     payload: self.st.name.clone().into_bytes(),
                     ..Default::default()
                 };
-                let local_id = self.query(&p, now);
-                self.st.conflict_vote = Some(ConflictVote {
-                    local_id,
-                    other,
-                    responses: 0,
-                    matching: 0,
-                });
+                match self.query(&p, now) {
+                    Ok(local_id) => {
+                        self.st.conflict_vote = Some(ConflictVote {
+                            local_id,
+                            other,
+                            responses: 0,
+                            matching: 0,
+                        })
+                    }
+                    Err(e) => tracing::error!("cannot ask the cluster about our name: {e:#}"),
+                }
             }
         }
         self.st.pending.retain(|_, p| now <= p.deadline);

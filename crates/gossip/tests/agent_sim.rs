@@ -316,7 +316,8 @@ fn user_event_reaches_everyone_once() {
     let now = sim.now();
     sim.nodes[4]
         .serf
-        .user_event("deploy", b"v2".to_vec(), false, now);
+        .user_event("deploy", b"v2".to_vec(), false, now)
+        .unwrap();
     let took = sim.run_until(secs(30), |s| {
         s.nodes.iter().all(|n| {
             n.events
@@ -516,7 +517,141 @@ fn no_gossip_is_sent_to_nodes_that_left() {
     let now = sim.now();
     sim.nodes[0]
         .serf
-        .user_event("ping", b"x".to_vec(), false, now);
+        .user_event("ping", b"x".to_vec(), false, now)
+        .unwrap();
     sim.run_for(secs(10));
     assert_eq!(sim.dropped, 0, "datagrams sent to nodes that left");
+}
+
+/// Serf's size limits on what a node sends: a user event, a query or a
+/// response over its limit is refused with Serf's message and changes
+/// nothing; a larger configured limit lets a bigger event through, and it
+/// reaches everyone (too big for a gossip packet, it travels by push-pull,
+/// as in Serf).
+#[test]
+fn size_limits_refuse_what_serf_refuses_and_configured_limits_widen_them() {
+    let mut sim = Sim::new(3, 41, |c| {
+        if c.core.name == "n2" {
+            c.user_event_size_limit = 2048;
+            c.query_response_size_limit = 2048;
+        }
+    });
+    for i in 1..3 {
+        assert!(sim.join(i, 0), "n{i} joins n0");
+    }
+    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    let now = sim.now();
+    let user_events = |sim: &Sim, i: usize| {
+        sim.nodes[i]
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::User { .. }))
+            .count()
+    };
+
+    let n0 = &mut sim.nodes[0].serf;
+    let e = n0
+        .user_event("big", vec![b'a'; 600], false, now)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "user event exceeds configured limit of 512 bytes before encoding"
+    );
+    // Under the limit as given, over it once encoded (Serf refuses it too).
+    let e = n0
+        .user_event("big", vec![b'a'; 490], false, now)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "encoded user event exceeds configured limit of 512 bytes after encoding"
+    );
+    let q = gossip::model::QueryParams {
+        name: "big".into(),
+        payload: vec![b'q'; 1100],
+        ..Default::default()
+    };
+    let e = n0.query(&q, now).unwrap_err();
+    assert_eq!(e.to_string(), "query exceeds limit of 1024 bytes");
+    sim.run_for(secs(5));
+    for i in 0..3 {
+        assert_eq!(user_events(&sim, i), 0, "n{i} got a refused event");
+        assert!(
+            !sim.nodes[i]
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Query(_))),
+            "n{i} got a refused query"
+        );
+    }
+
+    // n2's limit is 2048: a 1500-byte event goes out and reaches all.
+    let now = sim.now();
+    sim.nodes[2]
+        .serf
+        .user_event("big", vec![b'b'; 1500], false, now)
+        .unwrap();
+    let took = sim.run_until(secs(90), |s| (0..3).all(|i| user_events(s, i) == 1));
+    assert!(took.is_some(), "the 1500-byte event did not reach everyone");
+
+    // A response over n0's 1024 bytes is refused, and the query stays
+    // answerable: a smaller answer then goes through. n2 may answer 1500.
+    let now = sim.now();
+    let q = gossip::model::QueryParams {
+        name: "ask".into(),
+        timeout: secs(10),
+        ..Default::default()
+    };
+    let local = sim.nodes[1].serf.query(&q, now).unwrap();
+    sim.run_until(secs(5), |s| {
+        [0, 2].iter().all(|&i| {
+            s.nodes[i]
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Query(q) if q.name == "ask"))
+        })
+    })
+    .expect("the query reached n0 and n2");
+    let id_at = |sim: &Sim, i: usize| {
+        sim.nodes[i]
+            .events
+            .iter()
+            .find_map(|e| match e {
+                Event::Query(q) if q.name == "ask" => Some(q.id),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let (id0, id2) = (id_at(&sim, 0), id_at(&sim, 2));
+    let now = sim.now();
+    let e = sim.nodes[0]
+        .serf
+        .respond(id0, vec![b'r'; 1100], now)
+        .unwrap_err();
+    assert_eq!(e.to_string(), "response exceeds limit of 1024 bytes");
+    sim.nodes[0]
+        .serf
+        .respond(id0, b"short".to_vec(), now)
+        .unwrap();
+    sim.nodes[2]
+        .serf
+        .respond(id2, vec![b'r'; 1500], now)
+        .unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..50 {
+        sim.run_for(Duration::from_millis(100));
+        answers.extend(
+            sim.nodes[1]
+                .serf
+                .drain_query_replies()
+                .into_iter()
+                .filter_map(|(id, r)| match r {
+                    gossip::model::QueryReply::Response { from, payload } if id == local => {
+                        Some((from, payload.len()))
+                    }
+                    _ => None,
+                }),
+        );
+    }
+    answers.sort();
+    assert_eq!(answers, vec![("n0".into(), 5), ("n2".into(), 1500)]);
 }

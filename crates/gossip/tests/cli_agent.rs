@@ -619,3 +619,151 @@ fn sighup_reloads_event_handlers_and_tags_from_the_config_files() {
     );
     assert_eq!(std::fs::read_to_string(&before).unwrap(), "first\n");
 }
+
+/// Serf's size limits, side by side with the real serf: the same refusals
+/// through either agent's RPC (user event, query, a handler's response),
+/// the config keys that widen them, and the 9 KiB ceiling at start.
+#[test]
+fn size_limits_match_serf_and_follow_its_config_keys() {
+    let dir = temp_dir("cli-agent-limits");
+    // A query handler answering 1500 bytes; a user-event handler recording
+    // the size of the payload it got.
+    let answer = dir.join("answer.sh");
+    std::fs::write(&answer, "#!/bin/sh\nhead -c 1500 /dev/zero | tr '\\0' b\n").unwrap();
+    let got = dir.join("serf-got");
+    let record = dir.join("record.sh");
+    std::fs::write(
+        &record,
+        format!(
+            "#!/bin/sh\nwc -c > {}.tmp && mv {0}.tmp {0}\n",
+            got.display()
+        ),
+    )
+    .unwrap();
+    for f in [&answer, &record] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let big_query = format!("query:big={}", answer.display());
+    let s = SerfAgent::start(
+        "l-serf",
+        &[
+            "-event-handler",
+            &big_query,
+            "-event-handler",
+            &format!("user:big={}", record.display()),
+        ],
+    );
+    let ours = GossipAgent::start(
+        "l-ours",
+        &dir,
+        &[
+            format!("-join={}", s.bind),
+            "-event-handler".into(),
+            big_query.clone(),
+        ],
+    );
+    let wide_cfg = dir.join("wide.json");
+    std::fs::write(
+        &wide_cfg,
+        r#"{"user_event_size_limit": 2048, "query_response_size_limit": 2048}"#,
+    )
+    .unwrap();
+    let wide = GossipAgent::start(
+        "l-wide",
+        &dir,
+        &[
+            format!("-join={}", s.bind),
+            format!("-config-file={}", wide_cfg.display()),
+            "-event-handler".into(),
+            big_query.clone(),
+        ],
+    );
+    let logs = || format!("{}\n{}\nserf:\n{}", ours.logs(), wide.logs(), s.log_text());
+    poll("three members alive", logs, || {
+        let out = serf(&["members", &format!("-rpc-addr={}", s.rpc), "-status=alive"]);
+        (String::from_utf8_lossy(&out.stdout).lines().count() == 3).then_some(())
+    });
+
+    let a = |n: usize| "a".repeat(n);
+    for (args, want) in [
+        (
+            vec!["event".to_string(), "big".into(), a(600)],
+            "Error sending event: user event exceeds configured limit of 512 bytes before encoding",
+        ),
+        (
+            vec!["event".to_string(), "big".into(), a(490)],
+            "Error sending event: encoded user event exceeds configured limit of 512 bytes after encoding",
+        ),
+        (
+            vec!["query".to_string(), "-timeout=1s".into(), "big".into(), a(1100)],
+            "Error sending query: query exceeds limit of 1024 bytes",
+        ),
+    ] {
+        for rpc in [s.rpc, ours.rpc] {
+            let mut argv = vec![args[0].clone(), format!("-rpc-addr={rpc}")];
+            argv.extend(args[1..].iter().cloned());
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let o = serf(&argv);
+            let text = String::from_utf8_lossy(&o.stdout).into_owned()
+                + &String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success(), "{rpc}: {argv:?} accepted: {text}");
+            assert!(text.contains(want), "{rpc}: {:?}: {text}", args[0]);
+        }
+    }
+
+    // 1500-byte answers: serf and l-ours refuse to send them (1024), l-wide
+    // sends its own (2048).
+    let o = serf(&[
+        "query",
+        &format!("-rpc-addr={}", ours.rpc),
+        "-timeout=3s",
+        "big",
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("Total Acks: 3"), "{text}\n{}", logs());
+    assert!(text.contains("Total Responses: 1"), "{text}\n{}", logs());
+    assert!(
+        text.contains(&format!("Response from 'l-wide': {}", "b".repeat(1500))),
+        "{text}"
+    );
+    poll("l-ours to log the refused response", logs, || {
+        ours.logs()
+            .contains("Failed to respond to query 'big': response exceeds limit of 1024 bytes")
+            .then_some(())
+    });
+
+    // l-wide sends a 1500-byte event (too big for a gossip packet: it
+    // travels by push-pull, every 30 s); serf's handler receives it whole.
+    let o = serf(&[
+        "event",
+        &format!("-rpc-addr={}", wide.rpc),
+        "big",
+        &"e".repeat(1500),
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let start = Instant::now();
+    loop {
+        let n = std::fs::read_to_string(&got).unwrap_or_default();
+        // serf's handler gets the payload plus the newline serf appends.
+        if n.trim() == "1501" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(75),
+            "serf's handler got {n:?} bytes, not the 1500-byte event\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The ceiling is Serf's: 9216 bytes.
+    let too_wide = dir.join("too-wide.json");
+    std::fs::write(&too_wide, r#"{"user_event_size_limit": 10000}"#).unwrap();
+    let o = refused_start(&[format!("-config-file={}", too_wide.display())]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("user event size limit 10000 exceeds limit of 9216 bytes"),
+        "{o:?}"
+    );
+}

@@ -16,6 +16,7 @@ use super::flags::{parse_duration, FlagError, Flags, Kind};
 use crate::handler::HandlerRunner;
 use crate::model::{AgentConfig, AgentHandle, Event};
 use crate::rpc::{LogLevel, MonitorLayer, ServeOptions};
+use crate::serf::USER_EVENT_SIZE_MAX;
 
 const DEFAULT_PORT: u16 = 7946;
 
@@ -125,6 +126,9 @@ pub struct AgentSettings {
     pub reconnect_interval: Option<String>,
     pub reconnect_timeout: Option<String>,
     pub tombstone_timeout: Option<String>,
+    pub user_event_size_limit: Option<u64>,
+    pub query_size_limit: Option<u64>,
+    pub query_response_size_limit: Option<u64>,
 }
 
 /// Serf's keys we read; the others Serf knows are accepted and ignored.
@@ -132,10 +136,7 @@ const IGNORED_KEYS: &[&str] = &[
     "broadcast_timeout",
     "enable_compression",
     "protocol",
-    "query_response_size_limit",
-    "query_size_limit",
     "syslog_facility",
-    "user_event_size_limit",
 ];
 
 impl AgentSettings {
@@ -157,6 +158,11 @@ impl AgentSettings {
         let boolean = |key: &str, val: &Value| -> Result<bool, String> {
             val.as_bool()
                 .ok_or_else(|| format!("config file {origin}: '{key}' must be true or false"))
+        };
+        let bytes = |key: &str, val: &Value| -> Result<u64, String> {
+            val.as_u64().ok_or_else(|| {
+                format!("config file {origin}: '{key}' must be a whole number of bytes")
+            })
         };
         for (key, val) in obj {
             match key.as_str() {
@@ -212,6 +218,22 @@ impl AgentSettings {
                 "reconnect_interval" => self.reconnect_interval = Some(string(key, val)?),
                 "reconnect_timeout" => self.reconnect_timeout = Some(string(key, val)?),
                 "tombstone_timeout" => self.tombstone_timeout = Some(string(key, val)?),
+                // 0 keeps the value set before (Serf's merge).
+                "user_event_size_limit" => {
+                    self.user_event_size_limit = Some(bytes(key, val)?)
+                        .filter(|n| *n > 0)
+                        .or(self.user_event_size_limit)
+                }
+                "query_size_limit" => {
+                    self.query_size_limit = Some(bytes(key, val)?)
+                        .filter(|n| *n > 0)
+                        .or(self.query_size_limit)
+                }
+                "query_response_size_limit" => {
+                    self.query_response_size_limit = Some(bytes(key, val)?)
+                        .filter(|n| *n > 0)
+                        .or(self.query_response_size_limit)
+                }
                 // Features we do not have: asking for one is an error, not
                 // a setting silently dropped; leaving it empty or off is fine.
                 "discover" | "statsd_addr" | "statsite_addr" => {
@@ -466,6 +488,21 @@ fn settings_to_config(mut s: AgentSettings) -> Result<(AgentConfig, Vec<String>)
     }
     if c.reconnect_interval.is_zero() {
         return Err("Invalid reconnect interval: it must be more than 0".into());
+    }
+    if let Some(n) = s.user_event_size_limit {
+        if n > USER_EVENT_SIZE_MAX as u64 {
+            return Err(format!(
+                "user event size limit {n} exceeds limit of {USER_EVENT_SIZE_MAX} bytes"
+            ));
+        }
+        c.user_event_size_limit = n as usize;
+    }
+    let clamp = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    if let Some(n) = s.query_size_limit {
+        c.query_size_limit = clamp(n);
+    }
+    if let Some(n) = s.query_response_size_limit {
+        c.query_response_size_limit = clamp(n);
     }
     if let Some(p) = s.quiescent_period {
         c.quiescent_period =
