@@ -128,6 +128,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
     }
     let mut core_cfg = crate::core::Config::lan(&config.node_name, advertise);
     core_cfg.keys = keys;
+    core_cfg.compress = config.compress;
     core_cfg.seed = rand::random();
     apply_profile(&mut core_cfg, &config.profile)?;
     let mut scfg = serf::Config::new(core_cfg);
@@ -171,6 +172,11 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
                 }
             }
         }
+    }
+    // Tags that do not fit a node's meta stop the start, before the tags
+    // file is written.
+    serf::check_meta_size(&crate::wire::encode_tags(&scfg.tags))?;
+    if let Some(path) = &config.tags_file {
         save_tags(path, &scfg.tags)?;
     }
     // Read before anything happens, so an unusable snapshot stops the start
@@ -874,10 +880,10 @@ impl model::AgentHandle for Agent {
         if me.with_serf(|s, now| s.leave_intent(now)) {
             tokio::time::sleep(INTENT_HEAD_START).await;
         } else {
-            me.wait_broadcasts(Duration::from_secs(5)).await;
+            me.wait_broadcasts(self.config.broadcast_timeout).await;
         }
         me.with_serf(|s, now| s.leave_memberlist(now));
-        me.wait_broadcasts(Duration::from_secs(5)).await;
+        me.wait_broadcasts(self.config.broadcast_timeout).await;
         // Serf's LeavePropagateDelay: let the dead notice spread.
         tokio::time::sleep(Duration::from_secs(1)).await;
         if let Some(w) = &self.snap {
@@ -913,8 +919,8 @@ impl model::AgentHandle for Agent {
                     None => tags.push((k, v)),
                 }
             }
-            s.set_tags(tags, now);
-        });
+            s.set_tags(tags, now)
+        })?;
         if let Some(path) = &self.config.tags_file {
             let tags = self.inner.lock().expect("agent lock").serf.tags().to_vec();
             save_tags(path, &tags)?;

@@ -181,6 +181,12 @@ pub struct AgentConfig {
     pub reconnect_timeout: Duration,
     /// Serf's `tombstone_timeout`: a left member is reaped after this.
     pub tombstone_timeout: Duration,
+    /// Messages sent compressed (LZW, memberlist's compress message):
+    /// Serf's `enable_compression`, on unless `-disable-compression`.
+    pub compress: bool,
+    /// Serf's `broadcast_timeout`: how long a leave waits for its intent
+    /// and its dead notice to be sent.
+    pub broadcast_timeout: Duration,
     /// Serf's `user_event_size_limit`: name + payload, at most 9216.
     pub user_event_size_limit: usize,
     /// Serf's `query_size_limit`: an encoded query sent.
@@ -221,6 +227,8 @@ impl Default for AgentConfig {
             reconnect_interval: Duration::from_secs(30),
             reconnect_timeout: Duration::from_secs(24 * 3600),
             tombstone_timeout: Duration::from_secs(24 * 3600),
+            compress: true,
+            broadcast_timeout: Duration::from_secs(5),
             user_event_size_limit: 512,
             query_size_limit: 1024,
             query_response_size_limit: 1024,

@@ -114,6 +114,18 @@ impl Config {
 /// (Serf's `UserEventSizeLimit` constant, 9 KiB).
 pub const USER_EVENT_SIZE_MAX: usize = 9 * 1024;
 
+/// memberlist's `MetaMaxSize`: the most bytes a node's encoded tags take.
+pub const META_MAX_SIZE: usize = 512;
+
+/// Serf's check on a node's encoded tags (at start and on every change).
+pub fn check_meta_size(meta: &[u8]) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        meta.len() <= META_MAX_SIZE,
+        "Encoded length of tags exceeds limit of {META_MAX_SIZE} bytes"
+    );
+    Ok(())
+}
+
 /// Serf's Lamport clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Clock(u64);
@@ -1302,11 +1314,15 @@ impl Serf {
         Ok(())
     }
 
-    pub fn set_tags(&mut self, tags: Vec<(String, String)>, now: Duration) {
-        self.st.cfg.tags = tags.clone();
-        self.core.set_meta(wire::encode_tags(&tags));
+    /// Refused, tags unchanged, when they would not fit memberlist's meta.
+    pub fn set_tags(&mut self, tags: Vec<(String, String)>, now: Duration) -> anyhow::Result<()> {
+        let meta = wire::encode_tags(&tags);
+        check_meta_size(&meta)?;
+        self.st.cfg.tags = tags;
+        self.core.set_meta(meta);
         let me = self.core.local_node().clone();
         self.st.notify_update(&me, now);
+        Ok(())
     }
 
     pub fn tags(&self) -> &[(String, String)] {

@@ -767,3 +767,69 @@ fn size_limits_match_serf_and_follow_its_config_keys() {
         "{o:?}"
     );
 }
+
+/// `-disable-compression` (serf's flag; config key `enable_compression`):
+/// the banner says so and a serf agent still understands every message.
+#[test]
+fn an_agent_without_compression_joins_serf() {
+    let s = SerfAgent::start("nc-serf", &[]);
+    let dir = temp_dir("cli-agent-nocompress");
+    let ours = GossipAgent::start(
+        "nc-ours",
+        &dir,
+        &[format!("-join={}", s.bind), "-disable-compression".into()],
+    );
+    let logs = || format!("{}\nserf:\n{}", ours.logs(), s.log_text());
+    poll("the banner", logs, || {
+        ours.logs()
+            .contains("Message Compression Enabled: false")
+            .then_some(())
+    });
+    for rpc in [s.rpc, ours.rpc] {
+        poll("both members alive on both sides", logs, || {
+            let out = serf(&["members", &format!("-rpc-addr={rpc}"), "-status=alive"]);
+            (String::from_utf8_lossy(&out.stdout).lines().count() == 2).then_some(())
+        });
+    }
+    let o = serf(&["event", &format!("-rpc-addr={}", ours.rpc), "nc", "plain"]);
+    assert!(o.status.success(), "{o:?}");
+    poll("serf to log our event", logs, || {
+        s.log_text()
+            .contains("Received event: user-event: nc")
+            .then_some(())
+    });
+}
+
+/// Tags must fit memberlist's 512 bytes of node meta: too many stop the
+/// start, and a change through RPC that would not fit is refused with the
+/// tags left as they were — serf 0.8's messages, checked side by side.
+#[test]
+fn tags_that_do_not_fit_are_refused_as_by_serf() {
+    let big = format!("big={}", "a".repeat(600));
+    let o = refused_start(&["-tag".into(), big.clone()]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("Encoded length of tags exceeds limit of 512 bytes"),
+        "{o:?}"
+    );
+
+    let dir = temp_dir("cli-agent-bigtags");
+    let ours = GossipAgent::start("bt-ours", &dir, &["-tag".into(), "role=web".into()]);
+    let r = format!("-rpc-addr={}", ours.rpc);
+    let o = serf(&["tags", &r, "-set", &big]);
+    let err = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("Error setting tags: Encoded length of tags exceeds limit of 512 bytes"),
+        "{err}"
+    );
+    let members = String::from_utf8_lossy(&serf(&["members", &r]).stdout).into_owned();
+    assert!(
+        members.contains("role=web") && !members.contains("big="),
+        "{members}"
+    );
+    // A change that fits still goes through.
+    assert!(serf(&["tags", &r, "-set", "zone=z1"]).status.success());
+    let members = String::from_utf8_lossy(&serf(&["members", &r]).stdout).into_owned();
+    assert!(members.contains("zone=z1"), "{members}");
+}

@@ -27,6 +27,7 @@ const FLAGS: &[(&str, Kind)] = &[
     ("coalesce-period", Kind::Value),
     ("config-dir", Kind::List),
     ("config-file", Kind::List),
+    ("disable-compression", Kind::Bool),
     ("discover", Kind::Value),
     ("encrypt", Kind::Value),
     ("event-handler", Kind::List),
@@ -64,10 +65,13 @@ Usage: gossip agent [options]
 Options (one or two dashes; Serf's JSON config keys in brackets):
   -advertise=addr           Address advertised to peers [advertise]
   -bind=0.0.0.0:7946        Gossip address [bind]
+  -broadcast-timeout=5s     How long a leave waits for its messages to be
+                            sent [broadcast_timeout]
   -coalesce-period=3s       Extension: member events are batched for at most
                             this long... [coalesce_period]
   -config-file=foo          JSON config file, repeatable
   -config-dir=foo           Directory of *.json config files, repeatable
+  -disable-compression      Send messages uncompressed [enable_compression=false]
   -encrypt=key              Base64 gossip encryption key [encrypt_key]
   -event-handler=[filter=]script  Event handler, repeatable [event_handlers]
   -handler-timeout=30s      Kill a handler running longer than this [handler_timeout]
@@ -77,6 +81,7 @@ Options (one or two dashes; Serf's JSON config keys in brackets):
   -log-level=info           trace, debug, info, warn, err [log_level]
   -node=hostname            Node name [node_name]
   -profile=lan              lan, wan or local [profile]
+  -protocol=5               Serf protocol; only 5 (serf's default) [protocol]
   -quiescent-period=1s      Extension: ...or until this long without a new one
                             (Serf hard-codes 3 s and 1 s) [quiescent_period]
   -rejoin                   Rejoin after a previous leave [rejoin_after_leave]
@@ -126,18 +131,16 @@ pub struct AgentSettings {
     pub reconnect_interval: Option<String>,
     pub reconnect_timeout: Option<String>,
     pub tombstone_timeout: Option<String>,
+    pub broadcast_timeout: Option<String>,
+    pub enable_compression: Option<bool>,
+    pub protocol: Option<i64>,
     pub user_event_size_limit: Option<u64>,
     pub query_size_limit: Option<u64>,
     pub query_response_size_limit: Option<u64>,
 }
 
 /// Serf's keys we read; the others Serf knows are accepted and ignored.
-const IGNORED_KEYS: &[&str] = &[
-    "broadcast_timeout",
-    "enable_compression",
-    "protocol",
-    "syslog_facility",
-];
+const IGNORED_KEYS: &[&str] = &["syslog_facility"];
 
 impl AgentSettings {
     /// Merges one JSON config object (Serf's keys) into these settings.
@@ -218,6 +221,13 @@ impl AgentSettings {
                 "reconnect_interval" => self.reconnect_interval = Some(string(key, val)?),
                 "reconnect_timeout" => self.reconnect_timeout = Some(string(key, val)?),
                 "tombstone_timeout" => self.tombstone_timeout = Some(string(key, val)?),
+                "broadcast_timeout" => self.broadcast_timeout = Some(string(key, val)?),
+                "enable_compression" => self.enable_compression = Some(boolean(key, val)?),
+                "protocol" => {
+                    self.protocol = Some(val.as_i64().ok_or_else(|| {
+                        format!("config file {origin}: 'protocol' must be a whole number")
+                    })?)
+                }
                 // 0 keeps the value set before (Serf's merge).
                 "user_event_size_limit" => {
                     self.user_event_size_limit = Some(bytes(key, val)?)
@@ -308,11 +318,21 @@ impl AgentSettings {
         set(&mut self.handler_timeout, "handler-timeout");
         set(&mut self.coalesce_period, "coalesce-period");
         set(&mut self.quiescent_period, "quiescent-period");
+        set(&mut self.broadcast_timeout, "broadcast-timeout");
+        if let Some(p) = f.value("protocol") {
+            self.protocol = Some(
+                p.parse()
+                    .map_err(|_| format!("Invalid -protocol '{p}': not a whole number"))?,
+            );
+        }
         if f.bool("replay", false) {
             self.replay_on_join = true;
         }
         if f.bool("rejoin", false) {
             self.rejoin_after_leave = true;
+        }
+        if f.bool("disable-compression", false) {
+            self.enable_compression = Some(false);
         }
         if let Some(n) = f.value("retry-max") {
             self.retry_max_attempts = Some(
@@ -488,6 +508,29 @@ fn settings_to_config(mut s: AgentSettings) -> Result<(AgentConfig, Vec<String>)
     }
     if c.reconnect_interval.is_zero() {
         return Err("Invalid reconnect interval: it must be more than 0".into());
+    }
+    if let Some(p) = s.protocol {
+        // Serf's range is 2 to 5; this agent speaks 5 (Serf's default) only.
+        if !(2..=5).contains(&p) {
+            return Err(format!(
+                "Protocol version '{p}' is out of range: must be in range [2, 5]"
+            ));
+        }
+        if p != 5 {
+            return Err(format!(
+                "Protocol version '{p}' is not supported: this agent speaks Serf protocol 5 (serf's default) only"
+            ));
+        }
+    }
+    if let Some(b) = s.enable_compression {
+        c.compress = b;
+    }
+    if let Some(t) = s.broadcast_timeout {
+        let d = parse_duration(&t).map_err(|e| format!("Invalid broadcast timeout: {e}"))?;
+        // 0 keeps the default, as serf's config merge does.
+        if !d.is_zero() {
+            c.broadcast_timeout = d;
+        }
     }
     if let Some(n) = s.user_event_size_limit {
         if n > USER_EVENT_SIZE_MAX as u64 {
@@ -689,7 +732,7 @@ async fn serve_agent(config: AgentConfig, join: Vec<String>, argv: &[String]) ->
     println!("                      Encrypted: {encrypted}");
     println!("                       Snapshot: {snapshot}");
     println!("                        Profile: {profile}");
-    println!("    Message Compression Enabled: true");
+    println!("    Message Compression Enabled: {}", config.compress);
     if !join.is_empty() {
         println!("==> Joining cluster...(replay: {replay})");
         match agent.join(join, replay).await {
@@ -975,7 +1018,8 @@ mod tests {
         let v: Value = serde_json::from_str(
             r#"{"reconnect_interval":"5s","reconnect_timeout":"1h","tombstone_timeout":"90s",
                 "enable_syslog":false,"discover":"","statsd_addr":"","syslog_facility":"LOCAL0",
-                "leave_on_terminate":false,"skip_leave_on_interrupt":true}"#,
+                "leave_on_terminate":false,"skip_leave_on_interrupt":true,
+                "broadcast_timeout":"2s","protocol":5,"enable_compression":false}"#,
         )
         .unwrap();
         s.merge_json(&v, "one.json").unwrap();
@@ -986,7 +1030,19 @@ mod tests {
         assert_eq!(c.reconnect_timeout, Duration::from_secs(3600));
         assert_eq!(c.tombstone_timeout, Duration::from_secs(90));
         assert!(!c.leave_on_terminate && c.skip_leave_on_interrupt);
+        assert_eq!(c.broadcast_timeout, Duration::from_secs(2));
+        assert!(!c.compress);
         let d = AgentConfig::default();
+        assert_eq!(d.broadcast_timeout, Duration::from_secs(5));
+        assert!(d.compress);
+        let (c, _) = agent_config(&argv(&[
+            "-node=n",
+            "-broadcast-timeout=250ms",
+            "-disable-compression",
+        ]))
+        .unwrap();
+        assert_eq!(c.broadcast_timeout, Duration::from_millis(250));
+        assert!(!c.compress);
         assert!(d.leave_on_terminate && !d.skip_leave_on_interrupt);
 
         let refused = |json: &str, want: &str| {
@@ -1001,6 +1057,11 @@ mod tests {
             "'enable_syslog' is not supported",
         );
         refused(r#"{"discover":"web"}"#, "'discover' is not supported");
+        refused(r#"{"protocol":"5"}"#, "'protocol' must be a whole number");
+        refused(
+            r#"{"user_event_size_limit":-1}"#,
+            "'user_event_size_limit' must be a whole number of bytes",
+        );
         refused(
             r#"{"statsite_addr":"127.0.0.1:8125"}"#,
             "'statsite_addr' is not supported",
@@ -1010,6 +1071,22 @@ mod tests {
             "'leave_on_terminate' must be true or false",
         );
         for (args, want) in [
+            (
+                &["-node=n", "-protocol=3"][..],
+                "Protocol version '3' is not supported",
+            ),
+            (
+                &["-node=n", "-protocol=9"][..],
+                "Protocol version '9' is out of range",
+            ),
+            (
+                &["-node=n", "-protocol=five"][..],
+                "Invalid -protocol 'five'",
+            ),
+            (
+                &["-node=n", "-broadcast-timeout=soon"][..],
+                "Invalid broadcast timeout",
+            ),
             (&["-node=n", "-syslog"][..], "-syslog is not supported"),
             (
                 &["-node=n", "-discover=web"][..],
