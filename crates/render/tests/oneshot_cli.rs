@@ -275,14 +275,14 @@ fn reconcile_rejects_bad_flags_with_the_value() {
             .spawn()
             .unwrap();
         // Accepted flags start the reconciler, which runs until a signal.
-        let start = std::time::Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if start.elapsed() > std::time::Duration::from_secs(30) {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("render reconcile accepted {args:?} and started");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        use wait_timeout::ChildExt;
+        if child
+            .wait_timeout(std::time::Duration::from_secs(30))
+            .unwrap()
+            .is_none()
+        {
+            let _ = child.kill();
+            panic!("render reconcile accepted {args:?} and started");
         }
         let o = child.wait_with_output().unwrap();
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
