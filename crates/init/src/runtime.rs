@@ -143,6 +143,7 @@ fn scan(layout: &Layout, main: bool) -> Result<Plan, String> {
     let mut services = Vec::new();
     for name in list_dir(&layout.services(), true)? {
         let dir = layout.services().join(&name);
+        warn_unsupported(&name, &dir);
         services.push(ServiceDef {
             normally_up: !dir.join("down").exists(),
             name,
@@ -154,6 +155,22 @@ fn scan(layout: &Layout, main: bool) -> Result<Plan, String> {
         cont_finish,
         main,
     })
+}
+
+/// s6 features of a service directory that init does not provide: said
+/// once at start, so that nobody waits for a log file or a readiness
+/// signal that will never come.
+fn warn_unsupported(name: &str, dir: &Path) {
+    if dir.join("log").is_dir() {
+        eprintln!(
+            "init: service {name}: its log/ directory (an s6-log logging service) is not supported; the service's output goes to the container's stdout and stderr"
+        );
+    }
+    if dir.join("notification-fd").exists() {
+        eprintln!(
+            "init: service {name}: notification-fd (readiness notification) is not supported; the service counts as up once started"
+        );
+    }
 }
 
 fn set_nonblock(fd: &impl AsFd) -> nix::Result<()> {

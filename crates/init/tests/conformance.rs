@@ -37,6 +37,7 @@ both_modes!(
     svstat_output_in_s6_style,
     unrunnable_run_is_reported_once,
     output_can_be_prefixed_with_service_name,
+    unsupported_s6_features_are_named,
 );
 
 #[test]
@@ -684,4 +685,30 @@ fn control_commands_refuse_bad_usage() {
         err.contains("not listening") && err.contains("ghost"),
         "{err}"
     );
+}
+
+/// A service's log/ directory and notification-fd are s6 features init does
+/// not provide: each is named once at start, and the service still runs.
+fn unsupported_s6_features_are_named(mode: Mode) {
+    let root = Root::new("unsupported");
+    root.service("logged", "touch started\nexec sleep 1000");
+    root.write(
+        "etc/services.d/logged/log/run",
+        "#!/bin/sh\nexec cat\n",
+        true,
+    );
+    root.write("etc/services.d/logged/notification-fd", "3\n", false);
+    let init = Init::start(&root, mode, &[], &[]);
+    wait_for("the service started", || {
+        root.path("etc/services.d/logged/started")
+            .exists()
+            .then_some(())
+    });
+    let err = init.stderr();
+    for want in [
+        "service logged: its log/ directory (an s6-log logging service) is not supported",
+        "service logged: notification-fd (readiness notification) is not supported",
+    ] {
+        assert_eq!(err.matches(want).count(), 1, "{want:?} in {err}");
+    }
 }
