@@ -140,6 +140,13 @@ pub fn run(args: Vec<OsString>) -> i32 {
 fn scan(layout: &Layout, main: bool) -> Result<Plan, String> {
     let cont_init = list_dir(&layout.cont_init(), false)?;
     let cont_finish = list_dir(&layout.cont_finish(), false)?;
+    let fix_attrs = layout.root.join("etc/fix-attrs.d");
+    if list_dir(&fix_attrs, false).map_or(true, |names| !names.is_empty()) {
+        eprintln!(
+            "init: {} is not supported: its ownership and mode changes are not applied (do them in the image or in a cont-init.d script)",
+            fix_attrs.display()
+        );
+    }
     let mut services = Vec::new();
     for name in list_dir(&layout.services(), true)? {
         let dir = layout.services().join(&name);

@@ -687,8 +687,9 @@ fn control_commands_refuse_bad_usage() {
     );
 }
 
-/// A service's log/ directory and notification-fd are s6 features init does
-/// not provide: each is named once at start, and the service still runs.
+/// A service's log/ directory, notification-fd and fix-attrs.d are
+/// s6-overlay features init does not provide: each is named once at start,
+/// and the service still runs.
 fn unsupported_s6_features_are_named(mode: Mode) {
     let root = Root::new("unsupported");
     root.service("logged", "touch started\nexec sleep 1000");
@@ -698,6 +699,11 @@ fn unsupported_s6_features_are_named(mode: Mode) {
         true,
     );
     root.write("etc/services.d/logged/notification-fd", "3\n", false);
+    root.write(
+        "etc/fix-attrs.d/01-app",
+        "/app true nobody 0644 0755\n",
+        false,
+    );
     let init = Init::start(&root, mode, &[], &[]);
     wait_for("the service started", || {
         root.path("etc/services.d/logged/started")
@@ -708,6 +714,7 @@ fn unsupported_s6_features_are_named(mode: Mode) {
     for want in [
         "service logged: its log/ directory (an s6-log logging service) is not supported",
         "service logged: notification-fd (readiness notification) is not supported",
+        "etc/fix-attrs.d is not supported: its ownership and mode changes are not applied",
     ] {
         assert_eq!(err.matches(want).count(), 1, "{want:?} in {err}");
     }
