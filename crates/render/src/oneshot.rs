@@ -154,9 +154,6 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options, On
             }
         }
     }
-    if opts.check.is_some() && opts.out.is_none() {
-        // Allowed: validate, then print. Nothing to do here.
-    }
     Ok(opts)
 }
 
