@@ -124,7 +124,7 @@ pub fn settings(a: &ReconcileArgs) -> Result<Settings, String> {
     };
     let mut vars = Map::new();
     if let Some(p) = &a.data {
-        vars.extend(load_data(&p.to_string_lossy()).map_err(|e| e.to_string())?);
+        vars.extend(load_data(p).map_err(|e| e.to_string())?);
     }
     for kv in &a.vars {
         let (k, v) = kv

@@ -16,7 +16,7 @@
 //! name is reserved, e.g. `--var out x`), `--help`.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
@@ -92,16 +92,17 @@ pub fn decode_value(v: &str) -> Value {
     serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()))
 }
 
-pub(crate) fn load_data(path: &str) -> Result<Map<String, Value>, OneShotError> {
+pub(crate) fn load_data(path: &Path) -> Result<Map<String, Value>, OneShotError> {
+    let shown = path.display();
     let text = std::fs::read_to_string(path)
-        .map_err(|e| OneShotError::Failed(format!("--data {path}: {e}")))?;
+        .map_err(|e| OneShotError::Failed(format!("--data {shown}: {e}")))?;
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(OneShotError::Failed(format!(
-            "--data {path}: the file must hold a JSON object ({{...}})"
+            "--data {shown}: the file must hold a JSON object ({{...}})"
         ))),
         Err(e) => Err(OneShotError::Failed(format!(
-            "--data {path}: invalid JSON: {e}"
+            "--data {shown}: invalid JSON: {e}"
         ))),
     }
 }
@@ -135,7 +136,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options, On
         match key.as_str() {
             "data" => {
                 let path = value("a JSON file")?;
-                opts.vars.extend(load_data(&path)?);
+                opts.vars.extend(load_data(Path::new(&path))?);
             }
             "template" => opts.template = Some(PathBuf::from(value("a template file")?)),
             "out" => opts.out = Some(PathBuf::from(value("an output path")?)),

@@ -229,20 +229,16 @@ impl AgentSettings {
                     })?)
                 }
                 // 0 keeps the value set before (Serf's merge).
-                "user_event_size_limit" => {
-                    self.user_event_size_limit = Some(bytes(key, val)?)
-                        .filter(|n| *n > 0)
-                        .or(self.user_event_size_limit)
-                }
-                "query_size_limit" => {
-                    self.query_size_limit = Some(bytes(key, val)?)
-                        .filter(|n| *n > 0)
-                        .or(self.query_size_limit)
-                }
-                "query_response_size_limit" => {
-                    self.query_response_size_limit = Some(bytes(key, val)?)
-                        .filter(|n| *n > 0)
-                        .or(self.query_response_size_limit)
+                "user_event_size_limit" | "query_size_limit" | "query_response_size_limit" => {
+                    let n = bytes(key, val)?;
+                    let slot = match key.as_str() {
+                        "user_event_size_limit" => &mut self.user_event_size_limit,
+                        "query_size_limit" => &mut self.query_size_limit,
+                        _ => &mut self.query_response_size_limit,
+                    };
+                    if n > 0 {
+                        *slot = Some(n);
+                    }
                 }
                 // Features we do not have: asking for one is an error, not
                 // a setting silently dropped; leaving it empty or off is fine.
@@ -1057,6 +1053,13 @@ mod tests {
             "'enable_syslog' is not supported",
         );
         refused(r#"{"discover":"web"}"#, "'discover' is not supported");
+        // A later 0 keeps the earlier size limit, as serf's merge does.
+        let mut s = AgentSettings::default();
+        for json in [r#"{"query_size_limit":2048}"#, r#"{"query_size_limit":0}"#] {
+            s.merge_json(&serde_json::from_str(json).unwrap(), "five.json")
+                .unwrap();
+        }
+        assert_eq!(settings_to_config(s).unwrap().0.query_size_limit, 2048);
         refused(r#"{"protocol":"5"}"#, "'protocol' must be a whole number");
         refused(
             r#"{"user_event_size_limit":-1}"#,
