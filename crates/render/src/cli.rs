@@ -83,6 +83,11 @@ pub struct ReconcileArgs {
     /// Compare HAProxy's servers with the desired set this often (seconds).
     #[arg(long, default_value_t = 5)]
     pub verify_secs: u64,
+    /// When --config-out does not exist yet and HAProxy does not answer (a
+    /// new container), wait this long at most for the agent's view to be
+    /// synced before writing the first file (seconds).
+    #[arg(long, default_value_t = 10)]
+    pub first_write_wait_secs: u64,
     /// Log filter (tracing's env-filter syntax); RUST_LOG wins when set.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -162,6 +167,7 @@ pub fn settings(a: &ReconcileArgs) -> Result<Settings, String> {
             resync: Duration::from_secs(positive(a.resync_secs, "--resync-secs")?),
         },
         verify_every: Duration::from_secs(positive(a.verify_secs, "--verify-secs")?),
+        first_write_wait: Duration::from_secs(a.first_write_wait_secs),
     };
     // A template that cannot render even an empty set is a usage error,
     // found now rather than at the first membership change.

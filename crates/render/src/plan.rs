@@ -10,12 +10,41 @@
 //!   in-flight ones finish), then delete in the background;
 //! - present, not desired, already in maintenance: delete in the background
 //!   (unless already queued).
+//!
+//! "Not desired" needs evidence. The agent's list is the truth about a
+//! member it lists: alive with the role, a server; left, failed, leaving,
+//! another role or a rejected name, not one. About a member it does not
+//! list it says nothing: a freshly restarted agent knows only itself until
+//! its first push-pull, and taking that list as the truth would empty the
+//! backend (it did: every request answered 503 after a restart of ha's
+//! agent). So a server the agent does not list is kept, unless
+//! - another desired server now has its address (Docker gave a dead
+//!   container's address to a new one), or
+//! - the view is synced (the agent knows at least one other alive member,
+//!   so it has exchanged state with the cluster) *and* HAProxy's own checks
+//!   find the server down.
+//!
+//! A kept server keeps taking traffic while its checks pass; one that is
+//! down gets none, so keeping it costs nothing.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use crate::backends::{Backend, BackendSet};
 use crate::runtime_api::ServerState;
+
+/// What one member list of the agent says, as the planner needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    /// The servers wanted: alive members with the backend role.
+    pub desired: BackendSet,
+    /// Every name the agent lists, whatever its status or role.
+    pub listed: BTreeSet<String>,
+    /// The agent knows at least one alive member besides itself, so it has
+    /// exchanged state with the cluster: an absence from its list is
+    /// meaningful (still not proof: see the module's rules).
+    pub synced: bool,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -47,13 +76,22 @@ fn same_address(s: &ServerState, b: &Backend) -> bool {
     s.port == b.port && s.addr.parse::<IpAddr>().ok() == Some(b.ip)
 }
 
-/// Steps that make `current` match `desired`; `deleting` are the names whose
+/// Whether a server that is not desired may go (see the module's rules).
+fn evidence_it_is_gone(s: &ServerState, target: &Target) -> bool {
+    if target.listed.contains(&s.name) {
+        return true;
+    }
+    let address_reused = target
+        .desired
+        .values()
+        .any(|b| b.name != s.name && same_address(s, b));
+    address_reused || (target.synced && s.is_down())
+}
+
+/// Steps that make `current` match `target`; `deleting` are the names whose
 /// deletion is already queued.
-pub fn plan(
-    current: &[ServerState],
-    desired: &BackendSet,
-    deleting: &BTreeSet<String>,
-) -> Vec<Step> {
+pub fn plan(current: &[ServerState], target: &Target, deleting: &BTreeSet<String>) -> Vec<Step> {
+    let desired = &target.desired;
     let mut steps = Vec::new();
     for b in desired.values() {
         match current.iter().find(|s| s.name == b.name) {
@@ -75,12 +113,26 @@ pub fn plan(
             continue;
         }
         if !s.in_maint() {
-            steps.push(Step::Remove(s.name.clone()));
+            if evidence_it_is_gone(s, target) {
+                steps.push(Step::Remove(s.name.clone()));
+            }
         } else if !deleting.contains(&s.name) {
             steps.push(Step::Delete(s.name.clone()));
         }
     }
     steps
+}
+
+/// The servers of `current` that stay although not desired (not listed by
+/// the agent, no evidence they are gone): the config file keeps them too,
+/// so that a restart of HAProxy does not drop them either.
+pub fn kept(current: &[ServerState], target: &Target) -> Vec<Backend> {
+    current
+        .iter()
+        .filter(|s| !target.desired.contains_key(&s.name) && !s.in_maint())
+        .filter(|s| !evidence_it_is_gone(s, target))
+        .filter_map(|s| Some(Backend::new(s.name.clone(), s.addr.parse().ok()?, s.port)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -98,10 +150,101 @@ mod tests {
         }
     }
 
-    fn want(list: &[(&str, &str, u16)]) -> BackendSet {
-        list.iter()
+    /// The target for `list` from a synced agent that also lists every
+    /// server of the tests' `current` (as left or failed when not in
+    /// `list`): the agent's word is the truth.
+    fn want(list: &[(&str, &str, u16)]) -> Target {
+        let desired: BackendSet = list
+            .iter()
             .map(|(n, ip, p)| (n.to_string(), Backend::new(*n, ip.parse().unwrap(), *p)))
-            .collect()
+            .collect();
+        let listed = ["s1", "s2", "s3", "old"]
+            .iter()
+            .map(|n| n.to_string())
+            .chain(desired.keys().cloned())
+            .collect();
+        Target {
+            desired,
+            listed,
+            synced: true,
+        }
+    }
+
+    /// The target of an agent that lists only `listed` (besides `list`).
+    fn partial(list: &[(&str, &str, u16)], listed: &[&str], synced: bool) -> Target {
+        let mut t = want(list);
+        t.listed = listed
+            .iter()
+            .map(|n| n.to_string())
+            .chain(t.desired.keys().cloned())
+            .collect();
+        t.synced = synced;
+        t
+    }
+
+    fn down(mut s: ServerState) -> ServerState {
+        s.op_state = 0;
+        s
+    }
+
+    #[test]
+    fn a_fresh_agent_that_knows_only_itself_removes_nothing() {
+        // ha's agent restarted: its first list holds ha alone.
+        let cur = vec![
+            srv("s1", "10.0.0.1", 3000, 0),
+            down(srv("s2", "10.0.0.2", 3000, 0)),
+        ];
+        let t = partial(&[], &["ha"], false);
+        assert_eq!(plan(&cur, &t, &BTreeSet::new()), vec![]);
+        assert_eq!(kept(&cur, &t).len(), 2, "both stay in the config file");
+    }
+
+    #[test]
+    fn an_unlisted_server_goes_only_when_synced_and_down() {
+        let cur = vec![
+            srv("s1", "10.0.0.1", 3000, 0),
+            down(srv("s2", "10.0.0.2", 3000, 0)),
+        ];
+        // Synced (another member is alive) but s1 passes its checks: kept.
+        let t = partial(&[("s3", "10.0.0.3", 3000)], &["ha"], true);
+        let steps = plan(&cur, &t, &BTreeSet::new());
+        assert_eq!(
+            steps,
+            vec![
+                Step::Add(Backend::new("s3", "10.0.0.3".parse().unwrap(), 3000)),
+                Step::Remove("s2".into())
+            ]
+        );
+        assert_eq!(
+            kept(&cur, &t),
+            vec![Backend::new("s1", "10.0.0.1".parse().unwrap(), 3000)]
+        );
+        // Not synced: s2, down, stays too.
+        let t = partial(&[], &["ha"], false);
+        assert_eq!(plan(&cur, &t, &BTreeSet::new()), vec![]);
+    }
+
+    #[test]
+    fn a_listed_member_that_left_goes_at_once_even_if_the_view_is_fresh() {
+        let cur = vec![srv("s1", "10.0.0.1", 3000, 0)];
+        let t = partial(&[], &["ha", "s1"], false);
+        assert_eq!(
+            plan(&cur, &t, &BTreeSet::new()),
+            vec![Step::Remove("s1".into())]
+        );
+    }
+
+    #[test]
+    fn an_unlisted_server_whose_address_was_reused_goes() {
+        let cur = vec![srv("s1", "10.0.0.1", 3000, 0)];
+        let t = partial(&[("s9", "10.0.0.1", 3000)], &[], false);
+        assert_eq!(
+            plan(&cur, &t, &BTreeSet::new()),
+            vec![
+                Step::Add(Backend::new("s9", "10.0.0.1".parse().unwrap(), 3000)),
+                Step::Remove("s1".into())
+            ]
+        );
     }
 
     #[test]
@@ -189,11 +332,11 @@ mod tests {
     fn maint_leftovers_are_deleted_once() {
         let cur = vec![srv("old", "10.0.0.1", 3000, admin::FMAINT)];
         assert_eq!(
-            plan(&cur, &BackendSet::new(), &BTreeSet::new()),
+            plan(&cur, &want(&[]), &BTreeSet::new()),
             vec![Step::Delete("old".into())]
         );
         let deleting = BTreeSet::from(["old".to_string()]);
-        assert_eq!(plan(&cur, &BackendSet::new(), &deleting), vec![]);
+        assert_eq!(plan(&cur, &want(&[]), &deleting), vec![]);
     }
 
     #[test]

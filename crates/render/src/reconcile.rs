@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use crate::backends::{AddressClaims, Backend, BackendSet, MemberInfo, RejectionLog, Selector};
 use crate::membership::{self, Backoff, Coalescing, MembershipSource};
 use crate::output::{self, CheckCommand};
-use crate::plan::{plan, Step};
+use crate::plan::{kept, plan, Step, Target};
 use crate::runtime_api::{ApiError, Reply, RuntimeApi};
 use crate::template;
 
@@ -82,6 +82,12 @@ pub struct Settings {
     /// Compare HAProxy's servers with the desired set this often even with
     /// no membership change (catches HAProxy restarts and manual edits).
     pub verify_every: Duration,
+    /// When `config_out` does not exist at start (a new container) and
+    /// HAProxy does not answer yet, the first file is written once the
+    /// agent's view is synced, or after this long: HAProxy starts from that
+    /// file, and one started from a fresh agent's partial view would answer
+    /// 503 until the servers are added.
+    pub first_write_wait: Duration,
 }
 
 /// The reconciler's state between membership changes.
@@ -91,8 +97,12 @@ pub struct Reconciler {
     /// that started and whether a slow deletion was already reported.
     deleting: std::collections::BTreeMap<String, (Instant, bool)>,
     /// The set last written to the config file (or refused by validation:
-    /// either way, do not redo it until the set changes).
+    /// either way, do not redo it until the set changes). A write that
+    /// failed otherwise (I/O, a validator that did not finish) is not
+    /// recorded, so the next pass retries it.
     written: Option<BackendSet>,
+    /// Until when a missing config file may wait for a synced view.
+    first_write_until: Option<Instant>,
 }
 
 /// What one pass changed, for the one-line log.
@@ -103,10 +113,13 @@ pub struct Applied {
 
 impl Reconciler {
     pub fn new(s: Settings) -> Self {
+        let first_write_until =
+            (!s.config_out.exists()).then(|| Instant::now() + s.first_write_wait);
         Reconciler {
             s,
             deleting: Default::default(),
             written: None,
+            first_write_until,
         }
     }
 
@@ -117,18 +130,19 @@ impl Reconciler {
     /// Read HAProxy's servers, apply the difference. Repeats while the
     /// plan is not empty (bounded), so a step HAProxy refused surfaces as
     /// an error for the caller's backoff. What was done, even before an
-    /// error, is in `applied`.
+    /// error, is in `applied`. On success, the servers kept although not
+    /// desired (see [`crate::plan`]: no evidence they are gone).
     pub async fn sync(
         &mut self,
-        desired: &BackendSet,
+        target: &Target,
         applied: &mut Applied,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Vec<Backend>, ApiError> {
         for _ in 0..3 {
             let current = self.s.api.servers(&self.s.backend).await?;
             let pending: BTreeSet<String> = self.deleting.keys().cloned().collect();
-            let steps = plan(&current, desired, &pending);
+            let steps = plan(&current, target, &pending);
             if steps.is_empty() {
-                return Ok(());
+                return Ok(kept(&current, target));
             }
             for step in steps {
                 let what = self.apply(&step).await?;
@@ -137,8 +151,8 @@ impl Reconciler {
         }
         let current = self.s.api.servers(&self.s.backend).await?;
         let pending: BTreeSet<String> = self.deleting.keys().cloned().collect();
-        match plan(&current, desired, &pending).first() {
-            None => Ok(()),
+        match plan(&current, target, &pending).first() {
+            None => Ok(kept(&current, target)),
             Some(step) => Err(ApiError::Refused {
                 command: format!("{step:?}"),
                 reply: "HAProxy's state still differs after three passes".into(),
@@ -279,17 +293,34 @@ impl Reconciler {
         !self.deleting.is_empty()
     }
 
-    /// Render haproxy.cfg for `desired`, validate it, write it atomically.
-    /// Skipped when this set was already handled; a failure leaves the last
-    /// good file in place and is not retried until the set changes.
-    pub async fn write_config(&mut self, desired: &BackendSet) {
-        if self.written.as_ref() == Some(desired) {
+    /// Whether the config file may be written for `target` now. After a
+    /// successful sync (`kept` known) always: the file is what HAProxy
+    /// has. With HAProxy unreachable, only a synced view is written (a
+    /// fresh agent's partial list would drop live servers from the file
+    /// HAProxy restarts from), except that a missing file is written after
+    /// [`Settings::first_write_wait`] even so.
+    pub fn may_write(&self, target: &Target, synced_with_haproxy: bool) -> bool {
+        synced_with_haproxy
+            || target.synced
+            || self
+                .first_write_until
+                .is_some_and(|t| Instant::now() >= t && !self.s.config_out.exists())
+    }
+
+    /// Render haproxy.cfg for `servers`, validate it, write it atomically.
+    /// Skipped when this set was already handled. A failure leaves the last
+    /// good file in place; one the validator refused is not retried until
+    /// the set changes, any other (I/O, a validator that did not finish) is
+    /// retried at the next pass.
+    pub async fn write_config(&mut self, servers: &BackendSet) {
+        if self.written.as_ref() == Some(servers) {
             return;
         }
-        self.written = Some(desired.clone());
-        let text = match render_config(&self.s, desired) {
+        let text = match render_config(&self.s, servers) {
             Ok(t) => t,
             Err(e) => {
+                // The same template and set would fail again.
+                self.written = Some(servers.clone());
                 tracing::error!("haproxy.cfg not written, the last good one stays: {e}");
                 return;
             }
@@ -301,14 +332,49 @@ impl Reconciler {
         })
         .await;
         match res {
-            Ok(Ok(())) => tracing::debug!("wrote {}", self.s.config_out.display()),
-            // One log line: the validator's output joined.
-            Ok(Err(e)) => tracing::error!(
-                "haproxy.cfg not written, the last good one stays: {}",
-                e.to_string().trim_end().replace('\n', " | ")
-            ),
-            Err(e) => tracing::error!("haproxy.cfg writer failed: {e}"),
+            Ok(Ok(())) => {
+                self.written = Some(servers.clone());
+                self.first_write_until = None;
+                tracing::debug!("wrote {}", self.s.config_out.display());
+            }
+            Ok(Err(e)) => {
+                let refused = matches!(e, output::OutputError::CheckFailed { .. });
+                if refused {
+                    self.written = Some(servers.clone());
+                }
+                // One log line: the validator's output joined.
+                tracing::error!(
+                    "haproxy.cfg not written, the last good one stays{}: {}",
+                    if refused {
+                        ""
+                    } else {
+                        " (retried at the next pass)"
+                    },
+                    e.to_string().trim_end().replace('\n', " | ")
+                );
+            }
+            Err(e) => tracing::error!("haproxy.cfg writer failed (retried at the next pass): {e}"),
         }
+    }
+}
+
+/// What a member list means for the planner: the desired set (rejections
+/// logged once), every name listed, and whether the view is synced (at
+/// least two alive members: the agent itself and another).
+pub fn target_of(
+    selector: &Selector,
+    members: &[MemberInfo],
+    claims: &mut AddressClaims,
+    rejections: &mut RejectionLog,
+) -> Target {
+    let (desired, rejected) = selector.select(members, claims);
+    for r in rejections.fresh(rejected) {
+        tracing::warn!("{r}");
+    }
+    Target {
+        desired,
+        listed: members.iter().map(|m| m.name.clone()).collect(),
+        synced: members.iter().filter(|m| m.status == "alive").count() >= 2,
     }
 }
 
@@ -348,7 +414,8 @@ pub async fn run<S: MembershipSource>(
     let mut claims = AddressClaims::default();
     // None until the agent gave a first list: never act on "no members"
     // just because the agent is not reachable yet.
-    let mut desired: Option<BackendSet> = None;
+    let mut desired: Option<Target> = None;
+    let mut was_synced = None;
     let mut dirty = false;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut next_try = tokio::time::Instant::now();
@@ -368,25 +435,38 @@ pub async fn run<S: MembershipSource>(
                     break;
                 }
                 let Some(members) = rx.borrow_and_update().clone() else { continue };
-                let (set, rejected) = selector.select(&members, &mut claims);
-                for r in rejections.fresh(rejected) {
-                    tracing::warn!("{r}");
+                let target = target_of(&selector, &members, &mut claims, &mut rejections);
+                if was_synced != Some(target.synced) {
+                    if target.synced {
+                        tracing::info!("the agent's view is synced ({} members): servers it does not list may go once HAProxy's checks fail", members.len());
+                    } else {
+                        tracing::info!("the agent knows no other alive member yet: servers it does not list are kept");
+                    }
+                    was_synced = Some(target.synced);
                 }
-                if desired.as_ref() != Some(&set) {
-                    desired = Some(set);
+                if desired.as_ref() != Some(&target) {
+                    desired = Some(target);
                     dirty = true;
                 }
             }
             _ = tokio::time::sleep_until(next_try), if dirty => {
-                let Some(set) = desired.clone() else { dirty = false; continue };
+                let Some(target) = desired.clone() else { dirty = false; continue };
                 let started = Instant::now();
                 let mut applied = Applied::default();
-                let res = rec.sync(&set, &mut applied).await;
+                let res = rec.sync(&target, &mut applied).await;
                 if !applied.parts.is_empty() {
                     tracing::info!("{} in {} ms", applied.parts.join(", "), started.elapsed().as_millis());
                 }
+                let file_set = match &res {
+                    Ok(kept) => {
+                        let mut all = target.desired.clone();
+                        all.extend(kept.iter().map(|b| (b.name.clone(), b.clone())));
+                        rec.may_write(&target, true).then_some(all)
+                    }
+                    Err(_) => rec.may_write(&target, false).then(|| target.desired.clone()),
+                };
                 match res {
-                    Ok(()) => {
+                    Ok(_) => {
                         if last_error.take().is_some() {
                             tracing::info!("HAProxy at {} answers and is in sync again", rec.s.api.addr());
                         }
@@ -407,9 +487,12 @@ pub async fn run<S: MembershipSource>(
                         next_try = tokio::time::Instant::now() + delay;
                     }
                 }
-                // The file follows the desired set even while HAProxy is
-                // unreachable: if it is restarting, it comes back right.
-                rec.write_config(&set).await;
+                // The file follows the servers even while HAProxy is
+                // unreachable (from a synced view only): if it is
+                // restarting, it comes back right.
+                if let Some(set) = file_set {
+                    rec.write_config(&set).await;
+                }
             }
             _ = verify.tick() => {
                 if desired.is_some() && !dirty {

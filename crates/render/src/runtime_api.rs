@@ -126,6 +126,10 @@ impl ServerState {
     pub fn is_ready(&self) -> bool {
         self.admin_state & (admin::ANY_MAINT | admin::ANY_DRAIN) == 0
     }
+    /// Down by HAProxy's health checks (stopped, not in maintenance).
+    pub fn is_down(&self) -> bool {
+        self.op_state == 0 && !self.in_maint()
+    }
 }
 
 impl RuntimeApi {

@@ -17,10 +17,51 @@ use render::membership::MembershipSource;
 use render::reconcile::{self, Settings};
 use tokio::sync::{mpsc, oneshot};
 
-/// Member lists pushed by the test; each push is one "event".
+/// Member lists pushed by the test; each push is one "event". Like Serf,
+/// the agent goes on listing a member that departed, as `left` (Serf
+/// keeps it until it is reaped), unless the test sends a list that
+/// [`forgets`] everything before it (a restarted agent).
 struct Scripted {
     rx: mpsc::UnboundedReceiver<Vec<MemberInfo>>,
     current: Vec<MemberInfo>,
+    seen: std::collections::BTreeMap<String, MemberInfo>,
+}
+
+/// The status that marks a pushed list as a fresh agent's: the members
+/// seen before are forgotten (this entry itself is listed alive).
+const FRESH: &str = "fresh-agent";
+
+fn forgets(mut list: Vec<MemberInfo>) -> Vec<MemberInfo> {
+    list.push(MemberInfo {
+        status: FRESH.into(),
+        ..member("ha", 1)
+    });
+    list
+}
+
+impl Scripted {
+    fn set(&mut self, list: Vec<MemberInfo>) {
+        if list.iter().any(|m| m.status == FRESH) {
+            self.seen.clear();
+        }
+        for m in &list {
+            self.seen.insert(m.name.clone(), m.clone());
+        }
+        self.current = self
+            .seen
+            .values()
+            .map(|m| {
+                let mut m = m.clone();
+                if m.status == FRESH {
+                    m.status = "alive".into();
+                    m.tags.clear();
+                } else if !list.iter().any(|l| l.name == m.name) {
+                    m.status = "left".into();
+                }
+                m
+            })
+            .collect();
+    }
 }
 
 impl MembershipSource for Scripted {
@@ -33,7 +74,7 @@ impl MembershipSource for Scripted {
     async fn next_event(&mut self) -> anyhow::Result<()> {
         match self.rx.recv().await {
             Some(list) => {
-                self.current = list;
+                self.set(list);
                 Ok(())
             }
             None => std::future::pending().await,
@@ -65,10 +106,12 @@ impl Running {
     ) -> (Running, mpsc::UnboundedSender<Vec<MemberInfo>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = oneshot::channel();
-        let src = Scripted {
+        let mut src = Scripted {
             rx,
-            current: initial,
+            current: Vec::new(),
+            seen: Default::default(),
         };
+        src.set(initial);
         let task = tokio::spawn(reconcile::run(s, src, async move {
             let _ = stop_rx.await;
         }));
@@ -513,4 +556,93 @@ async fn leave_with_a_request_in_flight_then_return() {
     })
     .await;
     run.stop().await;
+}
+
+/// ha's agent restarted: the reconciler reconnects to an agent that knows
+/// only itself. Absence from that list is not death: every server stays,
+/// in HAProxy and in the written file, and no request fails. Once the view
+/// is synced, a server the agent does not list goes only when HAProxy's
+/// checks find it down; one the agent lists as left goes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_that_knows_only_itself_removes_nothing() {
+    require(HAPROXY, "haproxy");
+    let dir = tempfile::tempdir().unwrap();
+    let (fe, st, at) = (free_port(), free_port(), free_port());
+    let out = dir.path().join("written.cfg");
+    let s = settings_for(dir.path(), (fe, st, at), &out);
+    let cfg = reconcile::render_config(&s, &BackendSet::new()).unwrap();
+    let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
+    let w1 = WebServer::start("s1").await;
+    let w2 = WebServer::start("s2").await;
+    let w3 = WebServer::start("s3").await;
+    let all = vec![
+        member("s1", w1.port),
+        member("s2", w2.port),
+        member("s3", w3.port),
+    ];
+    let (run, tx) = Running::start(s.clone(), all.clone());
+    wait_for("s1, s2, s3 UP", Duration::from_secs(30), async || {
+        (h.up().await == ["s1", "s2", "s3"]).then_some(())
+    })
+    .await;
+    let ids = h.ids().await;
+    let load = Load::start(
+        fe,
+        4,
+        Duration::from_millis(5),
+        Duration::from_secs(120),
+        20_000,
+    );
+
+    // The agent restarts: a fresh list, ha alone. Then (a later push) it
+    // has heard of s3 only, from one gossip message.
+    tx.send(forgets(vec![])).unwrap();
+    tx.send(forgets(vec![member("s3", w3.port)])).unwrap();
+    // Two verify passes (--verify-secs=1) and the written file: nothing
+    // may change.
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        assert_eq!(
+            h.ids().await,
+            ids,
+            "a server was removed on a fresh agent's word"
+        );
+        assert_eq!(h.up().await, ["s1", "s2", "s3"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let written = std::fs::read_to_string(&out).unwrap();
+    for b in [&w1, &w2, &w3] {
+        assert!(
+            written.contains(&format!("127.0.0.1:{} check", b.port)),
+            "the file keeps every server:\n{written}"
+        );
+    }
+
+    // Synced (s3 alive besides ha) and s2 dies: it goes once HAProxy's
+    // check finds it down. s1 still passes its checks: it stays.
+    drop(w2);
+    wait_for(
+        "s2, down and not listed, deleted",
+        Duration::from_secs(30),
+        async || (h.servers().await.keys().collect::<Vec<_>>() == ["s1", "s3"]).then_some(()),
+    )
+    .await;
+    assert_eq!(h.up().await, ["s1", "s3"]);
+
+    // The agent learns s1 from a push-pull: nothing to do. s1 leaves: out
+    // at once (listed as left), whatever its checks say.
+    tx.send(vec![member("s1", w1.port), member("s3", w3.port)])
+        .unwrap();
+    tx.send(vec![member("s3", w3.port)]).unwrap();
+    wait_for(
+        "s1 deleted on its leave",
+        Duration::from_secs(30),
+        async || (h.servers().await.keys().collect::<Vec<_>>() == ["s3"]).then_some(()),
+    )
+    .await;
+    let report = load.finish().await;
+    run.stop().await;
+    eprintln!("load: {report:?}");
+    assert_eq!(report.failed, 0, "failed requests: {report:?}");
+    drop(w1);
 }
