@@ -182,7 +182,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
     // Read before anything happens, so an unusable snapshot stops the start
     // before the first member event.
     let previous = match &config.snapshot {
-        Some(path) => Some((path, snapshot::load(path)?)),
+        Some(path) => Some((path, snapshot::load(path, config.rejoin)?)),
         None => None,
     };
     let start = Instant::now();
@@ -191,7 +191,10 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
     let snap = match previous {
         Some((path, prev)) => {
             serf.restore_clocks(prev.clock, prev.event_clock, prev.query_clock);
-            if config.rejoin && !prev.left {
+            // Serf rejoins whom the snapshot lists: after a crash always,
+            // after a leave only with -rejoin (the leave forgot them
+            // otherwise).
+            if !prev.alive.is_empty() {
                 rejoin_addrs = prev
                     .alive
                     .iter()
@@ -199,11 +202,10 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
                     .map(|(_, a)| a.clone())
                     .collect();
             }
-            Some(Mutex::new(snapshot::Writer::new(
-                path.clone(),
-                &prev,
-                serf.clocks(),
-            )))
+            Some(Mutex::new(
+                snapshot::Writer::new(path.clone(), &prev, serf.clocks())
+                    .rejoin_after_leave(config.rejoin),
+            ))
         }
         None => None,
     };

@@ -320,6 +320,78 @@ async fn snapshot_and_rejoin_after_a_crash() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Serf's snapshot rules, which a balancer restarted under load depends on
+/// (ha's agent is the only seed of the lab): after a crash the agent
+/// rejoins whom its snapshot lists, with or without -rejoin; after a
+/// graceful leave only with -rejoin (rejoin_after_leave). Without -rejoin
+/// a restarted agent after a leave starts alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_rejoins_after_a_crash_and_after_a_leave_with_rejoin() {
+    let dir = std::env::temp_dir().join(format!(
+        "gossip-snap-rules-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let a = start("rules-a", &[], vec![]).await;
+    for rejoin in [false, true] {
+        let snap = dir.join(format!("snapshot-{rejoin}"));
+        let name = format!("rules-b-{rejoin}");
+        let cfg = AgentConfig {
+            node_name: name.clone(),
+            bind: "127.0.0.1:0".parse().unwrap(),
+            snapshot: Some(snap.clone()),
+            rejoin,
+            ..AgentConfig::default()
+        };
+        let b = agent::start(AgentConfig {
+            join: vec![a.local_addr().to_string()],
+            ..cfg.clone()
+        })
+        .await
+        .unwrap();
+        wait_status(&b, "rules-a", MemberStatus::Alive).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&snap)
+            .unwrap_or_default()
+            .contains("alive: rules-a ")
+        {
+            assert!(Instant::now() < deadline, "snapshot never recorded rules-a");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A crash (no leave): the restart rejoins, -rejoin or not.
+        b.shutdown().await.unwrap();
+        drop(b);
+        let b = agent::start(cfg.clone()).await.unwrap();
+        assert!(
+            b.members().iter().any(|m| m.name == "rules-a"),
+            "rejoin={rejoin}: no rejoin after a crash: {:?}",
+            b.members()
+        );
+        wait_status(&b, "rules-a", MemberStatus::Alive).await;
+        // A graceful leave: a sees b left; the restart rejoins only with
+        // -rejoin (the rejoin is part of the start: no waiting needed).
+        b.leave().await.unwrap();
+        b.shutdown().await.unwrap();
+        drop(b);
+        wait_status(&a, &name, MemberStatus::Left).await;
+        let b = agent::start(cfg.clone()).await.unwrap();
+        let knows_a = b.members().iter().any(|m| m.name == "rules-a");
+        assert_eq!(
+            knows_a,
+            rejoin,
+            "rejoin={rejoin}: after a leave, members: {:?}",
+            b.members()
+        );
+        if rejoin {
+            wait_status(&a, &name, MemberStatus::Alive).await;
+        }
+        b.shutdown().await.unwrap();
+    }
+    a.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_is_dropped_and_counted() {
     use tokio::io::AsyncWriteExt;

@@ -2,10 +2,12 @@
 //! members seen alive, the three Lamport clocks and a final `leave`, in
 //! serf's own line format (`alive: NAME IP:PORT`, `not-alive: NAME`,
 //! `clock: N`, `event-clock: N`, `query-clock: N`, `leave`), so a restarted
-//! agent keeps its clocks (old events are not replayed) and, with
-//! `-rejoin`, rejoins the members it knew.
-//!
-//!
+//! agent keeps its clocks (old events are not replayed) and rejoins the
+//! members it knew, as serf does:
+//! - after a crash (no `leave` at the end), always;
+//! - after a graceful leave, only with `-rejoin` (`rejoin_after_leave`):
+//!   then the `leave` line is ignored on reading and the members are kept
+//!   on leaving; without it, a `leave` forgets the members and the clocks.
 //! The file is compacted as serf does: once what was appended since the
 //! last rewrite passes twice 128 bytes per alive member (and at least
 //! [`MIN_COMPACT_SIZE`], serf's default `MinSnapshotSize`), the state is
@@ -19,7 +21,8 @@ use std::path::{Path, PathBuf};
 /// What an earlier run left in the snapshot.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Previous {
-    /// name -> "ip:port" of the members alive when the file ended.
+    /// name -> "ip:port" of the members alive when the file ended: the
+    /// ones to rejoin.
     pub alive: BTreeMap<String, String>,
     pub clock: u64,
     pub event_clock: u64,
@@ -28,7 +31,9 @@ pub struct Previous {
     pub left: bool,
 }
 
-pub fn parse(text: &str) -> Previous {
+/// Read a snapshot's lines. A `leave` forgets the members and the clocks
+/// (serf's replay), unless `rejoin_after_leave`.
+pub fn parse(text: &str, rejoin_after_leave: bool) -> Previous {
     let mut p = Previous::default();
     for line in text.lines() {
         let line = line.trim();
@@ -36,8 +41,12 @@ pub fn parse(text: &str) -> Previous {
             continue;
         }
         if line == "leave" {
+            if rejoin_after_leave {
+                tracing::info!("ignoring the previous leave in the snapshot (-rejoin)");
+            } else {
+                p = Previous::default();
+            }
             p.left = true;
-            p.alive.clear();
             continue;
         }
         let Some((key, val)) = line.split_once(": ") else {
@@ -67,7 +76,7 @@ pub fn parse(text: &str) -> Previous {
 /// as serf refuses to start then: an agent silently without its snapshot
 /// would replay old events and forget whom to rejoin. A line that is not
 /// UTF-8 is skipped, like any line serf cannot parse.
-pub fn load(path: &Path) -> anyhow::Result<Previous> {
+pub fn load(path: &Path, rejoin_after_leave: bool) -> anyhow::Result<Previous> {
     use anyhow::Context as _;
     use std::io::Read as _;
     let mut bytes = Vec::new();
@@ -82,7 +91,7 @@ pub fn load(path: &Path) -> anyhow::Result<Previous> {
         .split(|b| *b == b'\n')
         .filter_map(|line| std::str::from_utf8(line).ok())
         .collect();
-    Ok(parse(&text.join("\n")))
+    Ok(parse(&text.join("\n"), rejoin_after_leave))
 }
 
 /// Serf's `snapshotBytesPerNode`: the estimated size of one member's line.
@@ -108,6 +117,8 @@ pub struct Writer {
     alive: BTreeMap<String, String>,
     /// The file ends with a graceful leave.
     left: bool,
+    /// `-rejoin`: a leave keeps the members (serf's snapshotter).
+    rejoin_after_leave: bool,
     /// Size of the file as far as this writer knows.
     size: u64,
     min_compact: u64,
@@ -122,6 +133,7 @@ impl Writer {
             clocks,
             alive: prev.alive.clone(),
             left: prev.left,
+            rejoin_after_leave: false,
             size,
             min_compact: MIN_COMPACT_SIZE,
         }
@@ -228,10 +240,18 @@ impl Writer {
         }
     }
 
-    /// The graceful leave: the members are forgotten (a restart does not
-    /// rejoin them), as serf does without `-rejoin`-after-leave.
+    /// Keep the members on a leave (`-rejoin`), as serf's snapshotter.
+    pub fn rejoin_after_leave(mut self, yes: bool) -> Self {
+        self.rejoin_after_leave = yes;
+        self
+    }
+
+    /// The graceful leave: without `-rejoin` the members are forgotten (a
+    /// restart does not rejoin them), as serf does.
     pub fn leave(&mut self) {
-        self.alive.clear();
+        if !self.rejoin_after_leave {
+            self.alive.clear();
+        }
         self.left = true;
         self.append("leave\n");
     }
@@ -246,12 +266,50 @@ mod tests {
         let p = parse(
             "alive: a 10.0.0.1:7946\nalive: b 10.0.0.2:7946\nclock: 4\nnot-alive: a\n\
              event-clock: 9\nquery-clock: 2\n# comment\n",
+            false,
         );
         assert_eq!(p.alive.len(), 1);
         assert_eq!(p.alive["b"], "10.0.0.2:7946");
         assert_eq!((p.clock, p.event_clock, p.query_clock), (4, 9, 2));
         assert!(!p.left);
-        assert!(parse("alive: a 1.2.3.4:1\nleave\n").left);
+        assert!(parse("alive: a 1.2.3.4:1\nleave\n", false).left);
+    }
+
+    #[test]
+    fn a_leave_forgets_members_and_clocks_unless_rejoin_after_leave() {
+        let text = "alive: a 10.0.0.1:7946\nclock: 4\nevent-clock: 9\nleave\n";
+        let p = parse(text, false);
+        assert!(p.left && p.alive.is_empty(), "{p:?}");
+        assert_eq!((p.clock, p.event_clock), (0, 0), "serf zeroes the clocks");
+        let p = parse(text, true);
+        assert!(p.left, "{p:?}");
+        assert_eq!(
+            p.alive["a"], "10.0.0.1:7946",
+            "-rejoin keeps whom to rejoin"
+        );
+        assert_eq!((p.clock, p.event_clock), (4, 9));
+        // Alive again after the leave: not a leave any more.
+        assert!(!parse("leave\nalive: b 10.0.0.2:7946\n", false).left);
+    }
+
+    #[test]
+    fn a_writer_with_rejoin_keeps_the_members_on_leave() {
+        let path = temp("rejoin-leave");
+        let a: std::net::SocketAddr = "10.0.0.1:7946".parse().unwrap();
+        let mut w = Writer::new(path.clone(), &Previous::default(), (0, 0, 0))
+            .with_min_compact(16)
+            .rejoin_after_leave(true);
+        w.members([Change::Alive("a", a), Change::Alive("b", a)]);
+        w.leave();
+        // Compaction after the leave keeps them too.
+        w.members([Change::Alive("c", a)]);
+        w.leave();
+        let p = load(&path, true).unwrap();
+        assert_eq!(p.alive.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert!(p.left);
+        let p = load(&path, false).unwrap();
+        assert!(p.alive.is_empty(), "{p:?}");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     fn temp(name: &str) -> PathBuf {
@@ -290,7 +348,7 @@ mod tests {
             "not compacted: {} bytes after {written} written",
             text.len()
         );
-        let p = parse(&text);
+        let p = parse(&text, false);
         let want: BTreeMap<String, String> = (0..2000u32)
             .filter(|i| i % 200 == 0)
             .map(|i| (format!("node-{i}"), addr(i).to_string()))
@@ -300,11 +358,11 @@ mod tests {
         assert!(!path.with_file_name("snapshot.compact").exists());
 
         // A writer continuing the file keeps the state and the leave wins.
-        let prev = load(&path).unwrap();
+        let prev = load(&path, false).unwrap();
         let mut w = Writer::new(path.clone(), &prev, (p.clock, p.event_clock, p.query_clock))
             .with_min_compact(64);
         w.leave();
-        let p = load(&path).unwrap();
+        let p = load(&path, false).unwrap();
         assert!(p.left && p.alive.is_empty(), "{p:?}");
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
@@ -318,7 +376,7 @@ mod tests {
         let a: std::net::SocketAddr = "10.0.0.1:7946".parse().unwrap();
         w.members([Change::Alive("a", a), Change::Alive("b", a)]);
         w.members([Change::NotAlive("a")]);
-        let p = load(&path).unwrap();
+        let p = load(&path, false).unwrap();
         assert_eq!(p.alive.keys().collect::<Vec<_>>(), ["b"]);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
@@ -331,15 +389,15 @@ mod tests {
         std::fs::create_dir_all(&path).unwrap();
         let missing = path.with_file_name("no-such-dir").join("snapshot");
         for bad in [&path, &missing] {
-            let e = format!("{:#}", load(bad).unwrap_err());
+            let e = format!("{:#}", load(bad, false).unwrap_err());
             assert!(e.contains(&bad.display().to_string()), "{e}");
         }
         // A missing file is created; a line that is not UTF-8 is skipped.
         let fresh = path.with_file_name("fresh");
-        assert_eq!(load(&fresh).unwrap(), Previous::default());
+        assert_eq!(load(&fresh, false).unwrap(), Previous::default());
         assert!(fresh.is_file());
         std::fs::write(&fresh, b"alive: \xff\xfe 10.0.0.9:7946\xff\nclock: 7\n").unwrap();
-        let p = load(&fresh).unwrap();
+        let p = load(&fresh, false).unwrap();
         assert_eq!(p.clock, 7);
         assert!(p.alive.is_empty(), "{p:?}");
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
