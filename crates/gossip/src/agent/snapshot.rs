@@ -8,6 +8,7 @@
 //! - after a graceful leave, only with `-rejoin` (`rejoin_after_leave`):
 //!   then the `leave` line is ignored on reading and the members are kept
 //!   on leaving; without it, a `leave` forgets the members and the clocks.
+//!
 //! The file is compacted as serf does: once what was appended since the
 //! last rewrite passes twice 128 bytes per alive member (and at least
 //! [`MIN_COMPACT_SIZE`], serf's default `MinSnapshotSize`), the state is
