@@ -4,10 +4,11 @@
 //!
 //! [`Config`] is the command line (every flag also has an environment
 //! variable), [`app`] builds the router over an [`AppState`], and [`serve`]
-//! runs it until a shutdown future completes, then drains in-flight requests
-//! for at most the configured grace period.
+//! runs it (under the header and keep-alive [`Timeouts`]) until a shutdown
+//! future completes, then drains in-flight requests for at most the
+//! configured grace period.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,7 +30,9 @@ use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 use tracing::{info, warn};
 
+mod conn;
 mod sessions;
+pub use conn::Timeouts;
 pub use sessions::SessionCache;
 
 /// The session cookie's name, as in the lab's Express app.
@@ -82,11 +85,33 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_DELAY_MS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub shutdown_delay_ms: u64,
+    /// Close a connection whose request head (request line and headers) is
+    /// not complete this many ms after the server starts waiting for it: on
+    /// a new connection, and after each response on a kept-alive one (so it
+    /// also bounds an idle keep-alive). Node's `headersTimeout` (60 s).
+    #[arg(long, env = "HEADER_TIMEOUT_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub header_timeout_ms: u64,
+    /// Close a kept-alive connection left idle (no request in progress,
+    /// nothing received) this many ms after a response. Node's
+    /// `keepAliveTimeout` (5 s).
+    #[arg(long, env = "KEEP_ALIVE_TIMEOUT_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub keep_alive_timeout_ms: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config::parse_from(["webapp"])
+    }
+}
+
+impl From<&Config> for Timeouts {
+    fn from(config: &Config) -> Self {
+        Timeouts {
+            header: Duration::from_millis(config.header_timeout_ms),
+            keep_alive: Duration::from_millis(config.keep_alive_timeout_ms),
+        }
     }
 }
 
@@ -358,15 +383,18 @@ pub async fn serve(
             tokio::time::sleep(delay).await;
         }
     };
-    serve_state(listener, AppState::new(&config), grace, shutdown).await
+    let timeouts = Timeouts::from(&config);
+    serve_state(listener, AppState::new(&config), timeouts, grace, shutdown).await
 }
 
 /// [`serve`] with a given state (tests keep a clone to look at the store).
-/// Once `shutdown` completes, stops accepting and waits at most `grace` for
-/// in-flight requests.
+/// Once `shutdown` completes, stops accepting, closes idle connections and
+/// waits at most `grace` for in-flight requests; past that, the connections
+/// still open are closed.
 pub async fn serve_state(
     listener: TcpListener,
     state: AppState,
+    timeouts: Timeouts,
     grace: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -388,20 +416,18 @@ pub async fn serve_state(
         info!("shutting down: no new connections, draining in-flight requests");
         let _ = stopping_tx.send(());
     };
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(signal);
-    let result = tokio::select! {
-        result = server.into_future() => result,
-        _ = async {
+    tokio::select! {
+        () = conn::serve(listener, app(state), timeouts, signal) => {}
+        () = async {
             match stopping_rx.await {
                 Ok(()) => tokio::time::sleep(grace).await,
                 Err(_) => std::future::pending().await,
             }
         } => {
             warn!("in-flight requests still running after {grace:?}: stopping anyway");
-            Ok(())
         }
-    };
+    }
     housekeeping.abort();
     info!("stopped");
-    result
+    Ok(())
 }

@@ -228,6 +228,8 @@ fn bad_flags_are_refused() {
         &["--session-idle-secs", "0"],
         &["--port", "x"],
         &["--shutdown-delay-ms", "600000"],
+        &["--header-timeout-ms", "0"],
+        &["--keep-alive-timeout-ms", "3600001"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_webapp"))
             .args(args)
@@ -235,6 +237,48 @@ fn bad_flags_are_refused() {
             .unwrap();
         assert!(!out.status.success(), "{args:?}");
         assert!(!out.stderr.is_empty());
+    }
+}
+
+/// A timeout that does not parse, from its flag or its environment
+/// variable, stops the start with one error naming the flag.
+#[test]
+fn timeouts_that_do_not_parse_are_named() {
+    use wait_timeout::ChildExt;
+    for (flag, env) in [
+        ("--header-timeout-ms", "HEADER_TIMEOUT_MS"),
+        ("--keep-alive-timeout-ms", "KEEP_ALIVE_TIMEOUT_MS"),
+    ] {
+        for by_env in [false, true] {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_webapp"));
+            cmd.args(["--bind", "127.0.0.1", "--port", "0"]);
+            if by_env {
+                cmd.env(env, "5s");
+            } else {
+                cmd.args([flag, "5s"]);
+            }
+            let mut child = cmd
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // Accepted, it would serve until a signal: wait a bounded time.
+            if child
+                .wait_timeout(Duration::from_secs(30))
+                .unwrap()
+                .is_none()
+            {
+                let _ = child.kill();
+                panic!("webapp started with {flag} 5s (by_env={by_env})");
+            }
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{flag}: {err}");
+            assert!(
+                err.contains(&format!("invalid value '5s' for '{flag}")),
+                "{flag} (by_env={by_env}): {err}"
+            );
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use clap::Parser;
-use webapp::{AppState, Config};
+use webapp::{AppState, Config, Timeouts};
 
 pub const IP: &str = "10.0.0.7";
 pub const HOST: &str = "test-host";
@@ -56,6 +56,7 @@ impl TestServer {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let state = AppState::new(&config);
+        let timeouts = Timeouts::from(&config);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = state.clone();
         let thread = std::thread::spawn(move || {
@@ -73,7 +74,8 @@ impl TestServer {
                 let shutdown = async move {
                     let _ = stopped.await;
                 };
-                webapp::serve_state(listener, served, Duration::from_secs(5), shutdown).await
+                let grace = Duration::from_secs(5);
+                webapp::serve_state(listener, served, timeouts, grace, shutdown).await
             })
         });
         TestServer {
