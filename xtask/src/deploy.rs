@@ -444,6 +444,7 @@ pub async fn swarm() -> Result<Checks> {
         vec![
             ("AIT_GOSSIP_KEY".into(), fresh_gossip_key()?),
             ("AIT_GOSSIP_JOIN".into(), "tasks.ha".into()),
+            ("AIT_GOSSIP_BACKENDS".into(), "tasks.webapp".into()),
             ("AIT_SUBNET".into(), SWARM_SUBNET.into()),
         ],
     )?;
@@ -487,6 +488,34 @@ pub async fn swarm() -> Result<Checks> {
             })
             .await;
     }
+    // ha replaced by a new task (an image update does this): a new
+    // container, a new address, no snapshot. Its agent finds the web apps
+    // through tasks.webapp and HAProxy lists them all again.
+    checks.step(&format!(
+        "docker service update --force {STACK}_ha (ha replaced by a new task)"
+    ));
+    let old_ha = s.containers("ha")?;
+    docker::run([
+        "service",
+        "update",
+        "--force",
+        "--detach",
+        &format!("{STACK}_ha"),
+    ])?;
+    checks
+        .check("a new ha task lists every web app task UP", || async {
+            poll(
+                "a new ha task is running",
+                Duration::from_secs(120),
+                || async {
+                    let now = s.containers("ha")?;
+                    Ok((now.len() == 1 && now != old_ha).then_some(()))
+                },
+            )
+            .await?;
+            swarm_follows(&s, 2).await
+        })
+        .await;
     drop(s);
     Ok(checks)
 }

@@ -14,7 +14,12 @@
 //!   list it UP (absent, MAINT, DRAIN or DOWN);
 //! - kill -9 → out of rotation: the same after `docker kill`;
 //! - failed requests during the 20 scale events, and around the kills (one
-//!   attempt per request).
+//!   attempt per request);
+//! - `docker restart ha` ([`HA_RESTARTS`] times, two web apps running):
+//!   from HAProxy's first HTTP answer to an answer from every web app (the
+//!   time back in rotation), and the requests that failed once it answered
+//!   (no answer at all while it is down is the restart window, not a
+//!   failure).
 
 use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
@@ -29,6 +34,7 @@ const STAGE: u8 = 6;
 const EXTRA: [&str; 5] = ["s3", "s4", "s5", "s6", "s7"];
 const ROUNDS: usize = 2;
 const KILLS: usize = 6;
+const HA_RESTARTS: usize = 3;
 
 #[derive(Debug, Default)]
 struct Measured {
@@ -39,6 +45,11 @@ struct Measured {
     scale_failed: u64,
     kill_sent: u64,
     kill_failed: u64,
+    /// Seconds back in rotation after each `docker restart ha` (NaN: not
+    /// back within the deadline).
+    restart_back: Vec<f64>,
+    restart_sent: u64,
+    restart_failed: u64,
 }
 
 /// The agents' gossip interval (LAN profile), in seconds.
@@ -95,6 +106,26 @@ pub(super) fn rows() -> Result<Vec<Row>> {
             med(&ours.kill_out) <= med(&lab.kill_out) + 0.25,
         ),
         row(
+            &format!(
+                "docker restart ha -> every web app back in rotation once HAProxy answers, worst of {HA_RESTARTS}"
+            ),
+            "s",
+            worst(&ours.restart_back),
+            worst(&lab.restart_back),
+            peer,
+            "<= 2 s",
+            worst(&ours.restart_back) <= 2.0,
+        ),
+        row(
+            &format!("failed requests around {HA_RESTARTS} docker restart ha, once HAProxy answers"),
+            "requests",
+            ours.restart_failed as f64,
+            lab.restart_failed as f64,
+            peer,
+            &format!("0 for ours (of {} sent)", ours.restart_sent),
+            ours.restart_failed == 0,
+        ),
+        row(
             &format!("failed requests around {KILLS} docker kills (what retries do not absorb)"),
             "requests",
             ours.kill_failed as f64,
@@ -104,6 +135,17 @@ pub(super) fn rows() -> Result<Vec<Row>> {
             ours.kill_failed == 0,
         ),
     ])
+}
+
+/// The largest value, NaN (never back) above all.
+fn worst(v: &[f64]) -> f64 {
+    v.iter().copied().fold(0.0, |a: f64, b| {
+        if b.is_nan() || a.is_nan() {
+            f64::NAN
+        } else {
+            a.max(b)
+        }
+    })
 }
 
 fn webapp(name: &str) -> Spec<'_> {
@@ -246,9 +288,39 @@ async fn scenario(lab: &mut Lab, mode: &str) -> Result<Measured> {
         m.kill_out.push(secs);
         lab.stop(name).await?;
     }
+    let after_kills = load.snapshot();
+    let ips: Vec<String> = ["s1", "s2"]
+        .iter()
+        .map(|n| lab.ip(n).map(|ip| ip.to_string()))
+        .collect::<Result<_>>()?;
+    for i in 1..=HA_RESTARTS {
+        for ip in &ips {
+            load.forget(ip);
+        }
+        load.begin_restart();
+        let t0 = Instant::now();
+        lab.restart("ha").await?;
+        load.retarget(lab.ha(80)?);
+        match load.wait_back(&ips, t0).await {
+            Ok(back) => {
+                eprintln!(
+                    "   [{mode}] docker restart ha #{i}: answered after {:.2} s, every web app back {:.2} s later",
+                    back.answered_after, back.all_served_after
+                );
+                m.restart_back.push(back.all_served_after);
+            }
+            Err(e) => {
+                eprintln!("   [{mode}] docker restart ha #{i}: {e:#}");
+                m.restart_back.push(f64::NAN);
+                break;
+            }
+        }
+    }
     let report = load.stop().await;
-    m.kill_sent = report.sent - after.0;
-    m.kill_failed = report.failed - after.1;
+    m.kill_sent = after_kills.0 - after.0;
+    m.kill_failed = after_kills.1 - after.1;
+    m.restart_sent = report.sent - after_kills.0 - report.in_window;
+    m.restart_failed = report.failed - after_kills.1;
     eprintln!(
         "   [{mode}] load: {} sent, {} failed during scaling, {} around kills; e.g. {:?}",
         report.sent, m.scale_failed, m.kill_failed, report.samples

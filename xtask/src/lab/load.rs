@@ -1,6 +1,13 @@
 //! A steady, bounded client load through ha: a few keep-alive clients, each
 //! sending one request every few milliseconds, every request one attempt
 //! (no retry), until told to stop or a hard cap on time or count is hit.
+//!
+//! While ha itself restarts ([`Load::begin_restart`]), a request that gets
+//! no HTTP answer at all (connection refused or reset: HAProxy is not
+//! there) falls in the restart window and is counted apart; the window
+//! closes at the first HTTP answer from the new ha ([`Load::retarget`]
+//! gives its address), and from then on every request must succeed again.
+//! An HTTP error status is a failure whenever it comes.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,14 +20,27 @@ use std::time::{Duration, Instant};
 pub struct LoadReport {
     pub sent: u64,
     pub failed: u64,
+    /// Requests with no HTTP answer while ha itself was restarting.
+    pub in_window: u64,
     /// A few failure descriptions, for the report.
     pub samples: Vec<String>,
+}
+
+/// How ha came back from a restart, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Back {
+    /// From the restart's start to HAProxy's first HTTP answer.
+    pub answered_after: f64,
+    /// From that answer to the last web app's first answer: the time
+    /// back in rotation.
+    pub all_served_after: f64,
 }
 
 pub struct Load {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    front: Front,
     samples: Arc<Mutex<Vec<String>>>,
     seen: Seen,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -29,6 +49,24 @@ pub struct Load {
 /// Per `x-backend-ip`: when it first answered (since it was last forgotten)
 /// and when it last answered.
 type Seen = Arc<Mutex<HashMap<String, (Instant, Instant)>>>;
+
+/// Where the clients send, and the restart window.
+#[derive(Debug)]
+struct FrontState {
+    addr: SocketAddr,
+    /// Bumped by every retarget: a request remembers which ha it went to.
+    generation: u64,
+    /// Open from `begin_restart` to the first HTTP answer of the new ha.
+    window_open: bool,
+    /// The generation whose first answer closes the window (the old ha
+    /// may still answer while it stops).
+    window_closer: u64,
+    /// When that first answer came.
+    answered_at: Option<Instant>,
+    in_window: u64,
+}
+
+type Front = Arc<Mutex<FrontState>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -47,15 +85,24 @@ impl Load {
         let failed = Arc::new(AtomicU64::new(0));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let seen: Seen = Arc::default();
+        let front_state: Front = Arc::new(Mutex::new(FrontState {
+            addr: front,
+            generation: 0,
+            window_open: false,
+            window_closer: 0,
+            answered_at: None,
+            in_window: 0,
+        }));
         let deadline = Instant::now() + MAX_DURATION;
         let tasks = (0..CLIENTS)
             .map(|_| {
-                let (stop, sent, failed, samples, seen) = (
+                let (stop, sent, failed, samples, seen, front) = (
                     stop.clone(),
                     sent.clone(),
                     failed.clone(),
                     samples.clone(),
                     seen.clone(),
+                    front_state.clone(),
                 );
                 tokio::spawn(async move {
                     let client = reqwest::Client::builder()
@@ -63,7 +110,6 @@ impl Load {
                         .timeout(Duration::from_secs(10))
                         .build()
                         .expect("a plain HTTP client builds");
-                    let url = format!("http://{front}/");
                     let mut tick = tokio::time::interval(PACE);
                     for _ in 0..MAX_REQUESTS_PER_CLIENT {
                         if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
@@ -71,7 +117,22 @@ impl Load {
                         }
                         tick.tick().await;
                         sent.fetch_add(1, Ordering::Relaxed);
-                        let outcome = match client.get(&url).send().await {
+                        let (url, generation, window_at_send) = {
+                            let f = lock(&front);
+                            (format!("http://{}/", f.addr), f.generation, f.window_open)
+                        };
+                        let response = client.get(&url).send().await;
+                        if response.is_ok() {
+                            let mut f = lock(&front);
+                            if f.window_open && generation >= f.window_closer {
+                                f.window_open = false;
+                                f.answered_at = Some(Instant::now());
+                            }
+                        } else if window_at_send {
+                            lock(&front).in_window += 1;
+                            continue;
+                        }
+                        let outcome = match response {
                             Ok(r) if r.status().is_success() => {
                                 let backend = r
                                     .headers()
@@ -103,10 +164,64 @@ impl Load {
             stop,
             sent,
             failed,
+            front: front_state,
             samples,
             seen,
             tasks,
         }
+    }
+
+    /// ha is about to restart: requests with no HTTP answer count as the
+    /// restart window until the first HTTP answer after [`Load::retarget`].
+    pub fn begin_restart(&self) {
+        let mut f = lock(&self.front);
+        f.window_open = true;
+        f.window_closer = f.generation + 1;
+        f.answered_at = None;
+    }
+
+    /// Send to `front` from now on (ha's published port after its restart).
+    pub fn retarget(&self, front: SocketAddr) {
+        let mut f = lock(&self.front);
+        f.addr = front;
+        f.generation += 1;
+    }
+
+    /// When the restarted ha first answered (the window's end).
+    pub fn answered_at(&self) -> Option<Instant> {
+        lock(&self.front).answered_at
+    }
+
+    /// After ha restarted (the new address already given to
+    /// [`Load::retarget`], and `ips` forgotten before the restart began at
+    /// `started`): wait for its first HTTP answer, then for an answer from
+    /// every web app in `ips`.
+    pub async fn wait_back(&self, ips: &[String], started: Instant) -> anyhow::Result<Back> {
+        let answered = super::poll(
+            "HAProxy answers again",
+            Duration::from_secs(120),
+            || async { Ok(self.answered_at()) },
+        )
+        .await?;
+        let last = super::poll(
+            "every running web app answers through HAProxy",
+            Duration::from_secs(120),
+            || async {
+                let firsts: Option<Vec<Instant>> =
+                    ips.iter().map(|ip| self.seen(ip).map(|s| s.0)).collect();
+                Ok(firsts.and_then(|f| f.into_iter().max()))
+            },
+        )
+        .await?;
+        Ok(Back {
+            answered_after: answered.duration_since(started).as_secs_f64(),
+            all_served_after: last.saturating_duration_since(answered).as_secs_f64(),
+        })
+    }
+
+    /// Requests that fell in a restart window so far.
+    pub fn in_window(&self) -> u64 {
+        lock(&self.front).in_window
     }
 
     /// When `ip` first and last answered since it was last forgotten.
@@ -136,6 +251,7 @@ impl Load {
         LoadReport {
             sent: self.sent.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            in_window: lock(&self.front).in_window,
             samples: self.samples.lock().map(|s| s.clone()).unwrap_or_default(),
         }
     }

@@ -64,8 +64,15 @@ pub async fn run_task(n: u8, opts: &Options) -> Result<Checks> {
 }
 
 const LABEL: &str = "ait.lab";
-/// ha's ports, published on 127.0.0.1.
-const HA_PORTS: [u16; 3] = [80, 1936, 9999];
+/// ha's ports, published on 127.0.0.1: HTTP, stats and, up to task 5, the
+/// lab's admin socket (the final stage keeps it inside the container).
+fn ha_ports(stage: u8) -> &'static [u16] {
+    if stage >= 6 {
+        &[80, 1936]
+    } else {
+        &[80, 1936, 9999]
+    }
+}
 
 /// Scenarios share container names and the network: one at a time per
 /// process (the integration tests run in parallel threads).
@@ -151,29 +158,52 @@ impl Lab {
         for (host, path) in &spec.mounts {
             args.extend(["-v".into(), format!("{}:{path}:ro", host.display())]);
         }
-        if spec.image == "ha" {
-            for port in HA_PORTS {
-                args.extend(["-p".into(), format!("127.0.0.1::{port}")]);
-            }
+        let published: &[u16] = if spec.image == "ha" {
+            ha_ports(spec.stage)
+        } else {
+            &[]
+        };
+        for port in published {
+            args.extend(["-p".into(), format!("127.0.0.1::{port}")]);
+        }
+        if spec.image == "webapp" {
+            // One name for every web app, as compose's service name: ha's
+            // agent finds them through it after its own restart.
+            args.extend(["--network-alias".into(), "webapp".into()]);
         }
         args.push(format!("ait/{}:task{}", spec.image, spec.stage));
         docker::run(&args).with_context(|| {
             format!("starting {name} from ait/{}:task{}", spec.image, spec.stage)
         })?;
         self.names.push(name.into());
+        self.learn(name, published)
+    }
+
+    /// Read a container's address on `heig` and, for ha, its published
+    /// ports (they change when it restarts).
+    fn learn(&mut self, name: &str, published: &[u16]) -> Result<Ipv4Addr> {
         let ip = docker::ip_on(name, docker::HEIG.name)?;
         self.ips.insert(name.into(), ip);
-        if spec.image == "ha" {
-            for port in HA_PORTS {
-                let out = docker::run(["port", name, &format!("{port}/tcp")])?;
-                let addr = out
-                    .lines()
-                    .find_map(|l| l.trim().parse::<SocketAddr>().ok())
-                    .with_context(|| format!("{name}:{port} is not published: {out:?}"))?;
-                self.published.insert(port, addr);
-            }
+        for &port in published {
+            let out = docker::run(["port", name, &format!("{port}/tcp")])?;
+            let addr = out
+                .lines()
+                .find_map(|l| l.trim().parse::<SocketAddr>().ok())
+                .with_context(|| format!("{name}:{port} is not published: {out:?}"))?;
+            self.published.insert(port, addr);
         }
         Ok(ip)
+    }
+
+    /// `docker restart NAME`; ha's published ports are read again.
+    pub async fn restart(&mut self, name: &str) -> Result<Ipv4Addr> {
+        docker::run(["restart", name])?;
+        let published: Vec<u16> = if name == "ha" {
+            self.published.keys().copied().collect()
+        } else {
+            Vec::new()
+        };
+        self.learn(name, &published)
     }
 
     /// The address of a started container on `heig`.

@@ -7,10 +7,20 @@
 //! restart with `-sf`), whose failure count is reported for comparison, then
 //! with our reconciler (default; zero failed requests asserted), which
 //! `--keep` leaves running.
+//!
+//! With the reconciler the sequence goes on with the balancer's own
+//! restarts, under the same load: ha's agent killed (`kill -9`, init
+//! restarts it) and restarted gracefully (`s6-svc -t`), during which
+//! HAProxy's servers must not change at all; then `docker restart ha` and
+//! ha recreated (removed, started anew: no snapshot, no config), after
+//! which, once HAProxy answers again, every request must succeed and every
+//! running web app be back in rotation. Requests with no HTTP answer while
+//! ha itself is down are the restart window, counted apart.
 //! Deliverables: stats screenshots and `docker ps` at each step.
 
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use super::baseline::wait_servers_up;
 use super::load::{Load, LoadReport};
@@ -39,6 +49,14 @@ enum Step {
     Start(&'static str),
     Stop(&'static str),
     Kill(&'static str),
+    /// `kill -9` of ha's agent (init restarts it).
+    KillAgent,
+    /// `s6-svc -t` of ha's agent: a graceful leave, then a new agent.
+    RestartAgent,
+    /// `docker restart ha`.
+    RestartHa,
+    /// ha removed and started anew (a new container).
+    RecreateHa,
 }
 
 const STEPS: &[Step] = &[
@@ -52,6 +70,14 @@ const STEPS: &[Step] = &[
     Step::Start("s6"),
     Step::Start("s7"),
     Step::Kill("s3"),
+];
+
+/// The balancer's own restarts, run after [`STEPS`] with the reconciler.
+const RESTARTS: &[Step] = &[
+    Step::KillAgent,
+    Step::RestartAgent,
+    Step::RestartHa,
+    Step::RecreateHa,
 ];
 
 pub async fn task6(opts: &Options) -> Result<Checks> {
@@ -91,14 +117,7 @@ async fn run_sequence(
     let assets = project::report_assets()?;
     let mut lab = Lab::new().await?;
     checks.step(&format!("[{label}] starting ha (HA_RELOAD={label})"));
-    lab.start(Spec {
-        image: "ha",
-        stage: STAGE,
-        name: "ha",
-        env: vec![("HA_RELOAD", label.to_string())],
-        ..Default::default()
-    })
-    .await?;
+    lab.start(ha_spec(mode)).await?;
     // The mode's cont-init script decides whether the reconciler runs: only
     // one mechanism may drive HAProxy.
     checks
@@ -121,8 +140,13 @@ async fn run_sequence(
         .await;
     let mut running: BTreeSet<&str> = BTreeSet::new();
     let mut load: Option<Load> = None;
-    for (i, step) in STEPS.iter().enumerate() {
+    let steps = STEPS.iter().chain(match mode {
+        Mode::Reconciler => RESTARTS,
+        Mode::Lab => &[],
+    });
+    for (i, step) in steps.enumerate() {
         let n = i + 1;
+        let names: Vec<&str> = running.iter().copied().collect();
         let what = match step {
             Step::Start(name) => {
                 lab.start(Spec {
@@ -144,6 +168,61 @@ async fn run_sequence(
                 docker::run(["kill", name])?;
                 running.remove(name);
                 format!("docker kill {name}")
+            }
+            Step::KillAgent | Step::RestartAgent => {
+                let graceful = matches!(step, Step::RestartAgent);
+                let what = if graceful {
+                    "ha's agent restarted (s6-svc -t)"
+                } else {
+                    "ha's agent killed (kill -9)"
+                };
+                let before = agent_pid()?;
+                if graceful {
+                    docker::exec("ha", &["s6-svc", "-t", AGENT_SERVICE])?;
+                } else {
+                    docker::exec("ha", &["sh", "-c", &format!("kill -9 {before}")])?;
+                }
+                checks
+                    .check(
+                        &format!(
+                            "[{label}] step {n}, {what}: HAProxy's servers unchanged throughout"
+                        ),
+                        || hold_servers(&lab, &names, before),
+                    )
+                    .await;
+                what.to_string()
+            }
+            Step::RestartHa | Step::RecreateHa => {
+                let recreate = matches!(step, Step::RecreateHa);
+                let load = load.as_ref().context("the load runs from step 1 on")?;
+                let ips: Vec<String> = names
+                    .iter()
+                    .map(|n| lab.ip(n).map(|ip| ip.to_string()))
+                    .collect::<Result<_>>()?;
+                for ip in &ips {
+                    load.forget(ip);
+                }
+                load.begin_restart();
+                let started = Instant::now();
+                if recreate {
+                    lab.stop("ha").await?;
+                    lab.start(ha_spec(mode)).await?;
+                } else {
+                    lab.restart("ha").await?;
+                }
+                load.retarget(lab.ha(80)?);
+                let what = if recreate {
+                    "ha recreated (docker stop, rm, run: no snapshot, no config)"
+                } else {
+                    "docker restart ha"
+                };
+                checks
+                    .check(
+                        &format!("[{label}] step {n}, {what}: once HAProxy answers, every web app is back"),
+                        || back_in_rotation(load, &ips, started),
+                    )
+                    .await;
+                what.to_string()
             }
         };
         let names: Vec<&str> = running.iter().copied().collect();
@@ -180,10 +259,118 @@ async fn run_sequence(
         None => LoadReport::default(),
     };
     eprintln!(
-        "   [{label}] load: {} requests, {} failed {:?}",
-        report.sent, report.failed, report.samples
+        "   [{label}] load: {} requests, {} failed {:?}; {} with no answer while ha restarted",
+        report.sent, report.failed, report.samples, report.in_window
     );
     crate::lab::load::print_haproxy_failures(label, "ha");
     lab.teardown(opts).await?;
     Ok(report)
+}
+
+fn ha_spec(mode: Mode) -> Spec<'static> {
+    Spec {
+        image: "ha",
+        stage: STAGE,
+        name: "ha",
+        env: vec![("HA_RELOAD", mode.env().to_string())],
+        ..Default::default()
+    }
+}
+
+const AGENT_SERVICE: &str = "/var/run/s6/services/serf";
+
+/// The pid of ha's agent, from `s6-svstat` ("up (pid N) ...").
+fn agent_pid() -> Result<u32> {
+    let st = docker::exec("ha", &["s6-svstat", AGENT_SERVICE])?;
+    st.split("pid ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("no pid in s6-svstat's {st:?}"))
+}
+
+/// Members `serf members` (in `container`) lists as alive.
+fn alive_members(container: &str) -> BTreeSet<String> {
+    docker::exec(container, &["serf", "members"])
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some("alive"))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// While ha's agent restarts: every server of `names` must stay in
+/// HAProxy's `nodes` backend and UP at every poll (others, such as a web
+/// app killed a moment ago, may only be down or go), until a new agent (not
+/// `old_pid`) lists
+/// every web app alive and the web apps list ha alive again, and for a few
+/// seconds more (two of the reconciler's passes over a synced view).
+async fn hold_servers(lab: &Lab, names: &[&str], old_pid: u32) -> Result<String> {
+    let wanted: BTreeSet<&str> = names.iter().copied().collect();
+    let start = Instant::now();
+    let mut rejoined: Option<Duration> = None;
+    let mut polls = 0u32;
+    loop {
+        let rows = lab.haproxy_stats().await?;
+        let servers: Vec<(&str, &str)> = rows
+            .iter()
+            .filter(|(px, sv, _)| px == "nodes" && sv != "BACKEND")
+            .map(|(_, sv, st)| (sv.as_str(), st.as_str()))
+            .collect();
+        let up: BTreeSet<&str> = servers
+            .iter()
+            .filter(|(_, st)| *st == "UP")
+            .map(|(sv, _)| *sv)
+            .collect();
+        if up != wanted {
+            bail!(
+                "after {:?}, HAProxy's servers changed: {servers:?} (wanted {names:?} UP)",
+                start.elapsed()
+            );
+        }
+        polls += 1;
+        if rejoined.is_none() {
+            let new_agent = agent_pid().is_ok_and(|p| p != old_pid);
+            if new_agent
+                && wanted.iter().all(|n| alive_members("ha").contains(*n))
+                && names
+                    .first()
+                    .is_none_or(|w| alive_members(w).contains("ha"))
+            {
+                rejoined = Some(start.elapsed());
+            }
+        }
+        match rejoined {
+            Some(t) if start.elapsed() > t + Duration::from_secs(11) => {
+                return Ok(format!(
+                    "{} UP at each of {polls} polls over {:.1} s; the new agent saw every web app alive (and they saw ha) after {:.1} s",
+                    names.join(", "),
+                    start.elapsed().as_secs_f64(),
+                    t.as_secs_f64()
+                ));
+            }
+            None if start.elapsed() > Duration::from_secs(120) => bail!(
+                "ha's new agent did not see {names:?} alive within 120 s (ha lists {:?})",
+                alive_members("ha")
+            ),
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// After ha restarted (its published port already given to `load`): wait
+/// until it answers again and every web app in `ips` is back in rotation;
+/// no request may have failed so far.
+async fn back_in_rotation(load: &Load, ips: &[String], started: Instant) -> Result<String> {
+    let back = load.wait_back(ips, started).await?;
+    let (sent, failed) = load.snapshot();
+    ensure!(failed == 0, "{failed} of {sent} requests failed so far");
+    Ok(format!(
+        "HAProxy answered {:.2} s after the restart began ({} requests without an answer before); all {} web apps served {:.2} s after its first answer; load so far {failed}/{sent} failed",
+        back.answered_after,
+        load.in_window(),
+        ips.len(),
+        back.all_served_after,
+    ))
 }

@@ -35,6 +35,7 @@ apply_config() {
     case "${HA_RELOAD:-}" in
         reconciler) return 0 ;;
         lab) render_config --idle_close_on_response false && s6-svc -h /var/run/s6/services/ha ;;
-        *) render_config ;;
+        # Task 5 keeps the lab's admin socket on every interface.
+        *) render_config --admin_tcp "${HAPROXY_ADMIN_TCP:-ipv4@0.0.0.0:9999}" ;;
     esac
 }
