@@ -190,19 +190,47 @@ pub async fn compose() -> Result<Checks> {
             })
             .await;
     }
+    // ha recreated (what an image update does): a new container, no
+    // snapshot, no config. Once HAProxy answers, every request succeeds
+    // and every web app is served again.
+    checks.step("compose up -d --force-recreate --no-deps ha (under load)");
+    let ips: Vec<String> = webapp_ips(&p)?.into_iter().collect();
+    for ip in &ips {
+        load.forget(ip);
+    }
+    load.begin_restart();
+    let t0 = std::time::Instant::now();
+    p.run(&["up", "-d", "--force-recreate", "--no-deps", "ha"])?;
+    load.retarget(([127, 0, 0, 1], http).into());
+    checks
+        .check("ha recreated: every web app back once HAProxy answers", || async {
+            let back = load.wait_back(&ips, t0).await?;
+            let (sent, failed) = load.snapshot();
+            ensure!(failed == 0, "{failed} of {sent} requests failed so far");
+            Ok(format!(
+                "HAProxy answered after {:.2} s ({} requests without an answer before); every web app served {:.2} s later",
+                back.answered_after,
+                load.in_window(),
+                back.all_served_after
+            ))
+        })
+        .await;
     let report = load.stop().await;
     checks
-        .check("no failed request while scaling 2 -> 5 -> 1", || async {
-            ensure!(
-                report.sent > 0 && report.failed == 0,
-                "{} of {} requests failed, e.g. {:?}",
-                report.failed,
-                report.sent,
-                report.samples
-            );
-            let ips = webapp_ips(&p)?;
-            Ok(format!("0 of {} failed; serving now: {ips:?}", report.sent))
-        })
+        .check(
+            "no failed request while scaling 2 -> 5 -> 1 and recreating ha",
+            || async {
+                ensure!(
+                    report.sent > 0 && report.failed == 0,
+                    "{} of {} requests failed, e.g. {:?}",
+                    report.failed,
+                    report.sent,
+                    report.samples
+                );
+                let ips = webapp_ips(&p)?;
+                Ok(format!("0 of {} failed; serving now: {ips:?}", report.sent))
+            },
+        )
         .await;
     drop(p);
 

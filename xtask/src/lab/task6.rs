@@ -254,6 +254,14 @@ async fn run_sequence(
             }
         }
     }
+    if mode == Mode::Reconciler {
+        checks
+            .check(
+                "[reconciler] HAProxy's admin API answers only inside ha; the stats page is read-only",
+                || admin_api_is_private(&lab),
+            )
+            .await;
+    }
     let report = match load {
         Some(l) => l.stop().await,
         None => LoadReport::default(),
@@ -372,5 +380,50 @@ async fn back_in_rotation(load: &Load, ips: &[String], started: Instant) -> Resu
         load.in_window(),
         ips.len(),
         back.all_served_after,
+    ))
+}
+
+/// The final stage's admin socket listens on ha's 127.0.0.1 only: from a
+/// web app, ha:9999 refuses the connection (before, any container on heig
+/// could add, disable or re-address servers); inside ha, `show info`
+/// answers; the stats page offers no admin actions.
+async fn admin_api_is_private(lab: &Lab) -> Result<String> {
+    let probe = "exec 3<>/dev/tcp/ha/9999 && echo 'show info' >&3 && timeout 2 cat <&3";
+    let from_web_app = std::process::Command::new("docker")
+        .args(["exec", "s4", "bash", "-c", probe])
+        .output()?;
+    let said = String::from_utf8_lossy(&from_web_app.stdout);
+    ensure!(
+        !from_web_app.status.success() && !said.contains("Name: HAProxy"),
+        "from s4, ha:9999 answered: {said}"
+    );
+    let err = String::from_utf8_lossy(&from_web_app.stderr);
+    ensure!(err.contains("refused"), "from s4, ha:9999: {}", err.trim());
+    let inside = docker::exec(
+        "ha",
+        &[
+            "bash",
+            "-c",
+            "exec 3<>/dev/tcp/127.0.0.1/9999 && echo 'show info' >&3 && cat <&3",
+        ],
+    )?;
+    ensure!(
+        inside.contains("Name: HAProxy"),
+        "inside ha, 127.0.0.1:9999 said: {inside}"
+    );
+    let page = lab
+        .http
+        .get(format!("http://{}/", lab.ha(1936)?))
+        .send()
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        page.contains("Statistics Report") && !page.contains("action to perform"),
+        "the stats page offers admin actions"
+    );
+    Ok(format!(
+        "from s4: {}; inside ha: show info answers; stats page without actions",
+        err.trim().lines().last().unwrap_or_default()
     ))
 }
