@@ -3,22 +3,54 @@
 //! on that temp file, fsync, then rename over the target.
 //!
 //! A failed validation leaves the target untouched and returns the
-//! validator's own output, so the caller can show why.
+//! validator's own output, so the caller can show why. A validator that
+//! does not finish within its timeout ([`CHECK_TIMEOUT`]) is killed; that
+//! too leaves the target untouched.
 
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use wait_timeout::ChildExt;
+
+/// How long a validation command may run before it is killed. `haproxy -c`
+/// on the reconciler's config (IP addresses only, no certificates) takes
+/// milliseconds; 10 s leaves room for a loaded machine or a big config,
+/// and bounds how long a wedged validator can hold up the reconciler's
+/// config write or `render --out`. (A config naming servers by hostname
+/// makes `haproxy -c` resolve them, which with a dead resolver can take
+/// about that long: such a check times out instead of passing late.)
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most of a failed validator's output kept for the error message.
+const MAX_CHECK_OUTPUT: u64 = 64 * 1024;
 
 /// A validation command such as `haproxy -c -f {}`, split into words once
 /// (shell quoting rules, but it never runs through a shell). `{}` in any
 /// word is replaced by the temp file's path; with no `{}` the path is
-/// appended as the last argument.
+/// appended as the last argument. It is killed when it runs longer than
+/// its timeout ([`CHECK_TIMEOUT`] unless set with
+/// [`CheckCommand::with_timeout`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckCommand {
     words: Vec<String>,
+    timeout: Duration,
 }
 
+/// Errors of [`write_atomic`] and [`check_only`]. In every case the target
+/// is left as it was and no temp file stays behind. Whether the same
+/// contents are worth writing again depends on the variant:
+///
+/// - [`OutputError::CheckFailed`] is the validator's verdict on the
+///   contents (it ran to its end and did not exit 0; dying of a signal we
+///   did not send counts too): the same contents will be refused again. [`OutputError::is_rejection`] is true for it, and only for it.
+/// - [`OutputError::CheckTimedOut`], [`OutputError::CheckSpawn`] and
+///   [`OutputError::Io`] say nothing about the contents (a wedged or
+///   missing validator, a full disk, a read-only directory, ...): a later
+///   attempt with the same contents can succeed.
+/// - [`OutputError::BadCheck`] only comes from [`CheckCommand::parse`].
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     #[error("invalid check command {0:?}: {1}")]
@@ -28,11 +60,20 @@ pub enum OutputError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The validator could not be started (or waited for).
     #[error("cannot run check command `{program}`: {source}")]
     CheckSpawn {
         program: String,
         source: std::io::Error,
     },
+    /// The validator ran longer than its timeout and was killed: no verdict.
+    #[error("check command `{command}` timed out after {timeout:?} and was killed, {target} left unchanged")]
+    CheckTimedOut {
+        target: PathBuf,
+        command: String,
+        timeout: Duration,
+    },
+    /// The validator's verdict: the contents are refused.
     #[error("validation failed ({status}), {target} left unchanged; `{command}` said:\n{output}")]
     CheckFailed {
         target: PathBuf,
@@ -42,13 +83,36 @@ pub enum OutputError {
     },
 }
 
+impl OutputError {
+    /// True when the validator refused the contents ([`OutputError::CheckFailed`]):
+    /// writing the same contents again is pointless. False for every error
+    /// that says nothing about the contents (timeout, I/O, validator not
+    /// started), which a retry can get past.
+    pub fn is_rejection(&self) -> bool {
+        matches!(self, OutputError::CheckFailed { .. })
+    }
+}
+
 impl CheckCommand {
     pub fn parse(s: &str) -> Result<Self, OutputError> {
         let words = shlex::split(s).ok_or(OutputError::BadCheck(s.into(), "unbalanced quotes"))?;
         if words.is_empty() {
             return Err(OutputError::BadCheck(s.into(), "empty"));
         }
-        Ok(CheckCommand { words })
+        Ok(CheckCommand {
+            words,
+            timeout: CHECK_TIMEOUT,
+        })
+    }
+
+    /// The same command with another timeout.
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        CheckCommand { timeout, ..self }
+    }
+
+    /// How long the command may run before it is killed.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The program and arguments for checking `file`.
@@ -61,27 +125,74 @@ impl CheckCommand {
         argv
     }
 
-    /// Run the check on `file`; Ok when it exits 0, else its output.
+    /// Run the check on `file`; Ok when it exits 0, else its output. Killed
+    /// (and reaped) after the timeout.
     fn run(&self, file: &Path, target: &Path) -> Result<(), OutputError> {
         let argv = self.argv(file);
-        let out = Command::new(&argv[0])
+        // As a shell would take it back (quoted where needed), for messages.
+        let command =
+            shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "));
+        // stdout and stderr go to one unlinked temp file, not to pipes:
+        // nothing has to be drained while waiting, and a process the
+        // validator leaves behind holding them open cannot keep us waiting.
+        let io = |source| OutputError::Io {
+            path: std::env::temp_dir(),
+            source,
+        };
+        let mut capture = tempfile::tempfile().map_err(io)?;
+        let spawn_error = |source| OutputError::CheckSpawn {
+            program: argv[0].clone(),
+            source,
+        };
+        let mut child = Command::new(&argv[0])
             .args(&argv[1..])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|source| OutputError::CheckSpawn {
-                program: argv[0].clone(),
-                source,
-            })?;
-        if out.status.success() {
+            .stdin(Stdio::null())
+            .stdout(capture.try_clone().map_err(io)?)
+            .stderr(capture.try_clone().map_err(io)?)
+            .spawn()
+            .map_err(spawn_error)?;
+        let status = match child.wait_timeout(self.timeout) {
+            Ok(Some(status)) => status,
+            waited => {
+                // Timed out (or waiting failed): kill it and reap it, so no
+                // validator or zombie outlives the call. A kill error means
+                // it has just exited by itself; `wait` reaps it either way.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(match waited {
+                    Err(source) => spawn_error(source),
+                    _ => OutputError::CheckTimedOut {
+                        target: target.to_path_buf(),
+                        command,
+                        timeout: self.timeout,
+                    },
+                });
+            }
+        };
+        if status.success() {
             return Ok(());
         }
-        let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
-        output.push_str(&String::from_utf8_lossy(&out.stderr));
+        let mut bytes = Vec::new();
+        let read = capture.rewind().and_then(|_| {
+            (&mut capture)
+                .take(MAX_CHECK_OUTPUT)
+                .read_to_end(&mut bytes)
+        });
+        let output = match read {
+            Ok(n) if n as u64 == MAX_CHECK_OUTPUT => {
+                format!(
+                    "{}\n[... cut at {n} bytes]",
+                    String::from_utf8_lossy(&bytes)
+                )
+            }
+            Ok(_) => String::from_utf8_lossy(&bytes).trim_end().to_string(),
+            Err(e) => format!("(its output could not be read back: {e})"),
+        };
         Err(OutputError::CheckFailed {
             target: target.to_path_buf(),
-            command: argv.join(" "),
-            status: out.status.to_string(),
-            output: output.trim_end().to_string(),
+            command,
+            status: status.to_string(),
+            output,
         })
     }
 }
@@ -204,6 +315,39 @@ mod tests {
     }
 
     #[test]
+    fn refusal_reports_stdout_and_stderr_and_status() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("a.cfg");
+        let check =
+            CheckCommand::parse("sh -c 'echo to-stdout; echo to-stderr >&2; exit 3'").unwrap();
+        let err = write_atomic(&f, b"x", Some(&check)).unwrap_err();
+        assert!(err.is_rejection(), "{err:?}");
+        let OutputError::CheckFailed { status, output, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(status.contains('3'), "{status}");
+        assert_eq!(output, "to-stdout\nto-stderr");
+        assert!(!f.exists());
+    }
+
+    #[test]
+    fn check_only_times_out_too() {
+        let check = CheckCommand::parse("sh -c 'exec sleep 600'")
+            .unwrap()
+            .with_timeout(Duration::from_millis(200));
+        let err = check_only(b"x", &check).unwrap_err();
+        assert!(
+            matches!(err, OutputError::CheckTimedOut { timeout, .. } if timeout == Duration::from_millis(200)),
+            "{err:?}"
+        );
+        assert!(!err.is_rejection());
+        assert_eq!(
+            CheckCommand::parse("true").unwrap().timeout(),
+            CHECK_TIMEOUT
+        );
+    }
+
+    #[test]
     fn missing_validator_is_named() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("a.cfg");
@@ -213,5 +357,10 @@ mod tests {
             .to_string();
         assert!(err.contains("/nonexistent/validator"), "{err}");
         assert!(!f.exists());
+        let err = write_atomic(&f, b"x", Some(&check)).unwrap_err();
+        assert!(
+            matches!(err, OutputError::CheckSpawn { .. }) && !err.is_rejection(),
+            "{err:?}"
+        );
     }
 }

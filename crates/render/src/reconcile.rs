@@ -338,7 +338,7 @@ impl Reconciler {
                 tracing::debug!("wrote {}", self.s.config_out.display());
             }
             Ok(Err(e)) => {
-                let refused = matches!(e, output::OutputError::CheckFailed { .. });
+                let refused = e.is_rejection();
                 if refused {
                     self.written = Some(servers.clone());
                 }
