@@ -15,11 +15,11 @@
 //! - kill -9 → out of rotation: the same after `docker kill`;
 //! - failed requests during the 20 scale events, and around the kills (one
 //!   attempt per request);
-//! - `docker restart ha` ([`HA_RESTARTS`] times, two web apps running):
-//!   from HAProxy's first HTTP answer to an answer from every web app (the
-//!   time back in rotation), and the requests that failed once it answered
-//!   (no answer at all while it is down is the restart window, not a
-//!   failure).
+//! - `docker restart ha` ([`HA_RESTARTS`] times, two web apps running), then
+//!   ha recreated (removed and started anew: no snapshot, no config): from
+//!   HAProxy's first HTTP answer to an answer from every web app (the time
+//!   back in rotation), and the requests that failed once it answered (no
+//!   answer at all while it is down is the restart window, not a failure).
 
 use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
@@ -48,6 +48,8 @@ struct Measured {
     /// Seconds back in rotation after each `docker restart ha` (NaN: not
     /// back within the deadline).
     restart_back: Vec<f64>,
+    /// The same after ha was recreated.
+    recreate_back: f64,
     restart_sent: u64,
     restart_failed: u64,
 }
@@ -117,7 +119,18 @@ pub(super) fn rows() -> Result<Vec<Row>> {
             worst(&ours.restart_back) <= 2.0,
         ),
         row(
-            &format!("failed requests around {HA_RESTARTS} docker restart ha, once HAProxy answers"),
+            "ha recreated (no snapshot, no config) -> every web app back in rotation once HAProxy answers",
+            "s",
+            ours.recreate_back,
+            lab.recreate_back,
+            peer,
+            "<= 2 s",
+            ours.recreate_back <= 2.0,
+        ),
+        row(
+            &format!(
+                "failed requests around {HA_RESTARTS} docker restart ha and a recreate, once HAProxy answers"
+            ),
             "requests",
             ours.restart_failed as f64,
             lab.restart_failed as f64,
@@ -293,25 +306,50 @@ async fn scenario(lab: &mut Lab, mode: &str) -> Result<Measured> {
         .iter()
         .map(|n| lab.ip(n).map(|ip| ip.to_string()))
         .collect::<Result<_>>()?;
-    for i in 1..=HA_RESTARTS {
+    m.recreate_back = f64::NAN;
+    for i in 1..=HA_RESTARTS + 1 {
+        let recreate = i > HA_RESTARTS;
         for ip in &ips {
             load.forget(ip);
         }
         load.begin_restart();
         let t0 = Instant::now();
-        lab.restart("ha").await?;
+        if recreate {
+            lab.stop("ha").await?;
+            lab.start(Spec {
+                image: "ha",
+                stage: STAGE,
+                name: "ha",
+                env: vec![("HA_RELOAD", mode.to_string())],
+                ..Default::default()
+            })
+            .await?;
+        } else {
+            lab.restart("ha").await?;
+        }
         load.retarget(lab.ha(80)?);
+        let what = if recreate {
+            "ha recreated".to_string()
+        } else {
+            format!("docker restart ha #{i}")
+        };
         match load.wait_back(&ips, t0).await {
             Ok(back) => {
                 eprintln!(
-                    "   [{mode}] docker restart ha #{i}: answered after {:.2} s, every web app back {:.2} s later",
+                    "   [{mode}] {what}: answered after {:.2} s, every web app back {:.2} s later",
                     back.answered_after, back.all_served_after
                 );
-                m.restart_back.push(back.all_served_after);
+                if recreate {
+                    m.recreate_back = back.all_served_after;
+                } else {
+                    m.restart_back.push(back.all_served_after);
+                }
             }
             Err(e) => {
-                eprintln!("   [{mode}] docker restart ha #{i}: {e:#}");
-                m.restart_back.push(f64::NAN);
+                eprintln!("   [{mode}] {what}: {e:#}");
+                if !recreate {
+                    m.restart_back.push(f64::NAN);
+                }
                 break;
             }
         }
