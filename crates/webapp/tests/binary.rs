@@ -240,11 +240,33 @@ fn bad_flags_are_refused() {
     }
 }
 
+/// Run `cmd`, which must refuse to start: its stderr. Accepted, it would
+/// serve until a signal, so it is waited for a bounded time, then killed.
+fn refused_start(cmd: &mut Command, what: &str) -> String {
+    use wait_timeout::ChildExt;
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if child
+        .wait_timeout(Duration::from_secs(30))
+        .unwrap()
+        .is_none()
+    {
+        let _ = child.kill();
+        panic!("webapp started with {what}");
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{what}: {err}");
+    err
+}
+
 /// A timeout that does not parse, from its flag or its environment
 /// variable, stops the start with one error naming the flag.
 #[test]
 fn timeouts_that_do_not_parse_are_named() {
-    use wait_timeout::ChildExt;
     for (flag, env) in [
         ("--header-timeout-ms", "HEADER_TIMEOUT_MS"),
         ("--keep-alive-timeout-ms", "KEEP_ALIVE_TIMEOUT_MS"),
@@ -257,23 +279,7 @@ fn timeouts_that_do_not_parse_are_named() {
             } else {
                 cmd.args([flag, "5s"]);
             }
-            let mut child = cmd
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            // Accepted, it would serve until a signal: wait a bounded time.
-            if child
-                .wait_timeout(Duration::from_secs(30))
-                .unwrap()
-                .is_none()
-            {
-                let _ = child.kill();
-                panic!("webapp started with {flag} 5s (by_env={by_env})");
-            }
-            let out = child.wait_with_output().unwrap();
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(!out.status.success(), "{flag}: {err}");
+            let err = refused_start(&mut cmd, &format!("{flag} 5s (by_env={by_env})"));
             assert!(
                 err.contains(&format!("invalid value '5s' for '{flag}")),
                 "{flag} (by_env={by_env}): {err}"
@@ -284,25 +290,11 @@ fn timeouts_that_do_not_parse_are_named() {
 
 #[test]
 fn a_log_filter_that_does_not_parse_is_refused() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_webapp"))
-        .args(["--bind", "127.0.0.1", "--port", "0"])
-        .env("RUST_LOG", "webapp=verbose")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Accepted, it would serve until a signal: wait a bounded time.
-    use wait_timeout::ChildExt;
-    if child
-        .wait_timeout(Duration::from_secs(30))
-        .unwrap()
-        .is_none()
-    {
-        let _ = child.kill();
-        panic!("webapp started with RUST_LOG=webapp=verbose");
-    }
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let err = refused_start(
+        Command::new(env!("CARGO_BIN_EXE_webapp"))
+            .args(["--bind", "127.0.0.1", "--port", "0"])
+            .env("RUST_LOG", "webapp=verbose"),
+        "RUST_LOG=webapp=verbose",
+    );
     assert!(err.contains("\"webapp=verbose\""), "{err}");
 }

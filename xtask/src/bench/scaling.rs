@@ -28,7 +28,7 @@ use super::{median, row, Row};
 use crate::docker;
 use crate::images;
 use crate::lab::load::Load;
-use crate::lab::{poll, poll_every, Lab, Options, Spec};
+use crate::lab::{ha_spec, poll, poll_every, Lab, Options, Spec};
 
 const STAGE: u8 = 6;
 const EXTRA: [&str; 5] = ["s3", "s4", "s5", "s6", "s7"];
@@ -234,14 +234,7 @@ async fn measure(mode: &str) -> Result<Measured> {
 
 async fn scenario(lab: &mut Lab, mode: &str) -> Result<Measured> {
     let mut m = Measured::default();
-    lab.start(Spec {
-        image: "ha",
-        stage: STAGE,
-        name: "ha",
-        env: vec![("HA_RELOAD", mode.to_string())],
-        ..Default::default()
-    })
-    .await?;
+    lab.start(ha_spec(STAGE, mode)).await?;
     for name in ["s1", "s2"] {
         lab.start(webapp(name)).await?;
         wait_rotation(lab, name, true).await?;
@@ -316,14 +309,7 @@ async fn scenario(lab: &mut Lab, mode: &str) -> Result<Measured> {
         let t0 = Instant::now();
         if recreate {
             lab.stop("ha").await?;
-            lab.start(Spec {
-                image: "ha",
-                stage: STAGE,
-                name: "ha",
-                env: vec![("HA_RELOAD", mode.to_string())],
-                ..Default::default()
-            })
-            .await?;
+            lab.start(ha_spec(STAGE, mode)).await?;
         } else {
             lab.restart("ha").await?;
         }

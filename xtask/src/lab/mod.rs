@@ -89,6 +89,17 @@ pub struct Spec<'a> {
     pub mounts: Vec<(PathBuf, &'a str)>,
 }
 
+/// ha of `stage` with `HA_RELOAD=reload` (task 6: `reconciler` or `lab`).
+pub fn ha_spec(stage: u8, reload: &str) -> Spec<'static> {
+    Spec {
+        image: "ha",
+        stage,
+        name: "ha",
+        env: vec![("HA_RELOAD", reload.to_string())],
+        ..Default::default()
+    }
+}
+
 /// A running lab stack: containers by name on `heig`.
 pub struct Lab {
     names: Vec<String>,

@@ -276,13 +276,7 @@ async fn run_sequence(
 }
 
 fn ha_spec(mode: Mode) -> Spec<'static> {
-    Spec {
-        image: "ha",
-        stage: STAGE,
-        name: "ha",
-        env: vec![("HA_RELOAD", mode.env().to_string())],
-        ..Default::default()
-    }
+    super::ha_spec(STAGE, mode.env())
 }
 
 const AGENT_SERVICE: &str = "/var/run/s6/services/serf";
