@@ -147,13 +147,25 @@ impl Load {
                                 body
                             }
                             Ok(r) => Err(format!("HTTP {}", r.status())),
-                            Err(e) => Err(format!("{e:#}")),
+                            Err(e) => Err(error_chain(&e)),
                         };
                         if let Err(e) = outcome {
                             failed.fetch_add(1, Ordering::Relaxed);
+                            // When, relative to ha's last restart: tells a
+                            // failure at the edge of a restart window from
+                            // one in steady state.
+                            let since = lock(&front)
+                                .answered_at
+                                .map(|t| {
+                                    format!(
+                                        ", {} ms after ha answered again",
+                                        t.elapsed().as_millis()
+                                    )
+                                })
+                                .unwrap_or_default();
                             let mut s = lock(&samples);
                             if s.len() < 5 {
-                                s.push(e);
+                                s.push(format!("{e}{since}"));
                             }
                         }
                     }
@@ -283,4 +295,17 @@ pub fn print_haproxy_failures(label: &str, container: &str) {
     for t in failed.iter().take(20) {
         eprintln!("      {}", t.join(" "));
     }
+}
+
+/// An error and its sources, one line: reqwest's own message names only
+/// the URL, the cause (refused, reset, closed early) is in the sources.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
