@@ -769,21 +769,38 @@ fn note_hold(out: &mut Outcome, kept: Result<Held>, state: &str, hold: Duration)
 }
 
 /// Poll until HAProxy and the agents agree with `fleet`, at most
-/// `deadline` after `since`; returns the time from `since` and a summary.
+/// `deadline` after `since`; returns the time from `since` and a summary,
+/// which says what was last awaited when it took more than 5 s.
 async fn converge(
     lab: &Lab,
     fleet: &Fleet,
     deadline: Duration,
     since: Instant,
 ) -> Result<(Duration, String)> {
-    let left = deadline.saturating_sub(since.elapsed());
-    let detail = poll(
-        &format!("converged within {} s", deadline.as_secs()),
-        left,
-        || async { converged(lab, fleet).await.map(Some) },
-    )
-    .await?;
-    Ok((since.elapsed(), detail))
+    let mut waited_for: Option<String> = None;
+    loop {
+        match converged(lab, fleet).await {
+            Ok(detail) => {
+                let took = since.elapsed();
+                let detail = match waited_for {
+                    Some(w) if took > Duration::from_secs(5) => {
+                        format!("{detail} (last awaited: {w})")
+                    }
+                    _ => detail,
+                };
+                return Ok((took, detail));
+            }
+            Err(e) => waited_for = Some(format!("{e:#}")),
+        }
+        if since.elapsed() >= deadline {
+            anyhow::bail!(
+                "not converged within {} s: {}",
+                deadline.as_secs(),
+                waited_for.unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// One look: HAProxy's UP servers are exactly the reachable web apps, it
