@@ -52,6 +52,18 @@ enum Cmd {
     /// `docker swarm init --advertise-addr 127.0.0.1` when needed, left
     /// after): deploy, scale the web apps to 5 and to 2; then removed.
     Swarm,
+    /// The final stage under a steady load while faults are injected at
+    /// random (web apps started, stopped, killed, paused, partitioned; ha's
+    /// agent and ha restarted); after each, HAProxy and the agents must
+    /// agree; no request may fail. Writes target/chaos/chaos.{md,json}.
+    Chaos {
+        /// Inject faults for this many minutes.
+        #[arg(long, default_value_t = 5)]
+        minutes: u64,
+        /// Replay the run of this seed (a fresh one is printed otherwise).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Our parts against their peers, same run; prints ratios.
     Bench {
         /// One benchmark only.
@@ -109,6 +121,18 @@ fn run(cli: Cli) -> Result<()> {
             println!("{checks}");
             if !checks.passed() {
                 bail!("the swarm scenario failed");
+            }
+            Ok(())
+        }
+        Cmd::Chaos { minutes, seed } => {
+            if minutes == 0 {
+                bail!("--minutes 0: give at least one minute of faults");
+            }
+            let rt = tokio::runtime::Runtime::new()?;
+            let checks = rt.block_on(lab::chaos(&lab::ChaosOptions { minutes, seed }))?;
+            println!("{checks}");
+            if !checks.passed() {
+                bail!("the chaos scenario failed");
             }
             Ok(())
         }

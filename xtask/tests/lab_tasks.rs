@@ -46,3 +46,17 @@ async fn task5_config_follows_the_backends_and_refuses_hostile_names() {
 async fn task6_scaling_loses_no_request_with_the_reconciler() {
     run(6).await;
 }
+
+/// `cargo xtask chaos`, short: one minute of faults at random (the seed is
+/// printed; `cargo xtask chaos --minutes 1 --seed S` replays it).
+#[tokio::test(flavor = "multi_thread")]
+async fn chaos_one_minute_of_random_faults_loses_no_request() {
+    let checks = lab::chaos(&lab::ChaosOptions {
+        minutes: 1,
+        seed: None,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the chaos scenario could not run: {e:#}"));
+    println!("{checks}");
+    assert!(checks.passed(), "the chaos scenario failed:\n{checks}");
+}

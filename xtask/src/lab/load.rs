@@ -8,6 +8,10 @@
 //! closes at the first HTTP answer from the new ha ([`Load::retarget`]
 //! gives its address), and from then on every request must succeed again.
 //! An HTTP error status is a failure whenever it comes.
+//!
+//! Every request also counts in the phase named by the last
+//! [`Load::set_phase`] when it was sent (the chaos scenario names the fault
+//! in progress), with the slowest request of each phase.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,6 +28,67 @@ pub struct LoadReport {
     pub in_window: u64,
     /// A few failure descriptions, for the report.
     pub samples: Vec<String>,
+    /// Per phase (see [`Load::set_phase`]), in order of first use.
+    pub phases: Vec<(String, PhaseCounts)>,
+}
+
+/// What the load saw in one phase (see [`Load::set_phase`]): the requests
+/// sent while it was the current phase, however late they ended.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PhaseCounts {
+    pub sent: u64,
+    /// HTTP error statuses, and requests with no answer outside ha's
+    /// restart window.
+    pub failed: u64,
+    /// Requests with no HTTP answer while ha itself was restarting.
+    pub in_window: u64,
+    /// The longest request, from send to the end of its body or its error.
+    pub slowest_ms: u64,
+    /// Requests that took more than a second (held by a web app that does
+    /// not answer, or retried after a connect timeout).
+    pub over_1s: u64,
+    /// The first few failure descriptions.
+    pub samples: Vec<String>,
+}
+
+/// A load's limits and patience.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadConfig {
+    /// The clients stop by themselves after this long.
+    pub max_duration: Duration,
+    /// How long a client waits for one answer before giving up (a
+    /// failure).
+    pub client_timeout: Duration,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig {
+            max_duration: MAX_DURATION,
+            client_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The current phase and every phase's counts, in order of first use.
+#[derive(Debug, Default)]
+struct Phases {
+    current: usize,
+    names: Vec<String>,
+    counts: Vec<PhaseCounts>,
+    /// Requests of each phase still waiting for their outcome.
+    in_flight: Vec<u64>,
+}
+
+impl Phases {
+    fn new() -> Self {
+        Phases {
+            current: 0,
+            names: vec!["load".into()],
+            counts: vec![PhaseCounts::default()],
+            in_flight: vec![0],
+        }
+    }
 }
 
 /// How ha came back from a restart, in seconds.
@@ -43,6 +108,7 @@ pub struct Load {
     front: Front,
     samples: Arc<Mutex<Vec<String>>>,
     seen: Seen,
+    phases: Arc<Mutex<Phases>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -78,13 +144,20 @@ const MAX_DURATION: Duration = Duration::from_secs(600);
 const MAX_REQUESTS_PER_CLIENT: u64 = 200_000;
 
 impl Load {
-    /// Start the clients against `http://front/`.
+    /// Start the clients against `http://front/` (at most 10 minutes,
+    /// 10 s of patience per request).
     pub fn start(front: SocketAddr) -> Load {
+        Load::start_with(front, LoadConfig::default())
+    }
+
+    /// Start the clients against `http://front/` with other limits.
+    pub fn start_with(front: SocketAddr, config: LoadConfig) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let seen: Seen = Arc::default();
+        let phases = Arc::new(Mutex::new(Phases::new()));
         let front_state: Front = Arc::new(Mutex::new(FrontState {
             addr: front,
             generation: 0,
@@ -93,33 +166,53 @@ impl Load {
             answered_at: None,
             in_window: 0,
         }));
-        let deadline = Instant::now() + MAX_DURATION;
+        let started = Instant::now();
+        let deadline = started + config.max_duration;
+        // The pace caps each client's rate; the count cap follows the time cap.
+        let max_requests = MAX_REQUESTS_PER_CLIENT
+            .max(config.max_duration.as_millis() as u64 / PACE.as_millis() as u64);
         let tasks = (0..CLIENTS)
             .map(|_| {
-                let (stop, sent, failed, samples, seen, front) = (
+                let (stop, sent, failed, samples, seen, front, phases) = (
                     stop.clone(),
                     sent.clone(),
                     failed.clone(),
                     samples.clone(),
                     seen.clone(),
                     front_state.clone(),
+                    phases.clone(),
                 );
                 tokio::spawn(async move {
                     let client = reqwest::Client::builder()
                         .no_proxy()
-                        .timeout(Duration::from_secs(10))
+                        .timeout(config.client_timeout)
                         .build()
                         .expect("a plain HTTP client builds");
                     let mut tick = tokio::time::interval(PACE);
-                    for _ in 0..MAX_REQUESTS_PER_CLIENT {
+                    for _ in 0..max_requests {
                         if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
                             break;
                         }
                         tick.tick().await;
                         sent.fetch_add(1, Ordering::Relaxed);
+                        let phase = {
+                            let mut p = lock(&phases);
+                            let i = p.current;
+                            p.counts[i].sent += 1;
+                            p.in_flight[i] += 1;
+                            i
+                        };
                         let (url, generation, window_at_send) = {
                             let f = lock(&front);
                             (format!("http://{}/", f.addr), f.generation, f.window_open)
+                        };
+                        let began = Instant::now();
+                        let took = |p: &mut Phases| {
+                            p.in_flight[phase] -= 1;
+                            let ms = began.elapsed().as_millis() as u64;
+                            let c = &mut p.counts[phase];
+                            c.slowest_ms = c.slowest_ms.max(ms);
+                            c.over_1s += u64::from(ms > 1000);
                         };
                         let response = client.get(&url).send().await;
                         if response.is_ok() {
@@ -130,6 +223,9 @@ impl Load {
                             }
                         } else if window_at_send {
                             lock(&front).in_window += 1;
+                            let mut p = lock(&phases);
+                            took(&mut p);
+                            p.counts[phase].in_window += 1;
                             continue;
                         }
                         let outcome = match response {
@@ -139,7 +235,7 @@ impl Load {
                                     .get("x-backend-ip")
                                     .and_then(|v| v.to_str().ok())
                                     .map(str::to_owned);
-                                let body = r.bytes().await.map(|_| ()).map_err(|e| e.to_string());
+                                let body = r.bytes().await.map(|_| ()).map_err(|e| chain(&e));
                                 if let (Ok(()), Some(ip)) = (&body, backend) {
                                     let now = Instant::now();
                                     lock(&seen).entry(ip).or_insert((now, now)).1 = now;
@@ -147,8 +243,10 @@ impl Load {
                                 body
                             }
                             Ok(r) => Err(format!("HTTP {}", r.status())),
-                            Err(e) => Err(error_chain(&e)),
+                            Err(e) => Err(chain(&e)),
                         };
+                        let mut p = lock(&phases);
+                        took(&mut p);
                         if let Err(e) = outcome {
                             failed.fetch_add(1, Ordering::Relaxed);
                             // When, relative to ha's last restart: tells a
@@ -163,6 +261,16 @@ impl Load {
                                     )
                                 })
                                 .unwrap_or_default();
+                            let e = format!(
+                                "{e} (after {} ms, sent {:.1} s after the load started)",
+                                began.elapsed().as_millis(),
+                                began.duration_since(started).as_secs_f64()
+                            );
+                            let c = &mut p.counts[phase];
+                            c.failed += 1;
+                            if c.samples.len() < 3 {
+                                c.samples.push(e.clone());
+                            }
                             let mut s = lock(&samples);
                             if s.len() < 5 {
                                 s.push(format!("{e}{since}"));
@@ -179,8 +287,63 @@ impl Load {
             front: front_state,
             samples,
             seen,
+            phases,
             tasks,
         }
+    }
+
+    /// Count the requests sent from now on in phase `name` (a phase seen
+    /// before goes on counting). Before any call the phase is `load`.
+    pub fn set_phase(&self, name: &str) {
+        let mut p = lock(&self.phases);
+        let i = match p.names.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => {
+                p.names.push(name.into());
+                p.counts.push(PhaseCounts::default());
+                p.in_flight.push(0);
+                p.names.len() - 1
+            }
+        };
+        p.current = i;
+    }
+
+    /// Wait (at most `deadline`) until no request sent in an earlier phase
+    /// is still waiting for its outcome: one that a web app held (paused,
+    /// cut off) has been answered, or has failed. Returns how long that
+    /// took; an error after `deadline` says how many are left.
+    pub async fn drained(&self, deadline: Duration) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        loop {
+            let left: u64 = {
+                let p = lock(&self.phases);
+                p.in_flight
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != p.current)
+                    .map(|(_, n)| n)
+                    .sum()
+            };
+            if left == 0 {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() >= deadline {
+                anyhow::bail!(
+                    "{left} request(s) of earlier phases still in flight after {deadline:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every phase's counts so far, in order of first use.
+    pub fn phases(&self) -> Vec<(String, PhaseCounts)> {
+        let p = lock(&self.phases);
+        p.names
+            .iter()
+            .cloned()
+            .zip(p.counts.iter().cloned())
+            .collect()
     }
 
     /// ha is about to restart: requests with no HTTP answer count as the
@@ -265,8 +428,29 @@ impl Load {
             failed: self.failed.load(Ordering::Relaxed),
             in_window: lock(&self.front).in_window,
             samples: self.samples.lock().map(|s| s.clone()).unwrap_or_default(),
+            phases: {
+                let p = lock(&self.phases);
+                p.names
+                    .iter()
+                    .cloned()
+                    .zip(p.counts.iter().cloned())
+                    .collect()
+            },
         }
     }
+}
+
+/// An error with its causes ("error sending request: ...: connection
+/// reset by peer"): reqwest's own message names only the URL.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// HAProxy logs the requests that were not normal (failed, retried or
@@ -295,17 +479,4 @@ pub fn print_haproxy_failures(label: &str, container: &str) {
     for t in failed.iter().take(20) {
         eprintln!("      {}", t.join(" "));
     }
-}
-
-/// An error and its sources, one line: reqwest's own message names only
-/// the URL, the cause (refused, reset, closed early) is in the sources.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

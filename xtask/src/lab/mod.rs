@@ -9,6 +9,7 @@
 //! which is how a run finds and removes leftovers of an earlier one.
 
 mod baseline;
+mod chaos;
 pub mod load;
 mod membership;
 mod task0;
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use crate::checks::Checks;
 use crate::docker;
 
+pub use chaos::{chaos, ChaosOptions};
 pub use task0::task0;
 pub use task1::task1;
 pub use task2::task2;
@@ -204,6 +206,12 @@ impl Lab {
             self.published.insert(port, addr);
         }
         Ok(ip)
+    }
+
+    /// Read a web app's address on `heig` again (after it was reconnected
+    /// to the network, maybe with another address).
+    pub fn refresh_ip(&mut self, name: &str) -> Result<Ipv4Addr> {
+        self.learn(name, &[])
     }
 
     /// `docker restart NAME`; ha's published ports are read again.

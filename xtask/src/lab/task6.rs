@@ -279,10 +279,10 @@ fn ha_spec(mode: Mode) -> Spec<'static> {
     super::ha_spec(STAGE, mode.env())
 }
 
-const AGENT_SERVICE: &str = "/var/run/s6/services/serf";
+pub(crate) const AGENT_SERVICE: &str = "/var/run/s6/services/serf";
 
 /// The pid of ha's agent, from `s6-svstat` ("up (pid N) ...").
-fn agent_pid() -> Result<u32> {
+pub(crate) fn agent_pid() -> Result<u32> {
     let st = docker::exec("ha", &["s6-svstat", AGENT_SERVICE])?;
     st.split("pid ")
         .nth(1)
@@ -308,6 +308,18 @@ fn alive_members(container: &str) -> BTreeSet<String> {
 /// every web app alive and the web apps list ha alive again, and for a few
 /// seconds more (two of the reconciler's passes over a synced view).
 async fn hold_servers(lab: &Lab, names: &[&str], old_pid: u32) -> Result<String> {
+    hold_servers_timed(lab, names, old_pid)
+        .await
+        .map(|(detail, _)| detail)
+}
+
+/// [`hold_servers`], also returning when the new agent had rejoined (from
+/// the call).
+pub(crate) async fn hold_servers_timed(
+    lab: &Lab,
+    names: &[&str],
+    old_pid: u32,
+) -> Result<(String, Duration)> {
     let wanted: BTreeSet<&str> = names.iter().copied().collect();
     let start = Instant::now();
     let mut rejoined: Option<Duration> = None;
@@ -344,12 +356,13 @@ async fn hold_servers(lab: &Lab, names: &[&str], old_pid: u32) -> Result<String>
         }
         match rejoined {
             Some(t) if start.elapsed() > t + Duration::from_secs(11) => {
-                return Ok(format!(
+                let detail = format!(
                     "{} UP at each of {polls} polls over {:.1} s; the new agent saw every web app alive (and they saw ha) after {:.1} s",
                     names.join(", "),
                     start.elapsed().as_secs_f64(),
                     t.as_secs_f64()
-                ));
+                );
+                return Ok((detail, t));
             }
             None if start.elapsed() > Duration::from_secs(120) => bail!(
                 "ha's new agent did not see {names:?} alive within 120 s (ha lists {:?})",
