@@ -295,25 +295,13 @@ async fn scenario(lab: &mut Lab, mode: &str) -> Result<Measured> {
         lab.stop(name).await?;
     }
     let after_kills = load.snapshot();
-    let ips: Vec<String> = ["s1", "s2"]
-        .iter()
-        .map(|n| lab.ip(n).map(|ip| ip.to_string()))
-        .collect::<Result<_>>()?;
+    let ips = lab.ips_of(&["s1", "s2"])?;
     m.recreate_back = f64::NAN;
     for i in 1..=HA_RESTARTS + 1 {
         let recreate = i > HA_RESTARTS;
-        for ip in &ips {
-            load.forget(ip);
-        }
-        load.begin_restart();
-        let t0 = Instant::now();
-        if recreate {
-            lab.stop("ha").await?;
-            lab.start(ha_spec(STAGE, mode)).await?;
-        } else {
-            lab.restart("ha").await?;
-        }
-        load.retarget(lab.ha(80)?);
+        let t0 = lab
+            .bounce_ha(&load, &ips, recreate.then(|| ha_spec(STAGE, mode)))
+            .await?;
         let what = if recreate {
             "ha recreated".to_string()
         } else {

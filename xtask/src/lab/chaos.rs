@@ -670,26 +670,13 @@ async fn inject(
                 Kind::RestartHa
             };
             load.set_phase(kind.label());
-            let ips: Vec<String> = fleet
-                .names()
-                .iter()
-                .map(|n| lab.ip(n).map(|ip| ip.to_string()))
-                .collect::<Result<_>>()?;
-            for ip in &ips {
-                load.forget(ip);
-            }
+            let names = fleet.names();
+            let names: Vec<&str> = names.iter().map(|n| n.as_ref()).collect();
+            let ips = lab.ips_of(&names)?;
             if *recreate {
                 ha_log.extend(haproxy_log_lines("ha"));
             }
-            load.begin_restart();
-            let since = Instant::now();
-            if *recreate {
-                lab.stop("ha").await?;
-                lab.start(ha_spec()).await?;
-            } else {
-                lab.restart("ha").await?;
-            }
-            load.retarget(lab.ha(80)?);
+            let since = lab.bounce_ha(load, &ips, recreate.then(ha_spec)).await?;
             let back = load.wait_back(&ips, since).await;
             let mut out = settle(lab, fleet, kind, "ha", since).await;
             match back {

@@ -418,9 +418,9 @@ impl Load {
         )
     }
 
-    pub async fn stop(self) -> LoadReport {
+    pub async fn stop(mut self) -> LoadReport {
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
         LoadReport {
@@ -428,14 +428,7 @@ impl Load {
             failed: self.failed.load(Ordering::Relaxed),
             in_window: lock(&self.front).in_window,
             samples: self.samples.lock().map(|s| s.clone()).unwrap_or_default(),
-            phases: {
-                let p = lock(&self.phases);
-                p.names
-                    .iter()
-                    .cloned()
-                    .zip(p.counts.iter().cloned())
-                    .collect()
-            },
+            phases: self.phases(),
         }
     }
 }

@@ -214,6 +214,43 @@ impl Lab {
         self.learn(name, &[])
     }
 
+    /// ha restarted (`docker restart`) or, with `recreate`, removed and
+    /// started anew from `spec`, under `load`: the answers of the web apps
+    /// at `ips` are forgotten, the restart window opened, and the load sent
+    /// to ha's new published port. Returns when the restart began, for
+    /// [`load::Load::wait_back`].
+    pub async fn bounce_ha(
+        &mut self,
+        load: &load::Load,
+        ips: &[String],
+        recreate: Option<Spec<'_>>,
+    ) -> Result<Instant> {
+        for ip in ips {
+            load.forget(ip);
+        }
+        load.begin_restart();
+        let began = Instant::now();
+        match recreate {
+            Some(spec) => {
+                self.stop("ha").await?;
+                self.start(spec).await?;
+            }
+            None => {
+                self.restart("ha").await?;
+            }
+        }
+        load.retarget(self.ha(80)?);
+        Ok(began)
+    }
+
+    /// The addresses on `heig` of the containers `names`, as strings.
+    pub fn ips_of(&self, names: &[&str]) -> Result<Vec<String>> {
+        names
+            .iter()
+            .map(|n| self.ip(n).map(|ip| ip.to_string()))
+            .collect()
+    }
+
     /// `docker restart NAME`; ha's published ports are read again.
     pub async fn restart(&mut self, name: &str) -> Result<Ipv4Addr> {
         docker::run(["restart", name])?;

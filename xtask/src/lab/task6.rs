@@ -195,22 +195,10 @@ async fn run_sequence(
             Step::RestartHa | Step::RecreateHa => {
                 let recreate = matches!(step, Step::RecreateHa);
                 let load = load.as_ref().context("the load runs from step 1 on")?;
-                let ips: Vec<String> = names
-                    .iter()
-                    .map(|n| lab.ip(n).map(|ip| ip.to_string()))
-                    .collect::<Result<_>>()?;
-                for ip in &ips {
-                    load.forget(ip);
-                }
-                load.begin_restart();
-                let started = Instant::now();
-                if recreate {
-                    lab.stop("ha").await?;
-                    lab.start(ha_spec(mode)).await?;
-                } else {
-                    lab.restart("ha").await?;
-                }
-                load.retarget(lab.ha(80)?);
+                let ips = lab.ips_of(&names)?;
+                let started = lab
+                    .bounce_ha(load, &ips, recreate.then(|| ha_spec(mode)))
+                    .await?;
                 let what = if recreate {
                     "ha recreated (docker stop, rm, run: no snapshot, no config)"
                 } else {
