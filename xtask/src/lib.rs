@@ -11,6 +11,7 @@ pub mod bench;
 pub mod checks;
 pub mod deploy;
 pub mod docker;
+pub mod engine;
 pub mod images;
 pub mod lab;
 pub mod prereq;
