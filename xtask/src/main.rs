@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::process::Command;
 
-use xtask::{bench, docker, images, lab, prereq, project};
+use xtask::{bench, images, lab, prereq, project};
 
 #[derive(Parser)]
 #[command(
@@ -84,7 +84,7 @@ fn run(cli: Cli) -> Result<()> {
             if upto > images::LAST_STAGE {
                 bail!("--upto {upto}: the last stage is {}", images::LAST_STAGE);
             }
-            images::build_images(upto)
+            tokio::runtime::Runtime::new()?.block_on(images::build_images(upto))
         }
         Cmd::Task { n, keep } => run_tasks(&n, keep),
         Cmd::Report => {
@@ -97,13 +97,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Down => {
-            prereq::ensure_docker()?;
-            let ids = docker::run(["ps", "-aq", "--filter", "label=ait.lab"])?;
-            for id in ids.split_whitespace() {
-                docker::run(["rm", "-f", "-v", id])?;
-            }
-            docker::remove_network(docker::HEIG.name);
-            Ok(())
+            tokio::runtime::Runtime::new()?.block_on(lab::down())
         }
         Cmd::Test { args } => test(&args),
         Cmd::Compose => {
@@ -187,8 +181,12 @@ fn cargo(args: &[&str], extra: &[String]) -> Result<()> {
 }
 
 fn test(extra: &[String]) -> Result<()> {
-    prereq::ensure_test_tools()?;
-    images::build_images(images::LAST_STAGE)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        prereq::ensure_test_tools().await?;
+        images::build_images(images::LAST_STAGE).await
+    })?;
+    drop(rt);
     cargo(&["fmt", "--all", "--", "--check"], &[])?;
     cargo(
         &[

@@ -2,11 +2,12 @@
 
 use anyhow::{bail, Context, Result};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+use tokio::process::Command;
 
 /// Render `url` to a PNG at `out`, 1280×900.
-pub fn screenshot(url: &str, out: &Path) -> Result<()> {
-    crate::prereq::ensure_tool("chromium", "chromium")?;
+pub async fn screenshot(url: &str, out: &Path) -> Result<()> {
+    tokio::task::spawn_blocking(|| crate::prereq::ensure_tool("chromium", "chromium")).await??;
     let profile = tempfile_dir()?;
     let _ = std::fs::remove_file(out);
     let output = Command::new("chromium")
@@ -26,7 +27,9 @@ pub fn screenshot(url: &str, out: &Path) -> Result<()> {
         .arg(format!("--screenshot={}", out.display()))
         .arg(url)
         .stdin(Stdio::null())
+        .kill_on_drop(true)
         .output()
+        .await
         .context("running chromium")?;
     let _ = std::fs::remove_dir_all(&profile);
     let png = std::fs::read(out).unwrap_or_default();

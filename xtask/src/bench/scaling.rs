@@ -21,11 +21,10 @@
 //!   back in rotation), and the requests that failed once it answered (no
 //!   answer at all while it is down is the restart window, not a failure).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::time::{Duration, Instant};
 
 use super::{median, row, Row};
-use crate::docker;
 use crate::images;
 use crate::lab::load::Load;
 use crate::lab::{ha_spec, poll, poll_every, Lab, Options, Spec};
@@ -58,8 +57,8 @@ struct Measured {
 const GOSSIP_INTERVAL: f64 = 0.2;
 
 pub(super) fn rows() -> Result<Vec<Row>> {
-    images::ensure_images(STAGE)?;
     let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(images::ensure_images(STAGE))?;
     let ours = rt.block_on(measure("reconciler"))?;
     let lab = rt.block_on(measure("lab"))?;
     let med = |v: &[f64]| median(v);
@@ -182,8 +181,8 @@ const SLOW_STOP_SECS: f64 = 2.5;
 /// Prints ha's recent log lines about handlers and `name`, and the end of
 /// the handlers' log, to tell a handler that hung (killed after
 /// `-handler-timeout`) from an event that came late or not at all.
-fn explain_slow(name: &str) {
-    match docker::logs("ha") {
+async fn explain_slow(lab: &Lab, name: &str) {
+    match lab.logs("ha").await {
         Ok(log) => {
             let lines: Vec<&str> = log.lines().collect();
             for line in &lines[lines.len().saturating_sub(300)..] {
@@ -195,7 +194,10 @@ fn explain_slow(name: &str) {
         Err(e) => eprintln!("      (no logs of ha: {e:#})"),
     }
     // The handlers' own log (lab mode; absent with the reconciler).
-    if let Ok(log) = docker::exec("ha", &["tail", "-n", "30", "/var/log/serf.log"]) {
+    if let Ok(log) = lab
+        .exec("ha", &["tail", "-n", "30", "/var/log/serf.log"])
+        .await
+    {
         for line in log.lines() {
             eprintln!("      serf.log: {line}");
         }
@@ -255,24 +257,25 @@ async fn scenario(lab: &mut Lab, mode: &str) -> Result<Measured> {
             let secs = first.duration_since(t0).as_secs_f64();
             eprintln!("   [{mode}] round {round}: {name} joined, served after {secs:.2} s");
             if secs > SLOW_JOIN_SECS {
-                explain_slow(name);
+                explain_slow(lab, name).await;
             }
             m.join_served.push(secs);
             wait_rotation(lab, name, true).await?;
         }
         for name in EXTRA {
             let t0 = Instant::now();
-            let stopping = tokio::task::spawn_blocking({
-                let name = name.to_string();
-                move || docker::run(["stop", &name])
-            });
-            let out = wait_rotation(lab, name, false).await?;
-            stopping.await??;
+            let shared: &Lab = lab;
+            let (stopped, out) = tokio::join!(
+                shared.stop_only(name),
+                wait_rotation(shared, name, false)
+            );
+            stopped?;
+            let out = out?;
             lab.stop(name).await?; // already stopped: removes it
             let secs = out.duration_since(t0).as_secs_f64();
             eprintln!("   [{mode}] round {round}: {name} stopped, out after {secs:.2} s");
             if secs > SLOW_STOP_SECS {
-                explain_slow(name);
+                explain_slow(lab, name).await;
             }
             m.stop_out.push(secs);
         }
@@ -287,7 +290,7 @@ async fn scenario(lab: &mut Lab, mode: &str) -> Result<Measured> {
         lab.start(webapp(name)).await?;
         wait_rotation(lab, name, true).await?;
         let t0 = Instant::now();
-        docker::run(["kill", name]).with_context(|| format!("docker kill {name}"))?;
+        lab.kill(name).await?;
         let out = wait_rotation(lab, name, false).await?;
         let secs = out.duration_since(t0).as_secs_f64();
         eprintln!("   [{mode}] {name} killed, out after {secs:.2} s");
@@ -337,6 +340,6 @@ async fn scenario(lab: &mut Lab, mode: &str) -> Result<Measured> {
         "   [{mode}] load: {} sent, {} failed during scaling, {} around kills; e.g. {:?}",
         report.sent, m.scale_failed, m.kill_failed, report.samples
     );
-    crate::lab::load::print_haproxy_failures(mode, "ha");
+    crate::lab::load::print_haproxy_failures(mode, "ha").await;
     Ok(m)
 }

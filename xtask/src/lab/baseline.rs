@@ -14,7 +14,7 @@ use crate::{images, project, shot};
 /// Build the images up to `stage`, start s1, s2 then ha from that stage.
 pub async fn start_stack(checks: &Checks, stage: u8) -> Result<Lab> {
     checks.step("building the images (cached when nothing changed)");
-    tokio::task::spawn_blocking(move || images::ensure_images(stage)).await??;
+    images::ensure_images(stage).await?;
     let mut lab = Lab::new().await?;
     checks.step("starting s1, s2 and ha on heig");
     for name in ["s1", "s2"] {
@@ -145,7 +145,7 @@ pub async fn screenshot_stats(checks: &mut Checks, lab: &Lab, file: &str) -> Res
     checks
         .check("screenshot of the stats page", || async {
             let (url, p) = (url.clone(), path.clone());
-            tokio::task::spawn_blocking(move || shot::screenshot(&url, &p)).await??;
+            shot::screenshot(&url, &p).await?;
             Ok(format!("report/assets/{file}"))
         })
         .await;
@@ -160,9 +160,11 @@ pub async fn save_ps_and_inspect(checks: &mut Checks, task: u8, names: &[&str]) 
     let logs = project::task_logs(task)?;
     let mut first_error = None;
     let mut written = 0;
-    let mut results = vec![save_docker_ps(checks, &logs, "docker-ps.txt").map(|_| ())];
+    let mut results = vec![save_docker_ps(checks, &logs, "docker-ps.txt")
+        .await
+        .map(|_| ())];
     for name in names {
-        results.push(save_docker_inspect(checks, &logs, name).map(|_| ()));
+        results.push(save_docker_inspect(checks, &logs, name).await.map(|_| ()));
     }
     for r in results {
         match r {

@@ -45,7 +45,8 @@ use super::load::{Load, LoadConfig, LoadReport, PhaseCounts};
 use super::task6::{agent_pid, hold_servers_timed, AGENT_SERVICE};
 use super::{poll, Lab, Options, Spec};
 use crate::checks::Checks;
-use crate::{docker, images, project};
+use crate::engine::{self, HEIG};
+use crate::{images, project};
 
 const STAGE: u8 = 6;
 /// Web apps deployed before the first fault (as in the measure).
@@ -309,7 +310,7 @@ pub async fn chaos(opts: &ChaosOptions) -> Result<Checks> {
             .join(", ")
     );
     checks.step("building the images (cached when nothing changed)");
-    tokio::task::spawn_blocking(|| images::ensure_images(STAGE)).await??;
+    images::ensure_images(STAGE).await?;
     let mut lab = Lab::new().await?;
     checks.step(&format!(
         "deploying ha (reconciler) and {FIRST_WEB_APPS} web apps"
@@ -481,7 +482,7 @@ pub async fn chaos(opts: &ChaosOptions) -> Result<Checks> {
         dir.join("chaos.json"),
         serde_json::to_string_pretty(&summary)?,
     )?;
-    ha_log.extend(haproxy_log_lines("ha"));
+    ha_log.extend(haproxy_log_lines("ha").await);
     let mut log_text = ha_log.join("\n");
     log_text.push('\n');
     std::fs::write(dir.join("haproxy.log"), log_text)?;
@@ -493,7 +494,7 @@ pub async fn chaos(opts: &ChaosOptions) -> Result<Checks> {
         dir.join("chaos.md").display(),
         ha_log.len()
     );
-    crate::lab::load::print_haproxy_failures("chaos", "ha");
+    crate::lab::load::print_haproxy_failures("chaos", "ha").await;
     lab.teardown(&Options::default()).await?;
     Ok(checks)
 }
@@ -553,7 +554,7 @@ async fn inject(
             load.set_phase(Kind::Kill.label());
             let ip = lab.ip(name)?.to_string();
             let since = Instant::now();
-            docker_cli(&["kill", name]).await?;
+            bounded("docker kill", lab.kill(name)).await?;
             fleet.apps.remove(name);
             load.forget(&ip);
             let outcome = settle(lab, fleet, Kind::Kill, name, since).await;
@@ -565,14 +566,14 @@ async fn inject(
         Fault::Pause(name, hold) => {
             load.set_phase(Kind::Pause.label());
             let since = Instant::now();
-            docker_cli(&["pause", name]).await?;
+            bounded("docker pause", lab.pause(name)).await?;
             fleet.apps.insert(name.clone(), Reach::Paused);
             let mut out = settle(lab, fleet, Kind::Pause, name, since).await;
             let kept = stay_out(lab, name, since, since + *hold).await;
             note_hold(&mut out, kept, "paused", *hold);
             load.set_phase(Kind::Unpause.label());
             let since = Instant::now();
-            docker_cli(&["unpause", name]).await?;
+            bounded("docker unpause", lab.unpause(name)).await?;
             fleet.apps.insert(name.clone(), Reach::Up);
             let back = settle(lab, fleet, Kind::Unpause, name, since).await;
             Ok(vec![out, back])
@@ -581,7 +582,11 @@ async fn inject(
             load.set_phase(Kind::Disconnect.label());
             let ip = lab.ip(name)?.to_string();
             let since = Instant::now();
-            docker_cli(&["network", "disconnect", docker::HEIG.name, name]).await?;
+            bounded(
+                "docker network disconnect",
+                engine::disconnect(HEIG.name, name),
+            )
+            .await?;
             fleet.apps.insert(name.clone(), Reach::Partitioned);
             let mut out = settle(lab, fleet, Kind::Disconnect, name, since).await;
             let kept = stay_out(lab, name, since, since + *hold).await;
@@ -590,33 +595,20 @@ async fn inject(
             let since = Instant::now();
             // Back with its address, as after a real partition; should
             // another container hold it by now, with a new one.
-            let with_ip = [
-                "network",
-                "connect",
-                "--ip",
-                &ip,
-                "--alias",
-                "webapp",
-                docker::HEIG.name,
-                name,
-            ];
             let mut readdressed = false;
-            if let Err(e) = docker_cli(&with_ip).await {
+            let with_ip = engine::connect(HEIG.name, name, Some(&ip), &[]);
+            if let Err(e) = bounded("docker network connect --ip", with_ip).await {
                 eprintln!(
                     "   {name} could not get {ip} back ({e:#}); reconnecting it with a new address"
                 );
-                docker_cli(&[
-                    "network",
-                    "connect",
-                    "--alias",
-                    "webapp",
-                    docker::HEIG.name,
-                    name,
-                ])
+                bounded(
+                    "docker network connect",
+                    engine::connect(HEIG.name, name, None, &[]),
+                )
                 .await?;
                 readdressed = true;
             }
-            let new_ip = lab.refresh_ip(name)?;
+            let new_ip = lab.refresh_ip(name).await?;
             fleet.apps.insert(name.clone(), Reach::Up);
             let mut back = settle(lab, fleet, Kind::Reconnect, name, since).await;
             if readdressed {
@@ -633,18 +625,23 @@ async fn inject(
             load.set_phase(kind.label());
             let names = fleet.names();
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            let before = agent_pid()?;
+            let before = agent_pid(lab).await?;
             let since = Instant::now();
             if *graceful {
-                docker_cli(&["exec", "ha", "s6-svc", "-t", AGENT_SERVICE]).await?;
+                bounded(
+                    "s6-svc -t",
+                    lab.exec("ha", &["s6-svc", "-t", AGENT_SERVICE]),
+                )
+                .await?;
             } else {
-                docker_cli(&["exec", "ha", "sh", "-c", &format!("kill -9 {before}")]).await?;
+                let kill = format!("kill -9 {before}");
+                bounded("kill -9", lab.exec("ha", &["sh", "-c", &kill])).await?;
             }
             let lab: &Lab = lab;
             let fleet: &Fleet = fleet;
             let (held, converged) = tokio::join!(hold_servers_timed(lab, &refs, before), async {
                 poll("ha's new agent runs", kind.deadline(), || async {
-                    Ok(agent_pid().ok().filter(|p| *p != before))
+                    Ok(agent_pid(lab).await.ok().filter(|p| *p != before))
                 })
                 .await?;
                 converge(lab, fleet, kind.deadline(), since).await
@@ -674,7 +671,7 @@ async fn inject(
             let names: Vec<&str> = names.iter().map(|n| n.as_ref()).collect();
             let ips = lab.ips_of(&names)?;
             if *recreate {
-                ha_log.extend(haproxy_log_lines("ha"));
+                ha_log.extend(haproxy_log_lines("ha").await);
             }
             let since = lab.bounce_ha(load, &ips, recreate.then(ha_spec)).await?;
             let back = load.wait_back(&ips, since).await;
@@ -820,16 +817,12 @@ async fn converged(lab: &Lab, fleet: &Fleet) -> Result<String> {
     let mut allowed = wanted.clone();
     allowed.extend(fleet.with(Reach::Paused));
     allowed.extend(fleet.with(Reach::Partitioned));
-    let mut asks = tokio::task::JoinSet::new();
-    for agent in wanted.iter().cloned() {
-        asks.spawn(async move {
-            let alive = alive_members(&agent).await;
-            (agent, alive)
-        });
-    }
+    let asks = wanted.iter().map(|agent| async move {
+        let alive = alive_members(lab, agent).await;
+        (agent.clone(), alive)
+    });
     let mut lists: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    while let Some(joined) = asks.join_next().await {
-        let (agent, alive) = joined?;
+    for (agent, alive) in futures_util::future::join_all(asks).await {
         lists.insert(agent, alive?);
     }
     for (agent, alive) in &lists {
@@ -877,7 +870,7 @@ async fn stay_out(lab: &Lab, name: &str, since: Instant, until: Instant) -> Resu
             }
         }
         if held.declared_failed.is_none() {
-            if let Ok(alive) = alive_members("ha").await {
+            if let Ok(alive) = alive_members(lab, "ha").await {
                 if !alive.contains(name) {
                     held.declared_failed = Some(since.elapsed());
                 }
@@ -892,8 +885,12 @@ async fn stay_out(lab: &Lab, name: &str, since: Instant, until: Instant) -> Resu
 }
 
 /// Members `serf members` in `container` lists as alive.
-async fn alive_members(container: &str) -> Result<BTreeSet<String>> {
-    let out = docker_cli(&["exec", container, "serf", "members"]).await?;
+async fn alive_members(lab: &Lab, container: &str) -> Result<BTreeSet<String>> {
+    let out = bounded(
+        "serf members",
+        lab.exec(container, &["serf", "members"]),
+    )
+    .await?;
     Ok(out
         .lines()
         .filter(|l| l.split_whitespace().nth(2) == Some("alive"))
@@ -901,37 +898,20 @@ async fn alive_members(container: &str) -> Result<BTreeSet<String>> {
         .collect())
 }
 
-/// `docker ARGS`, ended after [`DOCKER_TIMEOUT`]; stdout, or an error with
-/// stderr.
-async fn docker_cli(args: &[&str]) -> Result<String> {
-    let run = tokio::process::Command::new("docker")
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(DOCKER_TIMEOUT, run)
+/// An engine call, ended after [`DOCKER_TIMEOUT`] (a fault must not hang
+/// the run).
+async fn bounded<T>(what: &str, call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(DOCKER_TIMEOUT, call)
         .await
-        .map_err(|_| {
-            anyhow!(
-                "docker {} did not end within {DOCKER_TIMEOUT:?}",
-                args.join(" ")
-            )
-        })?
-        .context("running docker")?;
-    ensure!(
-        out.status.success(),
-        "docker {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        .map_err(|_| anyhow!("{what} did not end within {DOCKER_TIMEOUT:?}"))?
 }
 
 /// HAProxy's request log lines in `container`'s log (with `option
 /// dontlog-normal`: the requests that failed, or took a retry or a
 /// redispatch).
-fn haproxy_log_lines(container: &str) -> Vec<String> {
-    docker::logs(container)
+async fn haproxy_log_lines(container: &str) -> Vec<String> {
+    engine::logs(container)
+        .await
         .unwrap_or_default()
         .lines()
         .filter(|l| l.split_whitespace().nth(2) == Some("localnodes"))

@@ -449,8 +449,8 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// HAProxy logs the requests that were not normal (failed, retried or
 /// redispatched: `option dontlog-normal`): count them, and print the failed
 /// ones, whose termination state and last server tell what happened.
-pub fn print_haproxy_failures(label: &str, container: &str) {
-    let Ok(log) = crate::docker::logs(container) else {
+pub async fn print_haproxy_failures(label: &str, container: &str) {
+    let Ok(log) = crate::engine::logs(container).await else {
         return;
     };
     // client [date] frontend backend/server timers status bytes - - state

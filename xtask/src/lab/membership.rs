@@ -5,12 +5,13 @@ use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::poll;
-use crate::docker;
+use super::{poll, Lab};
 
 /// name -> (status, role) as seen by the agent in `container`.
-pub fn members(container: &str) -> Result<BTreeMap<String, (String, String)>> {
-    let out = docker::exec(container, &["serf", "members", "-format", "json"])?;
+pub async fn members(lab: &Lab, container: &str) -> Result<BTreeMap<String, (String, String)>> {
+    let out = lab
+        .exec(container, &["serf", "members", "-format", "json"])
+        .await?;
     let json: serde_json::Value =
         serde_json::from_str(&out).with_context(|| format!("serf members output: {out:?}"))?;
     let list = json["members"]
@@ -31,7 +32,7 @@ pub fn members(container: &str) -> Result<BTreeMap<String, (String, String)>> {
 }
 
 /// Wait until `container`'s agent sees exactly `alive` (name, role) alive.
-pub async fn wait_alive(container: &str, alive: &[(&str, &str)]) -> Result<String> {
+pub async fn wait_alive(lab: &Lab, container: &str, alive: &[(&str, &str)]) -> Result<String> {
     let wanted: BTreeMap<String, String> = alive
         .iter()
         .map(|(n, r)| (n.to_string(), r.to_string()))
@@ -40,7 +41,7 @@ pub async fn wait_alive(container: &str, alive: &[(&str, &str)]) -> Result<Strin
         &format!("{container} sees {alive:?} alive"),
         Duration::from_secs(60),
         || async {
-            let seen = members(container)?;
+            let seen = members(lab, container).await?;
             let live: BTreeMap<String, String> = seen
                 .iter()
                 .filter(|(_, (status, _))| status == "alive")
@@ -53,12 +54,12 @@ pub async fn wait_alive(container: &str, alive: &[(&str, &str)]) -> Result<Strin
 }
 
 /// Wait until `container`'s agent reports `name` with `status`.
-pub async fn wait_status(container: &str, name: &str, status: &str) -> Result<String> {
+pub async fn wait_status(lab: &Lab, container: &str, name: &str, status: &str) -> Result<String> {
     poll(
         &format!("{container} sees {name} {status}"),
         Duration::from_secs(60),
         || async {
-            let seen = members(container)?;
+            let seen = members(lab, container).await?;
             if seen.get(name).is_some_and(|(s, _)| s == status) {
                 Ok(Some(describe(&seen)))
             } else {

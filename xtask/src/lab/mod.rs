@@ -1,12 +1,22 @@
 //! The lab's tasks as scenarios: one definition per task, run by
 //! `cargo xtask task N` and by the integration tests alike.
 //!
-//! Containers are started with the Docker CLI on the lab's `heig` network.
-//! Only `ha` publishes ports, and only on 127.0.0.1 (random host ports), so
-//! nothing is reachable from outside the machine. testcontainers-rs is not
-//! used for this: it publishes every exposed port on all interfaces and has
-//! no way to bind 127.0.0.1. Every container carries the label `ait.lab=1`,
-//! which is how a run finds and removes leftovers of an earlier one.
+//! Containers are started, stopped, restarted, paused, exec'd into and read
+//! through testcontainers (`AsyncRunner`, `ContainerAsync`) on the lab's
+//! `heig` network; what testcontainers does not cover (the network and its
+//! subnet, connecting and disconnecting, inspecting, `docker kill`, the
+//! `docker ps` table) goes through the Docker API ([`crate::engine`]). No
+//! scenario spawns the `docker` command. Only `ha` publishes ports, and only
+//! on 127.0.0.1 (random host ports): testcontainers publishes every exposed
+//! port on all interfaces by default, so each container's host config sets
+//! the bindings itself and turns `publish_all_ports` off.
+//!
+//! A [`Lab`] holds the handles of the containers it started: they are
+//! removed when it is dropped, also when a scenario fails half-way. With
+//! `--keep` the handles are deliberately leaked (`std::mem::forget`) and
+//! the stack keeps running. Every container carries the label `ait.lab=1`,
+//! which is how a run (and `cargo xtask down`) finds what a kept stack or a
+//! crashed run left behind.
 
 mod baseline;
 mod chaos;
@@ -26,8 +36,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use testcontainers::core::{AccessMode, ContainerPort, ExecCommand, Mount};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
 use crate::checks::Checks;
-use crate::docker;
+use crate::engine::{self, ExecOutput, HEIG};
 
 pub use chaos::{chaos, ChaosOptions};
 pub use task0::task0;
@@ -102,9 +116,10 @@ pub fn ha_spec(stage: u8, reload: &str) -> Spec<'static> {
     }
 }
 
-/// A running lab stack: containers by name on `heig`.
+/// A running lab stack: containers by name on `heig`, each held by its
+/// testcontainers handle.
 pub struct Lab {
-    names: Vec<String>,
+    containers: BTreeMap<String, Started>,
     ips: BTreeMap<String, Ipv4Addr>,
     /// ha's container port -> 127.0.0.1:host port
     published: BTreeMap<u16, SocketAddr>,
@@ -119,21 +134,27 @@ pub struct Lab {
     gossip_key: String,
 }
 
+/// One started container: its handle and the image it runs.
+struct Started {
+    handle: ContainerAsync<GenericImage>,
+    image: String,
+}
+
 impl Lab {
     /// Remove leftovers of earlier runs and make sure `heig` exists.
     pub async fn new() -> Result<Lab> {
         let guard = ONE_LAB.lock().await;
         let machine_lock = tokio::task::spawn_blocking(lock_machine).await??;
-        tokio::task::spawn_blocking(crate::prereq::ensure_docker).await??;
-        remove_leftovers()?;
-        docker::ensure_network(&docker::HEIG)?;
+        crate::prereq::ensure_docker().await?;
+        remove_leftovers().await?;
+        engine::ensure_network(&HEIG, LABEL).await?;
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))
             .build()?;
         Ok(Lab {
-            names: Vec::new(),
+            containers: BTreeMap::new(),
             ips: BTreeMap::new(),
             published: BTreeMap::new(),
             http,
@@ -144,74 +165,118 @@ impl Lab {
     }
 
     /// Start a container with its hostname set to its name, as the lab
-    /// does; `ha` publishes its ports on 127.0.0.1.
+    /// does; `ha` publishes its ports on 127.0.0.1, nothing else publishes
+    /// any.
     pub async fn start(&mut self, spec: Spec<'_>) -> Result<Ipv4Addr> {
         let name = spec.name;
-        let mut args: Vec<String> = [
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--hostname",
-            name,
-            "--network",
-            docker::HEIG.name,
-            "--label",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.push(format!("{LABEL}=1"));
-        for (k, v) in &spec.env {
-            args.extend(["-e".into(), format!("{k}={v}")]);
-        }
-        if spec.stage >= 6 && !spec.env.iter().any(|(k, _)| k.starts_with("GOSSIP_")) {
-            args.extend(["-e".into(), format!("GOSSIP_KEY={}", self.gossip_key)]);
-        }
-        for (host, path) in &spec.mounts {
-            args.extend(["-v".into(), format!("{}:{path}:ro", host.display())]);
-        }
-        let published: &[u16] = if spec.image == "ha" {
+        let published: &'static [u16] = if spec.image == "ha" {
             ha_ports(spec.stage)
         } else {
             &[]
         };
-        for port in published {
-            args.extend(["-p".into(), format!("127.0.0.1::{port}")]);
+        let mut image =
+            GenericImage::new(format!("ait/{}", spec.image), format!("task{}", spec.stage));
+        for &port in published {
+            image = image.with_exposed_port(ContainerPort::Tcp(port));
         }
-        if spec.image == "webapp" {
-            // One name for every web app, as compose's service name: ha's
-            // agent finds them through it after its own restart.
-            args.extend(["--network-alias".into(), "webapp".into()]);
+        let mut req = image
+            .with_container_name(name)
+            .with_hostname(name)
+            .with_network(HEIG.name)
+            .with_label(LABEL, "1")
+            .with_startup_timeout(Duration::from_secs(120))
+            .with_host_config_modifier(move |host| {
+                host.publish_all_ports = Some(false);
+                host.port_bindings = Some(
+                    published
+                        .iter()
+                        .map(|p| {
+                            (
+                                format!("{p}/tcp"),
+                                Some(vec![bollard::models::PortBinding {
+                                    host_ip: Some("127.0.0.1".into()),
+                                    host_port: Some(String::new()),
+                                }]),
+                            )
+                        })
+                        .collect(),
+                );
+            });
+        for (k, v) in &spec.env {
+            req = req.with_env_var(*k, v.clone());
         }
-        args.push(format!("ait/{}:task{}", spec.image, spec.stage));
-        docker::run(&args).with_context(|| {
+        if spec.stage >= 6 && !spec.env.iter().any(|(k, _)| k.starts_with("GOSSIP_")) {
+            req = req.with_env_var("GOSSIP_KEY", self.gossip_key.clone());
+        }
+        if spec.stage >= 6
+            && spec.image == "ha"
+            && !spec.env.iter().any(|(k, _)| *k == "GOSSIP_BACKENDS")
+        {
+            // Whom ha's agent retries joining after its own restart: in
+            // compose the service name `webapp`, which Docker's DNS resolves
+            // to every web app (a network alias). testcontainers creates a
+            // container with its network only (no aliases), so the lab names
+            // the web apps running now, or ha itself when there are none yet.
+            let apps = self.running("webapp");
+            let backends = if apps.is_empty() {
+                name.to_string()
+            } else {
+                apps.join(" ")
+            };
+            req = req.with_env_var("GOSSIP_BACKENDS", backends);
+        }
+        for (host, path) in &spec.mounts {
+            req = req.with_mount(
+                Mount::bind_mount(host.display().to_string(), *path)
+                    .with_access_mode(AccessMode::ReadOnly),
+            );
+        }
+        let handle = req.start().await.with_context(|| {
             format!("starting {name} from ait/{}:task{}", spec.image, spec.stage)
         })?;
-        self.names.push(name.into());
-        self.learn(name, published)
+        self.containers.insert(
+            name.into(),
+            Started {
+                handle,
+                image: spec.image.into(),
+            },
+        );
+        self.learn(name, published).await
+    }
+
+    /// The names of the started containers of `image`.
+    fn running(&self, image: &str) -> Vec<String> {
+        self.containers
+            .iter()
+            .filter(|(_, s)| s.image == image)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// The handle of a started container.
+    fn handle(&self, name: &str) -> Result<&ContainerAsync<GenericImage>> {
+        self.containers
+            .get(name)
+            .map(|s| &s.handle)
+            .ok_or_else(|| engine::unknown(name))
     }
 
     /// Read a container's address on `heig` and, for ha, its published
     /// ports (they change when it restarts).
-    fn learn(&mut self, name: &str, published: &[u16]) -> Result<Ipv4Addr> {
-        let ip = docker::ip_on(name, docker::HEIG.name)?;
+    async fn learn(&mut self, name: &str, published: &[u16]) -> Result<Ipv4Addr> {
+        let ip = engine::ip_on(name, HEIG.name).await?;
         self.ips.insert(name.into(), ip);
         for &port in published {
-            let out = docker::run(["port", name, &format!("{port}/tcp")])?;
-            let addr = out
-                .lines()
-                .find_map(|l| l.trim().parse::<SocketAddr>().ok())
-                .with_context(|| format!("{name}:{port} is not published: {out:?}"))?;
-            self.published.insert(port, addr);
+            self.published
+                .insert(port, engine::published(name, port).await?);
         }
         Ok(ip)
     }
 
     /// Read a web app's address on `heig` again (after it was reconnected
     /// to the network, maybe with another address).
-    pub fn refresh_ip(&mut self, name: &str) -> Result<Ipv4Addr> {
-        self.learn(name, &[])
+    pub async fn refresh_ip(&mut self, name: &str) -> Result<Ipv4Addr> {
+        self.learn(name, &[]).await
     }
 
     /// ha restarted (`docker restart`) or, with `recreate`, removed and
@@ -251,15 +316,141 @@ impl Lab {
             .collect()
     }
 
-    /// `docker restart NAME`; ha's published ports are read again.
+    /// `docker restart NAME` (stop with Docker's 10 s grace, then start);
+    /// ha's published ports are read again.
     pub async fn restart(&mut self, name: &str) -> Result<Ipv4Addr> {
-        docker::run(["restart", name])?;
+        let handle = self.handle(name)?;
+        handle
+            .stop_with_timeout(Some(10))
+            .await
+            .with_context(|| format!("stopping {name} to restart it"))?;
+        handle
+            .start()
+            .await
+            .with_context(|| format!("starting {name} again"))?;
         let published: Vec<u16> = if name == "ha" {
             self.published.keys().copied().collect()
         } else {
             Vec::new()
         };
-        self.learn(name, &published)
+        self.learn(name, &published).await
+    }
+
+    /// `docker kill NAME` (SIGKILL): the container stays, stopped, until
+    /// the scenario ends.
+    pub async fn kill(&self, name: &str) -> Result<()> {
+        engine::kill(self.handle(name)?.id(), "KILL").await
+    }
+
+    /// `docker pause NAME`.
+    pub async fn pause(&self, name: &str) -> Result<()> {
+        self.handle(name)?
+            .pause()
+            .await
+            .with_context(|| format!("pausing {name}"))
+    }
+
+    /// `docker unpause NAME`.
+    pub async fn unpause(&self, name: &str) -> Result<()> {
+        self.handle(name)?
+            .unpause()
+            .await
+            .with_context(|| format!("unpausing {name}"))
+    }
+
+    /// `docker exec NAME CMD...`: what it printed and how it ended.
+    pub async fn exec_output(&self, name: &str, cmd: &[&str]) -> Result<ExecOutput> {
+        let what = || format!("docker exec {name} {}", cmd.join(" "));
+        let mut run = self
+            .handle(name)?
+            .exec(ExecCommand::new(cmd.iter().copied()))
+            .await
+            .with_context(what)?;
+        let stdout = run.stdout_to_vec().await.with_context(what)?;
+        let stderr = run.stderr_to_vec().await.with_context(what)?;
+        // The streams end with the process; its exit code follows shortly.
+        let code = poll_every(
+            &what(),
+            Duration::from_secs(10),
+            Duration::from_millis(5),
+            || {
+                let run = &run;
+                async move { Ok(run.exit_code().await?) }
+            },
+        )
+        .await?;
+        Ok(ExecOutput {
+            code,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        })
+    }
+
+    /// `docker exec NAME CMD...`'s stdout; a non-zero exit is an error
+    /// carrying stderr.
+    pub async fn exec(&self, name: &str, cmd: &[&str]) -> Result<String> {
+        let out = self.exec_output(name, cmd).await?;
+        if out.code != 0 {
+            bail!(
+                "docker exec {name} {} failed (exit {}): {}",
+                cmd.join(" "),
+                out.code,
+                out.stderr.trim()
+            );
+        }
+        Ok(out.stdout)
+    }
+
+    /// `docker exec -d NAME CMD...` (testcontainers' exec attaches to the
+    /// output, which a long-running command must outlive).
+    pub async fn exec_detached(&self, name: &str, cmd: &[&str]) -> Result<()> {
+        engine::exec_detached(self.handle(name)?.id(), cmd).await
+    }
+
+    /// `docker logs NAME`: its stdout, then its stderr.
+    pub async fn logs(&self, name: &str) -> Result<String> {
+        let handle = self.handle(name)?;
+        let mut text = handle
+            .stdout_to_vec()
+            .await
+            .with_context(|| format!("reading the logs of {name}"))?;
+        text.extend(
+            handle
+                .stderr_to_vec()
+                .await
+                .with_context(|| format!("reading the logs of {name}"))?,
+        );
+        Ok(String::from_utf8_lossy(&text).into_owned())
+    }
+
+    /// `docker inspect -f {{.State.ExitCode}} NAME`.
+    pub async fn exit_code(&self, name: &str) -> Result<Option<i64>> {
+        self.handle(name)?
+            .exit_code()
+            .await
+            .with_context(|| format!("reading the exit code of {name}"))
+    }
+
+    /// `docker stop NAME` with Docker's 10 s grace, the container kept.
+    pub async fn stop_only(&self, name: &str) -> Result<()> {
+        self.handle(name)?
+            .stop_with_timeout(Some(10))
+            .await
+            .with_context(|| format!("stopping {name}"))
+    }
+
+    /// `docker start NAME` of a stopped one.
+    pub async fn start_again(&mut self, name: &str) -> Result<Ipv4Addr> {
+        self.handle(name)?
+            .start()
+            .await
+            .with_context(|| format!("starting {name} again"))?;
+        let published: Vec<u16> = if name == "ha" {
+            self.published.keys().copied().collect()
+        } else {
+            Vec::new()
+        };
+        self.learn(name, &published).await
     }
 
     /// The address of a started container on `heig`.
@@ -278,26 +469,40 @@ impl Lab {
             .with_context(|| format!("ha's port {port} is not published (is ha started?)"))
     }
 
-    /// `docker stop` (graceful) then remove one container.
+    /// `docker stop` (graceful, Docker's 10 s grace) then remove one
+    /// container.
     pub async fn stop(&mut self, name: &str) -> Result<()> {
-        docker::run(["stop", name])?;
-        docker::run(["rm", "-v", name])?;
-        self.names.retain(|n| n != name);
+        self.stop_only(name).await?;
+        if let Some(started) = self.containers.remove(name) {
+            started
+                .handle
+                .rm()
+                .await
+                .with_context(|| format!("removing {name}"))?;
+        }
         self.ips.remove(name);
         Ok(())
     }
 
-    /// Remove every container and the network, unless the stack is kept.
-    pub async fn teardown(self, opts: &Options) -> Result<()> {
+    /// Remove every container and the network, unless the stack is kept:
+    /// then the handles are leaked on purpose, and `cargo xtask down` (or
+    /// the next run's sweep) removes the stack.
+    pub async fn teardown(mut self, opts: &Options) -> Result<()> {
         if opts.keep {
             self.print_urls();
+            for (_, started) in std::mem::take(&mut self.containers) {
+                std::mem::forget(started.handle);
+            }
             return Ok(());
         }
-        for name in &self.names {
-            docker::run(["rm", "-f", "-v", name])?;
+        for (name, started) in std::mem::take(&mut self.containers) {
+            started
+                .handle
+                .rm()
+                .await
+                .with_context(|| format!("removing {name}"))?;
         }
-        docker::remove_network(docker::HEIG.name);
-        Ok(())
+        engine::remove_network(HEIG.name).await
     }
 
     /// Print where a kept stack can be reached.
@@ -433,40 +638,51 @@ fn lock_machine() -> Result<std::fs::File> {
     Ok(file)
 }
 
-fn remove_leftovers() -> Result<()> {
-    let ids = docker::run(["ps", "-aq", "--filter", &format!("label={LABEL}")])?;
-    for id in ids.split_whitespace() {
-        docker::run(["rm", "-f", "-v", id])?;
+/// `cargo xtask down`: remove a kept stack (or what a crashed run left)
+/// and the lab's network.
+pub async fn down() -> Result<()> {
+    crate::prereq::ensure_docker().await?;
+    remove_leftovers().await?;
+    engine::remove_network(HEIG.name).await
+}
+
+/// What a kept stack or a crashed run left: containers carrying the lab's
+/// label.
+async fn remove_leftovers() -> Result<()> {
+    let n = engine::remove_labelled(LABEL).await?;
+    if n > 0 {
+        eprintln!("xtask: removed {n} container(s) an earlier run left behind");
     }
     Ok(())
 }
 
-/// Write `docker ps` into `dir/file`.
-pub fn save_docker_ps(checks: &mut Checks, dir: &Path, file: &str) -> Result<PathBuf> {
+/// Write `docker ps` (the CLI's table, from the API) into `dir/file`.
+pub async fn save_docker_ps(checks: &mut Checks, dir: &Path, file: &str) -> Result<PathBuf> {
     let path = dir.join(file);
-    std::fs::write(&path, docker::run(["ps"])?)?;
+    tokio::fs::write(&path, engine::ps_table().await?).await?;
     checks.deliverable(&path);
     Ok(path)
 }
 
 /// Write `docker inspect NAME` into `dir/inspect-NAME.json`.
-pub fn save_docker_inspect(checks: &mut Checks, dir: &Path, name: &str) -> Result<PathBuf> {
+pub async fn save_docker_inspect(checks: &mut Checks, dir: &Path, name: &str) -> Result<PathBuf> {
     let path = dir.join(format!("inspect-{name}.json"));
-    std::fs::write(&path, docker::run(["inspect", name])?)?;
+    tokio::fs::write(&path, engine::inspect_json(name).await?).await?;
     checks.deliverable(&path);
     Ok(path)
 }
 
 /// Write `docker logs NAME` (stdout and stderr) into `dir/file`.
-pub fn save_docker_logs(
+pub async fn save_docker_logs(
+    lab: &Lab,
     checks: &mut Checks,
     dir: &Path,
     name: &str,
     file: &str,
 ) -> Result<PathBuf> {
-    let text = docker::logs(name)?;
+    let text = lab.logs(name).await?;
     let path = dir.join(file);
-    std::fs::write(&path, text)?;
+    tokio::fs::write(&path, text).await?;
     checks.deliverable(&path);
     Ok(path)
 }

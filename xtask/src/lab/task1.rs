@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::baseline::{check_serving, save_ps_and_inspect, screenshot_stats};
 use super::{poll, save_docker_logs, Lab, Options, Spec};
 use crate::checks::Checks;
-use crate::{docker, images, project};
+use crate::{images, project};
 
 const STAGE: u8 = 1;
 const HA_SERVICE: &str = "/var/run/s6/services/ha";
@@ -28,7 +28,7 @@ exec sleep infinity
 pub async fn task1(opts: &Options) -> Result<Checks> {
     let mut checks = Checks::new("Lab task 1: init as PID 1, applications as supervised services");
     checks.step("building the images (cached when nothing changed)");
-    tokio::task::spawn_blocking(|| images::ensure_images(STAGE)).await??;
+    images::ensure_images(STAGE).await?;
     let fixture = project::target_dir().join("lab-fixtures/orphans");
     std::fs::create_dir_all(&fixture)?;
     std::fs::write(fixture.join("run"), ORPHANS_RUN)?;
@@ -58,9 +58,9 @@ pub async fn task1(opts: &Options) -> Result<Checks> {
 
     checks
         .check("init is PID 1 and haproxy a supervised service", || async {
-            let comm = docker::exec("ha", &["cat", "/proc/1/comm"])?;
+            let comm = lab.exec("ha", &["cat", "/proc/1/comm"]).await?;
             ensure!(comm.trim() == "init", "PID 1 in ha is {:?}", comm.trim());
-            let status = svstat()?;
+            let status = svstat(&lab).await?;
             ensure!(status.starts_with("up"), "s6-svstat {HA_SERVICE}: {status}");
             Ok(format!("PID 1 is init; s6-svstat: {status}"))
         })
@@ -70,14 +70,15 @@ pub async fn task1(opts: &Options) -> Result<Checks> {
         .check(
             "a killed haproxy is restarted by the supervisor",
             || async {
-                let before = service_pid()?;
-                docker::exec("ha", &["bash", "-c", &format!("kill -9 {before}")])?;
+                let before = service_pid(&lab).await?;
+                lab.exec("ha", &["bash", "-c", &format!("kill -9 {before}")])
+                    .await?;
                 let after = poll(
                     "haproxy back up with a new pid",
                     Duration::from_secs(30),
                     || async {
-                        let status = svstat()?;
-                        let pid = service_pid().ok();
+                        let status = svstat(&lab).await?;
+                        let pid = service_pid(&lab).await.ok();
                         Ok(
                             (status.starts_with("up") && pid.is_some() && pid != Some(before))
                                 .then_some(pid.unwrap_or_default()),
@@ -99,21 +100,21 @@ pub async fn task1(opts: &Options) -> Result<Checks> {
 
     checks
         .check("s6-svc -h reaches haproxy (it reloads)", || async {
-            let count = || -> Result<usize> {
-                let logs = docker_logs("ha")?;
-                Ok(logs.matches("New worker (").count())
+            let count = || async {
+                let logs = lab.logs("ha").await?;
+                Ok::<_, anyhow::Error>(logs.matches("New worker (").count())
             };
-            let master = service_pid()?;
-            let before = count()?;
-            docker::exec("ha", &["s6-svc", "-h", HA_SERVICE])?;
+            let master = service_pid(&lab).await?;
+            let before = count().await?;
+            lab.exec("ha", &["s6-svc", "-h", HA_SERVICE]).await?;
             poll(
                 "a new haproxy worker after SIGHUP",
                 Duration::from_secs(30),
-                || async { Ok((count()? > before).then_some(())) },
+                || async { Ok((count().await? > before).then_some(())) },
             )
             .await?;
             ensure!(
-                service_pid()? == master,
+                service_pid(&lab).await? == master,
                 "the haproxy master was replaced instead of reloaded"
             );
             Ok(format!("master {master} kept, new worker forked"))
@@ -125,37 +126,48 @@ pub async fn task1(opts: &Options) -> Result<Checks> {
             poll(
                 "the orphan service ran",
                 Duration::from_secs(30),
-                || async { Ok(docker::exec("s1", &["test", "-e", "/tmp/orphans-spawned"]).ok()) },
+                || async {
+                    Ok(lab
+                        .exec("s1", &["test", "-e", "/tmp/orphans-spawned"])
+                        .await
+                        .ok())
+                },
             )
             .await?;
-            let zombies = || -> Result<usize> {
-                let out = docker::exec(
-                    "s1",
-                    &[
-                        "bash",
-                        "-c",
-                        "grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l",
-                    ],
-                )?;
-                out.trim().parse().context("counting zombies")
+            let zombies = || async {
+                let out = lab
+                    .exec(
+                        "s1",
+                        &[
+                            "bash",
+                            "-c",
+                            "grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l",
+                        ],
+                    )
+                    .await?;
+                out.trim().parse::<usize>().context("counting zombies")
             };
-            let sleepers = || -> Result<usize> {
-                let out = docker::exec(
-                    "s1",
-                    &[
-                        "bash",
-                        "-c",
-                        "grep -lx 'sleep' /proc/[0-9]*/comm 2>/dev/null | wc -l",
-                    ],
-                )?;
-                out.trim().parse().context("counting sleep processes")
+            let sleepers = || async {
+                let out = lab
+                    .exec(
+                        "s1",
+                        &[
+                            "bash",
+                            "-c",
+                            "grep -lx 'sleep' /proc/[0-9]*/comm 2>/dev/null | wc -l",
+                        ],
+                    )
+                    .await?;
+                out.trim()
+                    .parse::<usize>()
+                    .context("counting sleep processes")
             };
             poll(
                 "no zombie and no orphan left",
                 Duration::from_secs(30),
                 || async {
                     // `sleep infinity` of the service itself stays.
-                    Ok((zombies()? == 0 && sleepers()? <= 1).then_some(()))
+                    Ok((zombies().await? == 0 && sleepers().await? <= 1).then_some(()))
                 },
             )
             .await?;
@@ -164,53 +176,46 @@ pub async fn task1(opts: &Options) -> Result<Checks> {
         .await;
 
     let logs_dir = project::task_logs(1)?;
-    save_docker_logs(&mut checks, &logs_dir, "ha", "docker-logs-ha.txt")?;
+    save_docker_logs(&lab, &mut checks, &logs_dir, "ha", "docker-logs-ha.txt").await?;
     save_ps_and_inspect(&mut checks, 1, &["ha", "s1", "s2"]).await?;
 
     checks
         .check("docker stop ha exits promptly with code 0", || async {
             let started = Instant::now();
-            docker::run(["stop", "ha"])?;
+            lab.stop_only("ha").await?;
             let took = started.elapsed();
-            let code = docker::run(["inspect", "-f", "{{.State.ExitCode}}", "ha"])?;
+            let code = lab.exit_code("ha").await?;
             // 0 means init shut down by itself; Docker's SIGKILL after its
             // 10 s timeout would show as 137.
-            if code.trim() != "0" {
-                bail!("ha exited with code {} after {took:.1?}", code.trim());
+            if code != Some(0) {
+                bail!("ha exited with code {code:?} after {took:.1?}");
             }
             Ok(format!("exit code 0 after {:.2} s", took.as_secs_f64()))
         })
         .await;
 
     if opts.keep {
-        docker::run(["start", "ha"])?;
+        lab.start_again("ha").await?;
     }
     lab.teardown(opts).await?;
     Ok(checks)
 }
 
-fn svstat() -> Result<String> {
-    Ok(docker::exec("ha", &["s6-svstat", HA_SERVICE])?
+async fn svstat(lab: &Lab) -> Result<String> {
+    Ok(lab
+        .exec("ha", &["s6-svstat", HA_SERVICE])
+        .await?
         .trim()
         .to_string())
 }
 
 /// The pid of the ha service's process, from `s6-svstat`.
-fn service_pid() -> Result<u32> {
-    let status = svstat()?;
+async fn service_pid(lab: &Lab) -> Result<u32> {
+    let status = svstat(lab).await?;
     status
         .split("(pid ")
         .nth(1)
         .and_then(|rest| rest.split(')').next())
         .and_then(|pid| pid.trim().parse().ok())
         .with_context(|| format!("no pid in s6-svstat output {status:?}"))
-}
-
-fn docker_logs(name: &str) -> Result<String> {
-    let out = std::process::Command::new("docker")
-        .args(["logs", name])
-        .output()?;
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    Ok(text)
 }

@@ -20,7 +20,7 @@ pub const CLUSTER: [(&str, &str); 3] = [("ha", "balancer"), ("s1", "backend"), (
 pub async fn task2(opts: &Options) -> Result<Checks> {
     let mut checks = Checks::new("Lab task 2: a membership agent in every container");
     checks.step("building the images (cached when nothing changed)");
-    tokio::task::spawn_blocking(|| images::ensure_images(STAGE)).await??;
+    images::ensure_images(STAGE).await?;
     let logs = project::task_logs(2)?;
 
     {
@@ -32,8 +32,8 @@ pub async fn task2(opts: &Options) -> Result<Checks> {
         checks
             .check("web apps started before ha run alone, retrying", || async {
                 // Without ha nobody can introduce s1 and s2 to each other.
-                let s1 = wait_alive("s1", &[("s1", "backend")]).await?;
-                let s2 = wait_alive("s2", &[("s2", "backend")]).await?;
+                let s1 = wait_alive(&lab, "s1", &[("s1", "backend")]).await?;
+                let s2 = wait_alive(&lab, "s2", &[("s2", "backend")]).await?;
                 Ok(format!("s1 sees: {s1}; s2 sees: {s2}"))
             })
             .await;
@@ -41,7 +41,7 @@ pub async fn task2(opts: &Options) -> Result<Checks> {
         checks
             .check(
                 "one cluster once ha is up (start order does not matter)",
-                || wait_alive("ha", &CLUSTER),
+                || wait_alive(&lab, "ha", &CLUSTER),
             )
             .await;
         lab.teardown(&Options::default()).await?;
@@ -57,13 +57,20 @@ pub async fn task2(opts: &Options) -> Result<Checks> {
         checks
             .check(
                 &format!("{viewer}'s agent sees ha, s1, s2 alive with their roles"),
-                || wait_alive(viewer, &CLUSTER),
+                || wait_alive(&lab, viewer, &CLUSTER),
             )
             .await;
     }
     check_serving(&mut checks, &lab).await?;
     for name in ["ha", "s1", "s2"] {
-        save_docker_logs(&mut checks, &logs, name, &format!("docker-logs-{name}.txt"))?;
+        save_docker_logs(
+            &lab,
+            &mut checks,
+            &logs,
+            name,
+            &format!("docker-logs-{name}.txt"),
+        )
+        .await?;
     }
     save_ps_and_inspect(&mut checks, 2, &["ha", "s1", "s2"]).await?;
 
@@ -72,7 +79,7 @@ pub async fn task2(opts: &Options) -> Result<Checks> {
     checks
         .check(
             "a stopped web app leaves gracefully (SIGTERM, no trap)",
-            || wait_status("ha", "s2", "left"),
+            || wait_status(&lab, "ha", "s2", "left"),
         )
         .await;
 

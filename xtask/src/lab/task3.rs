@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::membership::wait_alive;
 use super::{poll, save_docker_logs, Lab, Options, Spec};
 use crate::checks::Checks;
-use crate::{docker, images, project};
+use crate::{images, project};
 
 const STAGE: u8 = 3;
 const SERF_LOG: &str = "/var/log/serf.log";
@@ -18,7 +18,7 @@ const SERF_LOG: &str = "/var/log/serf.log";
 pub async fn task3(opts: &Options) -> Result<Checks> {
     let mut checks = Checks::new("Lab task 3: handlers record membership events on ha");
     checks.step("building the images (cached when nothing changed)");
-    tokio::task::spawn_blocking(|| images::ensure_images(STAGE)).await??;
+    images::ensure_images(STAGE).await?;
     let logs = project::task_logs(3)?;
     let mut lab = Lab::new().await?;
 
@@ -47,12 +47,12 @@ pub async fn task3(opts: &Options) -> Result<Checks> {
             .check(
                 &format!("after starting {name}: ha logs a join for each member"),
                 || async {
-                    wait_alive("ha", cluster).await?;
+                    wait_alive(&lab, "ha", cluster).await?;
                     let log = poll(
                         "the join lines in serf.log",
                         Duration::from_secs(60),
                         || async {
-                            let log = docker::exec("ha", &["cat", SERF_LOG]).unwrap_or_default();
+                            let log = lab.exec("ha", &["cat", SERF_LOG]).await.unwrap_or_default();
                             Ok(expected
                                 .iter()
                                 .all(|l| log.contains(l.as_str()))
@@ -72,11 +72,13 @@ pub async fn task3(opts: &Options) -> Result<Checks> {
             .await;
         for (n, _) in cluster.iter() {
             save_docker_logs(
+                &lab,
                 &mut checks,
                 &logs,
                 n,
                 &format!("{}-after-{name}-docker-logs-{n}.txt", step + 1),
-            )?;
+            )
+            .await?;
         }
     }
 
@@ -89,7 +91,7 @@ pub async fn task3(opts: &Options) -> Result<Checks> {
                 "the leave line in serf.log",
                 Duration::from_secs(60),
                 || async {
-                    let log = docker::exec("ha", &["cat", SERF_LOG]).unwrap_or_default();
+                    let log = lab.exec("ha", &["cat", SERF_LOG]).await.unwrap_or_default();
                     Ok(log.contains(line).then_some(()))
                 },
             )
@@ -99,7 +101,7 @@ pub async fn task3(opts: &Options) -> Result<Checks> {
         .await;
 
     let path = logs.join("serf.log");
-    std::fs::write(&path, docker::exec("ha", &["cat", SERF_LOG])?)?;
+    tokio::fs::write(&path, lab.exec("ha", &["cat", SERF_LOG]).await?).await?;
     checks.deliverable(&path);
 
     lab.teardown(opts).await?;

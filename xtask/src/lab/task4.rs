@@ -12,14 +12,14 @@ use super::baseline::save_ps_and_inspect;
 use super::membership::wait_alive;
 use super::{poll, Lab, Options, Spec};
 use crate::checks::Checks;
-use crate::{docker, images, project};
+use crate::{images, project};
 
 const STAGE: u8 = 4;
 
 pub async fn task4(opts: &Options) -> Result<Checks> {
     let mut checks = Checks::new("Lab task 4: the join handler renders a template");
     checks.step("building the images (cached when nothing changed)");
-    tokio::task::spawn_blocking(|| images::ensure_images(STAGE)).await??;
+    images::ensure_images(STAGE).await?;
     let logs = project::task_logs(4)?;
     let mut lab = Lab::new().await?;
     let steps: [(&str, &[(&str, &str)]); 3] = [
@@ -48,10 +48,12 @@ pub async fn task4(opts: &Options) -> Result<Checks> {
             .check(
                 &format!("after starting {name}: /tmp/haproxy.cfg names {name}"),
                 || async {
-                    wait_alive("ha", cluster).await?;
+                    wait_alive(&lab, "ha", cluster).await?;
                     let text = poll("the rendered line", Duration::from_secs(60), || async {
-                        let text =
-                            docker::exec("ha", &["cat", "/tmp/haproxy.cfg"]).unwrap_or_default();
+                        let text = lab
+                            .exec("ha", &["cat", "/tmp/haproxy.cfg"])
+                            .await
+                            .unwrap_or_default();
                         Ok((text.trim() == expected).then_some(text))
                     })
                     .await?;

@@ -14,7 +14,7 @@ use super::baseline::save_ps_and_inspect;
 use super::membership::wait_alive;
 use super::{poll, save_docker_ps, Lab, Options, Spec};
 use crate::checks::Checks;
-use crate::{docker, images, project};
+use crate::{images, project};
 
 const STAGE: u8 = 5;
 const CFG: &str = "/usr/local/etc/haproxy/haproxy.cfg";
@@ -22,8 +22,8 @@ const CFG: &str = "/usr/local/etc/haproxy/haproxy.cfg";
 type Cluster = &'static [(&'static str, &'static str)];
 
 /// The `server NAME ...` names in ha's haproxy.cfg.
-fn servers_in_config() -> Result<(String, BTreeSet<String>)> {
-    let text = docker::exec("ha", &["cat", CFG])?;
+async fn servers_in_config(lab: &Lab) -> Result<(String, BTreeSet<String>)> {
+    let text = lab.exec("ha", &["cat", CFG]).await?;
     let names = text
         .lines()
         .filter_map(|l| l.trim().strip_prefix("server "))
@@ -33,8 +33,8 @@ fn servers_in_config() -> Result<(String, BTreeSet<String>)> {
     Ok((text, names))
 }
 
-fn nodes_listing() -> Result<String> {
-    docker::exec(
+async fn nodes_listing(lab: &Lab) -> Result<String> {
+    lab.exec(
         "ha",
         &[
             "bash",
@@ -42,15 +42,16 @@ fn nodes_listing() -> Result<String> {
             "ls -l /nodes; head -v /nodes/* 2>/dev/null || true",
         ],
     )
+    .await
 }
 
-async fn wait_config(backends: &[&str]) -> Result<String> {
+async fn wait_config(lab: &Lab, backends: &[&str]) -> Result<String> {
     let wanted: BTreeSet<String> = backends.iter().map(|s| s.to_string()).collect();
     let (text, _) = poll(
         &format!("haproxy.cfg listing {backends:?}"),
         Duration::from_secs(60),
         || async {
-            let (text, names) = servers_in_config()?;
+            let (text, names) = servers_in_config(lab).await?;
             Ok((names == wanted).then_some((text, names)))
         },
     )
@@ -61,7 +62,7 @@ async fn wait_config(backends: &[&str]) -> Result<String> {
 pub async fn task5(opts: &Options) -> Result<Checks> {
     let mut checks = Checks::new("Lab task 5: haproxy.cfg generated from the members");
     checks.step("building the images (cached when nothing changed)");
-    tokio::task::spawn_blocking(|| images::ensure_images(STAGE)).await??;
+    images::ensure_images(STAGE).await?;
     let logs = project::task_logs(5)?;
     let mut lab = Lab::new().await?;
 
@@ -89,10 +90,11 @@ pub async fn task5(opts: &Options) -> Result<Checks> {
             .check(
                 &format!("after starting {name}: haproxy.cfg lists {backends:?}"),
                 || async {
-                    wait_alive("ha", cluster).await?;
-                    let text = wait_config(backends).await?;
+                    wait_alive(&lab, "ha", cluster).await?;
+                    let text = wait_config(&lab, backends).await?;
                     std::fs::write(&cfg_path, &text)?;
-                    docker::exec("ha", &["/usr/sbin/haproxy", "-c", "-q", "-f", CFG])?;
+                    lab.exec("ha", &["/usr/sbin/haproxy", "-c", "-q", "-f", CFG])
+                        .await?;
                     Ok("valid (haproxy -c)".into())
                 },
             )
@@ -101,7 +103,7 @@ pub async fn task5(opts: &Options) -> Result<Checks> {
             checks.deliverable(&cfg_path);
         }
         let nodes_path = logs.join(format!("{n}-nodes-after-{name}.txt"));
-        std::fs::write(&nodes_path, nodes_listing()?)?;
+        std::fs::write(&nodes_path, nodes_listing(&lab).await?)?;
         checks.deliverable(&nodes_path);
     }
     save_ps_and_inspect(&mut checks, 5, &["ha", "s1", "s2"]).await?;
@@ -110,34 +112,35 @@ pub async fn task5(opts: &Options) -> Result<Checks> {
         .check(
             "hostile node names neither escape /nodes nor reach the config",
             || async {
-                let passwd_before = docker::exec("ha", &["cat", "/etc/passwd"])?;
+                let passwd_before = lab.exec("ha", &["cat", "/etc/passwd"]).await?;
                 // Extra agents inside s2, on their own ports, with hostile names.
                 for (i, name) in ["../../etc/passwd", "a b;rm -rf /"].iter().enumerate() {
                     let bind = format!("0.0.0.0:{}", 7950 + i);
                     let rpc = format!("127.0.0.1:{}", 7380 + i);
-                    docker::run([
-                        "exec",
-                        "-d",
+                    lab.exec_detached(
                         "s2",
-                        "serf",
-                        "agent",
-                        "-node",
-                        name,
-                        "-bind",
-                        &bind,
-                        "-rpc-addr",
-                        &rpc,
-                        "-join",
-                        "ha",
-                        "-tag",
-                        "role=backend",
-                    ])?;
+                        &[
+                            "serf",
+                            "agent",
+                            "-node",
+                            name,
+                            "-bind",
+                            &bind,
+                            "-rpc-addr",
+                            &rpc,
+                            "-join",
+                            "ha",
+                            "-tag",
+                            "role=backend",
+                        ],
+                    )
+                    .await?;
                 }
                 poll(
                     "ha sees the hostile members",
                     Duration::from_secs(60),
                     || async {
-                        let seen = super::membership::members("ha")?;
+                        let seen = super::membership::members(&lab, "ha").await?;
                         Ok((seen.contains_key("../../etc/passwd")
                             && seen.contains_key("a b;rm -rf /"))
                         .then_some(()))
@@ -148,7 +151,7 @@ pub async fn task5(opts: &Options) -> Result<Checks> {
                     "ha's handlers reported them",
                     Duration::from_secs(60),
                     || async {
-                        let log = docker::exec("ha", &["cat", "/var/log/serf.log"])?;
+                        let log = lab.exec("ha", &["cat", "/var/log/serf.log"]).await?;
                         Ok(
                             (log.matches("Ignoring member with unsafe name").count() >= 2)
                                 .then_some(()),
@@ -156,22 +159,23 @@ pub async fn task5(opts: &Options) -> Result<Checks> {
                     },
                 )
                 .await?;
-                let (_, names) = servers_in_config()?;
+                let (_, names) = servers_in_config(&lab).await?;
                 ensure!(
                     names == BTreeSet::from(["s1".to_string(), "s2".to_string()]),
                     "config servers changed to {names:?}"
                 );
-                let listing = docker::exec("ha", &["ls", "-A", "/nodes"])?;
+                let listing = lab.exec("ha", &["ls", "-A", "/nodes"]).await?;
                 let files: BTreeSet<&str> = listing.split_whitespace().collect();
                 ensure!(
                     files == BTreeSet::from(["s1", "s2"]),
                     "/nodes holds {files:?}"
                 );
                 ensure!(
-                    docker::exec("ha", &["cat", "/etc/passwd"])? == passwd_before,
+                    lab.exec("ha", &["cat", "/etc/passwd"]).await? == passwd_before,
                     "/etc/passwd changed"
                 );
-                docker::exec("ha", &["/usr/sbin/haproxy", "-c", "-q", "-f", CFG])?;
+                lab.exec("ha", &["/usr/sbin/haproxy", "-c", "-q", "-f", CFG])
+                    .await?;
                 Ok("ignored and logged; /nodes = {s1, s2}; config still valid".into())
             },
         )
@@ -182,7 +186,7 @@ pub async fn task5(opts: &Options) -> Result<Checks> {
     let cfg_path = logs.join("4-haproxy.cfg-after-stopping-s1");
     checks
         .check("after stopping s1: haproxy.cfg lists only s2", || async {
-            let text = wait_config(&["s2"]).await?;
+            let text = wait_config(&lab, &["s2"]).await?;
             std::fs::write(&cfg_path, &text)?;
             Ok("s2 only".into())
         })
@@ -191,9 +195,9 @@ pub async fn task5(opts: &Options) -> Result<Checks> {
         checks.deliverable(&cfg_path);
     }
     let nodes_path = logs.join("4-nodes-after-stopping-s1.txt");
-    std::fs::write(&nodes_path, nodes_listing()?)?;
+    std::fs::write(&nodes_path, nodes_listing(&lab).await?)?;
     checks.deliverable(&nodes_path);
-    save_docker_ps(&mut checks, &logs, "docker-ps-after-stopping-s1.txt")?;
+    save_docker_ps(&mut checks, &logs, "docker-ps-after-stopping-s1.txt").await?;
 
     lab.teardown(opts).await?;
     Ok(checks)

@@ -26,7 +26,7 @@ use super::baseline::wait_servers_up;
 use super::load::{Load, LoadReport};
 use super::{save_docker_ps, Lab, Options, Spec};
 use crate::checks::Checks;
-use crate::{docker, images, project, shot};
+use crate::{images, project, shot};
 
 const STAGE: u8 = 6;
 
@@ -83,7 +83,7 @@ const RESTARTS: &[Step] = &[
 pub async fn task6(opts: &Options) -> Result<Checks> {
     let mut checks = Checks::new("Lab task 6: HAProxy follows web apps coming and going");
     checks.step("building the images (cached when nothing changed)");
-    tokio::task::spawn_blocking(|| images::ensure_images(STAGE)).await??;
+    images::ensure_images(STAGE).await?;
     // The lab's mechanism first: the reconciler's run comes last, so that
     // `--keep` leaves the final stage (the reconciler) running.
     let lab = run_sequence(&mut checks, Mode::Lab, &Options::default(), false).await?;
@@ -124,7 +124,9 @@ async fn run_sequence(
         .check(
             &format!("[{label}] only the {label} mechanism drives HAProxy"),
             || async {
-                let st = docker::exec("ha", &["s6-svstat", "/var/run/s6/services/reconcile"])?;
+                let st = lab
+                    .exec("ha", &["s6-svstat", "/var/run/s6/services/reconcile"])
+                    .await?;
                 let up = st.starts_with("up");
                 ensure!(
                     up == matches!(mode, Mode::Reconciler),
@@ -165,7 +167,7 @@ async fn run_sequence(
                 format!("docker stop {name}")
             }
             Step::Kill(name) => {
-                docker::run(["kill", name])?;
+                lab.kill(name).await?;
                 running.remove(name);
                 format!("docker kill {name}")
             }
@@ -176,11 +178,12 @@ async fn run_sequence(
                 } else {
                     "ha's agent killed (kill -9)"
                 };
-                let before = agent_pid()?;
+                let before = agent_pid(&lab).await?;
                 if graceful {
-                    docker::exec("ha", &["s6-svc", "-t", AGENT_SERVICE])?;
+                    lab.exec("ha", &["s6-svc", "-t", AGENT_SERVICE]).await?;
                 } else {
-                    docker::exec("ha", &["sh", "-c", &format!("kill -9 {before}")])?;
+                    lab.exec("ha", &["sh", "-c", &format!("kill -9 {before}")])
+                        .await?;
                 }
                 checks
                     .check(
@@ -232,11 +235,11 @@ async fn run_sequence(
             load = Some(Load::start(lab.ha(80)?));
         }
         if deliverables {
-            save_docker_ps(checks, &logs, &format!("docker-ps-step{n:02}.txt"))?;
+            save_docker_ps(checks, &logs, &format!("docker-ps-step{n:02}.txt")).await?;
             let png = assets.join(format!("task6-step{n:02}.png"));
             let url = format!("http://{}/", lab.ha(1936)?);
             let p = png.clone();
-            match tokio::task::spawn_blocking(move || shot::screenshot(&url, &p)).await? {
+            match shot::screenshot(&url, &p).await {
                 Ok(()) => checks.deliverable(&png),
                 Err(e) => eprintln!("   screenshot of step {n} failed: {e:#}"),
             }
@@ -258,7 +261,7 @@ async fn run_sequence(
         "   [{label}] load: {} requests, {} failed {:?}; {} with no answer while ha restarted",
         report.sent, report.failed, report.samples, report.in_window
     );
-    crate::lab::load::print_haproxy_failures(label, "ha");
+    crate::lab::load::print_haproxy_failures(label, "ha").await;
     lab.teardown(opts).await?;
     Ok(report)
 }
@@ -270,8 +273,8 @@ fn ha_spec(mode: Mode) -> Spec<'static> {
 pub(crate) const AGENT_SERVICE: &str = "/var/run/s6/services/serf";
 
 /// The pid of ha's agent, from `s6-svstat` ("up (pid N) ...").
-pub(crate) fn agent_pid() -> Result<u32> {
-    let st = docker::exec("ha", &["s6-svstat", AGENT_SERVICE])?;
+pub(crate) async fn agent_pid(lab: &Lab) -> Result<u32> {
+    let st = lab.exec("ha", &["s6-svstat", AGENT_SERVICE]).await?;
     st.split("pid ")
         .nth(1)
         .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
@@ -280,8 +283,9 @@ pub(crate) fn agent_pid() -> Result<u32> {
 }
 
 /// Members `serf members` (in `container`) lists as alive.
-fn alive_members(container: &str) -> BTreeSet<String> {
-    docker::exec(container, &["serf", "members"])
+async fn alive_members(lab: &Lab, container: &str) -> BTreeSet<String> {
+    lab.exec(container, &["serf", "members"])
+        .await
         .unwrap_or_default()
         .lines()
         .filter(|l| l.split_whitespace().nth(2) == Some("alive"))
@@ -332,13 +336,13 @@ pub(crate) async fn hold_servers_timed(
         }
         polls += 1;
         if rejoined.is_none() {
-            let new_agent = agent_pid().is_ok_and(|p| p != old_pid);
-            if new_agent
-                && wanted.iter().all(|n| alive_members("ha").contains(*n))
-                && names
-                    .first()
-                    .is_none_or(|w| alive_members(w).contains("ha"))
-            {
+            let new_agent = agent_pid(lab).await.is_ok_and(|p| p != old_pid);
+            let ha_sees = alive_members(lab, "ha").await;
+            let seen_by_first = match names.first() {
+                Some(w) => alive_members(lab, w).await.contains("ha"),
+                None => true,
+            };
+            if new_agent && wanted.iter().all(|n| ha_sees.contains(*n)) && seen_by_first {
                 rejoined = Some(start.elapsed());
             }
         }
@@ -354,7 +358,7 @@ pub(crate) async fn hold_servers_timed(
             }
             None if start.elapsed() > Duration::from_secs(120) => bail!(
                 "ha's new agent did not see {names:?} alive within 120 s (ha lists {:?})",
-                alive_members("ha")
+                alive_members(lab, "ha").await
             ),
             _ => {}
         }
@@ -384,24 +388,22 @@ async fn back_in_rotation(load: &Load, ips: &[String], started: Instant) -> Resu
 /// answers; the stats page offers no admin actions.
 async fn admin_api_is_private(lab: &Lab) -> Result<String> {
     let probe = "exec 3<>/dev/tcp/ha/9999 && echo 'show info' >&3 && timeout 2 cat <&3";
-    let from_web_app = std::process::Command::new("docker")
-        .args(["exec", "s4", "bash", "-c", probe])
-        .output()?;
-    let said = String::from_utf8_lossy(&from_web_app.stdout);
+    let from_web_app = lab.exec_output("s4", &["bash", "-c", probe]).await?;
+    let said = &from_web_app.stdout;
     ensure!(
-        !from_web_app.status.success() && !said.contains("Name: HAProxy"),
+        from_web_app.code != 0 && !said.contains("Name: HAProxy"),
         "from s4, ha:9999 answered: {said}"
     );
-    let err = String::from_utf8_lossy(&from_web_app.stderr);
+    let err = &from_web_app.stderr;
     ensure!(err.contains("refused"), "from s4, ha:9999: {}", err.trim());
-    let inside = docker::exec(
+    let inside = lab.exec(
         "ha",
         &[
             "bash",
             "-c",
             "exec 3<>/dev/tcp/127.0.0.1/9999 && echo 'show info' >&3 && cat <&3",
         ],
-    )?;
+    ).await?;
     ensure!(
         inside.contains("Name: HAProxy"),
         "inside ha, 127.0.0.1:9999 said: {inside}"
