@@ -632,7 +632,38 @@ pub async fn swarm() -> Result<Checks> {
 
 #[cfg(test)]
 mod tests {
-    use super::without_ports;
+    use super::{finish_in_drop, without_ports};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A clean-up started from a `Drop` has ended when the drop returns,
+    /// whatever runs it: a multi-threaded runtime, a current-thread one, or
+    /// none.
+    fn clean_up_ends_before_drop_returns() {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        finish_in_drop(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            flag.store(true, Ordering::SeqCst);
+        });
+        assert!(done.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn clean_up_from_drop_on_a_multi_threaded_runtime() {
+        clean_up_ends_before_drop_returns();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn clean_up_from_drop_on_a_current_thread_runtime() {
+        clean_up_ends_before_drop_returns();
+    }
+
+    #[test]
+    fn clean_up_from_drop_without_a_runtime() {
+        clean_up_ends_before_drop_returns();
+    }
 
     #[test]
     fn ports_lists_are_left_out_and_nothing_else() {
