@@ -7,50 +7,55 @@
 
 use anyhow::{ensure, Context, Result};
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
-use std::process::Command;
 use std::time::Duration;
+use tokio::process::Command;
 
 use crate::checks::Checks;
 use crate::lab::load::Load;
 use crate::lab::{fresh_gossip_key, parse_stats_csv, poll};
-use crate::{docker, images, prereq, project};
+use crate::{engine, images, prereq, project};
 
 /// The compose project; its own network and subnet, so that it can run next
 /// to a lab stack.
 const PROJECT: &str = "aitcompose";
 const SUBNET: &str = "192.168.44.0/24";
 
-/// One compose project, brought down (with its volumes) when dropped.
+/// One compose project. [`Project::down`] brings it down (with its
+/// volumes); one dropped without it (an early error) is brought down from
+/// its `Drop`.
 struct Project {
     cmd: Vec<String>,
     env: Vec<(String, String)>,
+    down: bool,
 }
 
 impl Project {
-    fn new(env: Vec<(String, String)>) -> Result<Project> {
+    async fn new(env: Vec<(String, String)>) -> Result<Project> {
+        // prereq probes the compose tool with blocking commands (once).
+        let cmd = tokio::task::spawn_blocking(prereq::compose_command).await??;
         Ok(Project {
-            cmd: prereq::compose_command()?,
+            cmd,
             env,
+            down: false,
         })
     }
 
     /// `compose -p aitcompose -f docker/compose.yaml ARGS...`
-    fn run(&self, args: &[&str]) -> Result<String> {
+    async fn run(&self, args: &[&str]) -> Result<String> {
         let file = project::root().join("docker/compose.yaml");
-        let mut c = Command::new(&self.cmd[0]);
-        c.args(&self.cmd[1..])
+        let out = Command::new(&self.cmd[0])
+            .args(&self.cmd[1..])
             .args(["-p", PROJECT, "-f"])
             .arg(&file)
             .args(args)
-            .env("AIT_SUBNET", SUBNET);
-        for (k, v) in &self.env {
-            c.env(k, v);
-        }
-        let out = c
+            .env("AIT_SUBNET", SUBNET)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
-            .with_context(|| format!("running {} {args:?}", self.cmd.join(" ")))?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            .await
+            .with_context(|| format!("running {} {}", self.cmd.join(" "), args.join(" ")))?;
         ensure!(
             out.status.success(),
             "{} {} failed: {}",
@@ -58,27 +63,91 @@ impl Project {
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         );
-        Ok(text)
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `compose down -v --remove-orphans`; a failure is not an error.
+    async fn down(mut self) {
+        self.down = true;
+        let _ = self.run(&["down", "-v", "--remove-orphans"]).await;
     }
 
     /// Ids of the running containers of `service`.
-    fn containers(&self, service: &str) -> Result<Vec<String>> {
-        let out = docker::run([
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=com.docker.compose.project={PROJECT}"),
-            "--filter",
-            &format!("label=com.docker.compose.service={service}"),
-        ])?;
-        Ok(out.split_whitespace().map(str::to_owned).collect())
+    async fn containers(&self, service: &str) -> Result<Vec<String>> {
+        containers_of(service, false).await
     }
+}
+
+/// Ids of the project's containers of `service`, newest first; stopped ones
+/// too when `all`.
+async fn containers_of(service: &str, all: bool) -> Result<Vec<String>> {
+    let project = format!("com.docker.compose.project={PROJECT}");
+    let service = format!("com.docker.compose.service={service}");
+    engine::containers_with_filters(&[("label", &project), ("label", &service)], all).await
 }
 
 impl Drop for Project {
     fn drop(&mut self) {
-        let _ = self.run(&["down", "-v", "--remove-orphans"]);
+        if self.down {
+            return;
+        }
+        let p = Project {
+            cmd: self.cmd.clone(),
+            env: self.env.clone(),
+            // this copy's own drop does nothing
+            down: true,
+        };
+        finish_in_drop(p.down());
     }
+}
+
+/// Run a clean-up to its end from a `Drop` (a scenario that returned early
+/// with an error, or panicked): on a multi-threaded runtime the worker is
+/// handed over first (`block_in_place`); otherwise the clean-up runs on a
+/// thread of its own, with a runtime of its own.
+fn finish_in_drop<F>(cleanup: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| h.block_on(cleanup))
+        }
+        _ => {
+            let _ = std::thread::spawn(move || match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(cleanup),
+                Err(e) => eprintln!("   !! clean-up skipped, no runtime for it: {e}"),
+            })
+            .join();
+        }
+    }
+}
+
+/// `docker ARGS...` for the user-facing swarm commands (`swarm`, `stack`,
+/// `service`), with `env` added: its stdout; a failure names the command
+/// and carries its stderr.
+async fn docker_cli<S: AsRef<OsStr>>(args: &[S], env: &[(String, String)]) -> Result<String> {
+    let shown = args
+        .iter()
+        .map(|a| a.as_ref().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("docker")
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .await
+        .with_context(|| format!("running docker {shown}"))?;
+    ensure!(
+        out.status.success(),
+        "docker {shown} failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn free_port() -> Result<u16> {
@@ -86,19 +155,12 @@ fn free_port() -> Result<u16> {
 }
 
 /// The web apps' addresses on the project network.
-fn webapp_ips(p: &Project) -> Result<BTreeSet<String>> {
-    p.containers("webapp")?
-        .iter()
-        .map(|id| {
-            docker::run([
-                "inspect",
-                "-f",
-                "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
-                id,
-            ])
-            .map(|s| s.trim().to_string())
-        })
-        .collect()
+async fn webapp_ips(p: &Project) -> Result<BTreeSet<String>> {
+    let mut ips = BTreeSet::new();
+    for id in p.containers("webapp").await? {
+        ips.insert(engine::ips(&id).await?);
+    }
+    Ok(ips)
 }
 
 /// Wait until HAProxy's `nodes` backend has exactly the running web apps
@@ -113,7 +175,7 @@ async fn wait_follows(p: &Project, stats: SocketAddr, want: usize) -> Result<Str
         &format!("HAProxy lists the {want} running web apps UP"),
         Duration::from_secs(90),
         || async {
-            let running = p.containers("webapp")?;
+            let running = p.containers("webapp").await?;
             let text = http
                 .get(format!("http://{stats}/;csv"))
                 .send()
@@ -152,10 +214,11 @@ pub async fn compose() -> Result<Checks> {
         ("AIT_GOSSIP_KEY".into(), key),
         ("AIT_HTTP_PORT".into(), http.to_string()),
         ("AIT_STATS_PORT".into(), stats.to_string()),
-    ])?;
-    let _ = p.run(&["down", "-v", "--remove-orphans"]);
+    ])
+    .await?;
+    let _ = p.run(&["down", "-v", "--remove-orphans"]).await;
     checks.step("compose up -d (ha and 2 web apps)");
-    p.run(&["up", "-d"])?;
+    p.run(&["up", "-d"]).await?;
     let stats_addr: SocketAddr = ([127, 0, 0, 1], stats).into();
     checks
         .check("HAProxy follows the 2 web apps of `up -d`", || {
@@ -164,14 +227,14 @@ pub async fn compose() -> Result<Checks> {
         .await;
     checks
         .check("gossip is encrypted with the key given", || async {
-            let ha = p.containers("ha")?;
+            let ha = p.containers("ha").await?;
             let id = ha.first().context("no ha container")?;
-            let logs = docker::logs(id)?;
+            let logs = engine::logs(id).await?;
             ensure!(
                 logs.contains("Encrypted: true"),
                 "ha's agent does not say `Encrypted: true`"
             );
-            let members = docker::exec(id, &["serf", "members"])?;
+            let members = engine::exec(id, &["serf", "members"]).await?;
             let alive = members.lines().filter(|l| l.contains("alive")).count();
             ensure!(
                 alive == 3,
@@ -183,7 +246,8 @@ pub async fn compose() -> Result<Checks> {
     let load = Load::start(([127, 0, 0, 1], http).into());
     for n in [5usize, 1] {
         checks.step(&format!("compose up -d --scale webapp={n} (under load)"));
-        p.run(&["up", "-d", "--scale", &format!("webapp={n}")])?;
+        p.run(&["up", "-d", "--scale", &format!("webapp={n}")])
+            .await?;
         checks
             .check(&format!("HAProxy follows the scale to {n}"), || {
                 wait_follows(&p, stats_addr, n)
@@ -194,13 +258,14 @@ pub async fn compose() -> Result<Checks> {
     // snapshot, no config. Once HAProxy answers, every request succeeds
     // and every web app is served again.
     checks.step("compose up -d --force-recreate --no-deps ha (under load)");
-    let ips: Vec<String> = webapp_ips(&p)?.into_iter().collect();
+    let ips: Vec<String> = webapp_ips(&p).await?.into_iter().collect();
     for ip in &ips {
         load.forget(ip);
     }
     load.begin_restart();
     let t0 = std::time::Instant::now();
-    p.run(&["up", "-d", "--force-recreate", "--no-deps", "ha"])?;
+    p.run(&["up", "-d", "--force-recreate", "--no-deps", "ha"])
+        .await?;
     load.retarget(([127, 0, 0, 1], http).into());
     checks
         .check("ha recreated: every web app back once HAProxy answers", || async {
@@ -227,19 +292,20 @@ pub async fn compose() -> Result<Checks> {
                     report.sent,
                     report.samples
                 );
-                let ips = webapp_ips(&p)?;
+                let ips = webapp_ips(&p).await?;
                 Ok(format!("0 of {} failed; serving now: {ips:?}", report.sent))
             },
         )
         .await;
-    drop(p);
+    p.down().await;
 
     checks.step("compose up -d without a gossip key");
     let p = Project::new(vec![
         ("AIT_HTTP_PORT".into(), free_port()?.to_string()),
         ("AIT_STATS_PORT".into(), free_port()?.to_string()),
-    ])?;
-    p.run(&["up", "-d", "--scale", "webapp=0"])?;
+    ])
+    .await?;
+    p.run(&["up", "-d", "--scale", "webapp=0"]).await?;
     checks
         .check(
             "no key: ha refuses to start and says what to set",
@@ -248,16 +314,9 @@ pub async fn compose() -> Result<Checks> {
                     "ha's logs explain the missing key",
                     Duration::from_secs(60),
                     || async {
-                        let ids = docker::run([
-                            "ps",
-                            "-aq",
-                            "--filter",
-                            &format!("label=com.docker.compose.project={PROJECT}"),
-                            "--filter",
-                            "label=com.docker.compose.service=ha",
-                        ])?;
-                        let id = ids.split_whitespace().next().context("no ha container")?;
-                        let logs = docker::logs(id)?;
+                        let ids = containers_of("ha", true).await?;
+                        let id = ids.first().context("no ha container")?;
+                        let logs = engine::logs(id).await?;
                         Ok(logs
                             .lines()
                             .find(|l| l.contains("no gossip encryption key"))
@@ -269,7 +328,7 @@ pub async fn compose() -> Result<Checks> {
             },
         )
         .await;
-    drop(p);
+    p.down().await;
 
     checks.step("compose up -d with AIT_GOSSIP_INSECURE=1 (1 web app)");
     let stats = free_port()?;
@@ -277,13 +336,14 @@ pub async fn compose() -> Result<Checks> {
         ("AIT_GOSSIP_INSECURE".into(), "1".into()),
         ("AIT_HTTP_PORT".into(), free_port()?.to_string()),
         ("AIT_STATS_PORT".into(), stats.to_string()),
-    ])?;
-    p.run(&["up", "-d", "--scale", "webapp=1"])?;
+    ])
+    .await?;
+    p.run(&["up", "-d", "--scale", "webapp=1"]).await?;
     checks
         .check("explicitly unencrypted: the stack still forms", || async {
             let up = wait_follows(&p, ([127, 0, 0, 1], stats).into(), 1).await?;
-            let ha = p.containers("ha")?;
-            let logs = docker::logs(ha.first().context("no ha container")?)?;
+            let ha = p.containers("ha").await?;
+            let logs = engine::logs(ha.first().context("no ha container")?).await?;
             ensure!(
                 logs.contains("gossip is NOT encrypted") && logs.contains("Encrypted: false"),
                 "ha's logs do not warn that gossip is unencrypted:\n{logs}"
@@ -291,7 +351,7 @@ pub async fn compose() -> Result<Checks> {
             Ok(format!("{up}; ha warns: gossip is NOT encrypted"))
         })
         .await;
-    drop(p);
+    p.down().await;
     Ok(checks)
 }
 
@@ -325,21 +385,21 @@ pub fn without_ports(compose: &str) -> String {
 }
 
 /// A single-node swarm for the test: made (advertising 127.0.0.1) when
-/// the engine is not in one, and left again afterwards; the stack is
-/// removed either way.
+/// the engine is not in one, and left again by [`Swarm::leave`] (or its
+/// `Drop`, after an early error); the stack is removed either way.
 struct Swarm {
     made: bool,
     env: Vec<(String, String)>,
+    left: bool,
 }
 
 impl Swarm {
-    fn join() -> Result<Swarm> {
-        let state = docker::run(["info", "--format", "{{.Swarm.LocalNodeState}}"])?;
-        let made = match state.trim() {
+    async fn join() -> Result<Swarm> {
+        let state = engine::swarm_state().await?;
+        let made = match state.as_str() {
             "active" => false,
             "inactive" => {
-                docker::run(["swarm", "init", "--advertise-addr", "127.0.0.1"])
-                    .context("docker swarm init --advertise-addr 127.0.0.1")?;
+                docker_cli(&["swarm", "init", "--advertise-addr", "127.0.0.1"], &[]).await?;
                 true
             }
             other => {
@@ -349,55 +409,62 @@ impl Swarm {
         Ok(Swarm {
             made,
             env: Vec::new(),
+            left: false,
         })
     }
 
-    fn deploy(&mut self, file: &std::path::Path, env: Vec<(String, String)>) -> Result<()> {
+    async fn deploy(&mut self, file: &std::path::Path, env: Vec<(String, String)>) -> Result<()> {
         self.env = env;
-        let out = Command::new("docker")
-            .args(["stack", "deploy", "-c"])
-            .arg(file)
-            .arg(STACK)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .context("running docker stack deploy")?;
-        ensure!(
-            out.status.success(),
-            "docker stack deploy failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        let args: [&OsStr; 5] = [
+            "stack".as_ref(),
+            "deploy".as_ref(),
+            "-c".as_ref(),
+            file.as_os_str(),
+            STACK.as_ref(),
+        ];
+        docker_cli(&args, &self.env).await?;
         Ok(())
     }
 
     /// Running containers of `service` (`ha`, `webapp`) with their hostnames.
-    fn containers(&self, service: &str) -> Result<Vec<(String, String)>> {
-        let ids = docker::run([
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=com.docker.swarm.service.name={STACK}_{service}"),
-        ])?;
-        ids.split_whitespace()
-            .map(|id| {
-                let host = docker::run(["inspect", "-f", "{{.Config.Hostname}}", id])?;
-                Ok((id.to_string(), host.trim().to_string()))
-            })
-            .collect()
+    async fn containers(&self, service: &str) -> Result<Vec<(String, String)>> {
+        let label = format!("com.docker.swarm.service.name={STACK}_{service}");
+        let mut out = Vec::new();
+        for id in engine::containers_with_filters(&[("label", &label)], false).await? {
+            let host = engine::hostname(&id).await?;
+            out.push((id, host));
+        }
+        Ok(out)
+    }
+
+    /// Remove the stack, and leave the swarm if this test made it.
+    async fn leave(mut self) {
+        self.left = true;
+        take_down(self.made).await;
+    }
+}
+
+/// `docker stack rm ait`, then (once its network is gone) `docker swarm
+/// leave --force` when `made`. Failures are not errors.
+async fn take_down(made: bool) {
+    let _ = docker_cli(&["stack", "rm", STACK], &[]).await;
+    // The stack's network goes once its containers are gone.
+    let network = format!("{STACK}_heig");
+    for _ in 0..300 {
+        if !matches!(engine::network_exists(&network).await, Ok(true)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if made {
+        let _ = docker_cli(&["swarm", "leave", "--force"], &[]).await;
     }
 }
 
 impl Drop for Swarm {
     fn drop(&mut self) {
-        let _ = docker::run(["stack", "rm", STACK]);
-        // The stack's network goes once its containers are gone.
-        for _ in 0..300 {
-            if !docker::ok(["network", "inspect", &format!("{STACK}_heig")]) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if self.made {
-            let _ = docker::run(["swarm", "leave", "--force"]);
+        if !self.left {
+            finish_in_drop(take_down(self.made));
         }
     }
 }
@@ -405,15 +472,16 @@ impl Drop for Swarm {
 /// HAProxy's stats CSV (`show stat`), read inside the ha container from
 /// the runtime API on its own 127.0.0.1:9999 with bash's /dev/tcp (nothing
 /// is published, and the image has no HTTP client).
-fn stats_inside(ha: &str) -> Result<Vec<(String, String, String)>> {
-    let csv = docker::exec(
+async fn stats_inside(ha: &str) -> Result<Vec<(String, String, String)>> {
+    let csv = engine::exec(
         ha,
         &[
             "bash",
             "-c",
             "exec 3<>/dev/tcp/127.0.0.1/9999 && echo 'show stat' >&3 && cat <&3",
         ],
-    )?;
+    )
+    .await?;
     parse_stats_csv(&csv)
 }
 
@@ -423,10 +491,10 @@ async fn swarm_follows(s: &Swarm, want: usize) -> Result<String> {
         &format!("HAProxy lists the {want} web app tasks UP"),
         Duration::from_secs(120),
         || async {
-            let ha = s.containers("ha")?;
+            let ha = s.containers("ha").await?;
             let (ha, _) = ha.first().context("no running ha task")?;
-            let tasks = s.containers("webapp")?;
-            let rows = stats_inside(ha)?;
+            let tasks = s.containers("webapp").await?;
+            let rows = stats_inside(ha).await?;
             let up: BTreeSet<&str> = rows
                 .iter()
                 .filter(|(px, sv, st)| px == "nodes" && sv != "BACKEND" && st == "UP")
@@ -457,12 +525,17 @@ pub async fn swarm() -> Result<Checks> {
     let mut checks = Checks::new("Swarm: the final stage as a stack on a single-node swarm");
     checks.step("building the images (cached when nothing changed)");
     images::ensure_images(6).await?;
-    let compose = std::fs::read_to_string(project::root().join("docker/compose.yaml"))?;
+    let source = project::root().join("docker/compose.yaml");
+    let compose = tokio::fs::read_to_string(&source)
+        .await
+        .with_context(|| format!("reading {}", source.display()))?;
     let file = project::target_dir().join("swarm-stack.yaml");
-    std::fs::write(&file, without_ports(&compose))?;
+    tokio::fs::write(&file, without_ports(&compose))
+        .await
+        .with_context(|| format!("writing {}", file.display()))?;
     checks.step("docker swarm init --advertise-addr 127.0.0.1 (unless in a swarm already)");
-    let mut s = Swarm::join()?;
-    let _ = docker::run(["stack", "rm", STACK]);
+    let mut s = Swarm::join().await?;
+    let _ = docker_cli(&["stack", "rm", STACK], &[]).await;
     checks.step(&format!(
         "docker stack deploy -c {} {STACK} (the compose file without ports)",
         file.display()
@@ -475,7 +548,8 @@ pub async fn swarm() -> Result<Checks> {
             ("AIT_GOSSIP_BACKENDS".into(), "tasks.webapp".into()),
             ("AIT_SUBNET".into(), SWARM_SUBNET.into()),
         ],
-    )?;
+    )
+    .await?;
     checks
         .check("HAProxy follows the 2 web app tasks of the deploy", || {
             swarm_follows(&s, 2)
@@ -485,9 +559,9 @@ pub async fn swarm() -> Result<Checks> {
         .check(
             "every member advertises its overlay address, gossip encrypted",
             || async {
-                let ha = s.containers("ha")?;
+                let ha = s.containers("ha").await?;
                 let (ha, _) = ha.first().context("no running ha task")?;
-                let members = docker::exec(ha, &["serf", "members"])?;
+                let members = engine::exec(ha, &["serf", "members"]).await?;
                 let prefix = SWARM_SUBNET.trim_end_matches("0/24");
                 let alive: Vec<&str> = members.lines().filter(|l| l.contains(" alive ")).collect();
                 ensure!(
@@ -495,7 +569,7 @@ pub async fn swarm() -> Result<Checks> {
                     "expected 3 alive members on {SWARM_SUBNET}:\n{members}"
                 );
                 ensure!(
-                    docker::logs(ha)?.contains("Encrypted: true"),
+                    engine::logs(ha).await?.contains("Encrypted: true"),
                     "ha's agent does not say `Encrypted: true`"
                 );
                 Ok(format!("3 alive on {SWARM_SUBNET}, encrypted"))
@@ -504,12 +578,16 @@ pub async fn swarm() -> Result<Checks> {
         .await;
     for n in [5usize, 2] {
         checks.step(&format!("docker service scale {STACK}_webapp={n}"));
-        docker::run([
-            "service",
-            "scale",
-            "--detach",
-            &format!("{STACK}_webapp={n}"),
-        ])?;
+        docker_cli(
+            &[
+                "service",
+                "scale",
+                "--detach",
+                &format!("{STACK}_webapp={n}"),
+            ],
+            &[],
+        )
+        .await?;
         checks
             .check(&format!("HAProxy follows the scale to {n}"), || {
                 swarm_follows(&s, n)
@@ -522,21 +600,25 @@ pub async fn swarm() -> Result<Checks> {
     checks.step(&format!(
         "docker service update --force {STACK}_ha (ha replaced by a new task)"
     ));
-    let old_ha = s.containers("ha")?;
-    docker::run([
-        "service",
-        "update",
-        "--force",
-        "--detach",
-        &format!("{STACK}_ha"),
-    ])?;
+    let old_ha = s.containers("ha").await?;
+    docker_cli(
+        &[
+            "service",
+            "update",
+            "--force",
+            "--detach",
+            &format!("{STACK}_ha"),
+        ],
+        &[],
+    )
+    .await?;
     checks
         .check("a new ha task lists every web app task UP", || async {
             poll(
                 "a new ha task is running",
                 Duration::from_secs(120),
                 || async {
-                    let now = s.containers("ha")?;
+                    let now = s.containers("ha").await?;
                     Ok((now.len() == 1 && now != old_ha).then_some(()))
                 },
             )
@@ -544,13 +626,44 @@ pub async fn swarm() -> Result<Checks> {
             swarm_follows(&s, 2).await
         })
         .await;
-    drop(s);
+    s.leave().await;
     Ok(checks)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::without_ports;
+    use super::{finish_in_drop, without_ports};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A clean-up started from a `Drop` has ended when the drop returns,
+    /// whatever runs it: a multi-threaded runtime, a current-thread one, or
+    /// none.
+    fn clean_up_ends_before_drop_returns() {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        finish_in_drop(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            flag.store(true, Ordering::SeqCst);
+        });
+        assert!(done.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn clean_up_from_drop_on_a_multi_threaded_runtime() {
+        clean_up_ends_before_drop_returns();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn clean_up_from_drop_on_a_current_thread_runtime() {
+        clean_up_ends_before_drop_returns();
+    }
+
+    #[test]
+    fn clean_up_from_drop_without_a_runtime() {
+        clean_up_ends_before_drop_returns();
+    }
 
     #[test]
     fn ports_lists_are_left_out_and_nothing_else() {

@@ -524,6 +524,81 @@ pub fn unknown(name: &str) -> anyhow::Error {
     anyhow!("container {name} was not started by this scenario")
 }
 
+// deploy scenarios
+
+/// `docker ps -q [-a] --filter K=V...`: the ids of the containers the
+/// filters select, sent as the CLI sends them (`label` filters must all
+/// match), newest first; running ones only unless `all`.
+pub async fn containers_with_filters(filters: &[(&str, &str)], all: bool) -> Result<Vec<String>> {
+    let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
+    for (k, v) in filters {
+        by_key.entry(k.to_string()).or_default().push(v.to_string());
+    }
+    let list = docker()?
+        .list_containers(Some(ListContainersOptions {
+            all,
+            filters: Some(by_key),
+            ..Default::default()
+        }))
+        .await
+        .with_context(|| format!("listing containers with filters {filters:?}"))?;
+    Ok(list.into_iter().filter_map(|c| c.id).collect())
+}
+
+/// The engine's swarm state (`docker info`'s `Swarm.LocalNodeState`):
+/// `inactive`, `pending`, `active`, `error` or `locked`.
+pub async fn swarm_state() -> Result<String> {
+    let info = docker()?
+        .info()
+        .await
+        .context("reading the engine's info (docker info)")?;
+    Ok(info
+        .swarm
+        .and_then(|s| s.local_node_state)
+        .map(|s| s.to_string())
+        .unwrap_or_default())
+}
+
+/// True when the network `name` exists (`docker network inspect NAME`).
+pub async fn network_exists(name: &str) -> Result<bool> {
+    match docker()?
+        .inspect_network(
+            name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("inspecting network {name}")),
+    }
+}
+
+/// The container's hostname (`docker inspect -f '{{.Config.Hostname}}'`).
+pub async fn hostname(container: &str) -> Result<String> {
+    inspect(container)
+        .await?
+        .config
+        .and_then(|c| c.hostname)
+        .with_context(|| format!("container {container} has no hostname"))
+}
+
+/// The container's IPv4 addresses on all its networks, space-separated
+/// (`{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}`, trimmed).
+pub async fn ips(container: &str) -> Result<String> {
+    let info = inspect(container).await?;
+    let mut ips: Vec<String> = info
+        .network_settings
+        .and_then(|s| s.networks)
+        .unwrap_or_default()
+        .into_values()
+        .filter_map(|e| e.ip_address)
+        .filter(|ip| !ip.is_empty())
+        .collect();
+    ips.sort();
+    Ok(ips.join(" "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
