@@ -145,7 +145,7 @@ async fn wait_follows(p: &Project, stats: SocketAddr, want: usize) -> Result<Str
 pub async fn compose() -> Result<Checks> {
     let mut checks = Checks::new("Compose: the final stage on one host, scaled under load");
     checks.step("building the images (cached when nothing changed)");
-    tokio::task::spawn_blocking(|| images::ensure_images(6)).await??;
+    images::ensure_images(6).await?;
     let (http, stats) = (free_port()?, free_port()?);
     let key = fresh_gossip_key()?;
     let p = Project::new(vec![
@@ -456,7 +456,7 @@ async fn swarm_follows(s: &Swarm, want: usize) -> Result<String> {
 pub async fn swarm() -> Result<Checks> {
     let mut checks = Checks::new("Swarm: the final stage as a stack on a single-node swarm");
     checks.step("building the images (cached when nothing changed)");
-    tokio::task::spawn_blocking(|| images::ensure_images(6)).await??;
+    images::ensure_images(6).await?;
     let compose = std::fs::read_to_string(project::root().join("docker/compose.yaml"))?;
     let file = project::target_dir().join("swarm-stack.yaml");
     std::fs::write(&file, without_ports(&compose))?;

@@ -84,7 +84,7 @@ fn run(cli: Cli) -> Result<()> {
             if upto > images::LAST_STAGE {
                 bail!("--upto {upto}: the last stage is {}", images::LAST_STAGE);
             }
-            images::build_images(upto)
+            tokio::runtime::Runtime::new()?.block_on(images::build_images(upto))
         }
         Cmd::Task { n, keep } => run_tasks(&n, keep),
         Cmd::Report => {
@@ -97,7 +97,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Down => {
-            prereq::ensure_docker()?;
+            tokio::runtime::Runtime::new()?.block_on(prereq::ensure_docker())?;
             let ids = docker::run(["ps", "-aq", "--filter", "label=ait.lab"])?;
             for id in ids.split_whitespace() {
                 docker::run(["rm", "-f", "-v", id])?;
@@ -187,8 +187,9 @@ fn cargo(args: &[&str], extra: &[String]) -> Result<()> {
 }
 
 fn test(extra: &[String]) -> Result<()> {
-    prereq::ensure_test_tools()?;
-    images::build_images(images::LAST_STAGE)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(prereq::ensure_test_tools())?;
+    rt.block_on(images::build_images(images::LAST_STAGE))?;
     cargo(&["fmt", "--all", "--", "--check"], &[])?;
     cargo(
         &[

@@ -77,22 +77,12 @@ pub fn ensure_tool(bin: &str, package: &str) -> Result<()> {
     Ok(())
 }
 
-fn engine_answers() -> bool {
-    Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 /// A Docker engine that answers, installing Debian's `docker.io` and
 /// starting `dockerd` when needed.
-pub fn ensure_docker() -> Result<()> {
-    static STARTED: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = STARTED.lock().unwrap_or_else(|e| e.into_inner());
-    if on_path("docker") && engine_answers() {
+pub async fn ensure_docker() -> Result<()> {
+    static STARTED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = STARTED.lock().await;
+    if crate::engine::answers().await {
         return Ok(());
     }
     let remote = std::env::var("DOCKER_HOST")
@@ -108,9 +98,9 @@ pub fn ensure_docker() -> Result<()> {
         bail!("no Docker engine answers: install and start Docker (Debian: apt-get install docker.io, then start dockerd), or set DOCKER_HOST");
     }
     if !on_path("dockerd") {
-        apt_install(&["docker.io", "docker-compose"])?;
+        tokio::task::spawn_blocking(|| apt_install(&["docker.io", "docker-compose"])).await??;
     }
-    if engine_answers() {
+    if crate::engine::answers().await {
         return Ok(());
     }
     let log_path = project::target_dir().join("dockerd.log");
@@ -129,10 +119,10 @@ pub fn ensure_docker() -> Result<()> {
         .context("starting dockerd")?;
     let deadline = Instant::now() + Duration::from_secs(90);
     while Instant::now() < deadline {
-        if engine_answers() {
+        if crate::engine::answers().await {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(300));
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     bail!(
         "dockerd did not answer within 90 s: see {}",
@@ -195,7 +185,7 @@ pub fn ensure_disk_space() -> Result<()> {
 }
 
 /// Everything the test suite uses on the host, installed in one apt call.
-pub fn ensure_test_tools() -> Result<()> {
+pub async fn ensure_test_tools() -> Result<()> {
     ensure_disk_space()?;
     let wanted = [
         ("debootstrap", "debootstrap"),
@@ -212,7 +202,7 @@ pub fn ensure_test_tools() -> Result<()> {
         .map(|(_, pkg)| *pkg)
         .collect();
     if !missing.is_empty() {
-        apt_install(&missing)?;
+        tokio::task::spawn_blocking(move || apt_install(&missing)).await??;
     }
-    ensure_docker()
+    ensure_docker().await
 }

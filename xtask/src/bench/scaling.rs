@@ -58,8 +58,8 @@ struct Measured {
 const GOSSIP_INTERVAL: f64 = 0.2;
 
 pub(super) fn rows() -> Result<Vec<Row>> {
-    images::ensure_images(STAGE)?;
     let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(images::ensure_images(STAGE))?;
     let ours = rt.block_on(measure("reconciler"))?;
     let lab = rt.block_on(measure("lab"))?;
     let med = |v: &[f64]| median(v);

@@ -14,7 +14,7 @@ use crate::{images, project, shot};
 /// Build the images up to `stage`, start s1, s2 then ha from that stage.
 pub async fn start_stack(checks: &Checks, stage: u8) -> Result<Lab> {
     checks.step("building the images (cached when nothing changed)");
-    tokio::task::spawn_blocking(move || images::ensure_images(stage)).await??;
+    images::ensure_images(stage).await?;
     let mut lab = Lab::new().await?;
     checks.step("starting s1, s2 and ha on heig");
     for name in ["s1", "s2"] {

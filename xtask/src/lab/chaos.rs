@@ -309,7 +309,7 @@ pub async fn chaos(opts: &ChaosOptions) -> Result<Checks> {
             .join(", ")
     );
     checks.step("building the images (cached when nothing changed)");
-    tokio::task::spawn_blocking(|| images::ensure_images(STAGE)).await??;
+    images::ensure_images(STAGE).await?;
     let mut lab = Lab::new().await?;
     checks.step(&format!(
         "deploying ha (reconciler) and {FIRST_WEB_APPS} web apps"

@@ -124,7 +124,7 @@ impl Lab {
     pub async fn new() -> Result<Lab> {
         let guard = ONE_LAB.lock().await;
         let machine_lock = tokio::task::spawn_blocking(lock_machine).await??;
-        tokio::task::spawn_blocking(crate::prereq::ensure_docker).await??;
+        crate::prereq::ensure_docker().await?;
         remove_leftovers()?;
         docker::ensure_network(&docker::HEIG)?;
         let http = reqwest::Client::builder()

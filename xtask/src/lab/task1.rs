@@ -28,7 +28,7 @@ exec sleep infinity
 pub async fn task1(opts: &Options) -> Result<Checks> {
     let mut checks = Checks::new("Lab task 1: init as PID 1, applications as supervised services");
     checks.step("building the images (cached when nothing changed)");
-    tokio::task::spawn_blocking(|| images::ensure_images(STAGE)).await??;
+    images::ensure_images(STAGE).await?;
     let fixture = project::target_dir().join("lab-fixtures/orphans");
     std::fs::create_dir_all(&fixture)?;
     std::fs::write(fixture.join("run"), ORPHANS_RUN)?;

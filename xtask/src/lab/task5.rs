@@ -61,7 +61,7 @@ async fn wait_config(backends: &[&str]) -> Result<String> {
 pub async fn task5(opts: &Options) -> Result<Checks> {
     let mut checks = Checks::new("Lab task 5: haproxy.cfg generated from the members");
     checks.step("building the images (cached when nothing changed)");
-    tokio::task::spawn_blocking(|| images::ensure_images(STAGE)).await??;
+    images::ensure_images(STAGE).await?;
     let logs = project::task_logs(5)?;
     let mut lab = Lab::new().await?;
 

@@ -83,7 +83,7 @@ const RESTARTS: &[Step] = &[
 pub async fn task6(opts: &Options) -> Result<Checks> {
     let mut checks = Checks::new("Lab task 6: HAProxy follows web apps coming and going");
     checks.step("building the images (cached when nothing changed)");
-    tokio::task::spawn_blocking(|| images::ensure_images(STAGE)).await??;
+    images::ensure_images(STAGE).await?;
     // The lab's mechanism first: the reconciler's run comes last, so that
     // `--keep` leaves the final stage (the reconciler) running.
     let lab = run_sequence(&mut checks, Mode::Lab, &Options::default(), false).await?;
