@@ -266,11 +266,24 @@ fn append_tree<W: std::io::Write>(
         let meta = std::fs::symlink_metadata(&path)?;
         let mut header = tar::Header::new_gnu();
         header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+        // Permission bits only, as the CLI writes them: the file type bits
+        // the tar crate keeps in the mode field change the engine's
+        // checksum of the file, hence miss the cache of `COPY`.
+        header.set_mode(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777);
         header.set_uid(0);
         header.set_gid(0);
         if meta.is_dir() {
             header.set_size(0);
-            tar.append_data(&mut header, &name, std::io::empty())?;
+            header.set_path(&name)?;
+            // `dir/`, with the slash the CLI writes: the engine's checksum
+            // of a copied directory covers its entries' names.
+            let field = &mut header.as_old_mut().name;
+            let len = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+            if len < field.len() {
+                field[len] = b'/';
+            }
+            header.set_cksum();
+            tar.append(&header, std::io::empty())?;
             append_tree(tar, root, &name)?;
         } else if meta.file_type().is_symlink() {
             header.set_size(0);
@@ -623,7 +636,7 @@ mod tests {
             let entry = entry?;
             let h = entry.header();
             assert_eq!((h.uid()?, h.gid()?), (0, 0));
-            assert_eq!(h.username()?, None);
+            assert_eq!(h.username()?.unwrap_or_default(), "");
             seen.push((
                 entry.path()?.display().to_string(),
                 h.mode()? & 0o7777,
@@ -632,7 +645,7 @@ mod tests {
         }
         std::fs::remove_dir_all(&dir)?;
         assert_eq!(seen.len(), 3, "{seen:?}");
-        assert_eq!(seen[0].0.trim_end_matches('/'), "bin");
+        assert_eq!(seen[0].0, "bin/");
         assert_eq!(seen[1], ("bin/init".into(), 0o750, None));
         assert_eq!(seen[2].0, "bin/s6-svc");
         assert_eq!(seen[2].2.as_deref(), Some("init"));
