@@ -10,7 +10,6 @@
 pub mod bench;
 pub mod checks;
 pub mod deploy;
-pub mod docker;
 pub mod engine;
 pub mod images;
 pub mod lab;

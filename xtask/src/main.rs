@@ -96,9 +96,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Down => {
-            tokio::runtime::Runtime::new()?.block_on(lab::down())
-        }
+        Cmd::Down => tokio::runtime::Runtime::new()?.block_on(lab::down()),
         Cmd::Test { args } => test(&args),
         Cmd::Compose => {
             let rt = tokio::runtime::Runtime::new()?;

@@ -202,11 +202,7 @@ pub async fn ensure_test_tools() -> Result<()> {
         .map(|(_, pkg)| *pkg)
         .collect();
     if !missing.is_empty() {
-        let missing: Vec<String> = missing.iter().map(|p| p.to_string()).collect();
-        tokio::task::spawn_blocking(move || {
-            apt_install(&missing.iter().map(String::as_str).collect::<Vec<_>>())
-        })
-        .await??;
+        tokio::task::spawn_blocking(move || apt_install(&missing)).await??;
     }
     ensure_docker().await
 }

@@ -44,7 +44,9 @@ struct Measured {
 
 pub(super) fn rows() -> Result<Vec<Row>> {
     prereq::ensure_tool("serf", "serf")?;
-    let ours = images::build_binaries()?.join("gossip");
+    let ours = tokio::runtime::Runtime::new()?
+        .block_on(images::build_binaries())?
+        .join("gossip");
     let dir = project::target_dir().join("bench/gossip");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;

@@ -10,13 +10,16 @@
 //!   SIGTERM, and with services that ignore it: ours should take the grace
 //!   period (`S6_KILL_GRACETIME`, 3 s) then kill, never Docker's 10 s.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use std::time::{Duration, Instant};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 use super::{median, row, Row};
-use crate::{docker, images, prereq};
+use crate::{engine, images, prereq};
 
 const IMAGE: &str = "ait/bench-init";
+const IMAGE_TAG: &str = "latest";
 /// `docker stop`s per supervisor and service kind; the median is reported.
 const STOPS: usize = 3;
 /// Our init's default grace period before SIGKILL (s6-overlay's
@@ -39,38 +42,49 @@ impl Sup {
         }
     }
 
-    /// `docker run` arguments after the options: entrypoint and command.
-    fn command(self) -> Vec<&'static str> {
+    /// The container's entrypoint and command.
+    fn command(self) -> (&'static str, Vec<&'static str>) {
         match self {
-            Sup::Ours => vec!["--entrypoint", "/init", IMAGE],
-            Sup::S6 => vec!["--entrypoint", "/usr/bin/s6-svscan", IMAGE, "/etc/s6"],
+            Sup::Ours => ("/init", vec![]),
+            Sup::S6 => ("/usr/bin/s6-svscan", vec!["/etc/s6"]),
             // -g: signals go to the child's whole process group, so the
             // two background services get SIGTERM too.
-            Sup::Tini => vec![
-                "--entrypoint",
+            Sup::Tini => (
                 "/usr/bin/tini",
-                IMAGE,
-                "-g",
-                "--",
-                "/bin/sh",
-                "-c",
-                "/usr/local/bin/bench-service & /usr/local/bin/bench-service & wait",
-            ],
+                vec![
+                    "-g",
+                    "--",
+                    "/bin/sh",
+                    "-c",
+                    "/usr/local/bin/bench-service & /usr/local/bin/bench-service & wait",
+                ],
+            ),
         }
     }
 }
 
+/// The rows, measured on a runtime of their own (multi-threaded: a
+/// container handle removes its container when dropped, which blocks in
+/// place on such a runtime).
 pub(super) fn rows() -> Result<Vec<Row>> {
-    build_image()?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(measure())
+}
+
+async fn measure() -> Result<Vec<Row>> {
+    build_image().await?;
     let mut rss = Vec::new();
     let mut handle = Vec::new();
     let mut ignore = Vec::new();
     for sup in [Sup::Ours, Sup::S6, Sup::Tini] {
-        rss.push(supervisor_rss(sup)?);
+        rss.push(supervisor_rss(sup).await?);
         for (term, times) in [("handle", &mut handle), ("ignore", &mut ignore)] {
-            let v = (0..STOPS)
-                .map(|_| stop_time(sup, term))
-                .collect::<Result<Vec<_>>>()?;
+            let mut v = Vec::with_capacity(STOPS);
+            for _ in 0..STOPS {
+                v.push(stop_time(sup, term).await?);
+            }
             times.push(median(&v));
         }
     }
@@ -123,73 +137,82 @@ pub(super) fn rows() -> Result<Vec<Row>> {
 
 /// The bench image: our base image with Debian's s6 and tini, and our init
 /// from the same staged build context as the lab's images.
-fn build_image() -> Result<()> {
-    // TEMP until merge
-    let base = images::ensure_base_image()?;
-    let ctx = images::stage_context(&images::build_binaries()?)?;
-    eprintln!("bench init: docker build {IMAGE}");
-    docker::run([
-        "build".into(),
-        "--quiet".into(),
-        "--build-arg".into(),
-        format!("BASE_IMAGE={base}"),
-        "-t".into(),
-        IMAGE.into(),
-        "-f".into(),
-        ctx.join("bench-init/Dockerfile").display().to_string(),
-        ctx.display().to_string(),
-    ])
-    .with_context(|| format!("building {IMAGE}"))?;
-    Ok(())
+async fn build_image() -> Result<()> {
+    prereq::ensure_docker().await?;
+    let base = images::ensure_base_image().await?;
+    let context = images::staged_context_tar().await?;
+    eprintln!("bench init: docker build {IMAGE}:{IMAGE_TAG}");
+    images::build_image(
+        &context,
+        &images::BuildSpec {
+            dockerfile: "bench-init/Dockerfile",
+            target: None,
+            base: &base,
+            tags: &[format!("{IMAGE}:{IMAGE_TAG}")],
+        },
+    )
+    .await
 }
 
-/// A running bench container, removed when dropped.
-struct Container(String);
+/// A running bench container, removed when dropped (testcontainers'
+/// handle does that).
+struct Bench {
+    name: String,
+    c: ContainerAsync<GenericImage>,
+}
 
-impl Container {
-    fn start(sup: Sup, term: &str) -> Result<Container> {
+impl Bench {
+    /// `docker run -d --name NAME --network none -e BENCH_TERM=TERM
+    /// --entrypoint E IMAGE CMD...`, then both services running.
+    async fn start(sup: Sup, term: &str) -> Result<Bench> {
         let name = format!("ait-bench-init-{}-{term}", sup.label());
-        docker::remove_containers(&[&name]);
-        let mut args = vec!["run", "-d", "--name", &name, "--network", "none", "-e"];
-        let env = format!("BENCH_TERM={term}");
-        args.push(&env);
-        args.extend(sup.command());
-        docker::run(&args).with_context(|| format!("starting {name}"))?;
-        let c = Container(name);
-        c.wait_services()?;
-        Ok(c)
+        // What a crashed run may have left under the same name.
+        engine::remove(&name).await?;
+        let (entrypoint, cmd) = sup.command();
+        let c = GenericImage::new(IMAGE, IMAGE_TAG)
+            .with_entrypoint(entrypoint)
+            .with_cmd(cmd)
+            .with_container_name(&name)
+            .with_env_var("BENCH_TERM", term)
+            .with_host_config_modifier(|hc| {
+                hc.network_mode = Some("none".into());
+                hc.publish_all_ports = Some(false);
+            })
+            .start()
+            .await
+            .map_err(|e| anyhow!("starting {name} from {IMAGE}:{IMAGE_TAG}: {e}"))?;
+        let b = Bench { name, c };
+        b.wait_services().await?;
+        Ok(b)
     }
 
     /// Both stand-in services run (two `sleep` processes in the container).
-    fn wait_services(&self) -> Result<()> {
+    async fn wait_services(&self) -> Result<()> {
         let end = Instant::now() + Duration::from_secs(60);
-        let mut last = String::new();
+        let mut last = Vec::new();
         while Instant::now() < end {
-            last = docker::run(["top", &self.0, "-o", "pid,comm"]).unwrap_or_default();
-            if last.lines().filter(|l| l.ends_with(" sleep")).count() == 2 {
+            last = engine::top(self.c.id()).await.unwrap_or_default();
+            if last.iter().filter(|(_, comm)| comm == "sleep").count() == 2 {
                 return Ok(());
             }
-            std::thread::sleep(Duration::from_millis(100));
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let mut logs = self.c.stdout_to_vec().await.unwrap_or_default();
+        logs.extend(self.c.stderr_to_vec().await.unwrap_or_default());
         bail!(
-            "{}: the two services did not start within 60 s; processes: {last}; logs: {}",
-            self.0,
-            docker::logs(&self.0).unwrap_or_default()
+            "{}: the two services did not start within 60 s; processes: {last:?}; logs: {}",
+            self.name,
+            String::from_utf8_lossy(&logs).trim()
         )
     }
 
     /// The host pid of the container's PID 1.
-    fn pid1(&self) -> Result<u32> {
-        let pid = docker::run(["inspect", "-f", "{{.State.Pid}}", &self.0])?;
-        pid.trim()
-            .parse()
-            .with_context(|| format!("{}: PID 1 is {pid:?}", self.0))
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        docker::remove_containers(&[&self.0]);
+    async fn pid1(&self) -> Result<u32> {
+        let (pid, _) = engine::state(self.c.id()).await?;
+        u32::try_from(pid)
+            .ok()
+            .filter(|&p| p > 0)
+            .with_context(|| format!("{}: PID 1 is {pid}", self.name))
     }
 }
 
@@ -210,9 +233,9 @@ fn children(pid: u32) -> Vec<u32> {
 
 /// The RSS of the supervisor's own processes: PID 1, plus (for s6) the
 /// s6-supervise processes it started.
-fn supervisor_rss(sup: Sup) -> Result<f64> {
-    let c = Container::start(sup, "handle")?;
-    let pid1 = c.pid1()?;
+async fn supervisor_rss(sup: Sup) -> Result<f64> {
+    let b = Bench::start(sup, "handle").await?;
+    let pid1 = b.pid1().await?;
     let mut pids = vec![pid1];
     pids.extend(
         children(pid1)
@@ -234,17 +257,22 @@ fn supervisor_rss(sup: Sup) -> Result<f64> {
     Ok(total)
 }
 
-/// Seconds taken by `docker stop` (Docker's default 10 s timeout).
-fn stop_time(sup: Sup, term: &str) -> Result<f64> {
-    let c = Container::start(sup, term)?;
+/// Seconds taken by `docker stop` (the engine's default 10 s timeout).
+async fn stop_time(sup: Sup, term: &str) -> Result<f64> {
+    let b = Bench::start(sup, term).await?;
     let t0 = Instant::now();
-    docker::run(["stop", &c.0])?;
+    b.c.stop_with_timeout(None)
+        .await
+        .map_err(|e| anyhow!("stopping {}: {e}", b.name))?;
     let secs = t0.elapsed().as_secs_f64();
-    let code = docker::run(["inspect", "-f", "{{.State.ExitCode}}", &c.0])?;
+    let code =
+        b.c.exit_code()
+            .await
+            .map_err(|e| anyhow!("reading the exit code of {}: {e}", b.name))?;
     eprintln!(
         "   {} ({term} SIGTERM): docker stop took {secs:.2} s, exit code {}",
         sup.label(),
-        code.trim()
+        code.map_or_else(|| "none".to_string(), |c| c.to_string())
     );
     Ok(secs)
 }

@@ -265,10 +265,8 @@ async fn scenario(lab: &mut Lab, mode: &str) -> Result<Measured> {
         for name in EXTRA {
             let t0 = Instant::now();
             let shared: &Lab = lab;
-            let (stopped, out) = tokio::join!(
-                shared.stop_only(name),
-                wait_rotation(shared, name, false)
-            );
+            let (stopped, out) =
+                tokio::join!(shared.stop_only(name), wait_rotation(shared, name, false));
             stopped?;
             let out = out?;
             lab.stop(name).await?; // already stopped: removes it

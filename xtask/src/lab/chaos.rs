@@ -886,11 +886,7 @@ async fn stay_out(lab: &Lab, name: &str, since: Instant, until: Instant) -> Resu
 
 /// Members `serf members` in `container` lists as alive.
 async fn alive_members(lab: &Lab, container: &str) -> Result<BTreeSet<String>> {
-    let out = bounded(
-        "serf members",
-        lab.exec(container, &["serf", "members"]),
-    )
-    .await?;
+    let out = bounded("serf members", lab.exec(container, &["serf", "members"])).await?;
     Ok(out
         .lines()
         .filter(|l| l.split_whitespace().nth(2) == Some("alive"))

@@ -396,14 +396,16 @@ async fn admin_api_is_private(lab: &Lab) -> Result<String> {
     );
     let err = &from_web_app.stderr;
     ensure!(err.contains("refused"), "from s4, ha:9999: {}", err.trim());
-    let inside = lab.exec(
-        "ha",
-        &[
-            "bash",
-            "-c",
-            "exec 3<>/dev/tcp/127.0.0.1/9999 && echo 'show info' >&3 && cat <&3",
-        ],
-    ).await?;
+    let inside = lab
+        .exec(
+            "ha",
+            &[
+                "bash",
+                "-c",
+                "exec 3<>/dev/tcp/127.0.0.1/9999 && echo 'show info' >&3 && cat <&3",
+            ],
+        )
+        .await?;
     ensure!(
         inside.contains("Name: HAProxy"),
         "inside ha, 127.0.0.1:9999 said: {inside}"
