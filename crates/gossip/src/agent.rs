@@ -64,6 +64,8 @@ pub struct Agent {
     me: std::sync::Weak<Agent>,
     /// Incoming TCP streams dropped as malformed (or cut, or timed out).
     streams_dropped: std::sync::atomic::AtomicU64,
+    /// Events the event handlers never saw: their queue was full.
+    handler_events_dropped: std::sync::atomic::AtomicU64,
     /// The snapshot file, when `-snapshot` is set.
     snap: Option<Mutex<snapshot::Writer>>,
     /// Events emitted before the first `subscribe` (None after it).
@@ -229,6 +231,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
         early: Mutex::new(Some(Vec::new())),
         snap,
         streams_dropped: Default::default(),
+        handler_events_dropped: Default::default(),
         name_lost: tokio::sync::watch::channel(None).0,
     });
     tracing::info!(node = %config.node_name, bind = %local_addr, %advertise, "agent started");
@@ -964,6 +967,11 @@ impl model::AgentHandle for Agent {
         rx
     }
 
+    fn handler_events_dropped(&self, n: u64) {
+        self.handler_events_dropped
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn coordinate(&self, node: &str) -> Option<crate::coordinate::Coordinate> {
         let g = self.inner.lock().expect("agent state");
         g.serf.coordinate(node).cloned()
@@ -980,13 +988,22 @@ impl model::AgentHandle for Agent {
                 .to_string()
         };
         let (clock, ev, q) = g.serf.clocks();
+        let (intents, events, queries) = g.serf.queue_depths();
         let c = &g.serf.core().counters;
         let mut stats = Stats::new();
         stats.insert(
             "agent".into(),
-            [("name".to_string(), self.config.node_name.clone())]
-                .into_iter()
-                .collect(),
+            [
+                ("name".to_string(), self.config.node_name.clone()),
+                (
+                    "handler_events_dropped".to_string(),
+                    self.handler_events_dropped
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        .to_string(),
+                ),
+            ]
+            .into_iter()
+            .collect(),
         );
         let mut serf: Vec<(&str, String)> = vec![
             ("members", members.len().to_string()),
@@ -995,9 +1012,9 @@ impl model::AgentHandle for Agent {
             ("member_time", clock.to_string()),
             ("event_time", ev.to_string()),
             ("query_time", q.to_string()),
-            ("intent_queue", "0".into()),
-            ("event_queue", "0".into()),
-            ("query_queue", "0".into()),
+            ("intent_queue", intents.to_string()),
+            ("event_queue", events.to_string()),
+            ("query_queue", queries.to_string()),
             ("encrypted", (!g.serf.keys().is_empty()).to_string()),
             ("health_score", g.serf.core().awareness().to_string()),
             ("packets_in", c.packets_in.to_string()),

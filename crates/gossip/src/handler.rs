@@ -19,6 +19,12 @@ use crate::model::{AgentHandle, Event, Member};
 
 /// Output kept per run (the last bytes), as Serf's circular buffer.
 const MAX_OUTPUT: usize = 8 * 1024;
+/// Events kept waiting behind a busy handler; past this, new events are
+/// dropped (with a warning, counted in `serf info`). Serf's agent queues 64
+/// (`eventCh`) and then blocks Serf itself, gossip included, until the
+/// handler is done; its RPC streams queue 512 and drop. 1024 is two event
+/// backlogs of the agent's broadcast, at most about 9 MiB of 9 KiB events.
+pub const HANDLER_QUEUE: usize = 1024;
 /// A run longer than this is reported as slow (Serf's warning).
 const WARN_SLOW: Duration = Duration::from_secs(1);
 
@@ -137,12 +143,19 @@ pub fn event_type(e: &Event) -> &'static str {
 pub trait HandlerHost: Send + Sync {
     fn local_member(&self) -> Member;
     async fn respond(&self, id: u64, payload: Vec<u8>) -> anyhow::Result<()>;
+    /// `n` more events were dropped (the handler queue was full).
+    fn events_dropped(&self, n: u64) {
+        let _ = n;
+    }
 }
 
 #[async_trait::async_trait]
 impl<A: AgentHandle + ?Sized> HandlerHost for A {
     fn local_member(&self) -> Member {
         AgentHandle::local_member(self)
+    }
+    fn events_dropped(&self, n: u64) {
+        AgentHandle::handler_events_dropped(self, n)
     }
     async fn respond(&self, id: u64, payload: Vec<u8>) -> anyhow::Result<()> {
         AgentHandle::respond(self, id, payload).await
@@ -196,25 +209,45 @@ impl HandlerRunner {
     }
 
     /// Handles events from the agent's broadcast until it closes. Events
-    /// are taken off the broadcast at once into a queue of their own, so a
-    /// slow handler delays the ones after it (as in Serf) but never makes
-    /// them be skipped.
-    pub async fn run<H: HandlerHost + ?Sized>(
+    /// are taken off the broadcast at once into a queue of their own
+    /// ([`HANDLER_QUEUE`] events), so a slow handler delays the ones after
+    /// it (as in Serf). When handlers are slower than events for that long,
+    /// new events are dropped, never memory without bound and never gossip
+    /// held up (Serf blocks): a warning when dropping starts, one with the
+    /// count when the queue has room again, each drop counted on the host.
+    pub async fn run<H: HandlerHost + ?Sized + 'static>(
         &self,
         host: Arc<H>,
         mut events: broadcast::Receiver<Event>,
     ) {
-        let (tx, mut queue) = mpsc::unbounded_channel();
+        let (tx, mut queue) = mpsc::channel(HANDLER_QUEUE);
+        let counter = host.clone();
         let forward = tokio::spawn(async move {
+            // Events dropped since the queue last had room.
+            let mut dropping: u64 = 0;
             loop {
                 match events.recv().await {
-                    Ok(e) => {
-                        if tx.send(e).is_err() {
-                            break;
+                    Ok(e) => match tx.try_send(e) {
+                        Ok(()) => {
+                            if dropping > 0 {
+                                tracing::warn!(target: "agent", "event handler queue has room again: {dropping} events were dropped");
+                                dropping = 0;
+                            }
                         }
-                    }
+                        Err(mpsc::error::TrySendError::Full(e)) => {
+                            if dropping == 0 {
+                                tracing::warn!(target: "agent",
+                                    "event handlers fell behind: {HANDLER_QUEUE} events wait, dropping new ones (first: {})",
+                                    event_type(&e));
+                            }
+                            dropping += 1;
+                            counter.events_dropped(1);
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break,
+                    },
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(target: "agent", "event handlers fell behind: {n} events skipped");
+                        counter.events_dropped(n);
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 }

@@ -266,6 +266,11 @@ pub trait AgentHandle: Send + Sync + 'static {
     /// A new subscription to events emitted from now on.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event>;
     fn stats(&self) -> Stats;
+    /// `n` more events were dropped before the event handlers saw them
+    /// (their queue was full); counted in `stats`.
+    fn handler_events_dropped(&self, n: u64) {
+        let _ = n;
+    }
     /// The network coordinate last known for `node` (ours included).
     fn coordinate(&self, node: &str) -> Option<crate::coordinate::Coordinate>;
     /// Keyring operations (`serf keys`): key bytes in, per-node results out.

@@ -82,6 +82,17 @@ pub struct Config {
     /// knows none (Serf's `DisableCoordinates`, config key
     /// `disable_coordinates`).
     pub disable_coordinates: bool,
+    /// Serf's `MaxQueueDepth` (4096): past this many messages an intent,
+    /// event or query broadcast queue drops its most sent, oldest ones.
+    pub max_queue_depth: usize,
+    /// Serf's `MinQueueDepth` (0, off): when set, the limit is twice the
+    /// number of members, at least this, and `max_queue_depth` is ignored.
+    pub min_queue_depth: usize,
+    /// Serf's `QueueDepthWarning` (128): a queue this deep is reported.
+    pub queue_depth_warning: usize,
+    /// Serf's `QueueCheckInterval` (30 s): how often queue depths are
+    /// reported.
+    pub queue_check_interval: Duration,
 }
 
 impl Config {
@@ -106,6 +117,10 @@ impl Config {
             query_response_size_limit: 1024,
             name_conflict_resolution: true,
             disable_coordinates: false,
+            max_queue_depth: 4096,
+            min_queue_depth: 0,
+            queue_depth_warning: 128,
+            queue_check_interval: Duration::from_secs(30),
         }
     }
 }
@@ -113,6 +128,22 @@ impl Config {
 /// The most a user event may take, whatever the configured limit
 /// (Serf's `UserEventSizeLimit` constant, 9 KiB).
 pub const USER_EVENT_SIZE_MAX: usize = 9 * 1024;
+
+/// The most user events (and query ids) kept for one Lamport time. Serf
+/// appends to a time's list without limit; a forged flood of distinct
+/// events at one time would grow it, and the dedup scan with it, for ever.
+/// A node sends one event per time of its event clock, so only events sent
+/// at the same moment by different nodes share a time: 64 of those at once
+/// is far past what a cluster sends in practice.
+pub const MAX_EVENTS_PER_LTIME: usize = 64;
+
+/// The most bytes (names plus payloads) of user events kept for one Lamport
+/// time. The whole buffer goes out in every push-pull, and memberlist
+/// refuses a remote state over `maxPushStateBytes` (20 MiB): at 32 KiB a
+/// time, Serf's default 512-slot buffer holds at most 16 MiB, leaving room
+/// for the member list. 32 KiB is also 64 events of Serf's default 512-byte
+/// `UserEventSizeLimit`, and more than three of its 9 KiB maximum.
+pub const MAX_EVENT_BYTES_PER_LTIME: usize = 32 * 1024;
 
 /// memberlist's `MetaMaxSize`: the most bytes a node's encoded tags take.
 pub const META_MAX_SIZE: usize = 512;
@@ -126,7 +157,9 @@ pub fn check_meta_size(meta: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serf's Lamport clock.
+/// Serf's Lamport clock. Times come from the network and the snapshot, so
+/// a peer can send the largest one: the clock then stays there (saturating)
+/// where Serf's would wrap to 0; it never overflows.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Clock(u64);
 
@@ -135,12 +168,12 @@ impl Clock {
         self.0
     }
     pub fn increment(&mut self) -> u64 {
-        self.0 += 1;
+        self.0 = self.0.saturating_add(1);
         self.0
     }
     pub fn witness(&mut self, v: u64) {
         if v >= self.0 {
-            self.0 = v + 1;
+            self.0 = v.saturating_add(1);
         }
     }
 }
@@ -306,6 +339,24 @@ struct InternalQuery {
     relay_factor: u8,
 }
 
+/// Serf's three broadcast queues, named as Serf names them in its logs.
+#[derive(Debug, Clone, Copy)]
+enum Queue {
+    Intent = 0,
+    Event = 1,
+    Query = 2,
+}
+
+impl Queue {
+    fn name(self) -> &'static str {
+        match self {
+            Queue::Intent => "Intent",
+            Queue::Event => "Event",
+            Queue::Query => "Query",
+        }
+    }
+}
+
 /// Everything the delegate side needs; kept apart from the core so both
 /// can be borrowed at once.
 struct State {
@@ -322,6 +373,10 @@ struct State {
     broadcasts: BroadcastQueue,
     event_broadcasts: BroadcastQueue,
     query_broadcasts: BroadcastQueue,
+    /// Messages pruned from each queue since the last check.
+    queue_dropped: [u64; 3],
+    /// The last Lamport time whose full buffer was warned about.
+    full_ltime_warned: Option<u64>,
     n_nodes: usize,
     member_co: MemberCoalescer,
     user_co: UserCoalescer,
@@ -367,6 +422,77 @@ fn member_of(node: &Node, status: MemberStatus) -> Member {
 }
 
 impl State {
+    /// One warning per Lamport time whose event (or query) buffer is full;
+    /// the rest of a flood at that time is dropped quietly.
+    fn refused_at_ltime(&mut self, what: &str, name: &str, ltime: u64) {
+        if self.full_ltime_warned != Some(ltime) {
+            self.full_ltime_warned = Some(ltime);
+            tracing::warn!(
+                "dropping {what} '{name}' at Lamport time {ltime}: already {MAX_EVENTS_PER_LTIME} \
+                 (or {MAX_EVENT_BYTES_PER_LTIME} bytes) kept for that time"
+            );
+        }
+    }
+
+    /// Serf's `getQueueMax`: `MaxQueueDepth`, or with `MinQueueDepth` set,
+    /// twice the members but at least that.
+    fn queue_max(&self) -> usize {
+        if self.cfg.min_queue_depth > 0 {
+            (2 * self.members.len()).max(self.cfg.min_queue_depth)
+        } else {
+            self.cfg.max_queue_depth
+        }
+    }
+
+    fn queue_of(&mut self, q: Queue) -> &mut BroadcastQueue {
+        match q {
+            Queue::Intent => &mut self.broadcasts,
+            Queue::Event => &mut self.event_broadcasts,
+            Queue::Query => &mut self.query_broadcasts,
+        }
+    }
+
+    /// Queues a broadcast; past the queue limit the most sent, oldest
+    /// messages go at once (Serf prunes every 30 s, and a flood can queue a
+    /// lot in 30 s). Warned once per check interval, as Serf warns.
+    fn enqueue(&mut self, q: Queue, msg: Vec<u8>) {
+        let max = self.queue_max();
+        let queue = self.queue_of(q);
+        queue.queue(None, msg);
+        let dropped = queue.prune(max);
+        if dropped > 0 {
+            let depth = max + dropped;
+            let i = q as usize;
+            if self.queue_dropped[i] == 0 {
+                tracing::warn!(
+                    "{} queue depth ({depth}) exceeds limit ({max}), dropping messages!",
+                    q.name()
+                );
+            }
+            self.queue_dropped[i] += dropped as u64;
+        }
+    }
+
+    /// Serf's periodic queue check: a warning for a deep queue, and how
+    /// many messages were dropped since the last check.
+    fn check_queues(&mut self) {
+        let warn_at = self.cfg.queue_depth_warning;
+        let max = self.queue_max();
+        for q in [Queue::Intent, Queue::Event, Queue::Query] {
+            let depth = self.queue_of(q).len();
+            if depth >= warn_at {
+                tracing::warn!("{} queue depth: {depth}", q.name());
+            }
+            let dropped = std::mem::take(&mut self.queue_dropped[q as usize]);
+            if dropped > 0 {
+                tracing::warn!(
+                    "{} queue: {dropped} messages dropped past the limit ({max}) since the last check",
+                    q.name()
+                );
+            }
+        }
+    }
+
     /// Forgets a member for good (reap, prune), with its coordinate.
     fn erase(&mut self, name: &str) -> Option<SMember> {
         if let Some(c) = &mut self.coord {
@@ -404,7 +530,7 @@ impl State {
             if let Some(me) = self.members.get_mut(&self.name) {
                 me.status_ltime = t;
             }
-            self.broadcasts.queue(None, msg.encode());
+            self.enqueue(Queue::Intent, msg.encode());
             return false;
         }
         match m.member.status {
@@ -483,6 +609,7 @@ impl State {
             return false;
         }
         let idx = (ltime % size) as usize;
+        let bytes = name.len() + payload.len();
         match &mut self.event_buffer[idx] {
             Some(seen) if seen.ltime == ltime => {
                 if seen
@@ -492,10 +619,25 @@ impl State {
                 {
                     return false;
                 }
+                let kept: usize = seen
+                    .events
+                    .iter()
+                    .map(|e| e.name.len() + e.payload.len())
+                    .sum();
+                if seen.events.len() >= MAX_EVENTS_PER_LTIME
+                    || kept + bytes > MAX_EVENT_BYTES_PER_LTIME
+                {
+                    self.refused_at_ltime("user event", &name, ltime);
+                    return false;
+                }
                 seen.events.push(wire::UserEventRec {
                     name: name.clone(),
                     payload: payload.clone(),
                 });
+            }
+            _ if bytes > MAX_EVENT_BYTES_PER_LTIME => {
+                self.refused_at_ltime("user event", &name, ltime);
+                return false;
             }
             slot => {
                 *slot = Some(wire::UserEvents {
@@ -582,6 +724,10 @@ impl State {
         match &mut self.query_buffer[idx] {
             Some(seen) if seen.ltime == q.ltime => {
                 if seen.ids.contains(&q.id) {
+                    return false;
+                }
+                if seen.ids.len() >= MAX_EVENTS_PER_LTIME {
+                    self.refused_at_ltime("query", &q.name, q.ltime);
                     return false;
                 }
                 seen.ids.push(q.id);
@@ -785,12 +931,12 @@ impl Delegate for State {
         match m {
             SerfMessage::Leave { ltime, node, prune } => {
                 if self.handle_leave_intent(ltime, &node, prune, now) {
-                    self.broadcasts.queue(None, msg.to_vec());
+                    self.enqueue(Queue::Intent, msg.to_vec());
                 }
             }
             SerfMessage::Join { ltime, node } => {
                 if self.handle_join_intent(ltime, &node, now) {
-                    self.broadcasts.queue(None, msg.to_vec());
+                    self.enqueue(Queue::Intent, msg.to_vec());
                 }
             }
             SerfMessage::UserEvent {
@@ -800,12 +946,12 @@ impl Delegate for State {
                 cc,
             } => {
                 if self.handle_user_event(ltime, name, payload, cc, now) {
-                    self.event_broadcasts.queue(None, msg.to_vec());
+                    self.enqueue(Queue::Event, msg.to_vec());
                 }
             }
             SerfMessage::Query(q) => {
                 if self.handle_query(q, msg, now) {
-                    self.query_broadcasts.queue(None, msg.to_vec());
+                    self.enqueue(Queue::Query, msg.to_vec());
                 }
             }
             SerfMessage::QueryResponse(r) => self.handle_query_response(r),
@@ -880,7 +1026,11 @@ impl Delegate for State {
             .map(|(n, t)| (n.as_str(), *t))
             .collect();
         for name in &pp.left_members {
-            let lt = status.get(name.as_str()).copied().unwrap_or(0) + 1;
+            let lt = status
+                .get(name.as_str())
+                .copied()
+                .unwrap_or(0)
+                .saturating_add(1);
             self.handle_leave_intent(lt, name, false, now);
         }
         for (name, lt) in &pp.status_ltimes {
@@ -967,6 +1117,7 @@ impl Delegate for State {
 pub struct Serf {
     core: Core,
     st: State,
+    next_queue_check: Duration,
     next_reap: Duration,
     next_reconnect: Duration,
 }
@@ -997,6 +1148,8 @@ impl Serf {
             broadcasts: BroadcastQueue::default(),
             event_broadcasts: BroadcastQueue::default(),
             query_broadcasts: BroadcastQueue::default(),
+            queue_dropped: [0; 3],
+            full_ltime_warned: None,
             n_nodes: 1,
             member_co: MemberCoalescer::default(),
             user_co: UserCoalescer::default(),
@@ -1026,10 +1179,12 @@ impl Serf {
         st.notify_join(&me, now);
         let _ = &mut core;
         let reap = st.cfg.reap_interval;
+        let check = st.cfg.queue_check_interval;
         let reconnect = st.cfg.reconnect_interval;
         Serf {
             core,
             st,
+            next_queue_check: now + check,
             next_reap: now + reap,
             next_reconnect: now + reconnect,
         }
@@ -1221,7 +1376,7 @@ impl Serf {
             ltime: t,
             node: name,
         };
-        self.st.broadcasts.queue(None, msg.encode());
+        self.st.enqueue(Queue::Intent, msg.encode());
         self.st.event_join_ignore = false;
     }
 
@@ -1243,7 +1398,7 @@ impl Serf {
         .encode();
         // Told directly too: peers see us leaving in one hop.
         let told_all = self.core.announce_user(&msg);
-        self.st.broadcasts.queue(None, msg);
+        self.st.enqueue(Queue::Intent, msg);
         let _ = now;
         told_all
     }
@@ -1261,6 +1416,16 @@ impl Serf {
     /// Messages still waiting to be gossiped at least once.
     pub fn pending_broadcasts(&self) -> usize {
         self.core.pending_broadcasts() + self.st.broadcasts.len()
+    }
+
+    /// Messages in the intent, event and query queues (Serf's
+    /// `intent_queue`, `event_queue`, `query_queue` stats).
+    pub fn queue_depths(&self) -> (usize, usize, usize) {
+        (
+            self.st.broadcasts.len(),
+            self.st.event_broadcasts.len(),
+            self.st.query_broadcasts.len(),
+        )
     }
 
     /// Number of alive members other than self.
@@ -1310,7 +1475,7 @@ impl Serf {
         self.st.event_clock.increment();
         self.st
             .handle_user_event(t, name.to_string(), payload, coalesce, now);
-        self.st.event_broadcasts.queue(None, raw);
+        self.st.enqueue(Queue::Event, raw);
         Ok(())
     }
 
@@ -1335,14 +1500,18 @@ impl Serf {
         let Some(m) = self.st.members.get(node) else {
             return false;
         };
-        let t = self.st.clock.increment().max(m.status_ltime + 1);
+        let t = self
+            .st
+            .clock
+            .increment()
+            .max(m.status_ltime.saturating_add(1));
         let msg = SerfMessage::Leave {
             ltime: t,
             node: node.to_string(),
             prune,
         };
         if self.st.handle_leave_intent(t, node, prune, now) {
-            self.st.broadcasts.queue(None, msg.encode());
+            self.st.enqueue(Queue::Intent, msg.encode());
         }
         true
     }
@@ -1411,7 +1580,7 @@ impl Serf {
         );
         // We process our own query like any member.
         self.st.handle_query(q, &raw, now);
-        self.st.query_broadcasts.queue(None, raw);
+        self.st.enqueue(Queue::Query, raw);
         self.after_core();
         Ok(local)
     }
@@ -1539,6 +1708,10 @@ impl Serf {
                 self.st.emit_member(MemberEventKind::Reap, m.member, now);
             }
         }
+        if now >= self.next_queue_check {
+            self.next_queue_check = now + self.st.cfg.queue_check_interval;
+            self.st.check_queues();
+        }
         // Reap.
         if now >= self.next_reap {
             self.next_reap = now + self.st.cfg.reap_interval;
@@ -1613,7 +1786,7 @@ impl Serf {
         self.st.clock.witness(clock);
         self.st.event_clock.witness(event);
         self.st.query_clock.witness(query);
-        self.st.event_min_time = self.st.event_min_time.max(event + 1);
+        self.st.event_min_time = self.st.event_min_time.max(event.saturating_add(1));
     }
 
     /// The last known network coordinate of `name` (ours included);
@@ -1720,6 +1893,189 @@ mod tests {
         assert_eq!(c.time(), 6);
         c.witness(2);
         assert_eq!(c.time(), 6);
+    }
+
+    fn serf() -> Serf {
+        let addr: SocketAddr = "127.0.0.1:7946".parse().unwrap();
+        Serf::new(
+            Config::new(core::Config::lan("me", addr)),
+            Duration::ZERO,
+        )
+    }
+
+    fn user_event(ltime: u64, name: &str, payload: &[u8]) -> Vec<u8> {
+        SerfMessage::UserEvent {
+            ltime,
+            name: name.into(),
+            payload: payload.to_vec(),
+            cc: false,
+        }
+        .encode()
+    }
+
+    fn query(ltime: u64, id: u32) -> Vec<u8> {
+        SerfMessage::Query(wire::Query {
+            ltime,
+            id,
+            addr: wire::addr_bytes("127.0.0.2".parse().unwrap()),
+            port: 7946,
+            source_node: "other".into(),
+            flags: wire::QUERY_FLAG_NO_BROADCAST,
+            timeout: 1_000_000_000,
+            name: "q".into(),
+            ..Default::default()
+        })
+        .encode()
+    }
+
+    #[test]
+    fn clock_saturates_at_the_largest_lamport_time() {
+        let mut c = Clock::default();
+        c.witness(u64::MAX);
+        assert_eq!(c.time(), u64::MAX);
+        c.witness(u64::MAX);
+        assert_eq!(c.increment(), u64::MAX);
+        assert_eq!(c.time(), u64::MAX);
+    }
+
+    /// Lamport times at the top of the range, from every network path and
+    /// from a snapshot: nothing overflows (a panic here would poison the
+    /// agent's lock), the clocks stay at the largest time.
+    #[test]
+    fn lamport_times_at_u64_max_never_overflow() {
+        let mut s = serf();
+        let now = Duration::from_secs(1);
+        let t = u64::MAX;
+        let msgs = [
+            SerfMessage::Join {
+                ltime: t,
+                node: "ghost".into(),
+            }
+            .encode(),
+            SerfMessage::Leave {
+                ltime: t,
+                node: "ghost".into(),
+                prune: true,
+            }
+            .encode(),
+            SerfMessage::Leave {
+                ltime: t,
+                node: "me".into(),
+                prune: false,
+            }
+            .encode(),
+            user_event(t, "e", b"x"),
+            query(t, 1),
+        ];
+        for m in &msgs {
+            s.st.notify_msg(m, now);
+        }
+        let pp = SerfMessage::PushPull(wire::SerfPushPull {
+            ltime: t,
+            status_ltimes: vec![("me".into(), t), ("gone".into(), t)],
+            left_members: vec!["gone".into()],
+            event_ltime: t,
+            events: vec![wire::UserEvents {
+                ltime: t,
+                events: vec![wire::UserEventRec {
+                    name: "f".into(),
+                    payload: vec![],
+                }],
+            }],
+            query_ltime: t,
+        })
+        .encode();
+        s.st.merge_remote_state(&pp, true, now);
+        s.restore_clocks(t, t, t);
+        assert_eq!(s.clocks(), (t, t, t));
+        // Our own sends at the top of the range.
+        s.user_event("mine", vec![], false, now).unwrap();
+        s.query(&crate::model::QueryParams::default(), now).unwrap();
+        s.leave_intent(now);
+        s.force_leave("me", false, now);
+        assert_eq!(s.clocks(), (t, t, t));
+    }
+
+    #[test]
+    fn user_events_kept_per_lamport_time_are_bounded() {
+        let mut s = serf();
+        let now = Duration::from_secs(1);
+        for i in 0..1000 {
+            s.st.notify_msg(&user_event(7, &format!("e{i}"), b""), now);
+        }
+        let slot = s.st.event_buffer.iter().flatten().find(|u| u.ltime == 7);
+        assert_eq!(slot.map(|u| u.events.len()), Some(MAX_EVENTS_PER_LTIME));
+        assert_eq!(s.drain_events().len(), MAX_EVENTS_PER_LTIME);
+        // Bytes too: big events fill a time's budget before its count does.
+        let big = vec![0u8; 9 * 1024];
+        for i in 0..100 {
+            s.st.notify_msg(&user_event(8, &format!("b{i}"), &big), now);
+        }
+        let kept: usize = s
+            .st
+            .event_buffer
+            .iter()
+            .flatten()
+            .filter(|u| u.ltime == 8)
+            .flat_map(|u| &u.events)
+            .map(|e| e.name.len() + e.payload.len())
+            .sum();
+        assert!(kept <= MAX_EVENT_BYTES_PER_LTIME, "{kept} bytes kept");
+        assert!(kept > 0);
+    }
+
+    #[test]
+    fn query_ids_kept_per_lamport_time_are_bounded() {
+        let mut s = serf();
+        let now = Duration::from_secs(1);
+        for id in 0..1000 {
+            s.st.notify_msg(&query(7, id), now);
+        }
+        let slot = s.st.query_buffer.iter().flatten().find(|q| q.ltime == 7);
+        assert_eq!(slot.map(|q| q.ids.len()), Some(MAX_EVENTS_PER_LTIME));
+        let queries = s
+            .drain_events()
+            .into_iter()
+            .filter(|e| matches!(e, Event::Query(_)))
+            .count();
+        assert_eq!(queries, MAX_EVENTS_PER_LTIME);
+    }
+
+    /// Serf prunes its intent, event and query queues to `MaxQueueDepth`
+    /// (4096), or with `MinQueueDepth` set to twice the members, at least
+    /// that minimum.
+    #[test]
+    fn broadcast_queues_are_pruned_at_the_max_queue_depth() {
+        let mut s = serf();
+        let now = Duration::from_secs(1);
+        for i in 0..5000u64 {
+            let join = SerfMessage::Join {
+                ltime: i + 10,
+                node: format!("n{i}"),
+            };
+            s.st.notify_msg(&join.encode(), now);
+            s.st.notify_msg(&user_event(i + 10, "e", b""), now);
+        }
+        assert_eq!(s.st.broadcasts.len(), 4096);
+        assert_eq!(s.st.event_broadcasts.len(), 4096);
+        s.drain_events();
+        // The newest stay: the oldest (most sent) go first.
+        let out = s.st.broadcasts.get(0, 1 << 20, 100);
+        let newest = SerfMessage::Join {
+            ltime: 5009,
+            node: "n4999".into(),
+        }
+        .encode();
+        assert_eq!(out.first(), Some(&newest));
+
+        let mut cfg = Config::new(core::Config::lan("me", "127.0.0.1:7946".parse().unwrap()));
+        cfg.min_queue_depth = 100;
+        let mut s = Serf::new(cfg, Duration::ZERO);
+        for i in 0..300u64 {
+            s.st.notify_msg(&user_event(i + 10, "e", b""), now);
+        }
+        // One member: max(100, 2 * 1).
+        assert_eq!(s.st.event_broadcasts.len(), 100);
     }
 
     #[test]

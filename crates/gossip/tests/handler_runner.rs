@@ -3,10 +3,11 @@
 
 mod rpc_common;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gossip::handler::{invoke, HandlerHost, HandlerRunner, RunOutcome};
+use gossip::handler::{invoke, HandlerHost, HandlerRunner, RunOutcome, HANDLER_QUEUE};
 use gossip::model::*;
 use rpc_common::temp_dir;
 use tokio::sync::mpsc;
@@ -14,6 +15,7 @@ use tokio::sync::mpsc;
 struct Host {
     me: Member,
     responses: Mutex<Vec<(u64, Vec<u8>)>>,
+    dropped: AtomicU64,
 }
 
 #[async_trait::async_trait]
@@ -24,6 +26,9 @@ impl HandlerHost for Host {
     async fn respond(&self, id: u64, payload: Vec<u8>) -> anyhow::Result<()> {
         self.responses.lock().unwrap().push((id, payload));
         Ok(())
+    }
+    fn events_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -50,6 +55,7 @@ fn host() -> Arc<Host> {
             &[("role", "balancer"), ("web-port", "80")],
         ),
         responses: Mutex::default(),
+        dropped: AtomicU64::new(0),
     })
 }
 
@@ -259,4 +265,66 @@ async fn failing_handler_reports_its_exit_code() {
         }
     );
     assert!(HandlerRunner::new(&["member-boom=x".into()], Duration::from_secs(1)).is_err());
+}
+
+/// Polls `cond` (every 10 ms, at most 60 s): waiting on other tasks, not
+/// on a timing.
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("still waiting for {what}"));
+}
+
+/// Handlers slower than events: the queue behind a busy handler holds
+/// `HANDLER_QUEUE` events, the rest are dropped and counted (Serf's agent
+/// would block its gossip instead), and the queued ones still run.
+#[tokio::test]
+async fn a_slow_handler_drops_and_counts_events_past_its_queue() {
+    let d = temp_dir("h-slow");
+    let (started, go, last) = (d.join("started"), d.join("go"), d.join("last"));
+    let specs = [
+        format!(
+            "user:block=touch {}; while [ ! -e {} ]; do sleep 0.01; done",
+            started.display(),
+            go.display()
+        ),
+        format!("user:last=echo ran > {}", last.display()),
+    ];
+    let runner = Arc::new(HandlerRunner::new(&specs, Duration::from_secs(120)).unwrap());
+    let (tx, rx) = tokio::sync::broadcast::channel(4 * HANDLER_QUEUE);
+    let h = host();
+    let task = tokio::spawn({
+        let (runner, h) = (runner.clone(), h.clone());
+        async move { runner.run(h, rx).await }
+    });
+    let user = |name: &str| Event::User {
+        ltime: 1,
+        name: name.into(),
+        payload: vec![],
+        coalesce: false,
+    };
+    tx.send(user("block")).unwrap();
+    until("the blocking handler", || started.exists()).await;
+    // The handler is busy and its queue empty: it fills with these, and
+    // the 100 after them are dropped.
+    for _ in 0..HANDLER_QUEUE - 1 {
+        tx.send(user("other")).unwrap();
+    }
+    tx.send(user("last")).unwrap();
+    for _ in 0..100 {
+        tx.send(user("other")).unwrap();
+    }
+    until("the drops counted", || h.dropped.load(Ordering::Relaxed) >= 100).await;
+    std::fs::write(&go, "").unwrap();
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("runner finished")
+        .unwrap();
+    assert_eq!(h.dropped.load(Ordering::Relaxed), 100);
+    assert_eq!(read(&last), "ran\n");
 }

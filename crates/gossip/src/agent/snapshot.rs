@@ -54,12 +54,15 @@ pub fn parse(text: &str, rejoin_after_leave: bool) -> Previous {
             continue;
         };
         match key {
-            "alive" => {
-                if let Some((name, addr)) = val.rsplit_once(' ') {
+            "alive" => match val.rsplit_once(' ') {
+                Some((name, addr))
+                    if writable(name) && addr.parse::<std::net::SocketAddr>().is_ok() =>
+                {
                     p.alive.insert(name.to_string(), addr.to_string());
                     p.left = false;
                 }
-            }
+                _ => tracing::warn!("skipping snapshot line {line:?}: not a node name and address"),
+            },
             "not-alive" => {
                 p.alive.remove(val);
             }
@@ -70,6 +73,15 @@ pub fn parse(text: &str, rejoin_after_leave: bool) -> Previous {
         }
     }
     p
+}
+
+/// Can `name` be written in a line? Node names come from the network, and
+/// one with a line break (or any control character) would write lines of
+/// its own: a forged `leave` (the restart forgets everyone) or `alive` (it
+/// joins an address of the sender's choosing). Such a member is left out
+/// of the snapshot: it is not rejoined after a restart.
+pub fn writable(name: &str) -> bool {
+    !name.chars().any(char::is_control)
 }
 
 /// What an earlier run left in `path`, created empty when missing. A file
@@ -173,7 +185,7 @@ impl Writer {
     /// renamed over `PATH`). On error the old file stays as it was.
     fn compact(&mut self) {
         let mut text = String::new();
-        for (name, addr) in &self.alive {
+        for (name, addr) in self.alive.iter().filter(|(n, _)| writable(n)) {
             text.push_str(&format!("alive: {name} {addr}\n"));
         }
         let (c, e, q) = self.clocks;
@@ -206,6 +218,13 @@ impl Writer {
     pub fn members<'a>(&mut self, changes: impl IntoIterator<Item = Change<'a>>) {
         let mut out = String::new();
         for c in changes {
+            let (Change::Alive(name, _) | Change::NotAlive(name)) = c;
+            if !writable(name) {
+                tracing::warn!(
+                    "not recording member {name:?} in the snapshot: its name has control characters"
+                );
+                continue;
+            }
             match c {
                 Change::Alive(name, addr) => {
                     out.push_str(&format!("alive: {name} {addr}\n"));
@@ -311,6 +330,55 @@ mod tests {
         let p = load(&path, false).unwrap();
         assert!(p.alive.is_empty(), "{p:?}");
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A node name is chosen by whoever runs that node: one with a line
+    /// break must not write lines of its own (a forged `leave` would make
+    /// the restarted agent forget everyone, a forged `alive` would make it
+    /// join an address of the attacker's choosing).
+    #[test]
+    fn node_names_cannot_forge_snapshot_lines() {
+        let path = temp("forged");
+        let a: std::net::SocketAddr = "10.0.0.1:7946".parse().unwrap();
+        let mut w = Writer::new(path.clone(), &Previous::default(), (0, 0, 0)).with_min_compact(1);
+        let forged = [
+            "x 10.0.0.1:7946\nalive: evil 6.6.6.6:7946",
+            "y 10.0.0.1:7946\nleave",
+            "z\rleave",
+            "w 10.0.0.1:7946\nclock: 999",
+        ];
+        w.members([Change::Alive("good", a)]);
+        for name in forged {
+            w.members([Change::Alive(name, a)]);
+        }
+        w.members([Change::NotAlive("y 10.0.0.1:7946\nleave")]);
+        w.clocks((5, 6, 7));
+        let check = |p: Previous| {
+            assert_eq!(p.alive.keys().collect::<Vec<_>>(), ["good"], "{p:?}");
+            assert!(!p.left, "{p:?}");
+            assert_eq!((p.clock, p.event_clock, p.query_clock), (5, 6, 7));
+        };
+        check(load(&path, false).unwrap());
+        // Compacted (the floor is 1 byte): the same.
+        w.members([Change::Alive("good", a)]);
+        check(load(&path, false).unwrap());
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// Lines another writer (or a damaged disk) left: a member line whose
+    /// address is not an address, or a name with control characters, is
+    /// skipped; clocks out of range keep the last good value; the largest
+    /// clock is read as it is.
+    #[test]
+    fn the_reader_skips_lines_it_cannot_trust() {
+        let p = parse(
+            "alive: a 10.0.0.1:7946\nalive: b not-an-address\nalive: c\u{7}d 10.0.0.3:7946\n\
+             alive: 10.0.0.4:7946\nclock: 18446744073709551615\nevent-clock: 3\n\
+             event-clock: 18446744073709551616\nquery-clock: -1\n",
+            false,
+        );
+        assert_eq!(p.alive.keys().collect::<Vec<_>>(), ["a"], "{p:?}");
+        assert_eq!((p.clock, p.event_clock, p.query_clock), (u64::MAX, 3, 0));
     }
 
     fn temp(name: &str) -> PathBuf {
