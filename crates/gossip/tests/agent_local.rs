@@ -471,3 +471,51 @@ async fn a_left_member_is_reaped_after_the_tombstone_timeout() {
     );
     a.shutdown().await.unwrap();
 }
+
+/// A snapshot (written by anyone) with the largest Lamport times: the
+/// agent starts, its clocks stay at the top, a user event and a query
+/// still go out, and `stats` still answers (no overflow, no poisoned lock).
+/// `stats` shows the queue depths and the handler drop counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_with_the_largest_clocks_does_not_overflow() {
+    let dir = std::env::temp_dir().join(format!(
+        "gossip-snap-max-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let snap = dir.join("snapshot");
+    let max = u64::MAX.to_string();
+    std::fs::write(
+        &snap,
+        format!("clock: {max}\nevent-clock: {max}\nquery-clock: {max}\n"),
+    )
+    .unwrap();
+    let a = agent::start(AgentConfig {
+        node_name: "snap-max".into(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        snapshot: Some(snap.clone()),
+        ..AgentConfig::default()
+    })
+    .await
+    .expect("agent starts");
+    a.user_event("e", vec![], false).await.unwrap();
+    a.query(gossip::model::QueryParams {
+        name: "q".into(),
+        timeout: Duration::from_millis(1),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let stats = a.stats();
+    for k in ["member_time", "event_time", "query_time"] {
+        assert_eq!(stats["serf"][k], max, "{k}: {stats:?}");
+    }
+    for k in ["intent_queue", "event_queue", "query_queue"] {
+        let _: usize = stats["serf"][k].parse().unwrap();
+    }
+    assert_eq!(stats["serf"]["event_queue"], "1", "{stats:?}");
+    assert_eq!(stats["agent"]["handler_events_dropped"], "0", "{stats:?}");
+    a.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
