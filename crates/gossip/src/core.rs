@@ -1463,7 +1463,10 @@ mod tests {
         q.queue(None, vec![4]);
         // 3 is too big for 2 bytes; 4 (newest, unsent) then 1 (unsent).
         assert_eq!(q.get(0, 2, 10), vec![vec![4], vec![1]]);
-        assert_eq!(q.get(0, 100, 10), vec![vec![3; 5], vec![4], vec![2], vec![1]]);
+        assert_eq!(
+            q.get(0, 100, 10),
+            vec![vec![3; 5], vec![4], vec![2], vec![1]]
+        );
         // Named messages keep their place when replaced... by the new one.
         q.queue(Some("a".into()), vec![5]);
         q.queue(Some("a".into()), vec![6]);

@@ -428,7 +428,7 @@ impl State {
         if self.full_ltime_warned != Some(ltime) {
             self.full_ltime_warned = Some(ltime);
             tracing::warn!(
-                "dropping {what} '{name}' at Lamport time {ltime}: already {MAX_EVENTS_PER_LTIME} \
+                "dropping {what} {name:?} at Lamport time {ltime}: already {MAX_EVENTS_PER_LTIME} \
                  (or {MAX_EVENT_BYTES_PER_LTIME} bytes) kept for that time"
             );
         }
@@ -1897,10 +1897,7 @@ mod tests {
 
     fn serf() -> Serf {
         let addr: SocketAddr = "127.0.0.1:7946".parse().unwrap();
-        Serf::new(
-            Config::new(core::Config::lan("me", addr)),
-            Duration::ZERO,
-        )
+        Serf::new(Config::new(core::Config::lan("me", addr)), Duration::ZERO)
     }
 
     fn user_event(ltime: u64, name: &str, payload: &[u8]) -> Vec<u8> {
@@ -2011,15 +2008,14 @@ mod tests {
         for i in 0..100 {
             s.st.notify_msg(&user_event(8, &format!("b{i}"), &big), now);
         }
-        let kept: usize = s
-            .st
-            .event_buffer
-            .iter()
-            .flatten()
-            .filter(|u| u.ltime == 8)
-            .flat_map(|u| &u.events)
-            .map(|e| e.name.len() + e.payload.len())
-            .sum();
+        let kept: usize =
+            s.st.event_buffer
+                .iter()
+                .flatten()
+                .filter(|u| u.ltime == 8)
+                .flat_map(|u| &u.events)
+                .map(|e| e.name.len() + e.payload.len())
+                .sum();
         assert!(kept <= MAX_EVENT_BYTES_PER_LTIME, "{kept} bytes kept");
         assert!(kept > 0);
     }

@@ -318,7 +318,10 @@ async fn a_slow_handler_drops_and_counts_events_past_its_queue() {
     for _ in 0..100 {
         tx.send(user("other")).unwrap();
     }
-    until("the drops counted", || h.dropped.load(Ordering::Relaxed) >= 100).await;
+    until("the drops counted", || {
+        h.dropped.load(Ordering::Relaxed) >= 100
+    })
+    .await;
     std::fs::write(&go, "").unwrap();
     drop(tx);
     tokio::time::timeout(Duration::from_secs(60), task)
