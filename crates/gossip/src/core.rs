@@ -819,7 +819,10 @@ impl Core {
     // --- state changes (memberlist state.go) -----------------------------
 
     fn refute(&mut self, accused: u32) {
-        self.incarnation = self.incarnation.max(accused) + 1;
+        // Saturating: a peer accusing us at u32::MAX must not overflow
+        // (memberlist's counter wraps to 0 there; either way a claim at the
+        // largest incarnation cannot be outbid).
+        self.incarnation = self.incarnation.max(accused).saturating_add(1);
         self.counters.refutes += 1;
         self.apply_awareness(1);
         let a = self.local_alive();
@@ -1072,7 +1075,7 @@ impl Core {
     /// New meta (tags): bump the incarnation and gossip an alive.
     pub fn set_meta(&mut self, meta: Vec<u8>) {
         self.cfg.meta = meta.clone();
-        self.incarnation += 1;
+        self.incarnation = self.incarnation.saturating_add(1);
         let inc = self.incarnation;
         if let Some(me) = self.nodes.get_mut(&self.cfg.name) {
             me.meta = meta;

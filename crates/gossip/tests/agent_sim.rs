@@ -222,6 +222,28 @@ fn a_graceful_leave_reaches_every_peer_in_one_hop() {
     assert_eq!(failed, 0, "member-failed events");
 }
 
+/// A peer accusing a node at the largest incarnation (hostile or broken):
+/// the refutation saturates instead of overflowing, and the cluster goes on.
+#[test]
+fn an_accusation_at_the_largest_incarnation_does_not_overflow() {
+    let mut sim = cluster(3, 5);
+    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    let accuse = gossip::wire::Message::Suspect(gossip::wire::Accuse {
+        incarnation: u32::MAX,
+        node: "n0".into(),
+        from: "n1".into(),
+    });
+    let now = sim.now();
+    sim.nodes[0]
+        .serf
+        .handle_packet(gossip::sim::sim_addr(1), &accuse.encode(), now);
+    sim.run_for(secs(5));
+    assert!(
+        (1..3).all(|i| sim.status(i, "n1").is_some()),
+        "the cluster still lists its members"
+    );
+}
+
 /// A node that comes back under the name of one that left finds its old
 /// self `left` in the state it joins with, and refutes it with a higher
 /// incarnation; the refutation goes straight to every live peer, so all of
