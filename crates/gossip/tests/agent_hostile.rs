@@ -116,7 +116,8 @@ async fn extra_stream_connections_are_closed_at_once() {
     const CONNS: usize = 300;
     let a = start("cap", vec![], vec![]).await;
     let addr = a.local_addr();
-    let closed: Arc<Vec<AtomicBool>> = Arc::new((0..CONNS).map(|_| AtomicBool::new(false)).collect());
+    let closed: Arc<Vec<AtomicBool>> =
+        Arc::new((0..CONNS).map(|_| AtomicBool::new(false)).collect());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut held = Vec::new();
     for i in 0..CONNS {
@@ -146,6 +147,10 @@ async fn extra_stream_connections_are_closed_at_once() {
     ping(addr, 4242).await;
     poll("refusals counted", || stat(&a, "streams_dropped") > 0).await;
     // Once the held connections hit the stream deadline, streams work again.
+    poll("every connection closed", || {
+        closed.iter().all(|c| c.load(Ordering::SeqCst))
+    })
+    .await;
     let b = start("cap-b", vec![], vec![addr.to_string()]).await;
     wait_status(&a, "cap-b", MemberStatus::Alive).await;
     for h in held {
@@ -220,7 +225,10 @@ async fn an_oversized_push_pull_is_refused_from_its_header() {
         sent.is_some(),
         "the agent took 32 MiB of a frame whose header is over the limit"
     );
-    poll("oversized header counted", || stat(&a, "streams_dropped") >= 1).await;
+    poll("oversized header counted", || {
+        stat(&a, "streams_dropped") >= 1
+    })
+    .await;
     a.shutdown().await.unwrap();
 }
 
@@ -251,7 +259,9 @@ async fn a_peer_with_the_wrong_key_is_warned_about_once() {
 
     // The same over a stream.
     let mut s = TcpStream::connect(a.local_addr()).await.unwrap();
-    let me = s.local_addr().unwrap().ip().to_string() + ":" + &s.local_addr().unwrap().port().to_string();
+    let me = s.local_addr().unwrap().ip().to_string()
+        + ":"
+        + &s.local_addr().unwrap().port().to_string();
     s.write_all(&wire::encode_stream(&env, &ping, [8; 12]))
         .await
         .unwrap();

@@ -63,6 +63,7 @@ fn a_compressed_datagram_cannot_expand_without_bound() {
     let pkt = wire::compress_msg(&nil_array_msg(12 << 20));
     assert!(pkt.len() <= 65_507, "not a datagram: {} bytes", pkt.len());
     let (r, peak) = peak_during(|| wire::decode_packet(&[], &pkt).map(|(m, _)| m.len()));
+    eprintln!("peak {} KiB for a {} byte datagram", peak >> 10, pkt.len());
     assert!(
         peak <= BOUND,
         "decoding a {} byte datagram peaked at {} MiB ({r:?})",
@@ -78,6 +79,7 @@ fn a_plain_datagram_of_tiny_values_stays_small() {
     // The largest datagram memberlist reads, all one-byte values.
     let pkt = nil_array_msg(65_536 - 6);
     let (r, peak) = peak_during(|| wire::decode_packet(&[], &pkt).map(|(m, _)| m.len()));
+    eprintln!("peak {} KiB for a {} byte datagram", peak >> 10, pkt.len());
     assert!(
         peak <= BOUND,
         "decoding a {} byte datagram peaked at {} MiB ({r:?})",
@@ -96,6 +98,7 @@ fn a_compound_of_compressed_parts_shares_one_budget() {
     let pkt = wire::make_compound(&vec![part; n]);
     assert!(pkt.len() <= 65_507, "not a datagram: {} bytes", pkt.len());
     let (r, peak) = peak_during(|| wire::decode_packet(&[], &pkt).map(|(m, d)| (m.len(), d)));
+    eprintln!("peak {} KiB for a {} byte datagram", peak >> 10, pkt.len());
     assert!(
         peak <= BOUND,
         "decoding a {} byte datagram ({n} parts) peaked at {} MiB ({r:?})",
