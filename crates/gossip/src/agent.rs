@@ -4,7 +4,8 @@
 //! 7946), retries `retry_join`, and implements [`model::AgentHandle`].
 //!
 //! All protocol decisions live in the sans-IO layers; this module only
-//! moves bytes: datagrams to `Serf::handle_packet`, one message per
+//! moves bytes: datagrams (decrypted, decompressed and decoded before the
+//! state lock is taken) to `Serf::handle_decoded_packet`, one message per
 //! incoming TCP stream to `Serf::handle_stream` (reply written back), and
 //! the `Output`s the engine asks for (datagrams, push-pull exchanges,
 //! reliable user messages). Events go out on a broadcast channel in the

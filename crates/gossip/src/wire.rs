@@ -1869,6 +1869,133 @@ mod tests {
         );
     }
 
+    /// The framer finds the same message end as `parse_stream`, fed a
+    /// byte at a time (each call resuming), for every kind of stream
+    /// message, plain, compressed and encrypted.
+    #[test]
+    fn stream_frame_finds_message_ends_incrementally() {
+        let pp = Message::PushPull(PushPull {
+            join: false,
+            nodes: (0..3)
+                .map(|i| PushNodeState {
+                    name: format!("n{i}"),
+                    addr: vec![127, 0, 0, 1],
+                    port: 7946,
+                    meta: encode_tags(&[("role".into(), "x".into())]),
+                    incarnation: i,
+                    state: NodeState::Alive,
+                    vsn: vec![1, 5, 2, 2, 5, 5],
+                })
+                .collect(),
+            user_state: vec![7; 300],
+        });
+        let ping = Message::Ping(Ping {
+            seq_no: 3,
+            node: "x".into(),
+            ..Default::default()
+        });
+        let user = user_stream_msg(&[1, 2, 3, 4]);
+        for keys in [vec![], vec![vec![1u8; 16]]] {
+            for compress in [false, true] {
+                let env = Envelope {
+                    keys: keys.clone(),
+                    compress,
+                };
+                for msg in [pp.encode(), ping.encode(), user.clone()] {
+                    let mut bytes = encode_stream(&env, &msg, [9; 12]);
+                    let whole = bytes.len();
+                    // Trailing bytes are not part of the frame.
+                    bytes.extend_from_slice(&[0xc1; 8]);
+                    let mut f = StreamFrame::new(MAX_BODY, !keys.is_empty());
+                    let mut found = None;
+                    for cut in 0..=bytes.len() {
+                        if let Some(n) = f.advance(&bytes[..cut]).unwrap() {
+                            found = Some((cut, n));
+                            break;
+                        }
+                    }
+                    assert_eq!(found, Some((whole, whole)), "compress {compress}");
+                    let (_, used) = parse_stream(&keys, &bytes[..whole]).unwrap().unwrap();
+                    assert_eq!(used, whole);
+                }
+            }
+        }
+    }
+
+    /// Every length a frame announces is checked before its bytes come,
+    /// with an error naming the value; keying mismatches are refused from
+    /// the first byte.
+    #[test]
+    fn stream_frame_refuses_announced_lengths_over_the_limit() {
+        let limit = 1024;
+        let over = |head: &[u8]| {
+            let e = StreamFrame::new(limit, false).advance(head).unwrap_err();
+            assert!(matches!(e, WireError::OverLimit { .. }), "{e:?}");
+            e.to_string()
+        };
+        let pp = |nodes: u64, ulen: u64| {
+            MapEnc::new(vec![mtype::PUSH_PULL], 3)
+                .bool("Join", false)
+                .uint("Nodes", nodes)
+                .uint("UserStateLen", ulen)
+                .finish()
+        };
+        assert!(over(&pp(0, 5000)).contains("5000"));
+        assert!(over(&pp(5000, 0)).contains("5000"));
+        assert!(over(&pp(600, 600)).contains("push-pull"));
+        let user = MapEnc::new(vec![mtype::USER], 1)
+            .uint("UserMsgLen", 4096)
+            .finish();
+        assert!(over(&user).contains("4096"));
+        // A msgpack string (header included), and an array announcing more
+        // elements than fit.
+        assert!(over(&[mtype::PING, 0xdb, 0, 1, 0, 0]).contains("65541"));
+        assert!(over(&[mtype::PING, 0xdd, 0, 0, 16, 0]).contains("4096"));
+        let mut f = StreamFrame::new(limit, true);
+        assert!(
+            over_keyed(&mut f, &[mtype::ENCRYPT, 0, 0, 0x10, 0]).contains("4096"),
+            "encrypted frame length"
+        );
+        assert_eq!(
+            StreamFrame::new(limit, true).advance(&[mtype::PUSH_PULL]),
+            Err(WireError::NotEncrypted)
+        );
+        assert_eq!(
+            StreamFrame::new(limit, false).advance(&[mtype::ENCRYPT]),
+            Err(WireError::EncryptedButNoKeys)
+        );
+        assert_eq!(
+            StreamFrame::new(limit, false).advance(&[mtype::COMPOUND]),
+            Err(WireError::UnknownType(mtype::COMPOUND))
+        );
+        assert!(StreamFrame::new(limit, false)
+            .advance(&[mtype::PING, 0xc1])
+            .is_err());
+    }
+
+    fn over_keyed(f: &mut StreamFrame, head: &[u8]) -> String {
+        f.advance(head).unwrap_err().to_string()
+    }
+
+    /// All compress envelopes of one datagram share one output budget:
+    /// an envelope expanding past it is refused with the limit named.
+    #[test]
+    fn a_datagram_decompresses_to_at_most_the_packet_limit() {
+        let mut big = vec![mtype::USER];
+        big.resize(MAX_PACKET_PLAIN + 1, b'x');
+        let e = decode_packet(&[], &compress_msg(&big)).unwrap_err();
+        assert!(e.to_string().contains(&MAX_PACKET_PLAIN.to_string()), "{e}");
+        // Two halves in a compound: the first fits, the second is dropped.
+        let mut half = vec![mtype::USER];
+        half.resize(MAX_PACKET_PLAIN / 2 + 1, b'x');
+        let c = compress_msg(&half);
+        let (msgs, dropped) = decode_packet(&[], &make_compound(&[c.clone(), c])).unwrap();
+        assert_eq!((msgs.len(), dropped), (1, 1));
+        // A packet within the budget still decodes.
+        let (msgs, _) = decode_packet(&[], &compress_msg(&half)).unwrap();
+        assert_eq!(msgs, vec![Message::User(half[1..].to_vec())]);
+    }
+
     #[test]
     fn stream_push_pull_round_trip_incremental() {
         let pp = Message::PushPull(PushPull {
