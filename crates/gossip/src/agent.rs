@@ -4,7 +4,8 @@
 //! 7946), retries `retry_join`, and implements [`model::AgentHandle`].
 //!
 //! All protocol decisions live in the sans-IO layers; this module only
-//! moves bytes: datagrams to `Serf::handle_packet`, one message per
+//! moves bytes: datagrams (decrypted, decompressed and decoded before the
+//! state lock is taken) to `Serf::handle_decoded_packet`, one message per
 //! incoming TCP stream to `Serf::handle_stream` (reply written back), and
 //! the `Output`s the engine asks for (datagrams, push-pull exchanges,
 //! reliable user messages). Events go out on a broadcast channel in the
@@ -41,11 +42,30 @@ use crate::wire;
 
 /// Serf's default gossip port.
 pub const DEFAULT_PORT: u16 = 7946;
+/// One deadline for a whole stream exchange (connect, request, reply), not
+/// per read: a peer trickling a byte at a time is cut off by it.
+/// memberlist: TCPTimeout 10 s (its LAN default; it sets one deadline on
+/// the connection for the whole exchange).
 const TCP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a leaving agent lets its peers handle the leave intent it sent
 /// them directly before it sends the dead notice.
 const INTENT_HEAD_START: Duration = Duration::from_millis(20);
+/// Largest message read from a stream (every length it announces is
+/// checked against this before its bytes are read).
 const MAX_STREAM: usize = wire::MAX_BODY;
+/// Incoming stream connections served at once; more are closed at once.
+/// memberlist: maxPushPullRequests 128 (it counts push-pulls only; we
+/// count every incoming stream, which are mostly push-pulls).
+const MAX_STREAMS: usize = 128;
+/// How often a peer failing to decrypt (or sending plaintext to our
+/// keyring, or the reverse) is logged, per peer address and transport.
+/// memberlist logs every failed packet; a misconfigured peer gossips
+/// several a second, so once a minute names it without flooding the log.
+const KEY_WARN_EVERY: Duration = Duration::from_secs(60);
+/// Peers remembered for [`KEY_WARN_EVERY`]; when full (a flood of
+/// addresses) further warnings are skipped until entries expire. A bound
+/// so a spoofed-address flood cannot grow the map.
+const KEY_WARN_PEERS: usize = 1024;
 
 struct Inner {
     serf: Serf,
@@ -62,10 +82,14 @@ pub struct Agent {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     config: AgentConfig,
     me: std::sync::Weak<Agent>,
-    /// Incoming TCP streams dropped as malformed (or cut, or timed out).
+    /// Incoming TCP streams dropped as malformed (or cut, or timed out,
+    /// or refused over [`MAX_STREAMS`]).
     streams_dropped: std::sync::atomic::AtomicU64,
     /// Events the event handlers never saw: their queue was full.
     handler_events_dropped: std::sync::atomic::AtomicU64,
+    /// When each peer (address, is a stream) was last warned about for
+    /// a key mismatch.
+    key_warned: Mutex<HashMap<(IpAddr, bool), Instant>>,
     /// The snapshot file, when `-snapshot` is set.
     snap: Option<Mutex<snapshot::Writer>>,
     /// Events emitted before the first `subscribe` (None after it).
@@ -232,6 +256,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
         snap,
         streams_dropped: Default::default(),
         handler_events_dropped: Default::default(),
+        key_warned: Default::default(),
         name_lost: tokio::sync::watch::channel(None).0,
     });
     tracing::info!(node = %config.node_name, bind = %local_addr, %advertise, "agent started");
@@ -434,25 +459,28 @@ pub async fn resolve(s: &str) -> anyhow::Result<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
+/// Reads one message from a stream: the frame's lengths are checked as
+/// they arrive and it is decoded once, when whole. No deadline of its own:
+/// callers bound the whole exchange with [`TCP_TIMEOUT`].
 async fn read_message(stream: &mut TcpStream, keys: &[Vec<u8>]) -> anyhow::Result<wire::Message> {
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut frame = wire::StreamFrame::new(MAX_STREAM, !keys.is_empty());
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
-        if !buf.is_empty() {
-            if let Some((m, _)) = wire::parse_stream(keys, &buf)? {
-                return Ok(m);
-            }
+        if let Some(len) = frame.advance(&buf)? {
+            return match wire::parse_stream(keys, &buf[..len])? {
+                Some((m, _)) => Ok(m),
+                None => anyhow::bail!("stream message of {len} bytes is cut short inside"),
+            };
         }
-        let n = tokio::time::timeout(TCP_TIMEOUT, stream.read(&mut chunk))
-            .await
-            .context("tcp read timed out")??;
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        let n = stream.read_buf(&mut buf).await?;
         anyhow::ensure!(
             n > 0,
             "stream closed before a whole message ({} bytes)",
             buf.len()
         );
-        buf.extend_from_slice(&chunk[..n]);
-        anyhow::ensure!(buf.len() <= MAX_STREAM, "stream message too large");
     }
 }
 
@@ -461,18 +489,29 @@ async fn push_pull(
     bytes: Vec<u8>,
     keys: Vec<Vec<u8>>,
 ) -> anyhow::Result<wire::Message> {
-    let mut s = tokio::time::timeout(TCP_TIMEOUT, TcpStream::connect(to))
-        .await
-        .with_context(|| format!("connect {to} timed out"))?
-        .with_context(|| format!("connect {to}"))?;
-    tokio::time::timeout(TCP_TIMEOUT, s.write_all(&bytes))
-        .await
-        .context("write timed out")??;
-    let m = read_message(&mut s, &keys).await?;
+    let m = tokio::time::timeout(TCP_TIMEOUT, async {
+        let mut s = TcpStream::connect(to)
+            .await
+            .with_context(|| format!("connect {to}"))?;
+        s.write_all(&bytes).await.context("write")?;
+        read_message(&mut s, &keys).await
+    })
+    .await
+    .with_context(|| format!("push-pull with {to} timed out"))??;
     if let wire::Message::Err(e) = &m {
         anyhow::bail!("remote error from {to}: {e}");
     }
     Ok(m)
+}
+
+/// True for the errors of a peer whose keyring does not match ours.
+fn key_mismatch(e: &wire::WireError) -> bool {
+    matches!(
+        e,
+        wire::WireError::Decrypt
+            | wire::WireError::NotEncrypted
+            | wire::WireError::EncryptedButNoKeys
+    )
 }
 
 async fn udp_loop(weak: std::sync::Weak<Agent>, udp: Arc<UdpSocket>) {
@@ -482,10 +521,15 @@ async fn udp_loop(weak: std::sync::Weak<Agent>, udp: Arc<UdpSocket>) {
             continue;
         };
         let Some(agent) = weak.upgrade() else { return };
+        // Decrypt, decompress and decode before taking the state lock.
+        let decoded = wire::decode_packet(&agent.keys(), &buf[..n]);
+        if let Err(e) = &decoded {
+            agent.warn_key_mismatch(from, false, e);
+        }
         let outs = {
             let mut g = agent.inner.lock().expect("agent lock");
             let now = agent.now();
-            g.serf.handle_packet(from, &buf[..n], now);
+            g.serf.handle_decoded_packet(from, decoded, now);
             agent.collect(&mut g)
         };
         agent.perform(outs);
@@ -493,41 +537,69 @@ async fn udp_loop(weak: std::sync::Weak<Agent>, udp: Arc<UdpSocket>) {
 }
 
 async fn tcp_loop(weak: std::sync::Weak<Agent>, tcp: TcpListener) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS));
     loop {
         let Ok((mut stream, from)) = tcp.accept().await else {
             continue;
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Closed at once: a peer opening connections cannot hold more
+            // than MAX_STREAMS tasks and buffers.
+            drop(stream);
+            tracing::debug!(%from, limit = MAX_STREAMS, "too many streams, connection refused");
+            if let Some(a) = weak.upgrade() {
+                a.streams_dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            continue;
+        };
         let weak = weak.clone();
         tokio::spawn(async move {
-            let Some(keys) = weak.upgrade().map(|a| a.keys()) else {
-                return;
+            let _slot = slot;
+            let r = tokio::time::timeout(TCP_TIMEOUT, serve_stream(&weak, &mut stream, from)).await;
+            let e = match r {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e,
+                Err(_) => anyhow::anyhow!("stream not done within {TCP_TIMEOUT:?}"),
             };
-            let m = match read_message(&mut stream, &keys).await {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::debug!(%from, error = %e, "bad tcp stream");
-                    if let Some(a) = weak.upgrade() {
-                        a.streams_dropped
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    return;
+            tracing::debug!(%from, error = %e, "bad tcp stream");
+            if let Some(a) = weak.upgrade() {
+                if let Some(w) = e.downcast_ref::<wire::WireError>() {
+                    a.warn_key_mismatch(from, true, w);
                 }
-            };
-            let Some(agent) = weak.upgrade() else { return };
-            let (reply, outs) = {
-                let mut g = agent.inner.lock().expect("agent lock");
-                let now = agent.now();
-                let r = g.serf.handle_stream(from, m, now);
-                (r, agent.collect(&mut g))
-            };
-            agent.perform(outs);
-            drop(agent);
-            if let Some(r) = reply {
-                let _ = tokio::time::timeout(TCP_TIMEOUT, stream.write_all(&r)).await;
-                let _ = stream.shutdown().await;
+                a.streams_dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         });
     }
+}
+
+/// One incoming stream: a message in, the engine's reply (if any) out.
+async fn serve_stream(
+    weak: &std::sync::Weak<Agent>,
+    stream: &mut TcpStream,
+    from: SocketAddr,
+) -> anyhow::Result<()> {
+    let Some(keys) = weak.upgrade().map(|a| a.keys()) else {
+        return Ok(());
+    };
+    let m = read_message(stream, &keys).await?;
+    let Some(agent) = weak.upgrade() else {
+        return Ok(());
+    };
+    let (reply, outs) = {
+        let mut g = agent.inner.lock().expect("agent lock");
+        let now = agent.now();
+        let r = g.serf.handle_stream(from, m, now);
+        (r, agent.collect(&mut g))
+    };
+    agent.perform(outs);
+    drop(agent);
+    if let Some(r) = reply {
+        stream.write_all(&r).await?;
+        stream.shutdown().await?;
+    }
+    Ok(())
 }
 
 /// Ticks the engine every [`crate::core::Core::TICK`], and also exactly
@@ -592,6 +664,39 @@ impl Agent {
 
     fn keys(&self) -> Vec<Vec<u8>> {
         self.inner.lock().expect("agent lock").serf.keys().to_vec()
+    }
+
+    /// A warning naming a peer whose keyring does not match ours, at most
+    /// once per [`KEY_WARN_EVERY`] per peer and transport.
+    fn warn_key_mismatch(&self, from: SocketAddr, stream: bool, e: &wire::WireError) {
+        if !key_mismatch(e) {
+            return;
+        }
+        let now = Instant::now();
+        {
+            let mut w = self.key_warned.lock().expect("key warnings");
+            let key = (from.ip(), stream);
+            if w.get(&key)
+                .is_some_and(|t| now.duration_since(*t) < KEY_WARN_EVERY)
+            {
+                return;
+            }
+            if w.len() >= KEY_WARN_PEERS {
+                w.retain(|_, t| now.duration_since(*t) < KEY_WARN_EVERY);
+                if w.len() >= KEY_WARN_PEERS {
+                    return;
+                }
+            }
+            w.insert(key, now);
+        }
+        let what = if stream { "stream" } else { "packet" };
+        tracing::warn!(
+            %from,
+            error = %e,
+            "dropped a {what} from {from}: {e} (its keyring does not match ours); \
+             the next from this address are not logged for {}s",
+            KEY_WARN_EVERY.as_secs()
+        );
     }
 
     /// Under the lock: publishes events and query replies, returns the I/O
@@ -702,14 +807,17 @@ impl Agent {
                 }
                 Output::Stream { to, bytes } => {
                     tokio::spawn(async move {
-                        let r = async {
-                            let mut s =
-                                tokio::time::timeout(TCP_TIMEOUT, TcpStream::connect(to)).await??;
+                        // The whole exchange within the stream deadline: a
+                        // peer that stops reading does not hold the task.
+                        let r = tokio::time::timeout(TCP_TIMEOUT, async {
+                            let mut s = TcpStream::connect(to).await?;
                             s.write_all(&bytes).await?;
                             s.shutdown().await?;
                             anyhow::Ok(())
-                        }
-                        .await;
+                        })
+                        .await
+                        .map_err(anyhow::Error::from)
+                        .and_then(|r| r);
                         if let Err(e) = r {
                             tracing::debug!(%to, error = %e, "reliable send failed");
                         }

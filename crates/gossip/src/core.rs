@@ -607,8 +607,22 @@ impl Core {
         now: Duration,
         d: &mut D,
     ) {
+        let decoded = wire::decode_packet(&self.env.keys, bytes);
+        self.handle_decoded_packet(from, decoded, now, d);
+    }
+
+    /// A UDP datagram arrived, already through [`wire::decode_packet`]
+    /// (so a caller can decrypt, decompress and decode it without holding
+    /// whatever guards this state).
+    pub fn handle_decoded_packet<D: Delegate>(
+        &mut self,
+        from: SocketAddr,
+        decoded: wire::Result<(Vec<Message>, usize)>,
+        now: Duration,
+        d: &mut D,
+    ) {
         self.counters.packets_in += 1;
-        let (msgs, dropped) = match wire::decode_packet(&self.env.keys, bytes) {
+        let (msgs, dropped) = match decoded {
             Ok(x) => x,
             Err(e) => {
                 tracing::debug!(%from, error = %e, "dropped packet");

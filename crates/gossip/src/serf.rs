@@ -1330,6 +1330,19 @@ impl Serf {
         self.after_core();
     }
 
+    /// A datagram the caller already decoded with [`wire::decode_packet`]
+    /// (with [`Serf::keys`]), outside its lock.
+    pub fn handle_decoded_packet(
+        &mut self,
+        from: SocketAddr,
+        decoded: wire::Result<(Vec<wire::Message>, usize)>,
+        now: Duration,
+    ) {
+        self.core
+            .handle_decoded_packet(from, decoded, now, &mut self.st);
+        self.after_core();
+    }
+
     /// A message read from an incoming TCP stream; returns the bytes to
     /// write back, if any.
     pub fn handle_stream(

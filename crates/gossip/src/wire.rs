@@ -64,6 +64,15 @@ pub mod stype {
 
 /// Largest decompressed or decrypted body we accept (memberlist: 2 × 20 MiB).
 pub const MAX_BODY: usize = 40 * 1024 * 1024;
+/// Most plaintext one datagram may expand to through its compress
+/// envelopes, all of them together. memberlist reads datagrams into a
+/// 64 KiB buffer (udpPacketBufSize 65536) and builds the packets it sends
+/// to fit a datagram before it compresses them, so no packet a memberlist
+/// sends decompresses past 64 KiB. memberlist itself caps nothing here;
+/// without a cap a ~20 KiB datagram of LZW codes expands to tens of MiB,
+/// and its msgpack (one-byte values) to an `rmpv::Value` tree of GiB.
+/// With it, the worst case is a few MiB of values (about 50 bytes each).
+pub const MAX_PACKET_PLAIN: usize = 64 * 1024;
 /// Nesting limit for msgpack values from the network.
 const MAX_DEPTH: usize = 16;
 /// Nesting limit for envelopes (compound in compress in compound ...).
@@ -95,6 +104,12 @@ pub enum WireError {
     TooLarge(usize),
     #[error("nested too deep")]
     TooDeep,
+    #[error("{what} of {size} bytes is over the limit of {limit} bytes")]
+    OverLimit {
+        what: &'static str,
+        size: u64,
+        limit: usize,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, WireError>;
@@ -676,6 +691,12 @@ pub fn lzw_compress(data: &[u8]) -> Vec<u8> {
 }
 
 pub fn lzw_decompress(data: &[u8]) -> Result<Vec<u8>> {
+    lzw_decompress_max(data, MAX_BODY)
+}
+
+/// Decompresses at most `max` bytes: the output is checked after every
+/// chunk (8 KiB), so no more than `max` + 8 KiB is ever produced.
+pub fn lzw_decompress_max(data: &[u8], max: usize) -> Result<Vec<u8>> {
     let mut dec = weezl::decode::Decoder::new(weezl::BitOrder::Lsb, 8);
     let mut out = Vec::new();
     let mut input = data;
@@ -686,8 +707,12 @@ pub fn lzw_decompress(data: &[u8]) -> Result<Vec<u8>> {
         let r = dec.decode_bytes(input, &mut chunk);
         input = &input[r.consumed_in..];
         out.extend_from_slice(&chunk[..r.consumed_out]);
-        if out.len() > MAX_BODY {
-            return Err(WireError::TooLarge(out.len()));
+        if out.len() > max {
+            return Err(WireError::OverLimit {
+                what: "decompressed message",
+                size: out.len() as u64,
+                limit: max,
+            });
         }
         match r.status {
             Ok(weezl::LzwStatus::Done) => break,
@@ -716,12 +741,22 @@ pub fn compress_msg(msg: &[u8]) -> Vec<u8> {
 /// Unwraps a compress body (after the type byte); returns the inner
 /// message and the bytes of the body consumed.
 pub fn decompress_body(body: &[u8]) -> Result<(Vec<u8>, usize)> {
+    decompress_body_max(body, MAX_BODY)
+}
+
+/// [`decompress_body`] producing at most `max` bytes.
+pub fn decompress_body_max(body: &[u8], max: usize) -> Result<(Vec<u8>, usize)> {
     let (v, used) = read_value(body)?;
     let f = Fields::of(&v)?;
     if f.uint("Algo")? != 0 {
         return Err(WireError::Field("Algo"));
     }
-    let out = lzw_decompress(&f.bytes("Buf")?)?;
+    let buf = match f.get("Buf") {
+        Some(Value::Binary(b)) => &b[..],
+        Some(Value::String(s)) => s.as_bytes(),
+        _ => return Err(WireError::Field("Buf")),
+    };
+    let out = lzw_decompress_max(buf, max)?;
     if out.is_empty() {
         return Err(WireError::Empty);
     }
@@ -830,7 +865,8 @@ pub struct Envelope {
 }
 
 /// Removes a packet's envelopes and returns the memberlist messages in it,
-/// plus how many parts were dropped as malformed or truncated.
+/// plus how many parts were dropped as malformed or truncated. All its
+/// compress envelopes together expand to at most [`MAX_PACKET_PLAIN`].
 pub fn decode_packet(keys: &[Vec<u8>], buf: &[u8]) -> Result<(Vec<Message>, usize)> {
     let (label, buf) = strip_label(buf)?;
     if !label.is_empty() {
@@ -846,15 +882,18 @@ pub fn decode_packet(keys: &[Vec<u8>], buf: &[u8]) -> Result<(Vec<Message>, usiz
     };
     let mut out = Vec::new();
     let mut dropped = 0;
-    decode_command(buf, 0, &mut out, &mut dropped)?;
+    let mut budget = MAX_PACKET_PLAIN;
+    decode_command(buf, 0, &mut out, &mut dropped, &mut budget)?;
     Ok((out, dropped))
 }
 
+/// `budget`: decompressed bytes this packet may still produce.
 fn decode_command(
     buf: &[u8],
     depth: usize,
     out: &mut Vec<Message>,
     dropped: &mut usize,
+    budget: &mut usize,
 ) -> Result<()> {
     if depth > MAX_NEST {
         return Err(WireError::TooDeep);
@@ -869,17 +908,22 @@ fn decode_command(
             if crc32fast::hash(&body[4..]) != want {
                 return Err(WireError::Crc);
             }
-            decode_command(&body[4..], depth + 1, out, dropped)
+            decode_command(&body[4..], depth + 1, out, dropped, budget)
         }
         mtype::COMPRESS => {
-            let (inner, _) = decompress_body(body)?;
-            decode_command(&inner, depth + 1, out, dropped)
+            let (inner, _) = decompress_body_max(body, *budget).inspect_err(|e| {
+                if matches!(e, WireError::OverLimit { .. }) {
+                    *budget = 0;
+                }
+            })?;
+            *budget -= inner.len();
+            decode_command(&inner, depth + 1, out, dropped, budget)
         }
         mtype::COMPOUND => {
             let (parts, trunc) = split_compound(body)?;
             *dropped += trunc;
             for p in parts {
-                if decode_command(p, depth + 1, out, dropped).is_err() {
+                if decode_command(p, depth + 1, out, dropped, budget).is_err() {
                     *dropped += 1;
                 }
             }
@@ -1012,6 +1056,209 @@ fn parse_plain_stream(buf: &[u8]) -> Result<(Message, usize)> {
         }
         other => Err(WireError::UnknownType(other)),
     }
+}
+
+/// Finds where the first message of a TCP stream ends, incrementally:
+/// feed it the growing buffer and it resumes where it stopped, so a
+/// message arriving in many chunks costs one pass over its bytes (then one
+/// decode, with [`parse_stream`]). Every length a frame announces (an
+/// encrypted frame's, a push-pull's node count and user state, a user
+/// message's, a msgpack string's or array's) is checked against `limit`
+/// as soon as its header is in, before any of what it announces is read.
+#[derive(Debug)]
+pub struct StreamFrame {
+    limit: usize,
+    /// Whether the stream must be encrypted (we have keys).
+    keyed: bool,
+    /// Bytes of the frame accounted for so far.
+    pos: usize,
+    /// msgpack values still to skip from `pos` (the current step's).
+    pending: u64,
+    step: Step,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// Before the (optional) label and the type byte.
+    Start,
+    /// Skipping one header value that starts at `start`, of type `t`.
+    Header { t: u8, start: usize },
+    /// Skipping a push-pull's node values, then `ulen` bytes of state.
+    Nodes { ulen: usize },
+    /// The frame is `len` bytes.
+    Done(usize),
+}
+
+impl StreamFrame {
+    pub fn new(limit: usize, keyed: bool) -> Self {
+        StreamFrame {
+            limit,
+            keyed,
+            pos: 0,
+            pending: 0,
+            step: Step::Start,
+        }
+    }
+
+    /// The first message's length once `buf` (the stream so far, always
+    /// the same prefix growing) holds all of it; `None`: read more.
+    pub fn advance(&mut self, buf: &[u8]) -> Result<Option<usize>> {
+        loop {
+            match self.step {
+                Step::Done(n) => return Ok((buf.len() >= n).then_some(n)),
+                Step::Start => {
+                    let mut at = 0;
+                    if buf.first() == Some(&mtype::HAS_LABEL) {
+                        let Some(&l) = buf.get(1) else {
+                            return Ok(None);
+                        };
+                        at = 2 + l as usize;
+                    }
+                    let Some(&t) = buf.get(at) else {
+                        return Ok(None);
+                    };
+                    at += 1;
+                    match (t, self.keyed) {
+                        (mtype::ENCRYPT, false) => return Err(WireError::EncryptedButNoKeys),
+                        (mtype::ENCRYPT, true) => {
+                            let Some(l) = buf.get(at..at + 4) else {
+                                return Ok(None);
+                            };
+                            let n = u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize;
+                            self.step = Step::Done(self.check("encrypted frame", at + 4, n)?);
+                        }
+                        (_, true) => return Err(WireError::NotEncrypted),
+                        (
+                            mtype::COMPRESS
+                            | mtype::PING
+                            | mtype::ACK
+                            | mtype::ERR
+                            | mtype::USER
+                            | mtype::PUSH_PULL,
+                            false,
+                        ) => {
+                            self.pos = at;
+                            self.pending = 1;
+                            self.step = Step::Header { t, start: at };
+                        }
+                        (other, false) => return Err(WireError::UnknownType(other)),
+                    }
+                }
+                Step::Header { t, start } => {
+                    if !self.skip_values(buf)? {
+                        return Ok(None);
+                    }
+                    let head = &buf[start..self.pos];
+                    self.step = match t {
+                        mtype::USER => {
+                            let (hv, _) = read_value(head)?;
+                            let n = Fields::of(&hv)?.uint("UserMsgLen")?;
+                            Step::Done(self.check("user message", self.pos, n as usize)?)
+                        }
+                        mtype::PUSH_PULL => {
+                            let (hv, _) = read_value(head)?;
+                            let h = Fields::of(&hv)?;
+                            let nodes = h.uint("Nodes")?;
+                            let ulen = h.uint("UserStateLen")? as usize;
+                            // Each node is at least one byte.
+                            self.check("push-pull node count", self.pos, nodes as usize)?;
+                            self.check("push-pull user state", self.pos, ulen)?;
+                            self.check("push-pull", self.pos + nodes as usize, ulen)?;
+                            self.pending = nodes;
+                            Step::Nodes { ulen }
+                        }
+                        _ => Step::Done(self.pos),
+                    };
+                }
+                Step::Nodes { ulen } => {
+                    if !self.skip_values(buf)? {
+                        return Ok(None);
+                    }
+                    self.step = Step::Done(self.check("push-pull", self.pos, ulen)?);
+                }
+            }
+        }
+    }
+
+    /// `at + n`, if within the limit.
+    fn check(&self, what: &'static str, at: usize, n: usize) -> Result<usize> {
+        match at.checked_add(n) {
+            Some(end) if end <= self.limit => Ok(end),
+            _ => Err(WireError::OverLimit {
+                what,
+                size: n as u64,
+                limit: self.limit,
+            }),
+        }
+    }
+
+    /// Skips `pending` msgpack values from `pos`, headers only (a string
+    /// or binary's bytes are skipped whole); true once all are skipped.
+    fn skip_values(&mut self, buf: &[u8]) -> Result<bool> {
+        while self.pending > 0 {
+            let Some((size, children)) = value_head(&buf[self.pos..])? else {
+                return Ok(false);
+            };
+            let end = self.check("msgpack value", self.pos, size)?;
+            // Each value is at least one byte.
+            if children > (self.limit - end) as u64 {
+                return Err(WireError::OverLimit {
+                    what: "msgpack container",
+                    size: children,
+                    limit: self.limit,
+                });
+            }
+            if buf.len() < end {
+                return Ok(false);
+            }
+            self.pos = end;
+            self.pending = self.pending - 1 + children;
+        }
+        Ok(true)
+    }
+}
+
+/// The size of the msgpack value at the front of `buf` without its
+/// elements (a string's or binary's bytes included), and how many
+/// elements follow it (map: 2 per entry). `None`: its header is cut off.
+fn value_head(buf: &[u8]) -> Result<Option<(usize, u64)>> {
+    let Some(&m) = buf.first() else {
+        return Ok(None);
+    };
+    // Reads a big-endian length of `w` bytes after the marker.
+    let len = |w: usize| -> Option<u64> {
+        let b = buf.get(1..1 + w)?;
+        Some(b.iter().fold(0u64, |a, &x| a << 8 | x as u64))
+    };
+    let r = match m {
+        0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => Some((1, 0)),
+        0x80..=0x8f => Some((1, 2 * (m & 0x0f) as u64)),
+        0x90..=0x9f => Some((1, (m & 0x0f) as u64)),
+        0xa0..=0xbf => Some((1 + (m & 0x1f) as usize, 0)),
+        0xc1 => return Err(WireError::Msgpack("reserved marker 0xc1".into())),
+        0xc4 | 0xd9 => len(1).map(|n| (2 + n as usize, 0)),
+        0xc5 | 0xda => len(2).map(|n| (3 + n as usize, 0)),
+        0xc6 | 0xdb => len(4).map(|n| (5 + n as usize, 0)),
+        0xc7 => len(1).map(|n| (3 + n as usize, 0)),
+        0xc8 => len(2).map(|n| (4 + n as usize, 0)),
+        0xc9 => len(4).map(|n| (6 + n as usize, 0)),
+        0xca => Some((5, 0)),
+        0xcb => Some((9, 0)),
+        0xcc | 0xd0 => Some((2, 0)),
+        0xcd | 0xd1 => Some((3, 0)),
+        0xce | 0xd2 => Some((5, 0)),
+        0xcf | 0xd3 => Some((9, 0)),
+        0xd4 => Some((3, 0)),
+        0xd5 => Some((4, 0)),
+        0xd6 => Some((6, 0)),
+        0xd7 => Some((10, 0)),
+        0xd8 => Some((18, 0)),
+        0xdc => len(2).map(|n| (3, n)),
+        0xdd => len(4).map(|n| (5, n)),
+        0xde => len(2).map(|n| (3, 2 * n)),
+        0xdf => len(4).map(|n| (5, 2 * n)),
+    };
+    Ok(r)
 }
 
 /// A user message for a TCP stream (type 8, length header, payload).
@@ -1620,6 +1867,133 @@ mod tests {
             decode_packet(&[vec![8u8; 16]], &pkt).unwrap_err(),
             WireError::Decrypt
         );
+    }
+
+    /// The framer finds the same message end as `parse_stream`, fed a
+    /// byte at a time (each call resuming), for every kind of stream
+    /// message, plain, compressed and encrypted.
+    #[test]
+    fn stream_frame_finds_message_ends_incrementally() {
+        let pp = Message::PushPull(PushPull {
+            join: false,
+            nodes: (0..3)
+                .map(|i| PushNodeState {
+                    name: format!("n{i}"),
+                    addr: vec![127, 0, 0, 1],
+                    port: 7946,
+                    meta: encode_tags(&[("role".into(), "x".into())]),
+                    incarnation: i,
+                    state: NodeState::Alive,
+                    vsn: vec![1, 5, 2, 2, 5, 5],
+                })
+                .collect(),
+            user_state: vec![7; 300],
+        });
+        let ping = Message::Ping(Ping {
+            seq_no: 3,
+            node: "x".into(),
+            ..Default::default()
+        });
+        let user = user_stream_msg(&[1, 2, 3, 4]);
+        for keys in [vec![], vec![vec![1u8; 16]]] {
+            for compress in [false, true] {
+                let env = Envelope {
+                    keys: keys.clone(),
+                    compress,
+                };
+                for msg in [pp.encode(), ping.encode(), user.clone()] {
+                    let mut bytes = encode_stream(&env, &msg, [9; 12]);
+                    let whole = bytes.len();
+                    // Trailing bytes are not part of the frame.
+                    bytes.extend_from_slice(&[0xc1; 8]);
+                    let mut f = StreamFrame::new(MAX_BODY, !keys.is_empty());
+                    let mut found = None;
+                    for cut in 0..=bytes.len() {
+                        if let Some(n) = f.advance(&bytes[..cut]).unwrap() {
+                            found = Some((cut, n));
+                            break;
+                        }
+                    }
+                    assert_eq!(found, Some((whole, whole)), "compress {compress}");
+                    let (_, used) = parse_stream(&keys, &bytes[..whole]).unwrap().unwrap();
+                    assert_eq!(used, whole);
+                }
+            }
+        }
+    }
+
+    /// Every length a frame announces is checked before its bytes come,
+    /// with an error naming the value; keying mismatches are refused from
+    /// the first byte.
+    #[test]
+    fn stream_frame_refuses_announced_lengths_over_the_limit() {
+        let limit = 1024;
+        let over = |head: &[u8]| {
+            let e = StreamFrame::new(limit, false).advance(head).unwrap_err();
+            assert!(matches!(e, WireError::OverLimit { .. }), "{e:?}");
+            e.to_string()
+        };
+        let pp = |nodes: u64, ulen: u64| {
+            MapEnc::new(vec![mtype::PUSH_PULL], 3)
+                .bool("Join", false)
+                .uint("Nodes", nodes)
+                .uint("UserStateLen", ulen)
+                .finish()
+        };
+        assert!(over(&pp(0, 5000)).contains("5000"));
+        assert!(over(&pp(5000, 0)).contains("5000"));
+        assert!(over(&pp(600, 600)).contains("push-pull"));
+        let user = MapEnc::new(vec![mtype::USER], 1)
+            .uint("UserMsgLen", 4096)
+            .finish();
+        assert!(over(&user).contains("4096"));
+        // A msgpack string (header included), and an array announcing more
+        // elements than fit.
+        assert!(over(&[mtype::PING, 0xdb, 0, 1, 0, 0]).contains("65541"));
+        assert!(over(&[mtype::PING, 0xdd, 0, 0, 16, 0]).contains("4096"));
+        let mut f = StreamFrame::new(limit, true);
+        assert!(
+            over_keyed(&mut f, &[mtype::ENCRYPT, 0, 0, 0x10, 0]).contains("4096"),
+            "encrypted frame length"
+        );
+        assert_eq!(
+            StreamFrame::new(limit, true).advance(&[mtype::PUSH_PULL]),
+            Err(WireError::NotEncrypted)
+        );
+        assert_eq!(
+            StreamFrame::new(limit, false).advance(&[mtype::ENCRYPT]),
+            Err(WireError::EncryptedButNoKeys)
+        );
+        assert_eq!(
+            StreamFrame::new(limit, false).advance(&[mtype::COMPOUND]),
+            Err(WireError::UnknownType(mtype::COMPOUND))
+        );
+        assert!(StreamFrame::new(limit, false)
+            .advance(&[mtype::PING, 0xc1])
+            .is_err());
+    }
+
+    fn over_keyed(f: &mut StreamFrame, head: &[u8]) -> String {
+        f.advance(head).unwrap_err().to_string()
+    }
+
+    /// All compress envelopes of one datagram share one output budget:
+    /// an envelope expanding past it is refused with the limit named.
+    #[test]
+    fn a_datagram_decompresses_to_at_most_the_packet_limit() {
+        let mut big = vec![mtype::USER];
+        big.resize(MAX_PACKET_PLAIN + 1, b'x');
+        let e = decode_packet(&[], &compress_msg(&big)).unwrap_err();
+        assert!(e.to_string().contains(&MAX_PACKET_PLAIN.to_string()), "{e}");
+        // Two halves in a compound: the first fits, the second is dropped.
+        let mut half = vec![mtype::USER];
+        half.resize(MAX_PACKET_PLAIN / 2 + 1, b'x');
+        let c = compress_msg(&half);
+        let (msgs, dropped) = decode_packet(&[], &make_compound(&[c.clone(), c])).unwrap();
+        assert_eq!((msgs.len(), dropped), (1, 1));
+        // A packet within the budget still decodes.
+        let (msgs, _) = decode_packet(&[], &compress_msg(&half)).unwrap();
+        assert_eq!(msgs, vec![Message::User(half[1..].to_vec())]);
     }
 
     #[test]

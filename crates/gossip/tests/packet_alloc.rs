@@ -1,0 +1,108 @@
+//! Memory a single hostile datagram can make the decoder allocate,
+//! measured with a counting global allocator (this file is its own test
+//! binary, so nothing else allocates through it concurrently... except the
+//! test harness, which is why the bound is generous).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use gossip::wire;
+
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(l) };
+        if !p.is_null() {
+            let now = CURRENT.fetch_add(l.size(), Ordering::SeqCst) + l.size();
+            PEAK.fetch_max(now, Ordering::SeqCst);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) };
+        CURRENT.fetch_sub(l.size(), Ordering::SeqCst);
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+/// One measurement at a time (tests run on parallel threads).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Peak bytes allocated above the level at the start while `f` runs.
+fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let base = CURRENT.load(Ordering::SeqCst);
+    PEAK.store(base, Ordering::SeqCst);
+    let r = f();
+    (r, PEAK.load(Ordering::SeqCst).saturating_sub(base))
+}
+
+/// Worst case we accept for one datagram, all envelopes and msgpack
+/// values included: a few MiB (see `wire::MAX_PACKET_PLAIN`).
+const BOUND: usize = 16 << 20;
+
+/// An alive message whose body is an array of `n` nils (1 byte each in,
+/// one `rmpv::Value` each out).
+fn nil_array_msg(n: usize) -> Vec<u8> {
+    let mut m = vec![4u8, 0xdd];
+    m.extend_from_slice(&(n as u32).to_be_bytes());
+    m.resize(m.len() + n, 0xc0);
+    m
+}
+
+#[test]
+fn a_compressed_datagram_cannot_expand_without_bound() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // 12 MiB of nils compress to a few KiB: one datagram.
+    let pkt = wire::compress_msg(&nil_array_msg(12 << 20));
+    assert!(pkt.len() <= 65_507, "not a datagram: {} bytes", pkt.len());
+    let (r, peak) = peak_during(|| wire::decode_packet(&[], &pkt).map(|(m, _)| m.len()));
+    eprintln!("peak {} KiB for a {} byte datagram", peak >> 10, pkt.len());
+    assert!(
+        peak <= BOUND,
+        "decoding a {} byte datagram peaked at {} MiB ({r:?})",
+        pkt.len(),
+        peak >> 20
+    );
+    assert!(r.is_err(), "{r:?}");
+}
+
+#[test]
+fn a_plain_datagram_of_tiny_values_stays_small() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The largest datagram memberlist reads, all one-byte values.
+    let pkt = nil_array_msg(65_536 - 6);
+    let (r, peak) = peak_during(|| wire::decode_packet(&[], &pkt).map(|(m, _)| m.len()));
+    eprintln!("peak {} KiB for a {} byte datagram", peak >> 10, pkt.len());
+    assert!(
+        peak <= BOUND,
+        "decoding a {} byte datagram peaked at {} MiB ({r:?})",
+        pkt.len(),
+        peak >> 20
+    );
+}
+
+#[test]
+fn a_compound_of_compressed_parts_shares_one_budget() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // 255 parts (the compound maximum), each a compressed blob that
+    // expands to 1 MiB of nils.
+    let part = wire::compress_msg(&nil_array_msg(1 << 20));
+    let n = (65_000 / (part.len() + 2)).min(255);
+    let pkt = wire::make_compound(&vec![part; n]);
+    assert!(pkt.len() <= 65_507, "not a datagram: {} bytes", pkt.len());
+    let (r, peak) = peak_during(|| wire::decode_packet(&[], &pkt).map(|(m, d)| (m.len(), d)));
+    eprintln!("peak {} KiB for a {} byte datagram", peak >> 10, pkt.len());
+    assert!(
+        peak <= BOUND,
+        "decoding a {} byte datagram ({n} parts) peaked at {} MiB ({r:?})",
+        pkt.len(),
+        peak >> 20
+    );
+}
