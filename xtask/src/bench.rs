@@ -29,6 +29,7 @@ pub struct Row {
 }
 
 mod gossip;
+mod hostile;
 mod init;
 mod scaling;
 mod webapp;
@@ -46,6 +47,11 @@ pub const BENCHES: &[Bench] = &[
         name: "gossip",
         about: "gossip agent vs Debian's serf on loopback: join/leave/failure seen, user event to 30, RSS, idle CPU",
         run: gossip::rows,
+    },
+    Bench {
+        name: "hostile",
+        about: "gossip agent vs Debian's serf under attack on loopback: 500 idle TCP connections, 50 slow-drip ones, LZW-bomb datagrams at 2,000/s: RSS, CPU, false failures",
+        run: hostile::rows,
     },
     Bench {
         name: "webapp",

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::{free_port, median, row, rss_anon_kib, rss_kib, Guard, Row};
 use crate::{images, prereq, project};
 
-const SERF: &str = "/usr/bin/serf";
+pub(super) const SERF: &str = "/usr/bin/serf";
 const CYCLES: usize = 5;
 const KILLS: usize = 5;
 const BIG: usize = 30;
@@ -136,11 +136,11 @@ pub(super) fn rows() -> Result<Vec<Row>> {
 }
 
 /// One agent process on loopback.
-struct Agent {
-    name: String,
-    bind: u16,
-    rpc: u16,
-    proc: Guard,
+pub(super) struct Agent {
+    pub(super) name: String,
+    pub(super) bind: u16,
+    pub(super) rpc: u16,
+    pub(super) proc: Guard,
 }
 
 impl Agent {
@@ -173,7 +173,7 @@ impl Agent {
         })
     }
 
-    fn pid(&self) -> u32 {
+    pub(super) fn pid(&self) -> u32 {
         self.proc.0.id()
     }
 
@@ -220,7 +220,11 @@ fn members(rpc: u16) -> Result<Vec<(String, String)>> {
 }
 
 /// Poll (every 10 ms, up to `limit`) until `probe` holds; the instant it did.
-fn until(what: &str, limit: Duration, mut probe: impl FnMut() -> bool) -> Result<Instant> {
+pub(super) fn until(
+    what: &str,
+    limit: Duration,
+    mut probe: impl FnMut() -> bool,
+) -> Result<Instant> {
     let end = Instant::now() + limit;
     while Instant::now() < end {
         if probe() {
@@ -237,7 +241,7 @@ fn sees(observer: &Agent, name: &str, status: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn all_alive(observer: &Agent, n: usize) -> bool {
+pub(super) fn all_alive(observer: &Agent, n: usize) -> bool {
     members(observer.rpc)
         .map(|ms| ms.iter().filter(|(_, s)| s == "alive").count() == n)
         .unwrap_or(false)
@@ -273,7 +277,7 @@ fn ready(a: &mut Agent, dir: &Path) -> Result<()> {
 
 /// Starts an agent and waits until it answers; up to three tries, each
 /// with new ports (30 agents started on 2 cores: a join may time out).
-fn start_ready(bin: &Path, dir: &Path, name: &str, join: Option<u16>) -> Result<Agent> {
+pub(super) fn start_ready(bin: &Path, dir: &Path, name: &str, join: Option<u16>) -> Result<Agent> {
     let mut last = None;
     for attempt in 1..=3 {
         let mut a = Agent::start(bin, dir, name, join)?;
@@ -288,7 +292,7 @@ fn start_ready(bin: &Path, dir: &Path, name: &str, join: Option<u16>) -> Result<
     Err(last.expect("three attempts"))
 }
 
-fn cpu_secs(pid: u32) -> Result<f64> {
+pub(super) fn cpu_secs(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces): state is the
     // 3rd field overall, utime and stime the 14th and 15th.
