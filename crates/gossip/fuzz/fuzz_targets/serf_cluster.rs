@@ -23,5 +23,8 @@ const OPTS: Options = Options {
 const OPTS: Options = Options::ALL;
 
 fuzz_target!(|data: &[u8]| {
-    run(data, &OPTS);
+    // SERF_CLUSTER_TRACE=1: print the operations (to read an artifact).
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let trace = *TRACE.get_or_init(|| std::env::var_os("SERF_CLUSTER_TRACE").is_some());
+    run(data, &Options { trace, ..OPTS });
 });

@@ -59,6 +59,11 @@ pub struct Options {
     pub max_incarnation: u32,
     /// Most operations played from one input.
     pub max_ops: usize,
+    /// Most simulated time one input may let pass (the time steps are
+    /// what costs: every node ticks every 50 ms).
+    pub max_time: Duration,
+    /// Print each operation to stderr (to read a crashing input).
+    pub trace: bool,
 }
 
 impl Options {
@@ -67,6 +72,8 @@ impl Options {
         max_ltime: u64::MAX,
         max_incarnation: u32::MAX,
         max_ops: 256,
+        max_time: Duration::from_secs(30),
+        trace: false,
     };
 }
 
@@ -209,10 +216,10 @@ pub fn run(data: &[u8], opts: &Options) {
         left: vec![false; n],
     };
     if join_all {
+        // Push-pulls are delivered at once: joined when this returns.
         for i in 1..n {
             h.sim.join(i, 0);
         }
-        h.sim.run_for(Duration::from_millis(500));
     }
     h.check();
     let mut ops = 0;
@@ -221,12 +228,15 @@ pub fn run(data: &[u8], opts: &Options) {
         h.check();
         ops += 1;
     }
-    // Let whatever was started settle, and check once more.
-    h.sim.run_for(Duration::from_secs(3));
-    h.check();
 }
 
 impl Harness<'_> {
+    fn log(&self, what: impl FnOnce() -> String) {
+        if self.opts.trace {
+            eprintln!("[{:?}] {}", self.sim.now(), what());
+        }
+    }
+
     fn n(&self) -> usize {
         self.sim.nodes.len()
     }
@@ -789,6 +799,13 @@ impl Harness<'_> {
         if self.sim.nodes[t].crashed {
             return;
         }
+        self.log(|| {
+            let keys = self.sim.nodes[t].serf.keys();
+            format!(
+                "packet to n{t} from {from}: {:?}",
+                wire::decode_packet(keys, &bytes)
+            )
+        });
         let now = self.sim.now();
         self.sim.nodes[t].serf.handle_packet(from, &bytes, now);
         self.sim.send_now(t);
@@ -809,7 +826,11 @@ impl Harness<'_> {
 
     fn op(&mut self) {
         let now = self.sim.now();
-        match self.g.below(24) {
+        let code = self.g.below(24);
+        if !matches!(code, 0..=8) {
+            self.log(|| format!("op {code} (see Harness::op)"));
+        }
+        match code {
             // A datagram from a hostile or spoofed peer.
             0..=5 => {
                 let t = self.node();
@@ -843,6 +864,7 @@ impl Harness<'_> {
                 let Some(m) = self.stream_msg(t, m) else {
                     return;
                 };
+                self.log(|| format!("stream to n{t} from {from}: {m:?}"));
                 let reply = self.sim.nodes[t].serf.handle_stream(from, m, now);
                 if let Some(r) = reply {
                     match wire::parse_stream(&self.keys, &r) {
@@ -862,7 +884,8 @@ impl Harness<'_> {
                     2 => Duration::from_millis(self.g.below(1000) as u64),
                     _ => Duration::from_millis(self.g.below(8000) as u64),
                 };
-                self.sim.run_for(d);
+                let left = self.opts.max_time.saturating_sub(self.sim.now());
+                self.sim.run_for(d.min(left));
             }
             14 => {
                 let (i, j) = (self.node(), self.node());
@@ -879,7 +902,9 @@ impl Harness<'_> {
                 self.sim.nodes[i].serf.leave_intent(now);
                 self.sim.send_now(i);
                 if self.g.bool() {
-                    self.sim.run_for(Duration::from_millis(self.g.below(500) as u64));
+                    let d = Duration::from_millis(self.g.below(500) as u64);
+                    let left = self.opts.max_time.saturating_sub(self.sim.now());
+                    self.sim.run_for(d.min(left));
                     let now = self.sim.now();
                     self.sim.nodes[i].serf.leave_memberlist(now);
                     self.sim.send_now(i);
@@ -1021,6 +1046,7 @@ impl Harness<'_> {
                     Message::PushPull(self.push_pull(i)).encode()
                 };
                 if let Some(m) = self.stream_msg(i, m) {
+                    self.log(|| format!("push-pull reply to n{i} from {phantom}: {m:?}"));
                     self.sim.nodes[i].serf.handle_push_pull_reply(m, now);
                     self.sim.send_now(i);
                 }
@@ -1032,6 +1058,7 @@ impl Harness<'_> {
                 })
                 .encode();
                 if let Some(m) = self.stream_msg(i, m) {
+                    self.log(|| format!("TCP ping reply to n{i} from {phantom}: {m:?}"));
                     self.sim.nodes[i].serf.handle_tcp_ping_reply(m, now);
                     self.sim.send_now(i);
                 }
@@ -1181,6 +1208,7 @@ mod tests {
             max_ltime: u64::MAX >> 1,
             max_incarnation: u32::MAX >> 1,
             max_ops: 64,
+            ..Options::ALL
         };
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = || {
