@@ -117,7 +117,8 @@ impl Sim {
         match addr.ip() {
             IpAddr::V4(v4) => {
                 let o = v4.octets();
-                let i = o[2] as usize * 250 + o[3] as usize - 1;
+                // x.y.z.0 (a hostile peer's 0.0.0.0, say) is no node's.
+                let i = (o[2] as usize * 250 + o[3] as usize).checked_sub(1)?;
                 (i < self.nodes.len() && self.nodes[i].addr == addr).then_some(i)
             }
             _ => None,
