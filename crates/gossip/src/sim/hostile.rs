@@ -264,7 +264,16 @@ impl Harness<'_> {
             3..=5 => phantom_addr(self.g.below(PHANTOMS)),
             6 => SocketAddr::new(sim_addr(self.node()).ip(), self.g.u16()),
             _ => SocketAddr::new(
-                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, self.g.u8() as u16)),
+                IpAddr::V6(Ipv6Addr::new(
+                    0x2001,
+                    0xdb8,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    self.g.u8() as u16,
+                )),
                 7946,
             ),
         }
@@ -470,9 +479,7 @@ impl Harness<'_> {
     fn serf_push_pull(&mut self, t: usize) -> SerfPushPull {
         let c = self.clocks(t);
         let n = self.g.below(5);
-        let status_ltimes = (0..n)
-            .map(|_| (self.name(), self.ltime(c.0)))
-            .collect();
+        let status_ltimes = (0..n).map(|_| (self.name(), self.ltime(c.0))).collect();
         let n = self.g.below(3);
         let left_members = (0..n).map(|_| self.name()).collect();
         let n = self.g.below(3);
@@ -533,7 +540,10 @@ impl Harness<'_> {
             "_serf_list-keys",
         ];
         let i = self.g.below(NAMES.len() + 1);
-        let name = NAMES.get(i).map(|s| s.to_string()).unwrap_or_else(|| self.g.string(10));
+        let name = NAMES
+            .get(i)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| self.g.string(10));
         let payload = if name.ends_with("-key") && self.g.below(4) != 0 {
             let key = self.key();
             // Only an encrypted cluster takes keys (a node without a
@@ -568,7 +578,10 @@ impl Harness<'_> {
             1 => {
                 const EXPRS: [&str; 5] = [".*", "^1$", "^$", "(", "[0-9]+"];
                 let i = self.g.below(EXPRS.len() + 1);
-                let expr = EXPRS.get(i).map(|s| s.to_string()).unwrap_or_else(|| self.g.string(8));
+                let expr = EXPRS
+                    .get(i)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| self.g.string(8));
                 let tag = ["id", "role", ""][self.g.below(3)];
                 wire::MapEnc::new(vec![1u8], 2)
                     .str("Expr", &expr)
@@ -744,9 +757,7 @@ impl Harness<'_> {
                 seq_no: self.seq(),
                 payload: self.ack_payload(),
             }),
-            3 => Message::Nack {
-                seq_no: self.seq(),
-            },
+            3 => Message::Nack { seq_no: self.seq() },
             4 | 5 => Message::Suspect(self.accuse(t)),
             6 | 7 => Message::Alive(self.alive(t)),
             8 => Message::Dead(self.accuse(t)),
@@ -1053,7 +1064,11 @@ impl Harness<'_> {
             }
             Seen::TcpPing { seq } => {
                 let m = Message::Ack(wire::Ack {
-                    seq_no: if self.g.below(4) == 0 { self.seq() } else { seq },
+                    seq_no: if self.g.below(4) == 0 {
+                        self.seq()
+                    } else {
+                        seq
+                    },
                     payload: self.ack_payload(),
                 })
                 .encode();
@@ -1076,10 +1091,15 @@ impl Harness<'_> {
                         Ok(x) => x,
                         Err(e) => panic!("node {i} sent a packet that does not decode: {e}"),
                     };
-                    assert_eq!(dropped, 0, "node {i} sent a packet with bad parts: {msgs:?}");
+                    assert_eq!(
+                        dropped, 0,
+                        "node {i} sent a packet with bad parts: {msgs:?}"
+                    );
                     for m in msgs {
                         match m {
-                            Message::Ping(p) => self.inbox.push((i, to, Seen::Ping { seq: p.seq_no })),
+                            Message::Ping(p) => {
+                                self.inbox.push((i, to, Seen::Ping { seq: p.seq_no }))
+                            }
                             Message::IndirectPing(p) => {
                                 self.inbox.push((i, to, Seen::Ping { seq: p.seq_no }))
                             }
@@ -1225,5 +1245,54 @@ mod tests {
                 panic!("input {k} failed (above); as hex, for a fuzz artifact: {hex}");
             }
         }
+    }
+
+    /// The overflows `serf_cluster` found (inputs minimized or written by
+    /// hand; `SERF_CLUSTER_TRACE=1` on the fuzz target prints what they
+    /// do). Debug builds panic on each; release builds wrap around.
+    #[test]
+    #[ignore = "open: Lamport clock and incarnation overflows; un-ignore with the saturating fix"]
+    fn known_overflows() {
+        let inputs: [(&str, &[u8]); 4] = [
+            // UDP suspect {Node: n0, Incarnation: u32::MAX} to n0:
+            // Core::refute, `incarnation.max(accused) + 1` (core.rs).
+            (
+                "refute",
+                &[
+                    0xff, 0xa, 0, 0, 0, 0x40, 0, 0, 0xc8, 0, 0, 0, 0, 0, 0x2d, 0xc8, 0, 0, 0, 0x2d,
+                ],
+            ),
+            // UDP user message, join intent {LTime: u64::MAX, Node: n1}:
+            // Clock::witness, `v + 1`.
+            (
+                "witness",
+                &[
+                    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 1, 9, 2, 5, 0, 0, 1, 2,
+                ],
+            ),
+            // UDP leave intent {LTime: u64::MAX - 1, Node: n0} to n0: the
+            // witness makes the clock u64::MAX, the refuting join intent's
+            // Clock::increment overflows.
+            (
+                "increment",
+                &[
+                    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 1, 9, 0, 5, 1, 0, 0, 0, 2,
+                ],
+            ),
+            // Serf::restore_clocks(u64::MAX, ..) (a corrupt snapshot).
+            (
+                "restore_clocks",
+                &[
+                    0, 0, 0x8, 0x26, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x17, 0xc, 0xb5,
+                ],
+            ),
+        ];
+        let mut failed = Vec::new();
+        for (what, data) in inputs {
+            if std::panic::catch_unwind(|| run(data, &Options::ALL)).is_err() {
+                failed.push(what);
+            }
+        }
+        assert!(failed.is_empty(), "still panicking: {failed:?}");
     }
 }
