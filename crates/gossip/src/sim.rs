@@ -22,6 +22,8 @@ use crate::model::{Event, Member, MemberStatus};
 use crate::serf::{self, Serf};
 use crate::wire;
 
+pub mod hostile;
+
 /// A datagram in flight: delivery time, tie-breaker, target index, source, bytes.
 type InFlight = (Duration, u64, usize, SocketAddr, Vec<u8>);
 
@@ -52,6 +54,11 @@ pub struct Sim {
     pub link_delay: Option<Box<dyn Fn(usize, usize) -> Duration>>,
     pub delivered: u64,
     pub dropped: u64,
+    /// When set, what the nodes send to addresses outside the simulation
+    /// (the hostile peers of [`hostile`]) is kept in [`Sim::tapped`] as
+    /// (sender index, output) instead of being dropped.
+    pub tap: bool,
+    pub tapped: Vec<(usize, Output)>,
 }
 
 pub fn sim_addr(i: usize) -> SocketAddr {
@@ -97,6 +104,8 @@ impl Sim {
             link_delay: None,
             delivered: 0,
             dropped: 0,
+            tap: false,
+            tapped: Vec::new(),
         }
     }
 
@@ -108,7 +117,8 @@ impl Sim {
         match addr.ip() {
             IpAddr::V4(v4) => {
                 let o = v4.octets();
-                let i = o[2] as usize * 250 + o[3] as usize - 1;
+                // x.y.z.0 (a hostile peer's 0.0.0.0, say) is no node's.
+                let i = (o[2] as usize * 250 + o[3] as usize).checked_sub(1)?;
                 (i < self.nodes.len() && self.nodes[i].addr == addr).then_some(i)
             }
             _ => None,
@@ -144,6 +154,18 @@ impl Sim {
                 break;
             }
             for o in self.nodes[i].serf.drain_outputs() {
+                if self.tap {
+                    let to = match &o {
+                        Output::Packet { to, .. }
+                        | Output::PushPull { to, .. }
+                        | Output::TcpPing { to, .. }
+                        | Output::Stream { to, .. } => *to,
+                    };
+                    if self.index_of(to).is_none() {
+                        self.tapped.push((i, o));
+                        continue;
+                    }
+                }
                 match o {
                     Output::Packet { to, bytes } => {
                         let Some(t) = self.index_of(to) else { continue };
