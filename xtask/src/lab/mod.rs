@@ -319,21 +319,8 @@ impl Lab {
     /// `docker restart NAME` (stop with Docker's 10 s grace, then start);
     /// ha's published ports are read again.
     pub async fn restart(&mut self, name: &str) -> Result<Ipv4Addr> {
-        let handle = self.handle(name)?;
-        handle
-            .stop_with_timeout(Some(10))
-            .await
-            .with_context(|| format!("stopping {name} to restart it"))?;
-        handle
-            .start()
-            .await
-            .with_context(|| format!("starting {name} again"))?;
-        let published: Vec<u16> = if name == "ha" {
-            self.published.keys().copied().collect()
-        } else {
-            Vec::new()
-        };
-        self.learn(name, &published).await
+        self.stop_only(name).await?;
+        self.start_again(name).await
     }
 
     /// `docker kill NAME` (SIGKILL): the container stays, stopped, until
