@@ -334,17 +334,105 @@ fn save_keyring(path: &std::path::Path, keys: &[Vec<u8>]) -> anyhow::Result<()> 
         .with_context(|| format!("cannot write keyring file {}", path.display()))
 }
 
-/// Writes `PATH.tmp`, then renames it over `path`: a crash or a full disk
-/// mid-way leaves the old tags or keys whole.
+/// Writes `PATH.tmp` (created afresh, mode 0600 as serf writes its keyring
+/// and tags files: the keys are secrets), flushes it to disk, renames it
+/// over `path`, then flushes the directory so the rename itself survives a
+/// crash. A crash or a full disk mid-way leaves the old tags or keys whole.
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
+    // A `.tmp` left by a crash may have any mode: never write into it.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
         })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod write_atomically_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("gossip-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn keyring_file_is_0600_and_replaced_whole() {
+        let dir = scratch("keyring");
+        let path = dir.join("keyring.json");
+        // An existing keyring, readable by all, and a stale `.tmp` left by a
+        // crash, also world-readable: neither mode may survive.
+        std::fs::write(&path, b"[\"old\"]").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let tmp = dir.join("keyring.json.tmp");
+        std::fs::write(&tmp, b"junk").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let old_inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
+
+        let keys = vec![vec![1u8; 32], vec![2u8; 16]];
+        save_keyring(&path, &keys).unwrap();
+
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o600,
+            "keyring file mode"
+        );
+        // Replaced by a rename (a new inode), not rewritten in place.
+        assert_ne!(std::os::unix::fs::MetadataExt::ino(&meta), old_inode);
+        assert!(!tmp.exists(), "no temporary file left behind");
+        let list: Vec<String> = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        assert_eq!(list, vec![b64.encode([1u8; 32]), b64.encode([2u8; 16])]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn failed_rename_leaves_no_temporary() {
+        let dir = scratch("keyring-fail");
+        // The target is a non-empty directory: the rename fails, the
+        // temporary (which holds the keys) must not be left behind.
+        let target = dir.join("keyring.json");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("x"), b"x").unwrap();
+        assert!(save_keyring(&target, &[vec![3u8; 16]]).is_err());
+        assert!(
+            !dir.join("keyring.json.tmp").exists(),
+            "temporary removed on error"
+        );
+        assert_eq!(std::fs::read(target.join("x")).unwrap(), b"x");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
