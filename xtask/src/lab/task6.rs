@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use super::baseline::wait_servers_up;
 use super::load::{Load, LoadReport};
-use super::{save_docker_ps, Lab, Options, Spec};
+use super::{environ, poll, save_docker_ps, Lab, Options, Spec};
 use crate::checks::Checks;
 use crate::{images, project, shot};
 
@@ -252,6 +252,18 @@ async fn run_sequence(
                 || admin_api_is_private(&lab),
             )
             .await;
+        checks
+            .check(
+                "[reconciler] the gossip key is in no environment of a process init started (web app s4, ha) nor in their logs; gossip still encrypted",
+                || key_stays_out(&lab),
+            )
+            .await;
+        checks
+            .check(
+                "[reconciler] a web app given a 20-byte key refuses to start and describes it without showing it",
+                || bad_key_is_described(&mut lab),
+            )
+            .await;
     }
     let report = match load {
         Some(l) => l.stop().await,
@@ -425,4 +437,68 @@ async fn admin_api_is_private(lab: &Lab) -> Result<String> {
         "from s4: {}; inside ha: show info answers; stats page without actions",
         err.trim().lines().last().unwrap_or_default()
     ))
+}
+
+/// The key goes to a root-only file and out of the container environment
+/// store (cont-init.d/05-gossip-key); init starts every process with that
+/// store, so the web app, the agent, HAProxy and the handlers never see it:
+/// `/proc/PID/environ` of each process under PID 1 in s4 and ha has no
+/// GOSSIP_KEY and not the value. The agents still encrypt.
+async fn key_stays_out(lab: &Lab) -> Result<String> {
+    let key = lab.gossip_key();
+    let mut said = Vec::new();
+    for (c, must) in [("s4", ["webapp", "serf"]), ("ha", ["haproxy", "serf"])] {
+        let out = lab.exec(c, &["bash", "-c", environ::PROBE]).await?;
+        said.push(environ::check(c, &out, key, &must)?);
+        let logs = lab.logs(c).await?;
+        ensure!(!logs.contains(key), "{c}'s logs show the gossip key");
+        ensure!(
+            logs.contains("Encrypted: true"),
+            "{c}'s agent does not say `Encrypted: true`"
+        );
+    }
+    let alive = alive_members(lab, "s4").await;
+    ensure!(
+        alive.contains("ha"),
+        "s4's agent does not list ha alive: {alive:?}"
+    );
+    said.push(format!("both say Encrypted: true; s4 sees {alive:?} alive"));
+    Ok(said.join("; "))
+}
+
+/// A key of the wrong size: the container stops in 05-gossip-key with one
+/// line naming GOSSIP_KEY, its length and what is wrong, not the value.
+async fn bad_key_is_described(lab: &mut Lab) -> Result<String> {
+    use base64::Engine as _;
+    let key = crate::lab::fresh_gossip_key()?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(&key)?;
+    let bad = base64::engine::general_purpose::STANDARD.encode(&raw[..20]);
+    lab.start(Spec {
+        image: "webapp",
+        stage: STAGE,
+        name: "badkey",
+        env: vec![("GOSSIP_KEY", bad.clone())],
+        ..Default::default()
+    })
+    .await?;
+    let line = poll(
+        "badkey's logs explain the key",
+        Duration::from_secs(30),
+        || async {
+            let logs = lab.logs("badkey").await?;
+            ensure!(!logs.contains(&bad), "badkey's logs show the rejected key");
+            Ok(logs
+                .lines()
+                .find(|l| l.starts_with("gossip-key:"))
+                .map(str::to_owned))
+        },
+    )
+    .await?;
+    ensure!(
+        line.contains("GOSSIP_KEY (28 base64 characters)") && line.contains("20 bytes"),
+        "badkey says: {line}"
+    );
+    let logs = lab.logs("badkey").await?;
+    ensure!(!logs.contains(&bad), "badkey's logs show the rejected key");
+    Ok(line.trim().to_string())
 }
