@@ -211,7 +211,7 @@ pub async fn compose() -> Result<Checks> {
     let (http, stats) = (free_port()?, free_port()?);
     let key = fresh_gossip_key()?;
     let p = Project::new(vec![
-        ("AIT_GOSSIP_KEY".into(), key),
+        ("AIT_GOSSIP_KEY".into(), key.clone()),
         ("AIT_HTTP_PORT".into(), http.to_string()),
         ("AIT_STATS_PORT".into(), stats.to_string()),
     ])
@@ -242,6 +242,31 @@ pub async fn compose() -> Result<Checks> {
             );
             Ok("ha's agent: Encrypted: true; 3 members alive".to_string())
         })
+        .await;
+    checks
+        .check(
+            "the gossip key reaches no process init started in the web apps and ha (/proc/PID/environ), nor their logs",
+            || async {
+                let mut said = Vec::new();
+                let webapps = p.containers("webapp").await?;
+                ensure!(webapps.len() == 2, "{} web app containers", webapps.len());
+                let ha = p.containers("ha").await?;
+                let all = webapps
+                    .iter()
+                    .map(|id| (id, ["webapp", "serf"]))
+                    .chain(ha.iter().map(|id| (id, ["haproxy", "serf"])));
+                for (id, must) in all {
+                    let short = &id[..12.min(id.len())];
+                    let out = engine::exec(id, &["bash", "-c", crate::lab::environ::PROBE]).await?;
+                    said.push(crate::lab::environ::check(short, &out, &key, &must)?);
+                    ensure!(
+                        !engine::logs(id).await?.contains(&key),
+                        "{short}'s logs show the gossip key"
+                    );
+                }
+                Ok(said.join("; "))
+            },
+        )
         .await;
     let load = Load::start(([127, 0, 0, 1], http).into());
     for n in [5usize, 1] {

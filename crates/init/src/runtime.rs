@@ -545,6 +545,14 @@ impl Runtime {
             }
         };
         cmd.args(args).process_group(0);
+        // Every child gets the container environment as it stands now (the
+        // store init captured, with what cont-init scripts added, changed or
+        // removed), not init's own: a script that moves a secret out of the
+        // environment (ha/web app's 05-gossip-key) takes it away from every
+        // later process, `with-contenv` or not.
+        let env = crate::contenv::load(&self.layout.container_env())
+            .map_err(|e| (format!("cannot read the container environment: {e}"), false))?;
+        cmd.env_clear().envs(env);
         // SAFETY: the closure only calls sigprocmask, which is
         // async-signal-safe, between fork and exec.
         unsafe {

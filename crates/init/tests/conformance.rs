@@ -34,6 +34,7 @@ both_modes!(
     cont_init_failure_continues_in_mode_0,
     cont_finish_scripts_run,
     with_contenv_shows_captured_variable,
+    variable_removed_by_cont_init_reaches_no_later_process,
     svstat_output_in_s6_style,
     unrunnable_run_is_reported_once,
     output_can_be_prefixed_with_service_name,
@@ -539,6 +540,61 @@ fn with_contenv_shows_captured_variable(mode: Mode) {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "added");
+}
+
+fn variable_removed_by_cont_init_reaches_no_later_process(mode: Mode) {
+    let root = Root::new("contenv-rm");
+    // As the images' 05-gossip-key: a cont-init script reads a secret from
+    // the environment, keeps it elsewhere and removes it from the store.
+    // No later process may see it: a `with-contenv` service, a plain one
+    // (which would otherwise inherit init's own environment), or the CMD.
+    let store = root.path("var/run/s6/container_environment");
+    root.write(
+        "etc/cont-init.d/05-secret",
+        &format!(
+            "#!{}/bin/with-contenv sh\nprintf %s \"$SECRET\" > {}/kept\nrm {}/SECRET\n",
+            root.dir.display(),
+            root.dir.display(),
+            store.display()
+        ),
+        true,
+    );
+    let probe = "env | grep -c '^SECRET=' > seen.tmp; echo \"ROLE=$ROLE\" >> seen.tmp; \
+                 mv seen.tmp seen\nexec sleep 1000";
+    root.write(
+        "etc/services.d/contenv/run",
+        &format!("#!{}/bin/with-contenv sh\n{probe}\n", root.dir.display()),
+        true,
+    );
+    root.service("plain", probe);
+    let cmd_seen = root.path("cmd-seen");
+    let cmd = format!(
+        "env | grep -c '^SECRET=' > {0}.tmp; mv {0}.tmp {0}; exec sleep 1000",
+        cmd_seen.display()
+    );
+    let init = Init::start(
+        &root,
+        mode,
+        &["sh", "-c", &cmd],
+        &[("SECRET", "s3cr3t-value"), ("ROLE", "backend")],
+    );
+    for (what, rel) in [
+        ("the with-contenv service", "etc/services.d/contenv/seen"),
+        ("the plain service", "etc/services.d/plain/seen"),
+    ] {
+        let seen = wait_for(what, || Some(root.read(rel)).filter(|s| !s.is_empty()));
+        assert_eq!(
+            seen,
+            "0\nROLE=backend\n",
+            "{what}: SECRET removed, the rest kept\n{}",
+            init.stderr()
+        );
+    }
+    let seen = wait_for("the CMD", || {
+        Some(std::fs::read_to_string(&cmd_seen).unwrap_or_default()).filter(|s| !s.is_empty())
+    });
+    assert_eq!(seen, "0\n", "the CMD sees no SECRET\n{}", init.stderr());
+    assert_eq!(root.read("kept"), "s3cr3t-value", "the script had it");
 }
 
 fn svstat_output_in_s6_style(mode: Mode) {

@@ -20,6 +20,7 @@
 
 mod baseline;
 mod chaos;
+pub mod environ;
 pub mod load;
 mod membership;
 mod task0;
@@ -343,6 +344,12 @@ impl Lab {
             .unpause()
             .await
             .with_context(|| format!("unpausing {name}"))
+    }
+
+    /// The gossip key this lab gives the final stage's containers (for
+    /// checks that it appears nowhere it should not; never print it).
+    pub fn gossip_key(&self) -> &str {
+        &self.gossip_key
     }
 
     /// `docker exec NAME CMD...`: what it printed and how it ended.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use super::baseline::wait_servers_up;
 use super::load::{Load, LoadReport};
-use super::{save_docker_ps, Lab, Options, Spec};
+use super::{environ, poll, save_docker_ps, Lab, Options, Spec};
 use crate::checks::Checks;
 use crate::{images, project, shot};
 
@@ -124,19 +124,42 @@ async fn run_sequence(
         .check(
             &format!("[{label}] only the {label} mechanism drives HAProxy"),
             || async {
-                let st = lab
-                    .exec("ha", &["s6-svstat", "/var/run/s6/services/reconcile"])
-                    .await?;
-                let up = st.starts_with("up");
-                ensure!(
-                    up == matches!(mode, Mode::Reconciler),
-                    "reconcile service: {}",
-                    st.trim()
-                );
-                Ok(format!(
-                    "reconcile service {}",
-                    if up { "up" } else { "down" }
-                ))
+                let lab = &lab;
+                // Until the cont-init scripts are done (20-reload-mode adds
+                // or removes reconcile's `down` file), no service runs and
+                // the status says "down 0 seconds, normally up": wait for
+                // HAProxy's service, which every mode starts.
+                poll("ha's services started", Duration::from_secs(60), || async {
+                    Ok(svstat(lab, "ha").await?.starts_with("up").then_some(()))
+                })
+                .await?;
+                match mode {
+                    // Spawned after ha's service, maybe not yet: wait for it.
+                    Mode::Reconciler => {
+                        poll(
+                            "the reconcile service up",
+                            Duration::from_secs(30),
+                            || async move {
+                                Ok(svstat(lab, "reconcile")
+                                    .await?
+                                    .starts_with("up")
+                                    .then_some(()))
+                            },
+                        )
+                        .await?;
+                        Ok("reconcile service up".to_string())
+                    }
+                    // Services started: with its `down` file s6 never starts
+                    // it, so one read is the truth.
+                    Mode::Lab => {
+                        let st = svstat(lab, "reconcile").await?;
+                        ensure!(
+                            !st.starts_with("up") && !st.contains("normally up"),
+                            "reconcile service: {st}"
+                        );
+                        Ok(format!("reconcile service: {st}"))
+                    }
+                }
             },
         )
         .await;
@@ -250,6 +273,18 @@ async fn run_sequence(
             .check(
                 "[reconciler] HAProxy's admin API answers only inside ha; the stats page is read-only",
                 || admin_api_is_private(&lab),
+            )
+            .await;
+        checks
+            .check(
+                "[reconciler] the gossip key is in no environment of a process init started (web app s4, ha) nor in their logs; gossip still encrypted",
+                || key_stays_out(&lab),
+            )
+            .await;
+        checks
+            .check(
+                "[reconciler] the image's 05-gossip-key refuses a 20-byte key and describes it without showing it",
+                || bad_key_is_described(&lab),
             )
             .await;
     }
@@ -425,4 +460,82 @@ async fn admin_api_is_private(lab: &Lab) -> Result<String> {
         "from s4: {}; inside ha: show info answers; stats page without actions",
         err.trim().lines().last().unwrap_or_default()
     ))
+}
+
+/// The key goes to a root-only file and out of the container environment
+/// store (cont-init.d/05-gossip-key); init starts every process with that
+/// store, so the web app, the agent, HAProxy and the handlers never see it:
+/// `/proc/PID/environ` of each process under PID 1 in s4 and ha has no
+/// GOSSIP_KEY and not the value. The agents still encrypt.
+async fn key_stays_out(lab: &Lab) -> Result<String> {
+    let key = lab.gossip_key();
+    let mut said = Vec::new();
+    for (c, must) in [("s4", ["webapp", "serf"]), ("ha", ["haproxy", "serf"])] {
+        let out = lab.exec(c, &["bash", "-c", environ::PROBE]).await?;
+        said.push(environ::check(c, &out, key, &must)?);
+        let logs = lab.logs(c).await?;
+        ensure!(!logs.contains(key), "{c}'s logs show the gossip key");
+        ensure!(
+            logs.contains("Encrypted: true"),
+            "{c}'s agent does not say `Encrypted: true`"
+        );
+    }
+    let alive = alive_members(lab, "s4").await;
+    ensure!(
+        alive.contains("ha"),
+        "s4's agent does not list ha alive: {alive:?}"
+    );
+    said.push(format!("both say Encrypted: true; s4 sees {alive:?} alive"));
+    Ok(said.join("; "))
+}
+
+/// A key of the wrong size: the image's 05-gossip-key (run in s4 on a
+/// scratch INIT_ROOT, as init would run it in a new container) stops with
+/// one line naming GOSSIP_KEY, its length and what is wrong, not the value.
+async fn bad_key_is_described(lab: &Lab) -> Result<String> {
+    use base64::Engine as _;
+    let key = crate::lab::fresh_gossip_key()?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(&key)?;
+    let bad = base64::engine::general_purpose::STANDARD.encode(&raw[..20]);
+    let var = format!("GOSSIP_KEY={bad}");
+    let out = lab
+        .exec_output(
+            "s4",
+            &[
+                "env",
+                "-i",
+                "PATH=/usr/local/bin:/usr/bin:/bin",
+                "INIT_ROOT=/tmp/badkey",
+                &var,
+                "bash",
+                "/etc/cont-init.d/05-gossip-key",
+            ],
+        )
+        .await?;
+    let said = format!("{}{}", out.stdout, out.stderr);
+    ensure!(!said.contains(&bad), "05-gossip-key shows the rejected key");
+    ensure!(
+        out.code == 1,
+        "05-gossip-key exited {} on a 20-byte key",
+        out.code
+    );
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("gossip-key:"))
+        .context("05-gossip-key said nothing")?;
+    ensure!(
+        line.contains("GOSSIP_KEY (28 base64 characters)") && line.contains("20 bytes"),
+        "05-gossip-key says: {line}"
+    );
+    Ok(line.trim().to_string())
+}
+
+/// `s6-svstat` of one of ha's services, trimmed.
+async fn svstat(lab: &Lab, service: &str) -> Result<String> {
+    let dir = format!("/var/run/s6/services/{service}");
+    Ok(lab
+        .exec("ha", &["s6-svstat", &dir])
+        .await?
+        .trim()
+        .to_string())
 }
