@@ -53,6 +53,14 @@ const INTENT_HEAD_START: Duration = Duration::from_millis(20);
 /// Largest message read from a stream (every length it announces is
 /// checked against this before its bytes are read).
 const MAX_STREAM: usize = wire::MAX_BODY;
+/// Bytes of stream messages buffered at once by all streams together
+/// (incoming and the answers to our own push-pulls). memberlist has no
+/// such bound: 128 streams (its maxPushPullRequests) × 20 MiB
+/// (maxPushStateBytes) is 2.5 GiB. Ours: a stream waits for room before
+/// its buffer grows, within its one [`TCP_TIMEOUT`]; the budget holds one
+/// message of the largest size ([`MAX_STREAM`], 40 MiB) with room to spare,
+/// and a cluster of 10,000 members pushes about 1–2 MiB.
+pub const STREAM_BUFFER_BUDGET: usize = 64 << 20;
 /// Incoming stream connections served at once; more are closed at once.
 /// memberlist: maxPushPullRequests 128 (it counts push-pulls only; we
 /// count every incoming stream, which are mostly push-pulls).
@@ -85,6 +93,8 @@ pub struct Agent {
     /// Incoming TCP streams dropped as malformed (or cut, or timed out,
     /// or refused over [`MAX_STREAMS`]).
     streams_dropped: std::sync::atomic::AtomicU64,
+    /// The room all stream buffers share.
+    stream_budget: Arc<StreamBudget>,
     /// Events the event handlers never saw: their queue was full.
     handler_events_dropped: std::sync::atomic::AtomicU64,
     /// When each peer (address, is a stream) was last warned about for
@@ -255,6 +265,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
         early: Mutex::new(Some(Vec::new())),
         snap,
         streams_dropped: Default::default(),
+        stream_budget: Arc::new(StreamBudget::new()),
         handler_events_dropped: Default::default(),
         key_warned: Default::default(),
         name_lost: tokio::sync::watch::channel(None).0,
@@ -547,12 +558,58 @@ pub async fn resolve(s: &str) -> anyhow::Result<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
+/// The room all stream buffers share ([`STREAM_BUFFER_BUDGET`] bytes).
+pub struct StreamBudget {
+    room: Arc<tokio::sync::Semaphore>,
+    /// The most bytes ever held at once.
+    peak: std::sync::atomic::AtomicU64,
+}
+
+impl StreamBudget {
+    fn new() -> Self {
+        StreamBudget {
+            room: Arc::new(tokio::sync::Semaphore::new(STREAM_BUFFER_BUDGET)),
+            peak: Default::default(),
+        }
+    }
+
+    /// Waits for `n` more bytes of room (added to `held`).
+    async fn take(
+        &self,
+        held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+        n: usize,
+    ) -> anyhow::Result<()> {
+        let n32 = u32::try_from(n).context("stream buffer growth over 4 GiB")?;
+        let p = self.room.clone().acquire_many_owned(n32).await?;
+        let used = STREAM_BUFFER_BUDGET - self.room.available_permits();
+        self.peak
+            .fetch_max(used as u64, std::sync::atomic::Ordering::Relaxed);
+        match held {
+            Some(h) => h.merge(p),
+            None => *held = Some(p),
+        }
+        Ok(())
+    }
+
+    /// The most bytes the stream buffers held at once so far.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Reads one message from a stream: the frame's lengths are checked as
-/// they arrive and it is decoded once, when whole. No deadline of its own:
-/// callers bound the whole exchange with [`TCP_TIMEOUT`].
-async fn read_message(stream: &mut TcpStream, keys: &[Vec<u8>]) -> anyhow::Result<wire::Message> {
+/// they arrive and it is decoded once, when whole. Its buffer grows only
+/// with room from `budget`, held until the message is decoded. No deadline
+/// of its own: callers bound the whole exchange with [`TCP_TIMEOUT`].
+async fn read_message(
+    stream: &mut TcpStream,
+    keys: &[Vec<u8>],
+    budget: &StreamBudget,
+) -> anyhow::Result<wire::Message> {
+    const CHUNK: usize = 64 * 1024;
     let mut frame = wire::StreamFrame::new(MAX_STREAM, !keys.is_empty());
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut held = None;
+    let mut buf: Vec<u8> = Vec::new();
     loop {
         if let Some(len) = frame.advance(&buf)? {
             return match wire::parse_stream(keys, &buf[..len])? {
@@ -561,7 +618,17 @@ async fn read_message(stream: &mut TcpStream, keys: &[Vec<u8>]) -> anyhow::Resul
             };
         }
         if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(64 * 1024);
+            // Doubling (no quadratic copying), never past the message's
+            // length once known nor past the limit (a longer message is
+            // refused by the frame first).
+            let want = (2 * buf.capacity()).max(buf.len() + CHUNK).min(
+                frame
+                    .known_len()
+                    .unwrap_or(MAX_STREAM)
+                    .max(buf.len() + 4096),
+            );
+            budget.take(&mut held, want - buf.capacity()).await?;
+            buf.reserve_exact(want - buf.len());
         }
         let n = stream.read_buf(&mut buf).await?;
         anyhow::ensure!(
@@ -576,13 +643,14 @@ async fn push_pull(
     to: SocketAddr,
     bytes: Vec<u8>,
     keys: Vec<Vec<u8>>,
+    budget: Arc<StreamBudget>,
 ) -> anyhow::Result<wire::Message> {
     let m = tokio::time::timeout(TCP_TIMEOUT, async {
         let mut s = TcpStream::connect(to)
             .await
             .with_context(|| format!("connect {to}"))?;
         s.write_all(&bytes).await.context("write")?;
-        read_message(&mut s, &keys).await
+        read_message(&mut s, &keys, &budget).await
     })
     .await
     .with_context(|| format!("push-pull with {to} timed out"))??;
@@ -668,10 +736,10 @@ async fn serve_stream(
     stream: &mut TcpStream,
     from: SocketAddr,
 ) -> anyhow::Result<()> {
-    let Some(keys) = weak.upgrade().map(|a| a.keys()) else {
+    let Some((keys, budget)) = weak.upgrade().map(|a| (a.keys(), a.stream_budget.clone())) else {
         return Ok(());
     };
-    let m = read_message(stream, &keys).await?;
+    let m = read_message(stream, &keys, &budget).await?;
     let Some(agent) = weak.upgrade() else {
         return Ok(());
     };
@@ -859,8 +927,9 @@ impl Agent {
                 Output::PushPull { to, bytes, .. } => {
                     let weak = Arc::downgrade(self);
                     let keys = self.keys();
+                    let budget = self.stream_budget.clone();
                     tokio::spawn(async move {
-                        let r = push_pull(to, bytes, keys).await;
+                        let r = push_pull(to, bytes, keys, budget).await;
                         let Some(agent) = weak.upgrade() else { return };
                         match r {
                             Ok(m) => {
@@ -873,12 +942,13 @@ impl Agent {
                 Output::TcpPing { to, bytes } => {
                     let weak = Arc::downgrade(self);
                     let keys = self.keys();
+                    let budget = self.stream_budget.clone();
                     tokio::spawn(async move {
                         // Within the probe interval: later answers are useless.
                         let r = tokio::time::timeout(Duration::from_secs(1), async {
                             let mut s = TcpStream::connect(to).await?;
                             s.write_all(&bytes).await?;
-                            read_message(&mut s, &keys).await
+                            read_message(&mut s, &keys, &budget).await
                         })
                         .await;
                         let Some(agent) = weak.upgrade() else { return };
@@ -1051,7 +1121,7 @@ impl model::AgentHandle for Agent {
             for o in outs {
                 match o {
                     Output::PushPull { to, bytes, .. } => {
-                        match push_pull(to, bytes, keys.clone()).await {
+                        match push_pull(to, bytes, keys.clone(), me.stream_budget.clone()).await {
                             Ok(m) => {
                                 if me.merge_reply(m) {
                                     ok += 1;
@@ -1192,6 +1262,10 @@ impl model::AgentHandle for Agent {
             [
                 ("name".to_string(), self.config.node_name.clone()),
                 (
+                    "stream_buffer_peak_bytes".to_string(),
+                    self.stream_budget.peak().to_string(),
+                ),
+                (
                     "handler_events_dropped".to_string(),
                     self.handler_events_dropped
                         .load(std::sync::atomic::Ordering::Relaxed)
@@ -1209,6 +1283,8 @@ impl model::AgentHandle for Agent {
             ("event_time", ev.to_string()),
             ("query_time", q.to_string()),
             ("intent_queue", intents.to_string()),
+            ("unknown_intents", g.serf.intents().0.to_string()),
+            ("unknown_intents_dropped", g.serf.intents().1.to_string()),
             ("event_queue", events.to_string()),
             ("query_queue", queries.to_string()),
             ("encrypted", (!g.serf.keys().is_empty()).to_string()),

@@ -147,6 +147,14 @@ pub const MAX_EVENT_BYTES_PER_LTIME: usize = 32 * 1024;
 
 /// memberlist's `MetaMaxSize`: the most bytes a node's encoded tags take.
 pub const META_MAX_SIZE: usize = 512;
+/// Intents (join, leave) kept for members not known yet, until their
+/// member appears or `recent_intent_timeout` (5 min) passes. Serf keeps
+/// them in an unbounded map (`recentIntents`); a peer sending intents for
+/// made-up names at a datagram's rate would grow it by ~100,000 a second.
+/// An intent waits here only between a join's broadcast and the member's
+/// alive message, so the bound is the members that join in that window:
+/// the same 4096 as the queues (Serf's `MinQueueDepth`).
+pub const MAX_INTENTS: usize = 4096;
 
 /// Serf's check on a node's encoded tags (at start and on every change).
 pub fn check_meta_size(meta: &[u8]) -> anyhow::Result<()> {
@@ -367,6 +375,8 @@ struct State {
     query_clock: Clock,
     members: BTreeMap<String, SMember>,
     intents: HashMap<String, Intent>,
+    /// Intents for unknown members dropped because [`MAX_INTENTS`] were kept.
+    intents_dropped: u64,
     event_buffer: Vec<Option<wire::UserEvents>>,
     event_min_time: u64,
     query_buffer: Vec<Option<SeenQuery>>,
@@ -577,6 +587,14 @@ impl State {
     fn store_intent(&mut self, node: &str, ltime: u64, kind: IntentKind, now: Duration) -> bool {
         match self.intents.get(node) {
             Some(i) if i.ltime >= ltime => false,
+            // Full: a flood of made-up names. The new one is dropped (not
+            // rebroadcast) rather than an older one evicted: finding the
+            // oldest is a scan, and legitimate intents wait here only until
+            // their member's alive message, a gossip round or two.
+            None if self.intents.len() >= MAX_INTENTS => {
+                self.intents_dropped = self.intents_dropped.saturating_add(1);
+                false
+            }
             _ => {
                 self.intents.insert(
                     node.to_string(),
@@ -1142,6 +1160,7 @@ impl Serf {
             query_clock,
             members: BTreeMap::new(),
             intents: HashMap::new(),
+            intents_dropped: 0,
             event_buffer: vec![None; cfg.event_buffer.max(1)],
             event_min_time: 0,
             query_buffer: vec![None; cfg.query_buffer.max(1)],
@@ -1439,6 +1458,11 @@ impl Serf {
             self.st.event_broadcasts.len(),
             self.st.query_broadcasts.len(),
         )
+    }
+
+    /// Intents for unknown members kept, and dropped over [`MAX_INTENTS`].
+    pub fn intents(&self) -> (usize, u64) {
+        (self.st.intents.len(), self.st.intents_dropped)
     }
 
     /// Number of alive members other than self.
@@ -1938,6 +1962,37 @@ mod tests {
         .encode()
     }
 
+    /// Join and leave intents for names nobody announced: at most
+    /// MAX_INTENTS are kept, the rest dropped and counted; an intent for a
+    /// name already kept still updates it.
+    #[test]
+    fn intents_for_unknown_members_are_bounded() {
+        let mut s = serf();
+        let now = Duration::from_secs(1);
+        for i in 0..3 * MAX_INTENTS as u64 {
+            let node = format!("ghost-{i}");
+            let m = if i % 2 == 0 {
+                SerfMessage::Join { ltime: i + 1, node }
+            } else {
+                SerfMessage::Leave {
+                    ltime: i + 1,
+                    node,
+                    prune: false,
+                }
+            };
+            s.st.notify_msg(&m.encode(), now);
+        }
+        assert_eq!(s.st.intents.len(), MAX_INTENTS);
+        assert_eq!(s.intents().1, 2 * MAX_INTENTS as u64);
+        let m = SerfMessage::Join {
+            ltime: u64::MAX / 2,
+            node: "ghost-0".into(),
+        };
+        s.st.notify_msg(&m.encode(), now);
+        assert_eq!(s.st.intents["ghost-0"].ltime, u64::MAX / 2);
+        assert_eq!(s.intents().1, 2 * MAX_INTENTS as u64);
+    }
+
     #[test]
     fn clock_saturates_at_the_largest_lamport_time() {
         let mut c = Clock::default();
@@ -2062,6 +2117,11 @@ mod tests {
                 ltime: i + 10,
                 node: format!("n{i}"),
             };
+            // The map of intents for unknown members has its own bound
+            // (MAX_INTENTS, tested above): emptied so every join is queued.
+            if s.st.intents.len() == MAX_INTENTS {
+                s.st.intents.clear();
+            }
             s.st.notify_msg(&join.encode(), now);
             s.st.notify_msg(&user_event(i + 10, "e", b""), now);
         }

@@ -182,9 +182,45 @@ fn write_str(buf: &mut Vec<u8>, v: &str) {
     rmp::encode::write_str(buf, v).expect("vec write");
 }
 
+/// Most msgpack values (containers and scalars, at any depth) one
+/// [`read_value`] turns into an `rmpv::Value` tree. Go decodes into typed
+/// structs, where a one-byte value stays about a byte; here each is a
+/// `Value` of [`size_of::<Value>()`] bytes (40), so without a count a
+/// 40 MiB stream of nils is a 1.6 GiB tree. The largest value a Serf peer
+/// sends is a push-pull's state: about 4 values a member plus the event
+/// buffer (512 Lamport times × a few events), under 200,000 for 10,000
+/// members; 1 Mi values leaves room for 200,000 members, and bounds one
+/// tree to 40 MiB. memberlist and Serf have no such count.
+pub const MAX_VALUES: u64 = 1 << 20;
+
+/// Counts the values of the msgpack value at the front of `buf` from its
+/// headers alone (nothing allocated), refusing more than [`MAX_VALUES`].
+/// A cut-off value passes: the decoder then says `Truncated`.
+fn check_value_count(buf: &[u8]) -> Result<()> {
+    let (mut pos, mut pending, mut seen) = (0usize, 1u64, 0u64);
+    while pending > 0 {
+        let Some((size, children)) = value_head(&buf[pos.min(buf.len())..])? else {
+            return Ok(());
+        };
+        seen += 1;
+        pending = pending - 1 + children;
+        if seen + pending > MAX_VALUES {
+            return Err(WireError::OverLimit {
+                what: "msgpack value count",
+                size: seen + pending,
+                limit: MAX_VALUES as usize,
+            });
+        }
+        pos = pos.saturating_add(size);
+    }
+    Ok(())
+}
+
 /// Reads one msgpack value from the front of `buf`; returns it and the
-/// number of bytes it took. A cut-off value is `Truncated`.
+/// number of bytes it took. A cut-off value is `Truncated`; a value of
+/// more than [`MAX_VALUES`] values is refused before any is decoded.
 pub fn read_value(buf: &[u8]) -> Result<(Value, usize)> {
+    check_value_count(buf)?;
     let mut cur = buf;
     match rmpv::decode::read_value_with_max_depth(&mut cur, MAX_DEPTH) {
         Ok(v) => Ok((v, buf.len() - cur.len())),
@@ -1097,6 +1133,14 @@ impl StreamFrame {
             pos: 0,
             pending: 0,
             step: Step::Start,
+        }
+    }
+
+    /// The whole message's length, once its headers have said it.
+    pub fn known_len(&self) -> Option<usize> {
+        match self.step {
+            Step::Done(n) => Some(n),
+            _ => None,
         }
     }
 

@@ -232,6 +232,81 @@ async fn an_oversized_push_pull_is_refused_from_its_header() {
     a.shutdown().await.unwrap();
 }
 
+/// Streams pushing large messages share one buffer budget: six peers each
+/// pushing a 30 MiB user message (under the 40 MiB stream limit; 180 MiB
+/// together) never make the agent hold more than
+/// [`agent::STREAM_BUFFER_BUDGET`] of stream buffers, and it keeps
+/// answering pings meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_buffers_share_one_budget() {
+    const PEERS: usize = 6;
+    const SIZE: usize = 30 << 20;
+    let a = start("budget", vec![], vec![]).await;
+    let addr = a.local_addr();
+    // The header of a user message announcing SIZE bytes.
+    let mut head = wire::user_stream_msg(&vec![0u8; SIZE]);
+    head.truncate(head.len() - SIZE);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut peers = Vec::new();
+    for _ in 0..PEERS {
+        let head = head.clone();
+        let tx = tx.clone();
+        peers.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(&head).await.unwrap();
+            let chunk = vec![0u8; 256 * 1024];
+            let mut sent = 0;
+            while sent < SIZE {
+                // A write the agent stops taking (no room) stalls here.
+                match tokio::time::timeout(Duration::from_secs(2), s.write_all(&chunk)).await {
+                    Ok(Ok(())) => sent += chunk.len(),
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        let _ = tx.send(sent);
+                        // Hold the connection until the agent's deadline.
+                        let mut b = [0u8; 16];
+                        let _ = s.read(&mut b).await;
+                        return;
+                    }
+                }
+            }
+            let _ = tx.send(sent);
+        }));
+    }
+    drop(tx);
+    let mut stalled = 0;
+    while let Some(sent) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .expect("every peer finished or stalled within 60 s")
+    {
+        if sent < SIZE {
+            stalled += 1;
+        }
+    }
+    ping(addr, 4343).await;
+    let peak: u64 = a.stats()["agent"]["stream_buffer_peak_bytes"]
+        .parse()
+        .unwrap();
+    eprintln!(
+        "stream buffers peaked at {} MiB, {stalled} of {PEERS} peers stalled",
+        peak >> 20
+    );
+    assert!(
+        peak <= agent::STREAM_BUFFER_BUDGET as u64,
+        "stream buffers held {peak} bytes at once, over the {} byte budget",
+        agent::STREAM_BUFFER_BUDGET
+    );
+    assert!(
+        peak >= SIZE as u64,
+        "the streams never buffered a whole message ({peak} bytes)"
+    );
+    assert!(stalled > 0, "every peer pushed its {SIZE} bytes: no budget");
+    for p in peers {
+        p.abort();
+    }
+    a.shutdown().await.unwrap();
+}
+
 /// A peer encrypting with another key is named in a warning at the
 /// default log level, once, however many packets it sends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

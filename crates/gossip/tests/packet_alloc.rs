@@ -106,3 +106,52 @@ fn a_compound_of_compressed_parts_shares_one_budget() {
         peak >> 20
     );
 }
+
+/// A stream frame (plain, no keyring) holding one ping whose body is an
+/// array of `n` nils.
+fn nil_array_stream(n: usize) -> Vec<u8> {
+    let mut m = vec![wire::mtype::PING, 0xdd];
+    m.extend_from_slice(&(n as u32).to_be_bytes());
+    m.resize(m.len() + n, 0xc0);
+    m
+}
+
+#[test]
+fn a_stream_message_of_tiny_values_is_refused_before_decoding() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // 32 MiB (under the 40 MiB stream limit) of one-byte values: without
+    // a count, 32 Mi `rmpv::Value`s (over a GiB).
+    let frame = nil_array_stream(32 << 20);
+    let (r, peak) = peak_during(|| wire::parse_stream(&[], &frame).map(|m| m.is_some()));
+    eprintln!(
+        "peak {} KiB for a {} MiB stream message ({} bytes a value)",
+        peak >> 10,
+        frame.len() >> 20,
+        std::mem::size_of::<rmpv::Value>()
+    );
+    assert!(
+        peak <= BOUND,
+        "decoding a {} MiB stream message peaked at {} MiB ({r:?})",
+        frame.len() >> 20,
+        peak >> 20
+    );
+    let e = r.expect_err("refused");
+    assert!(e.to_string().contains("msgpack value count"), "{e}");
+}
+
+#[test]
+fn a_value_at_the_count_limit_still_decodes() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The array itself is one value: MAX_VALUES - 1 elements is the most.
+    let n = wire::MAX_VALUES as usize - 1;
+    let mut buf = vec![0xdd];
+    buf.extend_from_slice(&(n as u32).to_be_bytes());
+    buf.resize(buf.len() + n, 0xc0);
+    let (v, used) = wire::read_value(&buf).expect("at the limit");
+    assert_eq!(used, buf.len());
+    assert_eq!(v.as_array().map(Vec::len), Some(n));
+    buf[1..5].copy_from_slice(&(n as u32 + 1).to_be_bytes());
+    buf.push(0xc0);
+    let e = wire::read_value(&buf).expect_err("one over");
+    assert!(e.to_string().contains("msgpack value count"), "{e}");
+}
