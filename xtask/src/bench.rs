@@ -176,14 +176,19 @@ fn markdown(rows: &[Row]) -> String {
     };
     for r in rows {
         md.push_str(&format!(
-            "| {} | {} {} | {} {} ({}) | {:.2} | {} | {} |\n",
+            "| {} | {} {} | {} {} ({}) | {} | {} | {} |\n",
             r.metric,
             num(r.ours),
             r.unit,
             num(r.peer),
             r.unit,
             r.peer_name,
-            r.ratio,
+            // No ratio to a peer's zero (0 false failures against 0).
+            if r.ratio.is_finite() {
+                format!("{:.2}", r.ratio)
+            } else {
+                "—".to_string()
+            },
             r.goal,
             if r.passed { "pass" } else { "FAIL" }
         ));
