@@ -9,8 +9,11 @@ use tracing_subscriber::EnvFilter;
 use webapp::{AppState, Config};
 
 /// Without `RUST_LOG`: our access log at info; tower-sessions' own warnings
-/// (such as "record not found in store" for every expired cookie) silenced.
-const DEFAULT_LOG: &str = "info,tower_sessions=error,tower_sessions_core=error";
+/// (such as "record not found in store" for every expired cookie) silenced,
+/// and its session methods' error lines too: each such error is answered by
+/// our handler (a 503 when the store is down), and a store outage is logged
+/// by the store, rate-limited, not once per request.
+const DEFAULT_LOG: &str = "info,tower_sessions=error,tower_sessions_core=off";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -30,8 +30,8 @@ impl Webapp {
         let mut child = Command::new(env!("CARGO_BIN_EXE_webapp"))
             .args(["--bind", "127.0.0.1", "--port", "0"])
             .args(args)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info,webapp=debug")
+            .envs(env.iter().copied())
             .env("SERVER_IP", "10.0.0.8")
             .env("SERVER_NAME", "bin-host")
             .stdout(Stdio::piped())
@@ -369,7 +369,8 @@ fn a_bad_session_store_is_refused_without_its_password() {
 async fn starts_before_redis_and_uses_it_once_up() {
     let port = common::redis::free_port();
     let url = format!("redis://127.0.0.1:{port}/0");
-    let mut app = Webapp::start_with_env(&[], &[("SESSION_STORE", &url)]);
+    // The default log filter: no line per failed request but the access log.
+    let mut app = Webapp::start_with_env(&[], &[("SESSION_STORE", &url), ("RUST_LOG", "")]);
     assert!(app.lines_with("listening on")[0].contains(&format!("sessions={url}")));
     let res = client().head(app.url("/")).send().await.unwrap();
     assert_eq!(res.status(), 200);
@@ -388,6 +389,12 @@ async fn starts_before_redis_and_uses_it_once_up() {
         (1..=allowed).contains(&warnings),
         "{warnings} warnings for 50 failures in {:?}",
         started.elapsed()
+    );
+    assert_eq!(
+        app.lines_with("refused").len() as u64,
+        warnings,
+        "{:#?}",
+        app.lines_with("refused")
     );
 
     let _redis = common::redis::RedisServer::start_on(port);
