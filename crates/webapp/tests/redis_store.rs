@@ -255,6 +255,15 @@ async fn replays_count_once(server: &TestServer) {
     assert_eq!(visit(&c, &url, None).await, (4, id.clone()));
     assert_eq!(visit(&c, &url, None).await, (5, id.clone()));
     assert_eq!(visit(&c, &url, Some("req-a")).await, (6, id.clone()));
+    // A replay racing its original: one count, one number for both.
+    let (first, second) = tokio::join!(
+        visit(&c, &url, Some("req-c")),
+        visit(&c, &url, Some("req-c"))
+    );
+    assert_eq!(first, (7, id.clone()));
+    assert_eq!(second, (7, id.clone()));
+    assert_eq!(visit(&c, &url, Some("req-a")).await, (8, id.clone()));
+    assert_eq!(visit(&c, &url, Some("req-a")).await, (8, id.clone()));
     // Several headers (the client's, then HAProxy's): the last one counts.
     let res = c
         .get(&url)
@@ -264,7 +273,7 @@ async fn replays_count_once(server: &TestServer) {
         .await
         .unwrap();
     let body: Value = res.json().await.unwrap();
-    assert_eq!(body["sessionViews"], 6);
+    assert_eq!(body["sessionViews"], 8);
     // Another session with the same request id is another visit.
     assert_eq!(visit(&browser(), &url, Some("req-a")).await.0, 1);
     // A request id that is not a plain token is refused, and not counted.
@@ -280,7 +289,7 @@ async fn replays_count_once(server: &TestServer) {
         body["message"].as_str().unwrap().contains("X-Request-Id"),
         "{body}"
     );
-    assert_eq!(visit(&c, &url, None).await, (7, id));
+    assert_eq!(visit(&c, &url, None).await, (9, id));
 }
 
 #[tokio::test]
@@ -364,9 +373,13 @@ fn bounded_browser() -> reqwest::Client {
         .unwrap()
 }
 
-async fn head_is_ok(url: &str) {
-    let res = bounded_browser().head(url).send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+/// `HEAD /`, with and without the session cookie of `c`.
+async fn head_is_ok(c: &reqwest::Client, url: &str) {
+    for client in [c, &bounded_browser()] {
+        let res = client.head(url).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res.headers().get("set-cookie").is_none());
+    }
 }
 
 /// redis-server killed under load: every request is answered 200 or 503
@@ -411,7 +424,7 @@ async fn redis_outage_answers_503_and_recovers() {
     let res = common::client().get(&url).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     for _ in 0..5 {
-        head_is_ok(&url).await;
+        head_is_ok(&c, &url).await;
     }
 
     redis.restart();
@@ -454,7 +467,7 @@ async fn a_stalled_redis_is_a_503_within_the_timeout() {
             .contains("no answer within 300 ms"),
         "{body}"
     );
-    head_is_ok(&url).await;
+    head_is_ok(&c, &url).await;
 
     redis.resume();
     // The timed-out visit may have been counted when the server woke up:
@@ -496,6 +509,10 @@ async fn two_web_apps_share_sessions() {
     assert!(set_cookie(&res).is_none(), "b started another session");
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["sessionViews"], 4);
+    // HAProxy's retry, on b, of a request a counted (and died before
+    // answering): the same number, not counted again.
+    assert_eq!(visit(&c, &a.url("/"), Some("r-9")).await, (5, id.clone()));
+    assert_eq!(visit(&c, &b.url("/"), Some("r-9")).await, (5, id.clone()));
 
     let tasks: Vec<_> = (0..16)
         .map(|t| {
@@ -518,6 +535,6 @@ async fn two_web_apps_share_sessions() {
         seen.extend(t.await.unwrap());
     }
     seen.sort_unstable();
-    assert_eq!(seen, (5..=404).collect::<Vec<u64>>());
-    assert_eq!(visit(&c, &b.url("/"), None).await, (405, id));
+    assert_eq!(seen, (6..=405).collect::<Vec<u64>>());
+    assert_eq!(visit(&c, &b.url("/"), None).await, (406, id));
 }
