@@ -27,6 +27,7 @@ use clap::Parser;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+use tower::util::MapResponseLayer;
 use tower_http::trace::TraceLayer;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
@@ -471,8 +472,26 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(sessions)
+        .layer(MapResponseLayer::new(late_save_failed))
         .layer(access_log)
         .with_state(state)
+}
+
+/// tower-sessions saves a session the handler changed once more after the
+/// handler (so a new session is written by the handler, then again by the
+/// middleware); when that save fails, it replaces our answer with a bare
+/// 500. Every answer of ours has a JSON body, so a bare 500 coming out of
+/// the session layer is that failure: a store that failed, answered as one.
+fn late_save_failed(res: Response) -> Response {
+    if res.status() == StatusCode::INTERNAL_SERVER_ERROR
+        && !res.headers().contains_key(CONTENT_TYPE)
+    {
+        return ApiError::StoreUnavailable(
+            "save: the session store failed after the visit was counted".into(),
+        )
+        .into_response();
+    }
+    res
 }
 
 /// Serves [`app`] over `state` (made from `config` by [`AppState::new`]) on
@@ -533,4 +552,33 @@ pub async fn serve_state(
     upkeep.abort();
     info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bare_500_from_the_session_layer_is_a_store_failure() {
+        let mut bare = Response::default();
+        *bare.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        let res = late_save_failed(bare);
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "session store unavailable");
+        assert!(body["detail"].as_str().unwrap().starts_with("save: "));
+
+        // Our own 500s and everything else pass unchanged.
+        let ours = ApiError::Message(StatusCode::INTERNAL_SERVER_ERROR, "x".into());
+        let res = late_save_failed(ours.into_response());
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(res.headers().contains_key(CONTENT_TYPE));
+        assert_eq!(
+            late_save_failed(Response::default()).status(),
+            StatusCode::OK
+        );
+    }
 }

@@ -88,11 +88,11 @@
 //! backoff, without a restart. A visit whose answer is lost to the timeout
 //! may still have been counted by the server: the count stays exact per
 //! request that got a number, but that one number is never shown (a retry
-//! with the same request id gets it). One narrow window is tower-sessions'
-//! own: after the handler started a session, its middleware saves the
-//! record once more, and if the store fails in between it answers a bare
-//! 500 instead of our 503 (the session was created and counted all the
-//! same).
+//! with the same request id gets it). After the handler started a
+//! session, tower-sessions' middleware saves the record once more; if the
+//! store fails just then, it answers a bare 500, which the router turns
+//! into the same 503 (the session was created and counted all the same,
+//! but its cookie is not sent).
 
 pub mod redis_store;
 pub mod setting;
