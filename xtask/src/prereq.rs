@@ -195,6 +195,7 @@ pub async fn ensure_test_tools() -> Result<()> {
         ("wrk", "wrk"),
         ("unshare", "util-linux"),
         ("docker-compose", "docker-compose"),
+        ("redis-server", "redis-server"),
     ];
     let missing: Vec<&str> = wanted
         .iter()

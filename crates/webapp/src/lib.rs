@@ -1,6 +1,7 @@
 //! The lab's sample web app, in Rust: `GET /` says hello with this server's
 //! identity and a per-session view counter, `POST /delay` slows every later
-//! `GET /` down, `HEAD /` answers HAProxy's health checks.
+//! `GET /` down, `HEAD /` answers HAProxy's health checks. Sessions live in
+//! this process or in a Redis server shared by all web apps ([`sessions`]).
 //!
 //! [`Config`] is the command line (every flag also has an environment
 //! variable), [`app`] builds the router over an [`AppState`], and [`serve`]
@@ -15,8 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,15 +27,17 @@ use clap::Parser;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+use tower::util::MapResponseLayer;
 use tower_http::trace::TraceLayer;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 use tracing::{info, warn};
 
 mod conn;
-mod sessions;
+pub mod sessions;
 pub use conn::Timeouts;
-pub use sessions::SessionCache;
+pub use sessions::setting::{BadStoreSetting, StoreArg, StoreSetting};
+pub use sessions::{RedisSessions, SessionBackend, SessionCache, StoreUnavailable};
 
 /// The session cookie's name, as in the lab's Express app.
 pub const COOKIE_NAME: &str = "NODESESSID";
@@ -41,6 +45,11 @@ pub const COOKIE_NAME: &str = "NODESESSID";
 pub const MAX_DELAY_MS: u64 = 60_000;
 /// The response header naming the backend, as in the lab.
 pub const X_BACKEND_IP: HeaderName = HeaderName::from_static("x-backend-ip");
+/// The request id HAProxy sets and keeps across retries: a `GET /` carrying
+/// the id of its session's last counted visit is a replay, not counted again.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The longest accepted `X-Request-Id`, in bytes.
+pub const MAX_REQUEST_ID_LEN: usize = 256;
 
 /// Command line and environment.
 #[derive(Debug, Clone, Parser)]
@@ -71,10 +80,20 @@ pub struct Config {
     #[arg(long, env = "SESSION_IDLE_SECS", default_value_t = 1800,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub session_idle_secs: u64,
-    /// At most this many live sessions; the least recently used go first.
+    /// At most this many live sessions; the least recently used go first
+    /// (the memory store; Redis's own `maxmemory` bounds Redis).
     #[arg(long, env = "MAX_SESSIONS", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_sessions: u64,
+    /// Where sessions live: `memory` (this process) or
+    /// `redis://[[user]:password@]host[:port][/db]` (shared by all web apps).
+    #[arg(long, env = "SESSION_STORE", default_value = "memory")]
+    pub session_store: StoreArg,
+    /// Each Redis operation gets this long; past it the request that needs
+    /// the store is answered 503.
+    #[arg(long, env = "SESSION_STORE_TIMEOUT_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub session_store_timeout_ms: u64,
     /// On SIGTERM/SIGINT, wait at most this long for in-flight requests.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -126,18 +145,37 @@ struct Inner {
     host: String,
     tag: String,
     delay_ms: AtomicU64,
-    sessions: SessionCache,
+    sessions: SessionBackend,
+}
+
+/// Why the app cannot start with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    StoreSetting(#[from] BadStoreSetting),
+    #[error(transparent)]
+    Store(#[from] StoreUnavailable),
 }
 
 impl AppState {
-    pub fn new(config: &Config) -> Self {
+    /// The state for `config`; a `--session-store` that does not parse is an
+    /// error, a Redis server that is not up is not (it is connected to on
+    /// first use). Must run inside a tokio runtime.
+    pub fn new(config: &Config) -> Result<Self, StartError> {
+        let setting = config.session_store.parse()?;
+        let sessions = SessionBackend::new(
+            &setting,
+            config.max_sessions,
+            Duration::from_secs(config.session_idle_secs),
+            Duration::from_millis(config.session_store_timeout_ms),
+        )?;
         let set = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
         let ip = set(&config.server_ip).unwrap_or_else(|| primary_ipv4().to_string());
         let ip_header = HeaderValue::from_str(&ip).unwrap_or_else(|_| {
             warn!("SERVER_IP {ip:?} is not a valid header value; x-backend-ip left empty");
             HeaderValue::from_static("")
         });
-        Self(Arc::new(Inner {
+        Ok(Self(Arc::new(Inner {
             ip_header,
             ip,
             host: set(&config.server_name).unwrap_or_else(hostname),
@@ -145,15 +183,12 @@ impl AppState {
                 .or_else(|| set(&config.tag_fallback))
                 .unwrap_or_default(),
             delay_ms: AtomicU64::new(0),
-            sessions: SessionCache::new(
-                config.max_sessions,
-                Duration::from_secs(config.session_idle_secs),
-            ),
-        }))
+            sessions,
+        })))
     }
 
-    /// The session store (to inspect how many sessions are live).
-    pub fn sessions(&self) -> &SessionCache {
+    /// The session store.
+    pub fn sessions(&self) -> &SessionBackend {
         &self.0.sessions
     }
 }
@@ -181,22 +216,87 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// An error answered as `{"message": ...}`.
+/// An error answer.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub enum ApiError {
+    /// `{"message": ...}` with this status.
+    Message(StatusCode, String),
+    /// 503 `{"error": "session store unavailable", "detail": ...}`.
+    StoreUnavailable(String),
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "message": self.1 }))).into_response()
+        match self {
+            ApiError::Message(status, message) => {
+                (status, Json(json!({ "message": message }))).into_response()
+            }
+            ApiError::StoreUnavailable(detail) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "error": "session store unavailable", "detail": detail })),
+            )
+                .into_response(),
+        }
+    }
+}
+
+impl From<StoreUnavailable> for ApiError {
+    fn from(e: StoreUnavailable) -> Self {
+        ApiError::StoreUnavailable(e.detail)
     }
 }
 
 impl From<tower_sessions::session::Error> for ApiError {
     fn from(e: tower_sessions::session::Error) -> Self {
-        ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("session store error: {e}"),
-        )
+        use tower_sessions::session::Error;
+        use tower_sessions::session_store::Error as StoreError;
+        match e {
+            // The only errors our stores' backends give: unreachable, slow.
+            Error::Store(StoreError::Backend(detail)) => ApiError::StoreUnavailable(detail),
+            e => ApiError::Message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("session store error: {e}"),
+            ),
+        }
+    }
+}
+
+/// A request's `X-Request-Id`, when it has one (the last one when several:
+/// HAProxy's `unique-id-header` adds its own after any the client sent).
+#[derive(Debug)]
+pub struct RequestId(Option<HeaderValue>);
+
+impl RequestId {
+    pub fn as_str(&self) -> Option<&str> {
+        self.0.as_ref().and_then(|v| v.to_str().ok())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get_all(X_REQUEST_ID).iter().next_back() else {
+            return Ok(RequestId(None));
+        };
+        if value.is_empty() {
+            return Ok(RequestId(None));
+        }
+        if value.len() > MAX_REQUEST_ID_LEN || value.to_str().is_err() {
+            let shown: String = String::from_utf8_lossy(value.as_bytes())
+                .chars()
+                .take(64)
+                .collect();
+            return Err(ApiError::Message(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Invalid X-Request-Id {shown:?} ({} bytes): expected at most \
+                     {MAX_REQUEST_ID_LEN} visible ASCII characters",
+                    value.len()
+                ),
+            ));
+        }
+        Ok(RequestId(Some(value.clone())))
     }
 }
 
@@ -212,16 +312,22 @@ struct Hello<'a> {
 }
 
 /// `GET /`: waits the configured delay, counts the visit, says hello.
-async fn hello(State(app): State<AppState>, session: Session) -> Result<Response, ApiError> {
+async fn hello(
+    State(app): State<AppState>,
+    request: RequestId,
+    session: Session,
+) -> Result<Response, ApiError> {
     let delay = app.0.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     // The cookie's id is looked up in the store by `visit` itself: a known
     // session is counted without loading or saving its record.
-    let counted = session
-        .id()
-        .and_then(|id| Some((id, app.0.sessions.visit(&id)?)));
+    let request = request.as_str();
+    let counted = match session.id() {
+        Some(id) => app.0.sessions.visit(&id, request).await?.map(|n| (id, n)),
+        None => None,
+    };
     let (id, views) = match counted {
         Some(known) => known,
         None => {
@@ -230,14 +336,14 @@ async fn hello(State(app): State<AppState>, session: Session) -> Result<Response
             session.insert("seen", true).await?;
             session.save().await?;
             let id = session.id().ok_or_else(|| {
-                ApiError(
+                ApiError::Message(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "session has no id after save".into(),
                 )
             })?;
             // `None` only if the brand-new entry was already evicted (tiny cap,
             // heavy load): this visit still was its first.
-            (id, app.0.sessions.visit(&id).unwrap_or(1))
+            (id, app.0.sessions.visit(&id, request).await?.unwrap_or(1))
         }
     };
     let body = Hello {
@@ -280,18 +386,20 @@ fn parse_delay(headers: &HeaderMap, body: &[u8]) -> Result<u64, ApiError> {
     let value = if body.is_empty() {
         None
     } else if mime == "application/json" || mime.ends_with("+json") {
-        let doc: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("Invalid JSON body: {e}")))?;
+        let doc: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::Message(StatusCode::BAD_REQUEST, format!("Invalid JSON body: {e}"))
+        })?;
         doc.get("delay").cloned()
     } else if mime == "application/x-www-form-urlencoded" {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("Invalid form body: {e}")))?;
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|e| {
+            ApiError::Message(StatusCode::BAD_REQUEST, format!("Invalid form body: {e}"))
+        })?;
         pairs
             .into_iter()
             .find(|(k, _)| k == "delay")
             .map(|(_, v)| Value::String(v))
     } else {
-        return Err(ApiError(
+        return Err(ApiError::Message(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
                 "Unsupported content type {mime:?}: send application/json {{\"delay\": MS}} \
@@ -301,7 +409,7 @@ fn parse_delay(headers: &HeaderMap, body: &[u8]) -> Result<u64, ApiError> {
     };
     // Missing or invalid values are 500s, as in the lab's app.
     let value = value.ok_or_else(|| {
-        ApiError(
+        ApiError::Message(
             StatusCode::INTERNAL_SERVER_ERROR,
             "No delay configured: the body has no `delay` field. \
              Send JSON {\"delay\": MS} or form delay=MS."
@@ -314,7 +422,7 @@ fn parse_delay(headers: &HeaderMap, body: &[u8]) -> Result<u64, ApiError> {
         _ => None,
     };
     ms.filter(|ms| *ms <= MAX_DELAY_MS).ok_or_else(|| {
-        ApiError(
+        ApiError::Message(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!(
                 "No delay configured: invalid delay {value}: expected whole milliseconds \
@@ -325,14 +433,14 @@ fn parse_delay(headers: &HeaderMap, body: &[u8]) -> Result<u64, ApiError> {
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError(
+    ApiError::Message(
         StatusCode::NOT_FOUND,
         format!("Not found: {method} {}", uri.path()),
     )
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError(
+    ApiError::Message(
         StatusCode::METHOD_NOT_ALLOWED,
         format!("Method not allowed: {method} {}", uri.path()),
     )
@@ -364,14 +472,34 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(sessions)
+        .layer(MapResponseLayer::new(late_save_failed))
         .layer(access_log)
         .with_state(state)
 }
 
-/// Serves [`app`] for `config` on `listener` until `shutdown` completes.
+/// tower-sessions saves a session the handler changed once more after the
+/// handler (so a new session is written by the handler, then again by the
+/// middleware); when that save fails, it replaces our answer with a bare
+/// 500. Every answer of ours has a JSON body, so a bare 500 coming out of
+/// the session layer is that failure: a store that failed, answered as one.
+fn late_save_failed(res: Response) -> Response {
+    if res.status() == StatusCode::INTERNAL_SERVER_ERROR
+        && !res.headers().contains_key(CONTENT_TYPE)
+    {
+        return ApiError::StoreUnavailable(
+            "save: the session store failed after the visit was counted".into(),
+        )
+        .into_response();
+    }
+    res
+}
+
+/// Serves [`app`] over `state` (made from `config` by [`AppState::new`]) on
+/// `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
-    config: Config,
+    config: &Config,
+    state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = Duration::from_secs(config.shutdown_grace_secs);
@@ -383,8 +511,8 @@ pub async fn serve(
             tokio::time::sleep(delay).await;
         }
     };
-    let timeouts = Timeouts::from(&config);
-    serve_state(listener, AppState::new(&config), timeouts, grace, shutdown).await
+    let timeouts = Timeouts::from(config);
+    serve_state(listener, state, timeouts, grace, shutdown).await
 }
 
 /// [`serve`] with a given state (tests keep a clone to look at the store).
@@ -400,16 +528,10 @@ pub async fn serve_state(
 ) -> std::io::Result<()> {
     info!(
         ip = %state.0.ip, host = %state.0.host, tag = %state.0.tag,
+        sessions = %state.0.sessions.describe(),
         "listening on {}", listener.local_addr()?
     );
-    let store = state.0.sessions.clone();
-    let housekeeping = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            store.housekeep();
-        }
-    });
+    let upkeep = tokio::spawn(state.0.sessions.clone().upkeep());
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
@@ -427,7 +549,36 @@ pub async fn serve_state(
             warn!("in-flight requests still running after {grace:?}: stopping anyway");
         }
     }
-    housekeeping.abort();
+    upkeep.abort();
     info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bare_500_from_the_session_layer_is_a_store_failure() {
+        let mut bare = Response::default();
+        *bare.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        let res = late_save_failed(bare);
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "session store unavailable");
+        assert!(body["detail"].as_str().unwrap().starts_with("save: "));
+
+        // Our own 500s and everything else pass unchanged.
+        let ours = ApiError::Message(StatusCode::INTERNAL_SERVER_ERROR, "x".into());
+        let res = late_save_failed(ours.into_response());
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(res.headers().contains_key(CONTENT_TYPE));
+        assert_eq!(
+            late_save_failed(Response::default()).status(),
+            StatusCode::OK
+        );
+    }
 }

@@ -6,11 +6,14 @@ use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
-use webapp::Config;
+use webapp::{AppState, Config};
 
 /// Without `RUST_LOG`: our access log at info; tower-sessions' own warnings
-/// (such as "record not found in store" for every expired cookie) silenced.
-const DEFAULT_LOG: &str = "info,tower_sessions=error,tower_sessions_core=error";
+/// (such as "record not found in store" for every expired cookie) silenced,
+/// and its session methods' error lines too: each such error is answered by
+/// our handler (a 503 when the store is down), and a store outage is logged
+/// by the store, rate-limited, not once per request.
+const DEFAULT_LOG: &str = "info,tower_sessions=error,tower_sessions_core=off";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -26,10 +29,12 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal())
         .init();
+    // A bad --session-store stops the start; a Redis that is not up does not.
+    let state = AppState::new(&config)?;
     let listener = tokio::net::TcpListener::bind((config.bind, config.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", config.bind, config.port))?;
-    webapp::serve(listener, config, shutdown_signal()?).await?;
+    webapp::serve(listener, &config, state, shutdown_signal()?).await?;
     Ok(())
 }
 

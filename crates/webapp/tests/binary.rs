@@ -1,4 +1,7 @@
-//! The real `webapp` binary: startup line, flags, signals, graceful shutdown.
+//! The real `webapp` binary: startup line, flags, signals, graceful shutdown,
+//! the session store setting.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
@@ -20,10 +23,15 @@ struct Webapp {
 
 impl Webapp {
     fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_webapp"))
             .args(["--bind", "127.0.0.1", "--port", "0"])
             .args(args)
             .env("RUST_LOG", "info,webapp=debug")
+            .envs(env.iter().copied())
             .env("SERVER_IP", "10.0.0.8")
             .env("SERVER_NAME", "bin-host")
             .stdout(Stdio::piped())
@@ -57,6 +65,18 @@ impl Webapp {
             .parse()
             .unwrap_or_else(|e| panic!("{addr:?} in {line:?}: {e}"));
         app
+    }
+
+    /// The lines printed so far (read without waiting), containing `needle`.
+    fn lines_with(&mut self, needle: &str) -> Vec<String> {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        self.log
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
     }
 
     /// Waits (at most 20 s) for a stdout line containing `needle`.
@@ -123,7 +143,9 @@ async fn set_delay(app: &Webapp, ms: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prints_its_address_and_serves_env_identity() {
-    let app = Webapp::start(&["--tag", "bin"]);
+    let mut app = Webapp::start(&["--tag", "bin"]);
+    // The default store is this process's memory.
+    assert!(app.lines_with("listening on")[0].contains("sessions=memory"));
     let res = client().get(app.url("/")).send().await.unwrap();
     assert_eq!(res.headers()["x-backend-ip"], "10.0.0.8");
     let body: Value = res.json().await.unwrap();
@@ -230,6 +252,8 @@ fn bad_flags_are_refused() {
         &["--shutdown-delay-ms", "600000"],
         &["--header-timeout-ms", "0"],
         &["--keep-alive-timeout-ms", "3600001"],
+        &["--session-store-timeout-ms", "0"],
+        &["--session-store-timeout-ms", "60001"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_webapp"))
             .args(args)
@@ -297,4 +321,94 @@ fn a_log_filter_that_does_not_parse_is_refused() {
         "RUST_LOG=webapp=verbose",
     );
     assert!(err.contains("\"webapp=verbose\""), "{err}");
+}
+
+/// A `--session-store` / `SESSION_STORE` that cannot be used stops the
+/// start with one error naming the variable, the value and the expected
+/// shape, and never the password the URL carries.
+#[test]
+fn a_bad_session_store_is_refused_without_its_password() {
+    for (value, shown) in [
+        ("memroy", "\"memroy\""),
+        ("redis://cache:99999/0", "\"redis://cache:99999/0\""),
+        (
+            "redis://admin:hunter2@cache:99999/0",
+            "\"redis://***@cache:99999/0\"",
+        ),
+        ("redis://:hunter2@cache/x", "\"redis://***@cache/x\""),
+        ("rediss://:hunter2@cache", "\"rediss://***@cache\""),
+    ] {
+        for by_env in [false, true] {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_webapp"));
+            cmd.args(["--bind", "127.0.0.1", "--port", "0"]);
+            // anyhow would add a backtrace under these.
+            cmd.env_remove("RUST_BACKTRACE")
+                .env_remove("RUST_LIB_BACKTRACE");
+            if by_env {
+                cmd.env("SESSION_STORE", value);
+            } else {
+                cmd.args(["--session-store", value]);
+            }
+            let err = refused_start(&mut cmd, &format!("{shown} (by_env={by_env})"));
+            assert!(err.contains("invalid SESSION_STORE"), "{err}");
+            assert!(err.contains(shown), "{shown}: {err}");
+            assert!(
+                err.contains("redis://[[user]:password@]host[:port][/db]"),
+                "{err}"
+            );
+            assert!(!err.contains("hunter2"), "the password is shown: {err}");
+            assert_eq!(err.trim().lines().count(), 1, "{err}");
+        }
+    }
+}
+
+/// Containers start in any order: with Redis not up yet the web app starts,
+/// answers `HEAD /` and answers `GET /` 503 (warning in the log, at most
+/// one per 10 s), and uses Redis as soon as it is up, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_before_redis_and_uses_it_once_up() {
+    let port = common::redis::free_port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    // The default log filter: no line per failed request but the access log.
+    let mut app = Webapp::start_with_env(&[], &[("SESSION_STORE", &url), ("RUST_LOG", "")]);
+    assert!(app.lines_with("listening on")[0].contains(&format!("sessions={url}")));
+    let res = client().head(app.url("/")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+
+    let started = Instant::now();
+    for _ in 0..50 {
+        let res = client().get(app.url("/")).send().await.unwrap();
+        assert_eq!(res.status(), 503);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "session store unavailable", "{body}");
+    }
+    app.wait_line("unavailable");
+    let warnings = app.lines_with("unavailable").len() as u64;
+    let allowed = 1 + started.elapsed().as_secs() / 10;
+    assert!(
+        (1..=allowed).contains(&warnings),
+        "{warnings} warnings for 50 failures in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        app.lines_with("refused").len() as u64,
+        warnings,
+        "{:#?}",
+        app.lines_with("refused")
+    );
+
+    let _redis = common::redis::RedisServer::start_on(port);
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let res = client().get(app.url("/")).send().await.unwrap();
+        if res.status() == 200 {
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["sessionViews"], 1);
+            break;
+        }
+        assert_eq!(res.status(), 503);
+        assert!(Instant::now() < end, "still 503 with redis up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.wait_line("answers again");
 }

@@ -49,7 +49,7 @@ async fn get_root_says_hello_with_header_and_session_cookie() {
     let (n, other) = views(&browser(), &server.url("/")).await;
     assert_eq!(n, 1);
     assert_ne!(other, id);
-    assert_eq!(server.state.sessions().len(), 2);
+    assert_eq!(server.live_sessions(), 2);
 }
 
 #[tokio::test]
@@ -130,7 +130,7 @@ async fn concurrent_visits_on_one_session_are_all_counted() {
     seen.sort_unstable();
     assert_eq!(seen, (2..=1601).collect::<Vec<u64>>());
     assert_eq!(views(&c, &url).await, (1602, id));
-    assert_eq!(server.state.sessions().len(), 1);
+    assert_eq!(server.live_sessions(), 1);
 }
 
 #[tokio::test]
@@ -142,7 +142,7 @@ async fn head_is_a_cheap_health_check_without_session() {
         assert_eq!(res.headers()["x-backend-ip"], IP);
         assert!(res.headers().get("set-cookie").is_none());
     }
-    assert_eq!(server.state.sessions().len(), 0);
+    assert_eq!(server.live_sessions(), 0);
 
     // HEAD with a session cookie neither counts a visit nor re-sets the cookie.
     let c = browser();
@@ -162,7 +162,7 @@ async fn head_is_a_cheap_health_check_without_session() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers().get("set-cookie").is_none());
-    assert_eq!(server.state.sessions().len(), 1);
+    assert_eq!(server.live_sessions(), 1);
 }
 
 #[tokio::test]
@@ -320,7 +320,7 @@ async fn unknown_paths_and_wrong_methods() {
             .unwrap()
             .starts_with("Method not allowed"));
     }
-    assert_eq!(server.state.sessions().len(), 0);
+    assert_eq!(server.live_sessions(), 0);
 }
 
 /// `--max-sessions 5`: never more than 5 live sessions; the most recently
@@ -332,7 +332,7 @@ async fn live_sessions_are_capped() {
     for _ in 0..40 {
         let res = client().get(server.url("/")).send().await.unwrap();
         cookies.push(set_cookie(&res).unwrap());
-        assert!(server.state.sessions().len() <= 5);
+        assert!(server.live_sessions() <= 5);
     }
     // Newest first, so that revisiting a dead cookie (which starts a new
     // session) cannot evict a survivor before it is checked.
@@ -355,7 +355,7 @@ async fn live_sessions_are_capped() {
         } else {
             assert_eq!(body["sessionViews"], 1);
         }
-        assert!(server.state.sessions().len() <= 5);
+        assert!(server.live_sessions() <= 5);
     }
     assert_eq!(survivors, 5);
 }

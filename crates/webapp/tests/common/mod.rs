@@ -11,6 +11,8 @@ use std::time::Duration;
 use clap::Parser;
 use webapp::{AppState, Config, Timeouts};
 
+pub mod redis;
+
 pub const IP: &str = "10.0.0.7";
 pub const HOST: &str = "test-host";
 pub const TAG: &str = "s1";
@@ -55,10 +57,11 @@ impl TestServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = AppState::new(&config);
         let timeouts = Timeouts::from(&config);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let served = state.clone();
+        // The state is made on the server's runtime (the Redis client spawns
+        // its tasks there) and a clone is sent back for the test to inspect.
+        let (state_tx, state_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let rt = match threads {
                 1 => tokio::runtime::Builder::new_current_thread()
@@ -70,20 +73,32 @@ impl TestServer {
                     .build()?,
             };
             rt.block_on(async move {
+                let state = AppState::new(&config).expect("a valid configuration");
+                state_tx.send(state.clone()).unwrap();
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 let shutdown = async move {
                     let _ = stopped.await;
                 };
                 let grace = Duration::from_secs(5);
-                webapp::serve_state(listener, served, timeouts, grace, shutdown).await
+                webapp::serve_state(listener, state, timeouts, grace, shutdown).await
             })
         });
+        let state = state_rx.recv().expect("the server thread made its state");
         TestServer {
             addr,
             state,
             stop: Some(stop),
             thread: Some(thread),
         }
+    }
+
+    /// The number of live sessions in the memory store.
+    pub fn live_sessions(&self) -> u64 {
+        self.state
+            .sessions()
+            .memory()
+            .expect("the memory store")
+            .len()
     }
 
     pub fn url(&self, path: &str) -> String {
