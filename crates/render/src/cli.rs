@@ -53,6 +53,20 @@ pub struct ReconcileArgs {
         default_value = "check inter 500ms downinter 100ms fall 1 rise 1 pool-purge-delay 100ms observe layer4 error-limit 1 on-error mark-down"
     )]
     pub server_options: String,
+    /// Sticky routing (the template's `sticky`): a cookie SERVERID whose
+    /// value is the name of the server that answered sends a client back to
+    /// that server while it is up; and an X-Request-Id on every request,
+    /// kept on HAProxy's retries. `--sticky` alone means true.
+    #[arg(
+        long,
+        env = "HA_STICKY",
+        value_name = "true|false",
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub sticky: bool,
     /// How a (re-)enabled server starts taking traffic.
     #[arg(long, value_enum, default_value_t = JoinMode::Probe)]
     pub join: JoinMode,
@@ -109,6 +123,15 @@ pub fn settings(a: &ReconcileArgs) -> Result<Settings, String> {
             a.server_options
         ));
     }
+    if a.server_options
+        .split_whitespace()
+        .any(|w| w.eq_ignore_ascii_case("cookie"))
+    {
+        return Err(format!(
+            "invalid --server-options {:?}: HAProxy 2.6 refuses `cookie` in `add server`; sticky routing is --sticky",
+            a.server_options
+        ));
+    }
     if a.port == 0 {
         return Err("invalid --port 0".into());
     }
@@ -138,6 +161,20 @@ pub fn settings(a: &ReconcileArgs) -> Result<Settings, String> {
         let k = var_name(k).map_err(|e| format!("invalid --var {kv:?}: {e}"))?;
         vars.insert(k, decode_value(v));
     }
+    // The reconciler sets these itself (see reconcile::render_config): a
+    // value given as a variable would be silently overridden.
+    for (var, flag) in [
+        ("sticky", "--sticky"),
+        ("backend_name", "--backend"),
+        ("server_options", "--server-options"),
+        ("backends", "the member list"),
+    ] {
+        if let Some(v) = vars.get(var) {
+            return Err(format!(
+                "invalid template variable {var}={v}: `render reconcile` sets {var} from {flag}"
+            ));
+        }
+    }
     let positive = |v: u64, flag: &str| {
         if v == 0 {
             Err(format!("invalid {flag} 0: must be positive"))
@@ -149,6 +186,7 @@ pub fn settings(a: &ReconcileArgs) -> Result<Settings, String> {
         api: RuntimeApi::new(addr),
         backend: a.backend.clone(),
         server_options: a.server_options.clone(),
+        sticky: a.sticky,
         join: a.join,
         selector: Selector {
             role_tag: a.role_tag.clone(),
@@ -223,10 +261,15 @@ pub fn reconcile_main(args: Vec<String>) -> i32 {
     };
     rt.block_on(async move {
         tracing::info!(
-            "reconciling backend {} through {} from the agent at {}",
+            "reconciling backend {} through {} from the agent at {}{}",
             s.backend,
             s.api.addr(),
-            a.rpc_addr
+            a.rpc_addr,
+            if s.sticky {
+                "; sticky routing: cookie SERVERID = the server's name"
+            } else {
+                ""
+            }
         );
         let source = crate::serf_source::SerfSource::new(a.rpc_addr.clone(), a.rpc_auth.clone());
         reconcile::run(s, source, shutdown_signal()).await;
@@ -247,5 +290,66 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<ReconcileArgs, clap::Error> {
+        ReconcileArgs::try_parse_from(["render-reconcile"].iter().chain(extra))
+    }
+
+    #[test]
+    fn sticky_flag_forms() {
+        assert!(!parse(&[]).unwrap().sticky, "off unless asked for");
+        assert!(parse(&["--sticky"]).unwrap().sticky);
+        assert!(parse(&["--sticky", "--port", "3001"]).unwrap().sticky);
+        assert!(parse(&["--sticky=true"]).unwrap().sticky);
+        assert!(!parse(&["--sticky=false"]).unwrap().sticky);
+        assert!(!parse(&["--sticky", "false"]).unwrap().sticky);
+        let e = parse(&["--sticky=yes"]).unwrap_err().to_string();
+        assert!(e.contains("yes"), "{e}");
+    }
+
+    #[test]
+    fn sticky_reaches_the_template() {
+        let on = settings(&parse(&["--sticky"]).unwrap()).unwrap();
+        let text = reconcile::render_config(&on, &Default::default()).unwrap();
+        assert!(
+            text.contains("use-server %[var(txn.sticky_server)]"),
+            "{text}"
+        );
+        assert!(text.contains("unique-id-header X-Request-Id"), "{text}");
+        let off = settings(&parse(&[]).unwrap()).unwrap();
+        let text = reconcile::render_config(&off, &Default::default()).unwrap();
+        assert!(
+            !text.contains("SERVERID") && !text.contains("X-Request-Id"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn variables_the_reconciler_sets_are_refused() {
+        for (var, flag) in [
+            ("sticky=true", "--sticky"),
+            ("backend_name=web", "--backend"),
+            ("server_options=check", "--server-options"),
+            ("backends=[]", "the member list"),
+        ] {
+            let e = settings(&parse(&["--var", var]).unwrap()).unwrap_err();
+            let name = var.split('=').next().unwrap();
+            assert!(e.contains(name) && e.contains(flag), "{var}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_cookie_in_server_options_is_refused() {
+        let e = settings(&parse(&["--server-options", "check cookie s1"]).unwrap()).unwrap_err();
+        assert!(
+            e.contains("\"check cookie s1\"") && e.contains("--sticky"),
+            "{e}"
+        );
     }
 }

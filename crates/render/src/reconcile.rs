@@ -69,6 +69,11 @@ pub struct Settings {
     pub api: RuntimeApi,
     pub backend: String,
     pub server_options: String,
+    /// Sticky routing: the template's `sticky` variable. A cookie SERVERID
+    /// names the server that answered; its value is the server's name, so
+    /// nothing changes in the servers the reconciler adds (HAProxy 2.6
+    /// refuses `cookie` in `add server`: see the template).
+    pub sticky: bool,
     pub join: JoinMode,
     pub selector: Selector,
     /// haproxy.cfg: template name (for messages), its text, output path,
@@ -379,7 +384,8 @@ pub fn target_of(
 }
 
 /// The haproxy.cfg text for a backend set: the extra variables, then
-/// `backends`, `backend_name` and `server_options` from the settings.
+/// `backends`, `backend_name`, `server_options` and `sticky` from the
+/// settings.
 pub fn render_config(
     s: &Settings,
     desired: &BackendSet,
@@ -395,6 +401,7 @@ pub fn render_config(
         "server_options".into(),
         Value::String(s.server_options.clone()),
     );
+    vars.insert("sticky".into(), Value::Bool(s.sticky));
     template::render(&s.template_name, &s.template, &vars)
 }
 
