@@ -18,8 +18,12 @@ use std::process::Stdio;
 
 use crate::{engine, prereq, project};
 
-/// The images of the stack and their Dockerfile folders under `docker/`.
+/// The images of the stack and their Dockerfile folders under `docker/`,
+/// with a stage per lab task.
 pub const IMAGES: [&str; 2] = ["ha", "webapp"];
+/// Images of the final stage only (a stage `task6` and `:latest`): the
+/// shared session store.
+pub const FINAL_ONLY: [&str; 1] = ["sessions"];
 /// The last lab stage (tagged `:latest` too).
 pub const LAST_STAGE: u8 = 6;
 /// The binaries the images ship.
@@ -550,15 +554,20 @@ pub async fn staged_context_tar() -> Result<PathBuf> {
     context_tar(&ctx).await
 }
 
-/// Build every stage of both images up to `upto` (all of them by default).
+/// Build every stage of the images up to `upto` (all of them by default;
+/// the session store with the final stage).
 pub async fn build_images(upto: u8) -> Result<()> {
     tokio::task::spawn_blocking(prereq::ensure_disk_space).await??;
     prereq::ensure_docker().await?;
     let base = ensure_base_image().await?;
     let context = staged_context_tar().await?;
-    for image in IMAGES {
+    let builds = IMAGES
+        .iter()
+        .map(|image| (*image, 0..=upto))
+        .chain(FINAL_ONLY.iter().map(|image| (*image, LAST_STAGE..=upto)));
+    for (image, stages) in builds {
         let dockerfile = format!("{image}/Dockerfile");
-        for stage in 0..=upto {
+        for stage in stages {
             let mut tags = vec![tag(image, stage)];
             if stage == LAST_STAGE {
                 tags.push(format!("ait/{image}:latest"));

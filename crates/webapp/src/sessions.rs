@@ -79,7 +79,9 @@
 //! Every Redis operation is bounded by `--session-store-timeout-ms`; a
 //! request that needs the store while it is down, slow or refusing gets a
 //! 503 with `{"error": "session store unavailable", "detail": ...}` within
-//! that time, and the log gets a warning (at most one every 10 s, counting
+//! that time (a deadline noticed a whole timeout late, because the web
+//! app itself was stopped or starved, gets one more: the answer may be
+//! waiting unread), and the log gets a warning (at most one every 10 s, counting
 //! the failures in between) and one line when the store answers again.
 //! `HEAD /` never touches the store, so the health check stays green and
 //! the balancer keeps every web app. The client (redis-rs's connection

@@ -9,6 +9,12 @@
 //! gives its address), and from then on every request must succeed again.
 //! An HTTP error status is a failure whenever it comes.
 //!
+//! One more client keeps its cookies, as a browser does, and follows its
+//! session's `sessionViews` from answer to answer: 1, 2, 3, ... A count
+//! that goes back is a reset (the session was lost: another web app, or
+//! one that restarted); one that jumps is a skip (a visit counted and never
+//! shown, such as a request HAProxy replayed after a web app counted it).
+//!
 //! Every request also counts in the phase named by the last
 //! [`Load::set_phase`] when it was sent (the chaos scenario names the fault
 //! in progress), with the slowest request of each phase.
@@ -30,6 +36,52 @@ pub struct LoadReport {
     pub samples: Vec<String>,
     /// Per phase (see [`Load::set_phase`]), in order of first use.
     pub phases: Vec<(String, PhaseCounts)>,
+    /// What the client holding one cookie saw of its session.
+    pub session: SessionReport,
+}
+
+/// The cookie-keeping client's session, answer by answer.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SessionReport {
+    /// Answers with a `sessionViews`.
+    pub visits: u64,
+    /// Answers whose count was not above the previous one: a new session.
+    pub resets: u64,
+    /// Answers whose count jumped over one or more numbers.
+    pub skips: u64,
+    /// The count in the last answer.
+    pub last: u64,
+    /// The first few resets and skips ("after 41: 1", when).
+    pub samples: Vec<String>,
+}
+
+impl SessionReport {
+    fn saw(&mut self, views: u64, at: Duration) {
+        let what = match (self.visits, views) {
+            (0, 1) => None,
+            (0, _) => Some("skip"),
+            (_, v) if v == self.last + 1 => None,
+            (_, v) if v <= self.last => Some("reset"),
+            _ => Some("skip"),
+        };
+        match what {
+            Some("reset") => self.resets += 1,
+            Some(_) => self.skips += 1,
+            None => {}
+        }
+        if let Some(w) = what {
+            if self.samples.len() < 5 {
+                self.samples.push(format!(
+                    "{w}: {} after {} ({:.1} s into the load)",
+                    views,
+                    self.last,
+                    at.as_secs_f64()
+                ));
+            }
+        }
+        self.visits += 1;
+        self.last = views;
+    }
 }
 
 /// What the load saw in one phase (see [`Load::set_phase`]): the requests
@@ -109,6 +161,7 @@ pub struct Load {
     samples: Arc<Mutex<Vec<String>>>,
     seen: Seen,
     phases: Arc<Mutex<Phases>>,
+    session: Arc<Mutex<SessionReport>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -158,6 +211,7 @@ impl Load {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let seen: Seen = Arc::default();
         let phases = Arc::new(Mutex::new(Phases::new()));
+        let session: Arc<Mutex<SessionReport>> = Arc::default();
         let front_state: Front = Arc::new(Mutex::new(FrontState {
             addr: front,
             generation: 0,
@@ -171,8 +225,10 @@ impl Load {
         // The pace caps each client's rate; the count cap follows the time cap.
         let max_requests = MAX_REQUESTS_PER_CLIENT
             .max(config.max_duration.as_millis() as u64 / PACE.as_millis() as u64);
-        let tasks = (0..CLIENTS)
-            .map(|_| {
+        // The last client keeps its cookies and follows its session.
+        let tasks = (0..=CLIENTS)
+            .map(|i| {
+                let session = (i == CLIENTS).then(|| session.clone());
                 let (stop, sent, failed, samples, seen, front, phases) = (
                     stop.clone(),
                     sent.clone(),
@@ -185,6 +241,7 @@ impl Load {
                 tokio::spawn(async move {
                     let client = reqwest::Client::builder()
                         .no_proxy()
+                        .cookie_store(session.is_some())
                         .timeout(config.client_timeout)
                         .build()
                         .expect("a plain HTTP client builds");
@@ -235,7 +292,16 @@ impl Load {
                                     .get("x-backend-ip")
                                     .and_then(|v| v.to_str().ok())
                                     .map(str::to_owned);
-                                let body = r.bytes().await.map(|_| ()).map_err(|e| chain(&e));
+                                let body = r.bytes().await.map_err(|e| chain(&e));
+                                if let (Some(session), Ok(bytes)) = (&session, &body) {
+                                    let views = serde_json::from_slice::<serde_json::Value>(bytes)
+                                        .ok()
+                                        .and_then(|v| v["sessionViews"].as_u64());
+                                    if let Some(v) = views {
+                                        lock(session).saw(v, began.duration_since(started));
+                                    }
+                                }
+                                let body = body.map(|_| ());
                                 if let (Ok(()), Some(ip)) = (&body, backend) {
                                     let now = Instant::now();
                                     lock(&seen).entry(ip).or_insert((now, now)).1 = now;
@@ -288,8 +354,14 @@ impl Load {
             samples,
             seen,
             phases,
+            session,
             tasks,
         }
+    }
+
+    /// What the cookie-keeping client saw of its session so far.
+    pub fn session(&self) -> SessionReport {
+        lock(&self.session).clone()
     }
 
     /// Count the requests sent from now on in phase `name` (a phase seen
@@ -429,6 +501,7 @@ impl Load {
             in_window: lock(&self.front).in_window,
             samples: self.samples.lock().map(|s| s.clone()).unwrap_or_default(),
             phases: self.phases(),
+            session: self.session(),
         }
     }
 }

@@ -106,6 +106,20 @@ pub struct Spec<'a> {
     pub mounts: Vec<(PathBuf, &'a str)>,
 }
 
+/// The shared session store's container (and image) name: what the final
+/// stage's `SESSION_STORE` names.
+pub const SESSIONS: &str = "sessions";
+
+/// The session store of the final stage (Redis, image `ait/sessions`).
+pub fn sessions_spec() -> Spec<'static> {
+    Spec {
+        image: SESSIONS,
+        stage: 6,
+        name: SESSIONS,
+        ..Default::default()
+    }
+}
+
 /// ha of `stage` with `HA_RELOAD=reload` (task 6: `reconciler` or `lab`).
 pub fn ha_spec(stage: u8, reload: &str) -> Spec<'static> {
     Spec {
@@ -167,8 +181,22 @@ impl Lab {
 
     /// Start a container with its hostname set to its name, as the lab
     /// does; `ha` publishes its ports on 127.0.0.1, nothing else publishes
-    /// any.
+    /// any. A final-stage web app uses the shared session store (its
+    /// image's default, `SESSION_STORE=redis://sessions:6379/0`): the
+    /// `sessions` container is started first when it is not running yet,
+    /// unless the spec sets a store of its own.
     pub async fn start(&mut self, spec: Spec<'_>) -> Result<Ipv4Addr> {
+        if spec.image == "webapp"
+            && spec.stage >= 6
+            && !spec.env.iter().any(|(k, _)| *k == "SESSION_STORE")
+            && !self.containers.contains_key(SESSIONS)
+        {
+            self.start_one(sessions_spec()).await?;
+        }
+        self.start_one(spec).await
+    }
+
+    async fn start_one(&mut self, spec: Spec<'_>) -> Result<Ipv4Addr> {
         let name = spec.name;
         let published: &'static [u16] = if spec.image == "ha" {
             ha_ports(spec.stage)
@@ -206,7 +234,10 @@ impl Lab {
         for (k, v) in &spec.env {
             req = req.with_env_var(*k, v.clone());
         }
-        if spec.stage >= 6 && !spec.env.iter().any(|(k, _)| k.starts_with("GOSSIP_")) {
+        if spec.stage >= 6
+            && spec.image != SESSIONS
+            && !spec.env.iter().any(|(k, _)| k.starts_with("GOSSIP_"))
+        {
             req = req.with_env_var("GOSSIP_KEY", self.gossip_key.clone());
         }
         if spec.stage >= 6

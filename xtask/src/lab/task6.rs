@@ -84,10 +84,48 @@ pub async fn task6(opts: &Options) -> Result<Checks> {
     let mut checks = Checks::new("Lab task 6: HAProxy follows web apps coming and going");
     checks.step("building the images (cached when nothing changed)");
     images::ensure_images(STAGE).await?;
-    // The lab's mechanism first: the reconciler's run comes last, so that
-    // `--keep` leaves the final stage (the reconciler) running.
-    let lab = run_sequence(&mut checks, Mode::Lab, &Options::default(), false).await?;
-    let ours = run_sequence(&mut checks, Mode::Reconciler, opts, true).await?;
+    // The lab's mechanism first: the final stage's run comes last, so that
+    // `--keep` leaves it (the reconciler, sticky, sessions in Redis) running.
+    let lab = run_sequence(&mut checks, &Run::LAB, &Options::default()).await?;
+    let memory = run_sequence(&mut checks, &Run::STICKY_MEMORY, &Options::default()).await?;
+    let ours = run_sequence(&mut checks, &Run::FINAL, opts).await?;
+    eprintln!("   one cookie through the whole sequence (sessionViews 1, 2, 3, ...):");
+    for (run, r) in [
+        (&Run::LAB, &lab),
+        (&Run::STICKY_MEMORY, &memory),
+        (&Run::FINAL, &ours),
+    ] {
+        eprintln!(
+            "      {:<44} {} visits, {} resets, {} skips; {} of {} requests failed",
+            run.setup, r.session.visits, r.session.resets, r.session.skips, r.failed, r.sent
+        );
+    }
+    checks
+        .check(
+            "one cookie through every step of the final stage: sessionViews 1, 2, 3, ... with no reset and no skip",
+            || async {
+                let s = &ours.session;
+                ensure!(
+                    s.visits > 0 && s.resets == 0 && s.skips == 0,
+                    "{} visits, {} resets, {} skips, e.g. {:?}",
+                    s.visits,
+                    s.resets,
+                    s.skips,
+                    s.samples
+                );
+                Ok(format!(
+                    "{}: {} visits, 0 resets, 0 skips (last count {}); {}: {} resets; {}: {} resets",
+                    Run::FINAL.setup,
+                    s.visits,
+                    s.last,
+                    Run::STICKY_MEMORY.setup,
+                    memory.session.resets,
+                    Run::LAB.setup,
+                    lab.session.resets
+                ))
+            },
+        )
+        .await;
     checks
         .check("zero failed requests with the reconciler", || async {
             ensure!(
@@ -106,23 +144,59 @@ pub async fn task6(opts: &Options) -> Result<Checks> {
     Ok(checks)
 }
 
-async fn run_sequence(
-    checks: &mut Checks,
+/// One run of the sequence: a mechanism and a session store.
+struct Run {
+    label: &'static str,
     mode: Mode,
-    opts: &Options,
-    deliverables: bool,
-) -> Result<LoadReport> {
-    let label = mode.env();
+    /// `SESSION_STORE` of the web apps; `None`: the image's (Redis, with
+    /// the `sessions` container).
+    store: Option<&'static str>,
+    /// What the run stands for, in the resets table.
+    setup: &'static str,
+    /// The balancer's restarts after the scale steps, the deliverables,
+    /// the final stage's own checks.
+    last: bool,
+}
+
+impl Run {
+    /// (a) The lab's setup: round robin, sessions in each web app's memory.
+    const LAB: Run = Run {
+        label: "lab",
+        mode: Mode::Lab,
+        store: Some("memory"),
+        setup: "(a) lab: round robin, in-memory",
+        last: false,
+    };
+    /// (b) Our balancer, sticky, sessions still in each web app's memory.
+    const STICKY_MEMORY: Run = Run {
+        label: "sticky, in-memory",
+        mode: Mode::Reconciler,
+        store: Some("memory"),
+        setup: "(b) reconciler: sticky, in-memory",
+        last: false,
+    };
+    /// (c) The final stage as shipped: sticky, sessions in Redis.
+    const FINAL: Run = Run {
+        label: "reconciler",
+        mode: Mode::Reconciler,
+        store: None,
+        setup: "(c) reconciler: sticky, Redis (final stage)",
+        last: true,
+    };
+}
+
+async fn run_sequence(checks: &mut Checks, run: &Run, opts: &Options) -> Result<LoadReport> {
+    let (label, mode, deliverables) = (run.label, run.mode, run.last);
     let logs = project::task_logs(6)?;
     let assets = project::report_assets()?;
     let mut lab = Lab::new().await?;
-    checks.step(&format!("[{label}] starting ha (HA_RELOAD={label})"));
+    checks.step(&format!("[{label}] starting ha (HA_RELOAD={})", mode.env()));
     lab.start(ha_spec(mode)).await?;
     // The mode's cont-init script decides whether the reconciler runs: only
     // one mechanism may drive HAProxy.
     checks
         .check(
-            &format!("[{label}] only the {label} mechanism drives HAProxy"),
+            &format!("[{label}] only the {} mechanism drives HAProxy", mode.env()),
             || async {
                 let lab = &lab;
                 // Until the cont-init scripts are done (20-reload-mode adds
@@ -165,10 +239,7 @@ async fn run_sequence(
         .await;
     let mut running: BTreeSet<&str> = BTreeSet::new();
     let mut load: Option<Load> = None;
-    let steps = STEPS.iter().chain(match mode {
-        Mode::Reconciler => RESTARTS,
-        Mode::Lab => &[],
-    });
+    let steps = STEPS.iter().chain(if run.last { RESTARTS } else { &[] });
     for (i, step) in steps.enumerate() {
         let n = i + 1;
         let names: Vec<&str> = running.iter().copied().collect();
@@ -178,6 +249,10 @@ async fn run_sequence(
                     image: "webapp",
                     stage: STAGE,
                     name,
+                    env: run
+                        .store
+                        .map(|store| vec![("SESSION_STORE", store.to_string())])
+                        .unwrap_or_default(),
                     ..Default::default()
                 })
                 .await?;
@@ -268,7 +343,7 @@ async fn run_sequence(
             }
         }
     }
-    if mode == Mode::Reconciler {
+    if run.last {
         checks
             .check(
                 "[reconciler] HAProxy's admin API answers only inside ha; the stats page is read-only",
@@ -297,8 +372,85 @@ async fn run_sequence(
         report.sent, report.failed, report.samples, report.in_window
     );
     crate::lab::load::print_haproxy_failures(label, "ha").await;
+    if run.last {
+        let names: Vec<&str> = running.iter().copied().collect();
+        checks
+            .check(
+                "[reconciler] the session store stopped: every GET / answers 503 with a message (no hang), the web apps stay in rotation; started again, the same cookie counts on",
+                || store_outage(&mut lab, &names),
+            )
+            .await;
+    }
     lab.teardown(opts).await?;
     Ok(report)
+}
+
+/// `docker stop sessions` after the load: a client holding a session gets
+/// an answer to every request, 503 with the web app's message, while
+/// HAProxy keeps every web app UP (its health check, `HEAD /`, needs no
+/// store); once `sessions` is started again the session is still there
+/// (Redis's append-only file) and its count goes on.
+async fn store_outage(lab: &mut Lab, names: &[&str]) -> Result<String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .cookie_store(true)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let url = format!("http://{}/", lab.ha(80)?);
+    let views = |body: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["sessionViews"].as_u64())
+    };
+    let mut before = 0;
+    for _ in 0..3 {
+        let r = client.get(&url).send().await?;
+        ensure!(
+            r.status().is_success(),
+            "before the outage: HTTP {}",
+            r.status()
+        );
+        before = views(&r.bytes().await?).context("no sessionViews before the outage")?;
+    }
+    lab.stop(super::SESSIONS).await?;
+    let mut refused = 0;
+    for i in 0..20 {
+        let r = client
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("request {i} with the store stopped got no answer"))?;
+        let status = r.status();
+        let body = String::from_utf8_lossy(&r.bytes().await?).into_owned();
+        ensure!(
+            status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                && body.contains("session store unavailable"),
+            "request {i} with the store stopped: HTTP {status} {body:?}"
+        );
+        refused += 1;
+    }
+    let servers = wait_servers_up(lab, names).await?;
+    lab.start_again(super::SESSIONS).await?;
+    let after = poll(
+        "GET / answers 200 again",
+        Duration::from_secs(60),
+        || async {
+            let r = client.get(&url).send().await?;
+            if !r.status().is_success() {
+                return Ok(None);
+            }
+            Ok(views(&r.bytes().await?))
+        },
+    )
+    .await?;
+    ensure!(
+        after == before + 1,
+        "the session's count went from {before} before the outage to {after} after it"
+    );
+    Ok(format!(
+        "{refused} requests answered 503 \"session store unavailable\"; {} stayed UP; after the restart the count went on: {before} -> {after}",
+        servers.join(", ")
+    ))
 }
 
 fn ha_spec(mode: Mode) -> Spec<'static> {

@@ -192,7 +192,7 @@ impl RedisSessions {
         what: &'static str,
         op: impl Future<Output = RedisResult<T>>,
     ) -> Result<T, StoreUnavailable> {
-        let failure = match tokio::time::timeout(self.0.timeout, op).await {
+        let failure = match stall_aware_timeout(self.0.timeout, op).await {
             Ok(Ok(value)) => {
                 self.0.health.ok(&self.0.target);
                 return Ok(value);
@@ -202,6 +202,25 @@ impl RedisSessions {
         };
         self.0.health.failed(&self.0.target, &failure);
         Err(StoreUnavailable { detail: failure })
+    }
+}
+
+/// `op` within `limit`, unless this process itself was not running: a
+/// deadline noticed a whole `limit` late means the process was stopped
+/// (`docker pause`, SIGSTOP, a stalled VM) or starved, and Redis's answer
+/// may be waiting in the socket unread. Such a miss gets one more `limit`
+/// from the moment the process runs again; a store that is really slow or
+/// gone still fails within two. Without this, every request in a Redis
+/// call when its web app was paused failed on resume.
+async fn stall_aware_timeout<F: Future>(
+    limit: Duration,
+    op: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut op = std::pin::pin!(op);
+    let deadline = tokio::time::Instant::now() + limit;
+    match tokio::time::timeout_at(deadline, &mut op).await {
+        Err(_) if deadline.elapsed() >= limit => tokio::time::timeout(limit, op).await,
+        done => done,
     }
 }
 
@@ -326,5 +345,37 @@ impl Health {
         } else {
             outage.unreported += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stall_aware_timeout;
+    use std::time::Duration;
+
+    /// The whole process stops for four times the limit (the thread
+    /// blocks, as under `docker pause`) while the answer is on its way: the
+    /// deadline fires first on resume, and the answer (sent by another
+    /// task, the way redis-rs's connection task hands replies over) comes a
+    /// moment later. It still counts; without a stall, the limit holds.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_deadline_missed_while_the_process_was_stopped_gets_another_limit() {
+        let limit = Duration::from_millis(50);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // The connection task: its reply is due just after our deadline.
+        let driver = tokio::spawn(async move {
+            tokio::time::sleep(limit + Duration::from_millis(5)).await;
+            let _ = tx.send(7);
+        });
+        let stall = tokio::spawn(async move {
+            std::thread::sleep(limit * 4);
+        });
+        let got = stall_aware_timeout(limit, async { rx.await.unwrap() }).await;
+        assert_eq!(got.ok(), Some(7));
+        driver.await.unwrap();
+        stall.await.unwrap();
+
+        let never = std::future::pending::<()>();
+        assert!(stall_aware_timeout(limit, never).await.is_err());
     }
 }
