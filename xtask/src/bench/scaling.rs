@@ -19,7 +19,12 @@
 //!   ha recreated (removed and started anew: no snapshot, no config): from
 //!   HAProxy's first HTTP answer to an answer from every web app (the time
 //!   back in rotation), and the requests that failed once it answered (no
-//!   answer at all while it is down is the restart window, not a failure).
+//!   answer at all while it is down is the restart window, not a failure);
+//! - one client holding its cookies through all of it: how often its
+//!   `sessionViews` went back (a lost session) or jumped. Ours runs the
+//!   final stage as shipped (sticky, sessions in the `sessions` Redis); the
+//!   lab's runs the lab's setup (round robin, sessions in each web app's
+//!   memory).
 
 use anyhow::Result;
 use std::time::{Duration, Instant};
@@ -51,6 +56,8 @@ struct Measured {
     recreate_back: f64,
     restart_sent: u64,
     restart_failed: u64,
+    /// What one client holding its cookies saw of its session throughout.
+    session: crate::lab::load::SessionReport,
 }
 
 /// The agents' gossip interval (LAN profile), in seconds.
@@ -138,6 +145,24 @@ pub(super) fn rows() -> Result<Vec<Row>> {
             ours.restart_failed == 0,
         ),
         row(
+            "one cookie through every event: sessionViews going back (a lost session); ours: sticky + Redis, lab: round robin + in-memory",
+            "resets",
+            ours.session.resets as f64,
+            lab.session.resets as f64,
+            peer,
+            &format!("0 for ours (of {} visits)", ours.session.visits),
+            ours.session.visits > 0 && ours.session.resets == 0,
+        ),
+        row(
+            "one cookie through every event: sessionViews jumping (a visit counted twice or never shown)",
+            "skips",
+            ours.session.skips as f64,
+            lab.session.skips as f64,
+            peer,
+            "0 for ours",
+            ours.session.visits > 0 && ours.session.skips == 0,
+        ),
+        row(
             &format!("failed requests around {KILLS} docker kills (what retries do not absorb)"),
             "requests",
             ours.kill_failed as f64,
@@ -160,11 +185,18 @@ fn worst(v: &[f64]) -> f64 {
     })
 }
 
-fn webapp(name: &str) -> Spec<'_> {
+/// A web app of the final stage; with the lab's mechanism, sessions in its
+/// own memory, as in the lab (ours: the image's default, the shared store).
+fn webapp<'a>(name: &'a str, mode: &str) -> Spec<'a> {
     Spec {
         image: "webapp",
         stage: STAGE,
         name,
+        env: if mode == "lab" {
+            vec![("SESSION_STORE", "memory".to_string())]
+        } else {
+            Vec::new()
+        },
         ..Default::default()
     }
 }
@@ -238,7 +270,7 @@ async fn scenario(lab: &mut Lab, mode: &str) -> Result<Measured> {
     let mut m = Measured::default();
     lab.start(ha_spec(STAGE, mode)).await?;
     for name in ["s1", "s2"] {
-        lab.start(webapp(name)).await?;
+        lab.start(webapp(name, mode)).await?;
         wait_rotation(lab, name, true).await?;
     }
     let load = Load::start(lab.ha(80)?);
@@ -246,7 +278,7 @@ async fn scenario(lab: &mut Lab, mode: &str) -> Result<Measured> {
     for round in 0..ROUNDS {
         for name in EXTRA {
             let t0 = Instant::now();
-            let ip = lab.start(webapp(name)).await?.to_string();
+            let ip = lab.start(webapp(name, mode)).await?.to_string();
             load.forget(&ip);
             let first = poll(
                 &format!("a first answer from {name} ({ip})"),
@@ -285,7 +317,7 @@ async fn scenario(lab: &mut Lab, mode: &str) -> Result<Measured> {
     // while the agents still list the dead ones as alive for a few seconds.
     for i in 1..=KILLS {
         let name = &format!("k{i}");
-        lab.start(webapp(name)).await?;
+        lab.start(webapp(name, mode)).await?;
         wait_rotation(lab, name, true).await?;
         let t0 = Instant::now();
         lab.kill(name).await?;
@@ -330,13 +362,15 @@ async fn scenario(lab: &mut Lab, mode: &str) -> Result<Measured> {
         }
     }
     let report = load.stop().await;
+    m.session = report.session.clone();
     m.kill_sent = after_kills.0 - after.0;
     m.kill_failed = after_kills.1 - after.1;
     m.restart_sent = report.sent - after_kills.0 - report.in_window;
     m.restart_failed = report.failed - after_kills.1;
     eprintln!(
-        "   [{mode}] load: {} sent, {} failed during scaling, {} around kills; e.g. {:?}",
-        report.sent, m.scale_failed, m.kill_failed, report.samples
+        "   [{mode}] load: {} sent, {} failed during scaling, {} around kills; e.g. {:?}; one cookie: {} visits, {} resets, {} skips {:?}",
+        report.sent, m.scale_failed, m.kill_failed, report.samples,
+        report.session.visits, report.session.resets, report.session.skips, report.session.samples
     );
     crate::lab::load::print_haproxy_failures(mode, "ha").await;
     Ok(m)
