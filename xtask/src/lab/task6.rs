@@ -412,7 +412,7 @@ async fn store_outage(lab: &mut Lab, names: &[&str]) -> Result<String> {
         );
         before = views(&r.bytes().await?).context("no sessionViews before the outage")?;
     }
-    lab.stop(super::SESSIONS).await?;
+    lab.stop_only(super::SESSIONS).await?;
     let mut refused = 0;
     for i in 0..20 {
         let r = client
