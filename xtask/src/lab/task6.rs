@@ -373,6 +373,17 @@ async fn run_sequence(checks: &mut Checks, run: &Run, opts: &Options) -> Result<
     );
     crate::lab::load::print_haproxy_failures(label, "ha").await;
     if run.last {
+        let mut killed = None;
+        let outcome = killed_users_keep_their_count(&lab, &mut killed).await;
+        checks
+            .check(
+                "[reconciler] a browser's own web app killed (docker kill): its next request is answered by another one, and its count goes on",
+                || async { outcome },
+            )
+            .await;
+        if let Some(host) = killed {
+            running.retain(|n| *n != host);
+        }
         let names: Vec<&str> = running.iter().copied().collect();
         checks
             .check(
@@ -383,6 +394,50 @@ async fn run_sequence(checks: &mut Checks, run: &Run, opts: &Options) -> Result<
     }
     lab.teardown(opts).await?;
     Ok(report)
+}
+
+/// A client with a session: the web app that answers it (sticky) is killed
+/// with `docker kill`; from then on every request must be answered (HAProxy
+/// redispatches it), by another web app, and the first answer carries the
+/// next number of the session. `killed` gets the killed web app's name.
+async fn killed_users_keep_their_count(lab: &Lab, killed: &mut Option<String>) -> Result<String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .cookie_store(true)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let url = format!("http://{}/", lab.ha(80)?);
+    let get = || async {
+        let r = client.get(&url).send().await?;
+        ensure!(r.status().is_success(), "HTTP {}", r.status());
+        let v: serde_json::Value = r.json().await?;
+        let host = v["host"].as_str().context("no host")?.to_string();
+        let views = v["sessionViews"].as_u64().context("no sessionViews")?;
+        Ok::<_, anyhow::Error>((host, views))
+    };
+    let mut last = get().await?;
+    for _ in 0..4 {
+        let now = get().await?;
+        ensure!(
+            now.0 == last.0 && now.1 == last.1 + 1,
+            "not sticky before the kill: {last:?} then {now:?}"
+        );
+        last = now;
+    }
+    let (host, before) = last;
+    lab.kill(&host).await?;
+    *killed = Some(host.clone());
+    let (to, after) = get()
+        .await
+        .with_context(|| format!("the first request after {host} was killed"))?;
+    ensure!(to != host, "answered by {to}, the killed web app");
+    ensure!(
+        after == before + 1,
+        "the count went from {before} on {host} to {after} on {to}"
+    );
+    Ok(format!(
+        "{host} killed at count {before}; the next request answered by {to} with {after}"
+    ))
 }
 
 /// `docker stop sessions` after the load: a client holding a session gets
@@ -448,7 +503,7 @@ async fn store_outage(lab: &mut Lab, names: &[&str]) -> Result<String> {
         "the session's count went from {before} before the outage to {after} after it"
     );
     Ok(format!(
-        "{refused} requests answered 503 \"session store unavailable\"; {} stayed UP; after the restart the count went on: {before} -> {after}",
+        "{refused} requests answered 503 \"session store unavailable\"; HAProxy meanwhile: {}; after the restart the count went on: {before} -> {after}",
         servers.join(", ")
     ))
 }
