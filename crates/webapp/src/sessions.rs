@@ -159,6 +159,35 @@ impl SessionCache {
         Some(views)
     }
 
+    /// Starts a session with `record` and counts its first visit: see
+    /// [`RedisSessions::start`]. Returns the session's id (`record.id`, or
+    /// another if that one is live: a live id is never overwritten).
+    pub fn start(&self, mut record: Record, request: Option<&str>) -> Id {
+        self.insert_new(&mut record, 1, request);
+        record.id
+    }
+
+    /// Inserts `record` under a fresh id (re-drawn while taken) with the
+    /// count `views`.
+    fn insert_new(&self, record: &mut Record, views: u64, request: Option<&str>) {
+        // Ids are 128 random bits: a collision with a live session is
+        // re-drawn; two creates racing on one new id are not worth moka's
+        // (costly) atomic `entry` API.
+        while self.cache.contains_key(&record.id) {
+            record.id = Id::default();
+        }
+        let last_request = match request {
+            Some(request) => (request.to_owned(), views),
+            None => (String::new(), 0),
+        };
+        let live = Live {
+            record: Mutex::new(record.clone()),
+            views: AtomicU64::new(views),
+            last_request: Mutex::new(last_request),
+        };
+        self.cache.insert(record.id, Arc::new(live));
+    }
+
     /// Applies pending evictions and expirations now.
     pub fn housekeep(&self) {
         self.cache.run_pending_tasks();
@@ -192,18 +221,7 @@ fn lock(live: &Live) -> std::sync::MutexGuard<'_, Record> {
 #[async_trait]
 impl SessionStore for SessionCache {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        // Ids are 128 random bits: a collision with a live session is
-        // re-drawn; two creates racing on one new id are not worth moka's
-        // (costly) atomic `entry` API.
-        while self.cache.contains_key(&record.id) {
-            record.id = Id::default();
-        }
-        let live = Live {
-            record: Mutex::new(record.clone()),
-            views: AtomicU64::new(0),
-            last_request: Mutex::new((String::new(), 0)),
-        };
-        self.cache.insert(record.id, Arc::new(live));
+        self.insert_new(record, 0, None);
         Ok(())
     }
 
@@ -280,6 +298,16 @@ impl SessionBackend {
         match self {
             SessionBackend::Memory(cache) => Ok(cache.visit(id, request)),
             SessionBackend::Redis(redis) => redis.visit(id, request).await,
+        }
+    }
+
+    /// Starts a session with `record` and counts its first visit (its count
+    /// is 1), in one step: see [`SessionCache::start`] and
+    /// [`RedisSessions::start`]. Returns the new session's id.
+    pub async fn start(&self, record: Record, request: Option<&str>) -> session_store::Result<Id> {
+        match self {
+            SessionBackend::Memory(cache) => Ok(cache.start(record, request)),
+            SessionBackend::Redis(redis) => redis.start(record, request).await,
         }
     }
 
