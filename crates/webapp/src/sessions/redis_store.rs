@@ -29,7 +29,7 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// The least TCP_USER_TIMEOUT (see [`RedisSessions::new`]).
 const USER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How many fresh ids `create` draws before giving up (128 random bits:
+/// How many fresh ids `create` and `start` draw before giving up (128 random bits:
 /// one is always enough unless the server misbehaves).
 const CREATE_TRIES: usize = 8;
 
@@ -205,6 +205,7 @@ impl RedisSessions {
         views: u64,
         request: Option<&str>,
     ) -> session_store::Result<()> {
+        let what = if views == 0 { "create" } else { "start" };
         for _ in 0..CREATE_TRIES {
             // The record carries its id: encoded again for each new one.
             let bytes = encode(record)?;
@@ -217,7 +218,6 @@ impl RedisSessions {
             if let Some(request) = request {
                 call.arg(request);
             }
-            let what = if views == 0 { "create" } else { "start" };
             let created: bool = self
                 .run(what, async move { call.invoke_async(&mut conn).await })
                 .await?;
@@ -227,7 +227,7 @@ impl RedisSessions {
             record.id = Id::default();
         }
         Err(session_store::Error::Backend(format!(
-            "create: {CREATE_TRIES} fresh session ids in a row were taken"
+            "{what}: {CREATE_TRIES} fresh session ids in a row were taken"
         )))
     }
 
