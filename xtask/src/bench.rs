@@ -55,7 +55,7 @@ pub const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "webapp",
-        about: "web app vs Express + express-session: req/s, lost session updates, RSS",
+        about: "web app (memory store, Redis store) vs Express + express-session: req/s, p99 added by Redis, lost session updates, RSS",
         run: webapp::rows,
     },
     Bench {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use axum::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -27,10 +27,10 @@ use clap::Parser;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tower::util::MapResponseLayer;
 use tower_http::trace::TraceLayer;
-use tower_sessions::cookie::SameSite;
-use tower_sessions::{Expiry, Session, SessionManagerLayer};
+use tower_sessions::cookie::{Cookie, SameSite};
+use tower_sessions::session::{Id, Record};
+use tower_sessions::{session_store, Expiry, Session, SessionManagerLayer};
 use tracing::{info, warn};
 
 mod conn;
@@ -246,13 +246,11 @@ impl From<StoreUnavailable> for ApiError {
     }
 }
 
-impl From<tower_sessions::session::Error> for ApiError {
-    fn from(e: tower_sessions::session::Error) -> Self {
-        use tower_sessions::session::Error;
-        use tower_sessions::session_store::Error as StoreError;
+impl From<session_store::Error> for ApiError {
+    fn from(e: session_store::Error) -> Self {
         match e {
             // The only errors our stores' backends give: unreachable, slow.
-            Error::Store(StoreError::Backend(detail)) => ApiError::StoreUnavailable(detail),
+            session_store::Error::Backend(detail) => ApiError::StoreUnavailable(detail),
             e => ApiError::Message(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("session store error: {e}"),
@@ -328,22 +326,20 @@ async fn hello(
         Some(id) => app.0.sessions.visit(&id, request).await?.map(|n| (id, n)),
         None => None,
     };
-    let (id, views) = match counted {
-        Some(known) => known,
+    let (id, views, started) = match counted {
+        Some((id, views)) => (id, views, false),
         None => {
-            // No cookie, or an expired/evicted/forged one: start a session.
-            // Saving now creates the store entry, so the id is known here.
-            session.insert("seen", true).await?;
-            session.save().await?;
-            let id = session.id().ok_or_else(|| {
-                ApiError::Message(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "session has no id after save".into(),
-                )
-            })?;
-            // `None` only if the brand-new entry was already evicted (tiny cap,
-            // heavy load): this visit still was its first.
-            (id, app.0.sessions.visit(&id, request).await?.unwrap_or(1))
+            // No cookie, or an expired/evicted/forged one: start a session
+            // and count this visit, its first, in one store operation. The
+            // tower-sessions `Session` is left untouched (see `session_layer`).
+            let record = Record {
+                id: Id::default(),
+                data: [("seen".to_owned(), Value::Bool(true))]
+                    .into_iter()
+                    .collect(),
+                expiry_date: session.expiry_date(),
+            };
+            (app.0.sessions.start(record, request).await?, 1, true)
         }
     };
     let body = Hello {
@@ -354,7 +350,11 @@ async fn hello(
         session_views: views,
         id: id.to_string(),
     };
-    Ok(([(X_BACKEND_IP, app.0.ip_header.clone())], Json(body)).into_response())
+    let mut res = ([(X_BACKEND_IP, app.0.ip_header.clone())], Json(body)).into_response();
+    if started {
+        res.headers_mut().append(SET_COOKIE, session_cookie(&id)?);
+    }
+    Ok(res)
 }
 
 /// `HEAD /`: HAProxy's health check. No delay, no session.
@@ -446,17 +446,55 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     )
 }
 
-/// The router with its state, session layer and access log.
-pub fn app(state: AppState) -> Router {
-    let sessions = SessionManagerLayer::new(state.0.sessions.clone())
+/// The session cookie's attributes, for tower-sessions' layer (which reads
+/// the cookie) and for `hello` (which sets it when it starts a session).
+const COOKIE_PATH: &str = "/";
+const COOKIE_HTTP_ONLY: bool = true;
+/// Plain HTTP behind HAProxy, as in the lab.
+const COOKIE_SECURE: bool = false;
+const COOKIE_SAME_SITE: SameSite = SameSite::Lax;
+
+/// tower-sessions' layer: it parses the cookie into the `Session`'s id,
+/// which `hello` hands to the store's `visit`. No handler changes the
+/// `Session`, so the layer never writes to the store nor sets a cookie:
+/// it sends a cookie only together with a save of a changed session, and
+/// for a new session that save would be a second write (after the one
+/// that created it, which must come first: the body shows the id) of a
+/// record that did not change; one more store round trip per new session.
+/// `hello` starts the session in one store operation and sets the cookie
+/// itself ([`session_cookie`]), as the layer would have.
+fn session_layer(store: SessionBackend) -> SessionManagerLayer<SessionBackend> {
+    SessionManagerLayer::new(store)
         .with_name(COOKIE_NAME)
-        .with_path("/")
-        .with_http_only(true)
-        .with_secure(false) // plain HTTP behind HAProxy, as in the lab
-        .with_same_site(SameSite::Lax)
+        .with_path(COOKIE_PATH)
+        .with_http_only(COOKIE_HTTP_ONLY)
+        .with_secure(COOKIE_SECURE)
+        .with_same_site(COOKIE_SAME_SITE)
         // A browser-session cookie, like Express's; idle expiry is the
         // store's (time-to-idle), so visits need not re-send the cookie.
-        .with_expiry(Expiry::OnSessionEnd);
+        .with_expiry(Expiry::OnSessionEnd)
+}
+
+/// The `Set-Cookie` of a session started by `hello`: the one
+/// [`session_layer`] would send (a browser-session cookie: no `Max-Age`).
+fn session_cookie(id: &Id) -> Result<HeaderValue, ApiError> {
+    let cookie = Cookie::build((COOKIE_NAME, id.to_string()))
+        .http_only(COOKIE_HTTP_ONLY)
+        .same_site(COOKIE_SAME_SITE)
+        .secure(COOKIE_SECURE)
+        .path(COOKIE_PATH)
+        .build();
+    HeaderValue::try_from(cookie.to_string()).map_err(|e| {
+        ApiError::Message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("session cookie for {id}: {e}"),
+        )
+    })
+}
+
+/// The router with its state, session layer and access log.
+pub fn app(state: AppState) -> Router {
+    let sessions = session_layer(state.0.sessions.clone());
     let access_log = TraceLayer::new_for_http()
         .make_span_with(|req: &Request| {
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
@@ -472,26 +510,8 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(sessions)
-        .layer(MapResponseLayer::new(late_save_failed))
         .layer(access_log)
         .with_state(state)
-}
-
-/// tower-sessions saves a session the handler changed once more after the
-/// handler (so a new session is written by the handler, then again by the
-/// middleware); when that save fails, it replaces our answer with a bare
-/// 500. Every answer of ours has a JSON body, so a bare 500 coming out of
-/// the session layer is that failure: a store that failed, answered as one.
-fn late_save_failed(res: Response) -> Response {
-    if res.status() == StatusCode::INTERNAL_SERVER_ERROR
-        && !res.headers().contains_key(CONTENT_TYPE)
-    {
-        return ApiError::StoreUnavailable(
-            "save: the session store failed after the visit was counted".into(),
-        )
-        .into_response();
-    }
-    res
 }
 
 /// Serves [`app`] over `state` (made from `config` by [`AppState::new`]) on
@@ -557,28 +577,31 @@ pub async fn serve_state(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
 
+    /// The cookie `hello` sets for a new session is the one tower-sessions'
+    /// layer sets when a handler changes a new session.
     #[tokio::test]
-    async fn a_bare_500_from_the_session_layer_is_a_store_failure() {
-        let mut bare = Response::default();
-        *bare.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-        let res = late_save_failed(bare);
-        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
-            .await
-            .unwrap();
-        let body: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(body["error"], "session store unavailable");
-        assert!(body["detail"].as_str().unwrap().starts_with("save: "));
-
-        // Our own 500s and everything else pass unchanged.
-        let ours = ApiError::Message(StatusCode::INTERNAL_SERVER_ERROR, "x".into());
-        let res = late_save_failed(ours.into_response());
-        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(res.headers().contains_key(CONTENT_TYPE));
-        assert_eq!(
-            late_save_failed(Response::default()).status(),
-            StatusCode::OK
-        );
+    async fn the_session_cookie_is_the_one_tower_sessions_sets() {
+        let store = SessionBackend::Memory(SessionCache::new(10, Duration::from_secs(60)));
+        let router = Router::new()
+            .route(
+                "/",
+                get(|session: Session| async move {
+                    session.insert("k", 1).await.unwrap();
+                }),
+            )
+            .layer(session_layer(store));
+        let req = Request::get("/").body(Body::empty()).unwrap();
+        let res = router.oneshot(req).await.unwrap();
+        let theirs = res.headers()[SET_COOKIE].to_str().unwrap();
+        let id: Id = theirs
+            .strip_prefix("NODESESSID=")
+            .and_then(|rest| rest.split(';').next())
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("no session id in {theirs:?}"));
+        assert_eq!(session_cookie(&id).unwrap(), theirs);
+        assert!(theirs.contains("HttpOnly") && theirs.contains("SameSite=Lax"));
     }
 }

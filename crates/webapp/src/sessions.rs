@@ -23,8 +23,8 @@
 //!   admission may refuse a brand-new session outright when the cache is
 //!   full, so a new visitor would get a new session on every visit.
 //! * An entry that is gone stays gone: `save` never re-creates a missing
-//!   entry, and `create` always picks a fresh random id. A count is therefore
-//!   exact for the whole life of a session id.
+//!   entry, and `create` and `start` always pick a fresh random id. A count
+//!   is therefore exact for the whole life of a session id.
 //!
 //! Bounds: `max_capacity` caps the number of live sessions (least recently
 //! used evicted first) and `time_to_idle` expires sessions that are not
@@ -47,11 +47,11 @@
 //!   value, so concurrent visits from any number of web apps each get their
 //!   own number. A visit on a missing key returns nil and creates nothing
 //!   (the handler then starts a new session, as with the memory store);
-//!   `create` writes only a key that does not exist (else a fresh id is
-//!   drawn); `save` writes only a key that exists.
-//! * Idle expiry is the key's TTL: every visit, load, create and save sets
-//!   it to `--session-idle-secs` (`PEXPIRE`). Redis deletes the key when it
-//!   runs out, and that is the end of the session.
+//!   `create` and `start` write only a key that does not exist (else a
+//!   fresh id is drawn); `save` writes only a key that exists.
+//! * Idle expiry is the key's TTL: every visit, load, start, create and
+//!   save sets it to `--session-idle-secs` (`PEXPIRE`). Redis deletes the
+//!   key when it runs out, and that is the end of the session.
 //! * Capacity is Redis's business (`maxmemory` and its eviction policy):
 //!   `--max-sessions` bounds only the memory store. An evicted key is a
 //!   session gone, as above.
@@ -74,6 +74,20 @@
 //! once, so this takes two requests in flight on one cookie while a server
 //! dies). Without the header every request counts.
 //!
+//! # New sessions
+//!
+//! A request without a live session is answered by [`SessionBackend::start`]:
+//! the session is written with its count already 1 (and, with a request id,
+//! that id as its last counted request), in one step: one Lua script in
+//! Redis, one insert in memory. It used to be three Redis round trips:
+//! tower-sessions' `create`, our visit, and tower-sessions' save of the
+//! unchanged record after the handler (tower-sessions sends a session
+//! cookie only together with that save). The handler now leaves the
+//! tower-sessions `Session` untouched and sets the cookie itself (see
+//! `session_layer` in the crate root). Nothing else changes: a start never
+//! overwrites a live id, a gone session is never re-created, and the key's
+//! TTL is set by the same script.
+//!
 //! # Outages
 //!
 //! Every Redis operation is bounded by `--session-store-timeout-ms`; a
@@ -90,11 +104,8 @@
 //! backoff, without a restart. A visit whose answer is lost to the timeout
 //! may still have been counted by the server: the count stays exact per
 //! request that got a number, but that one number is never shown (a retry
-//! with the same request id gets it). After the handler started a
-//! session, tower-sessions' middleware saves the record once more; if the
-//! store fails just then, it answers a bare 500, which the router turns
-//! into the same 503 (the session was created and counted all the same,
-//! but its cookie is not sent).
+//! with the same request id gets it); a start whose answer is lost may
+//! have written a session whose cookie is never sent, which then idles out.
 
 pub mod redis_store;
 pub mod setting;
@@ -159,6 +170,35 @@ impl SessionCache {
         Some(views)
     }
 
+    /// Starts a session with `record` and counts its first visit: see
+    /// [`RedisSessions::start`]. Returns the session's id (`record.id`, or
+    /// another if that one is live: a live id is never overwritten).
+    pub fn start(&self, mut record: Record, request: Option<&str>) -> Id {
+        self.insert_new(&mut record, 1, request);
+        record.id
+    }
+
+    /// Inserts `record` under a fresh id (re-drawn while taken) with the
+    /// count `views`.
+    fn insert_new(&self, record: &mut Record, views: u64, request: Option<&str>) {
+        // Ids are 128 random bits: a collision with a live session is
+        // re-drawn; two creates racing on one new id are not worth moka's
+        // (costly) atomic `entry` API.
+        while self.cache.contains_key(&record.id) {
+            record.id = Id::default();
+        }
+        let last_request = match request {
+            Some(request) => (request.to_owned(), views),
+            None => (String::new(), 0),
+        };
+        let live = Live {
+            record: Mutex::new(record.clone()),
+            views: AtomicU64::new(views),
+            last_request: Mutex::new(last_request),
+        };
+        self.cache.insert(record.id, Arc::new(live));
+    }
+
     /// Applies pending evictions and expirations now.
     pub fn housekeep(&self) {
         self.cache.run_pending_tasks();
@@ -192,18 +232,7 @@ fn lock(live: &Live) -> std::sync::MutexGuard<'_, Record> {
 #[async_trait]
 impl SessionStore for SessionCache {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        // Ids are 128 random bits: a collision with a live session is
-        // re-drawn; two creates racing on one new id are not worth moka's
-        // (costly) atomic `entry` API.
-        while self.cache.contains_key(&record.id) {
-            record.id = Id::default();
-        }
-        let live = Live {
-            record: Mutex::new(record.clone()),
-            views: AtomicU64::new(0),
-            last_request: Mutex::new((String::new(), 0)),
-        };
-        self.cache.insert(record.id, Arc::new(live));
+        self.insert_new(record, 0, None);
         Ok(())
     }
 
@@ -280,6 +309,16 @@ impl SessionBackend {
         match self {
             SessionBackend::Memory(cache) => Ok(cache.visit(id, request)),
             SessionBackend::Redis(redis) => redis.visit(id, request).await,
+        }
+    }
+
+    /// Starts a session with `record` and counts its first visit (its count
+    /// is 1), in one step: see [`SessionCache::start`] and
+    /// [`RedisSessions::start`]. Returns the new session's id.
+    pub async fn start(&self, record: Record, request: Option<&str>) -> session_store::Result<Id> {
+        match self {
+            SessionBackend::Memory(cache) => Ok(cache.start(record, request)),
+            SessionBackend::Redis(redis) => redis.start(record, request).await,
         }
     }
 

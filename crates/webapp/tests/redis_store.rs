@@ -538,3 +538,144 @@ async fn two_web_apps_share_sessions() {
     assert_eq!(seen, (6..=405).collect::<Vec<u64>>());
     assert_eq!(visit(&c, &b.url("/"), None).await, (406, id));
 }
+
+/// `redis::cmd("INFO commandstats")`'s call count of `command` (0 if absent).
+fn calls(conn: &mut redis::Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// A new session is one script call (created with its first visit
+/// counted); tower-sessions' layer does not save it again after the
+/// handler. A known session's visit is one more; a cookie whose session
+/// is gone costs the visit that finds it gone, then the start.
+#[tokio::test]
+async fn a_new_session_is_one_script_call() {
+    let redis = RedisServer::start();
+    let server = with_redis(&redis, &[]);
+    let url = server.url("/");
+    let mut conn = redis.conn();
+    // Both scripts loaded (a first EVALSHA of each meets NOSCRIPT).
+    let warm = browser();
+    assert_eq!(visit(&warm, &url, None).await.0, 1);
+    assert_eq!(visit(&warm, &url, None).await.0, 2);
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query::<()>(&mut conn)
+        .unwrap();
+
+    let c = browser();
+    let (n, id) = visit(&c, &url, None).await;
+    assert_eq!(n, 1);
+    assert_eq!(calls(&mut conn, "evalsha"), 1);
+    assert_eq!(calls(&mut conn, "eval"), 0);
+    assert_eq!(calls(&mut conn, "script|load"), 0);
+    assert_eq!(visit(&c, &url, None).await, (2, id.clone()));
+    assert_eq!(calls(&mut conn, "evalsha"), 2);
+
+    redis::cmd("DEL")
+        .arg(session_key(&id))
+        .query::<()>(&mut conn)
+        .unwrap();
+    let (n, new_id) = visit(&c, &url, None).await;
+    assert_eq!(n, 1);
+    assert_ne!(new_id, id);
+    assert_eq!(calls(&mut conn, "evalsha"), 4);
+    assert_eq!(visit(&c, &url, None).await, (2, new_id));
+}
+
+/// The request id of a new session's first visit is remembered like any
+/// other: a replay of that request with the new cookie gets 1 again.
+async fn a_first_visit_is_replayed_as_such(server: &TestServer) -> String {
+    let c = browser();
+    let url = server.url("/");
+    let (n, id) = visit(&c, &url, Some("first")).await;
+    assert_eq!(n, 1);
+    assert_eq!(visit(&c, &url, Some("first")).await, (1, id.clone()));
+    assert_eq!(visit(&c, &url, Some("second")).await, (2, id.clone()));
+    assert_eq!(visit(&c, &url, None).await, (3, id.clone()));
+    id
+}
+
+#[tokio::test]
+async fn redis_first_visits_are_replayed_as_such() {
+    let redis = RedisServer::start();
+    let server = with_redis(&redis, &[]);
+    let id = a_first_visit_is_replayed_as_such(&server).await;
+    let mut conn = redis.conn();
+    let key = session_key(&id);
+    assert_eq!(hget(&mut conn, &key, "views").as_deref(), Some("3"));
+    assert_eq!(hget(&mut conn, &key, "req").as_deref(), Some("second"));
+
+    // The hash a start leaves: the record, the count 1, the request id
+    // and its number, under the idle TTL.
+    let c = common::client();
+    let res = c
+        .get(server.url("/"))
+        .header("x-request-id", "r-1")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    let key = session_key(body["id"].as_str().unwrap());
+    let fields: Vec<(String, String)> = redis::cmd("HGETALL").arg(&key).query(&mut conn).unwrap();
+    let mut names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["record", "req", "req_views", "views"]);
+    assert_eq!(hget(&mut conn, &key, "views").as_deref(), Some("1"));
+    assert_eq!(hget(&mut conn, &key, "req").as_deref(), Some("r-1"));
+    assert_eq!(hget(&mut conn, &key, "req_views").as_deref(), Some("1"));
+    let record: Record = serde_json::from_str(&hget(&mut conn, &key, "record").unwrap()).unwrap();
+    assert_eq!(record.id.to_string(), body["id"].as_str().unwrap());
+    assert_eq!(record.data["seen"], true, "{record:?}");
+    let ttl = pttl(&mut conn, &key);
+    assert!(ttl > 0 && ttl <= 1_800_000, "PTTL {ttl}");
+}
+
+#[tokio::test]
+async fn memory_first_visits_are_replayed_as_such() {
+    a_first_visit_is_replayed_as_such(&TestServer::start(&[])).await;
+}
+
+/// `start` through either store: the new session counts 1 and knows the
+/// request id; a start that drew a live id takes another one and leaves
+/// the live session as it was.
+#[tokio::test]
+async fn a_start_never_overwrites_a_live_session() {
+    let redis = RedisServer::start();
+    let Ok(StoreSetting::Redis(target)) = StoreSetting::parse(&redis.url()) else {
+        panic!("{} does not parse", redis.url());
+    };
+    for setting in [StoreSetting::Memory, StoreSetting::Redis(target)] {
+        let store = SessionBackend::new(
+            &setting,
+            10,
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let record = |id: Id, value: i64| Record {
+            id,
+            data: [("v".to_owned(), Value::from(value))].into_iter().collect(),
+            expiry_date: OffsetDateTime::now_utc() + TimeDuration::hours(1),
+        };
+        let asked = Id::default();
+        let live = store.start(record(asked, 1), Some("r-1")).await.unwrap();
+        assert_eq!(live, asked, "{setting:?}");
+        assert_eq!(store.visit(&live, Some("r-1")).await, Ok(Some(1)));
+        assert_eq!(store.visit(&live, None).await, Ok(Some(2)));
+
+        let other = store.start(record(live, 2), None).await.unwrap();
+        assert_ne!(other, live, "{setting:?}");
+        let kept = store.load(&live).await.unwrap().expect("the live session");
+        assert_eq!(kept.data["v"], 1, "{setting:?}");
+        assert_eq!(store.visit(&live, None).await, Ok(Some(3)));
+        // Its last request id is still its own (no id since: still the last).
+        assert_eq!(store.visit(&live, Some("r-1")).await, Ok(Some(1)));
+        assert_eq!(store.visit(&other, None).await, Ok(Some(2)));
+    }
+}

@@ -29,7 +29,7 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// The least TCP_USER_TIMEOUT (see [`RedisSessions::new`]).
 const USER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How many fresh ids `create` draws before giving up (128 random bits:
+/// How many fresh ids `create` and `start` draw before giving up (128 random bits:
 /// one is always enough unless the server misbehaves).
 const CREATE_TRIES: usize = 8;
 
@@ -55,13 +55,20 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return views
 ";
 
-/// KEYS[1] the new session; ARGV[1] the record; ARGV[2] idle ms. Returns 0,
-/// changing nothing, when the id is taken.
+/// KEYS[1] the new session; ARGV[1] the record; ARGV[2] idle ms; ARGV[3]
+/// its count (0: created, 1: created by its first visit); ARGV[4], when
+/// present, that visit's request id. Returns 0, changing nothing, when the
+/// id is taken.
 const CREATE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-redis.call('HSET', KEYS[1], 'record', ARGV[1], 'views', 0)
+if ARGV[4] then
+  redis.call('HSET', KEYS[1], 'record', ARGV[1], 'views', ARGV[3],
+             'req', ARGV[4], 'req_views', ARGV[3])
+else
+  redis.call('HSET', KEYS[1], 'record', ARGV[1], 'views', ARGV[3])
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 ";
@@ -176,6 +183,54 @@ impl RedisSessions {
             .await
     }
 
+    /// Starts a session with `record` and counts its first visit, in one
+    /// round trip: the new session's count is 1 and, with a `request` id,
+    /// that id is remembered as the visit's (see [`Self::visit`]). Returns
+    /// the session's id: `record.id`, or a fresh one if that one is taken
+    /// (a live session is never overwritten).
+    pub async fn start(
+        &self,
+        mut record: Record,
+        request: Option<&str>,
+    ) -> session_store::Result<Id> {
+        self.insert_new(&mut record, 1, request).await?;
+        Ok(record.id)
+    }
+
+    /// Writes `record` under a fresh id (re-drawn while taken) with the
+    /// count `views`.
+    async fn insert_new(
+        &self,
+        record: &mut Record,
+        views: u64,
+        request: Option<&str>,
+    ) -> session_store::Result<()> {
+        let what = if views == 0 { "create" } else { "start" };
+        for _ in 0..CREATE_TRIES {
+            // The record carries its id: encoded again for each new one.
+            let bytes = encode(record)?;
+            let mut conn = self.0.conn.clone();
+            let mut call = self.0.create.prepare_invoke();
+            call.key(key(&record.id))
+                .arg(bytes)
+                .arg(self.0.idle_ms)
+                .arg(views);
+            if let Some(request) = request {
+                call.arg(request);
+            }
+            let created: bool = self
+                .run(what, async move { call.invoke_async(&mut conn).await })
+                .await?;
+            if created {
+                return Ok(());
+            }
+            record.id = Id::default();
+        }
+        Err(session_store::Error::Backend(format!(
+            "{what}: {CREATE_TRIES} fresh session ids in a row were taken"
+        )))
+    }
+
     /// One round trip to the server.
     pub async fn ping(&self) -> Result<(), StoreUnavailable> {
         let mut conn = self.0.conn.clone();
@@ -231,23 +286,7 @@ fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
 #[async_trait]
 impl SessionStore for RedisSessions {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        for _ in 0..CREATE_TRIES {
-            // The record carries its id: encoded again for each new one.
-            let bytes = encode(record)?;
-            let mut conn = self.0.conn.clone();
-            let mut call = self.0.create.prepare_invoke();
-            call.key(key(&record.id)).arg(bytes).arg(self.0.idle_ms);
-            let created: bool = self
-                .run("create", async move { call.invoke_async(&mut conn).await })
-                .await?;
-            if created {
-                return Ok(());
-            }
-            record.id = Id::default();
-        }
-        Err(session_store::Error::Backend(format!(
-            "create: {CREATE_TRIES} fresh session ids in a row were taken"
-        )))
+        self.insert_new(record, 0, None).await
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
