@@ -327,14 +327,7 @@ pub async fn compose() -> Result<Checks> {
             "one cookie through 2 -> 5 -> 1 and ha recreated: sessionViews 1, 2, 3, ... (sticky routing, sessions in the `sessions` service)",
             || async {
                 let s = &report.session;
-                ensure!(
-                    s.visits > 0 && s.resets == 0 && s.skips == 0,
-                    "{} visits, {} resets, {} skips, e.g. {:?}",
-                    s.visits,
-                    s.resets,
-                    s.skips,
-                    s.samples
-                );
+                s.unbroken()?;
                 Ok(format!("{} visits, no reset, no skip", s.visits))
             },
         )

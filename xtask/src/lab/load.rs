@@ -56,6 +56,19 @@ pub struct SessionReport {
 }
 
 impl SessionReport {
+    /// Err unless the session was seen and never reset nor skipped.
+    pub fn unbroken(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.visits > 0 && self.resets == 0 && self.skips == 0,
+            "{} visits, {} resets, {} skips, e.g. {:?}",
+            self.visits,
+            self.resets,
+            self.skips,
+            self.samples
+        );
+        Ok(())
+    }
+
     fn saw(&mut self, views: u64, at: Duration) {
         let what = match (self.visits, views) {
             (0, 1) => None,

@@ -105,14 +105,7 @@ pub async fn task6(opts: &Options) -> Result<Checks> {
             "one cookie through every step of the final stage: sessionViews 1, 2, 3, ... with no reset and no skip",
             || async {
                 let s = &ours.session;
-                ensure!(
-                    s.visits > 0 && s.resets == 0 && s.skips == 0,
-                    "{} visits, {} resets, {} skips, e.g. {:?}",
-                    s.visits,
-                    s.resets,
-                    s.skips,
-                    s.samples
-                );
+                s.unbroken()?;
                 Ok(format!(
                     "{}: {} visits, 0 resets, 0 skips (last count {}); {}: {} resets; {}: {} resets",
                     Run::FINAL.setup,
