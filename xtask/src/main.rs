@@ -178,6 +178,52 @@ fn cargo(args: &[&str], extra: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The protocol crate does no I/O (its clippy.toml bans clocks, sockets,
+/// files and threads in its code); this keeps its dependencies honest too:
+/// nothing it builds with may pull in an async runtime or the OS.
+fn sans_io_check() -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(&cargo)
+        .current_dir(project::root())
+        .args([
+            "tree",
+            "-e",
+            "normal",
+            "-p",
+            "serf-proto",
+            "--prefix",
+            "none",
+        ])
+        .output()
+        .context("running cargo tree -p serf-proto")?;
+    if !out.status.success() {
+        bail!(
+            "cargo tree -p serf-proto failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let banned = sans_io_violations(&tree);
+    if !banned.is_empty() {
+        bail!("serf-proto must not depend on an async runtime or the OS, but pulls in {banned:?}");
+    }
+    Ok(())
+}
+
+/// The crates of `cargo tree --prefix none` output that do I/O for their user.
+fn sans_io_violations(tree: &str) -> Vec<String> {
+    const BANNED: [&str; 4] = ["tokio", "mio", "libc", "getrandom"];
+    let mut found: Vec<String> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| BANNED.contains(name))
+        .map(str::to_string)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
 fn test(extra: &[String]) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
@@ -198,6 +244,7 @@ fn test(extra: &[String]) -> Result<()> {
         ],
         &[],
     )?;
+    sans_io_check()?;
     let mut args: Vec<String> = Vec::new();
     if !extra.is_empty() {
         args.push("--".into());
@@ -205,4 +252,41 @@ fn test(extra: &[String]) -> Result<()> {
     }
     // Run every test binary even when one fails, so one CI run shows all.
     cargo(&["test", "--workspace", "--no-fail-fast"], &args)
+}
+
+#[cfg(test)]
+mod sans_io_tests {
+    use super::sans_io_violations;
+
+    #[test]
+    fn a_runtime_or_the_os_among_the_protocol_crates_dependencies_is_named() {
+        let clean = "serf-proto v0.1.0\nrmpv v1.3.1\naes-gcm v0.10.3\n";
+        assert!(sans_io_violations(clean).is_empty());
+        let dirty =
+            "serf-proto v0.1.0\nrand v0.9.0\ngetrandom v0.3.1\nlibc v0.2.1\nlibc v0.2.1 (*)\n";
+        assert_eq!(sans_io_violations(dirty), ["getrandom", "libc"]);
+    }
+
+    #[test]
+    fn the_protocol_crate_as_built_pulls_in_none() {
+        let out = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+            .args([
+                "tree",
+                "-e",
+                "normal",
+                "-p",
+                "serf-proto",
+                "--prefix",
+                "none",
+            ])
+            .output()
+            .expect("cargo tree");
+        assert!(out.status.success());
+        let tree = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            tree.contains("rmpv"),
+            "unexpected cargo tree output: {tree}"
+        );
+        assert_eq!(sans_io_violations(&tree), Vec::<String>::new());
+    }
 }

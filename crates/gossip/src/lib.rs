@@ -13,11 +13,9 @@
 
 pub mod agent;
 pub mod cli;
-pub mod coordinate;
-pub mod core;
 pub mod handler;
 pub mod model;
 pub mod rpc;
-pub mod serf;
-pub mod sim;
-pub mod wire;
+
+// The protocol, as the agent and its tests have always named it.
+pub use serf_proto::{coordinate, core, serf, sim, wire};

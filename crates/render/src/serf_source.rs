@@ -1,5 +1,5 @@
 //! The membership source backed by the agent's Serf RPC (our `gossip` agent
-//! or a real `serf agent`, through `gossip::rpc::Client`): `members` for the
+//! or a real `serf agent`, through `serf_rpc::Client`): `members` for the
 //! truth, a `stream` of member events for "something changed".
 //!
 //! Every request has a deadline ([`RPC_DEADLINE`]): an agent that accepts
@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use gossip::rpc::{Client, EventStream, StreamRecord};
+use serf_rpc::{Client, EventStream, StreamRecord};
 
 use crate::backends::MemberInfo;
 use crate::membership::MembershipSource;

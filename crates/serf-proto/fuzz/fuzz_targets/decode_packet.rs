@@ -4,6 +4,6 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = gossip::wire::decode_packet(&[], data);
-    let _ = gossip::wire::decode_packet(&[vec![1u8; 16]], data);
+    let _ = serf_proto::wire::decode_packet(&[], data);
+    let _ = serf_proto::wire::decode_packet(&[vec![1u8; 16]], data);
 });

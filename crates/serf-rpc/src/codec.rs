@@ -9,20 +9,20 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use rmpv::Value;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::model::{Member, MemberStatus};
+use serf_proto::model::{Member, MemberStatus};
 
 /// Largest single value accepted from a peer: Serf's own messages are far
 /// smaller; this only bounds memory on garbage input.
 const MAX_VALUE: usize = 16 * 1024 * 1024;
 
 /// Reads one MessagePack value at a time from a byte stream.
-pub(crate) struct ValueReader<R> {
+pub struct ValueReader<R> {
     inner: R,
     buf: Vec<u8>,
 }
 
 impl<R: AsyncRead + Unpin> ValueReader<R> {
-    pub(crate) fn new(inner: R) -> Self {
+    pub fn new(inner: R) -> Self {
         ValueReader {
             inner,
             buf: Vec::with_capacity(4096),
@@ -30,7 +30,7 @@ impl<R: AsyncRead + Unpin> ValueReader<R> {
     }
 
     /// The next value; `Ok(None)` on a clean end of stream between values.
-    pub(crate) async fn next(&mut self) -> io::Result<Option<Value>> {
+    pub async fn next(&mut self) -> io::Result<Option<Value>> {
         loop {
             if !self.buf.is_empty() {
                 let mut slice = &self.buf[..];
@@ -78,7 +78,7 @@ fn is_eof(e: &rmpv::decode::Error) -> bool {
 }
 
 /// Encodes values back to back into one buffer (one write per message).
-pub(crate) fn encode(values: &[&Value]) -> Vec<u8> {
+pub fn encode(values: &[&Value]) -> Vec<u8> {
     let mut out = Vec::new();
     for v in values {
         // Writing into a Vec cannot fail.
@@ -89,7 +89,7 @@ pub(crate) fn encode(values: &[&Value]) -> Vec<u8> {
 
 /// Does a successful or failed response to `command` carry a body?
 /// Mirrors Serf's server: these send `header, body` even on error.
-pub(crate) fn response_has_body(command: &str) -> bool {
+pub fn response_has_body(command: &str) -> bool {
     matches!(
         command,
         "join"
@@ -105,13 +105,13 @@ pub(crate) fn response_has_body(command: &str) -> bool {
 }
 
 /// Does a request for `command` carry a body?
-pub(crate) fn request_has_body(command: &str) -> bool {
+pub fn request_has_body(command: &str) -> bool {
     !matches!(command, "members" | "leave" | "list-keys" | "stats")
 }
 
 // ---- building values ------------------------------------------------------
 
-pub(crate) fn map(pairs: Vec<(&str, Value)>) -> Value {
+pub fn map(pairs: Vec<(&str, Value)>) -> Value {
     Value::Map(
         pairs
             .into_iter()
@@ -120,11 +120,11 @@ pub(crate) fn map(pairs: Vec<(&str, Value)>) -> Value {
     )
 }
 
-pub(crate) fn bin(b: &[u8]) -> Value {
+pub fn bin(b: &[u8]) -> Value {
     Value::Binary(b.to_vec())
 }
 
-pub(crate) fn str_map<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Value {
+pub fn str_map<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Value {
     Value::Map(
         pairs
             .into_iter()
@@ -133,19 +133,19 @@ pub(crate) fn str_map<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -
     )
 }
 
-pub(crate) fn str_list<'a>(items: impl IntoIterator<Item = &'a str>) -> Value {
+pub fn str_list<'a>(items: impl IntoIterator<Item = &'a str>) -> Value {
     Value::Array(items.into_iter().map(Value::from).collect())
 }
 
-pub(crate) fn header_req(command: &str, seq: u64) -> Value {
+pub fn header_req(command: &str, seq: u64) -> Value {
     map(vec![("Command", command.into()), ("Seq", seq.into())])
 }
 
-pub(crate) fn header_resp(seq: u64, error: &str) -> Value {
+pub fn header_resp(seq: u64, error: &str) -> Value {
     map(vec![("Seq", seq.into()), ("Error", error.into())])
 }
 
-pub(crate) fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+pub fn ip_bytes(ip: IpAddr) -> Vec<u8> {
     match ip {
         IpAddr::V4(v4) => v4.octets().to_vec(),
         IpAddr::V6(v6) => v6.octets().to_vec(),
@@ -153,7 +153,7 @@ pub(crate) fn ip_bytes(ip: IpAddr) -> Vec<u8> {
 }
 
 /// A member as Serf's RPC `Member` struct.
-pub(crate) fn member_value(m: &Member) -> Value {
+pub fn member_value(m: &Member) -> Value {
     map(vec![
         ("Name", m.name.as_str().into()),
         ("Addr", bin(&ip_bytes(m.addr))),
@@ -175,7 +175,7 @@ pub(crate) fn member_value(m: &Member) -> Value {
 // ---- reading values -------------------------------------------------------
 
 /// Field `key` of a map value (Go field names are case-sensitive keys).
-pub(crate) fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+pub fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     v.as_map()?.iter().find_map(|(k, val)| {
         let name = match k {
             Value::String(s) => s.as_bytes(),
@@ -186,7 +186,7 @@ pub(crate) fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     })
 }
 
-pub(crate) fn as_bytes(v: &Value) -> Option<&[u8]> {
+pub fn as_bytes(v: &Value) -> Option<&[u8]> {
     match v {
         Value::String(s) => Some(s.as_bytes()),
         Value::Binary(b) => Some(b),
@@ -194,22 +194,22 @@ pub(crate) fn as_bytes(v: &Value) -> Option<&[u8]> {
     }
 }
 
-pub(crate) fn as_string(v: &Value) -> Option<String> {
+pub fn as_string(v: &Value) -> Option<String> {
     as_bytes(v).map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
-pub(crate) fn get_str(v: &Value, key: &str) -> String {
+pub fn get_str(v: &Value, key: &str) -> String {
     get(v, key).and_then(as_string).unwrap_or_default()
 }
 
-pub(crate) fn get_bytes(v: &Value, key: &str) -> Vec<u8> {
+pub fn get_bytes(v: &Value, key: &str) -> Vec<u8> {
     get(v, key)
         .and_then(as_bytes)
         .map(<[u8]>::to_vec)
         .unwrap_or_default()
 }
 
-pub(crate) fn get_u64(v: &Value, key: &str) -> u64 {
+pub fn get_u64(v: &Value, key: &str) -> u64 {
     match get(v, key) {
         Some(Value::Integer(i)) => i
             .as_u64()
@@ -219,7 +219,7 @@ pub(crate) fn get_u64(v: &Value, key: &str) -> u64 {
     }
 }
 
-pub(crate) fn get_i64(v: &Value, key: &str) -> i64 {
+pub fn get_i64(v: &Value, key: &str) -> i64 {
     match get(v, key) {
         Some(Value::Integer(i)) => i.as_i64().unwrap_or_else(|| {
             i.as_u64()
@@ -230,12 +230,12 @@ pub(crate) fn get_i64(v: &Value, key: &str) -> i64 {
     }
 }
 
-pub(crate) fn get_bool(v: &Value, key: &str) -> bool {
+pub fn get_bool(v: &Value, key: &str) -> bool {
     matches!(get(v, key), Some(Value::Boolean(true)))
 }
 
 /// A `map[string]string` field, in wire order.
-pub(crate) fn get_str_pairs(v: &Value, key: &str) -> Vec<(String, String)> {
+pub fn get_str_pairs(v: &Value, key: &str) -> Vec<(String, String)> {
     match get(v, key).and_then(Value::as_map) {
         Some(m) => m
             .iter()
@@ -245,14 +245,14 @@ pub(crate) fn get_str_pairs(v: &Value, key: &str) -> Vec<(String, String)> {
     }
 }
 
-pub(crate) fn get_str_list(v: &Value, key: &str) -> Vec<String> {
+pub fn get_str_list(v: &Value, key: &str) -> Vec<String> {
     match get(v, key).and_then(Value::as_array) {
         Some(a) => a.iter().filter_map(as_string).collect(),
         None => Vec::new(),
     }
 }
 
-pub(crate) fn status_from_str(s: &str) -> MemberStatus {
+pub fn status_from_str(s: &str) -> MemberStatus {
     match s {
         "alive" => MemberStatus::Alive,
         "leaving" => MemberStatus::Leaving,
@@ -263,7 +263,7 @@ pub(crate) fn status_from_str(s: &str) -> MemberStatus {
 }
 
 /// Go's `net.IP`: 4 or 16 bytes; IPv4-mapped IPv6 is shown as IPv4, as Go does.
-pub(crate) fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
+pub fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
     match b.len() {
         4 => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
         16 => {
@@ -279,7 +279,7 @@ pub(crate) fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
     }
 }
 
-pub(crate) fn member_from_value(v: &Value) -> Member {
+pub fn member_from_value(v: &Value) -> Member {
     let addr = ip_from_bytes(&get_bytes(v, "Addr")).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let b = |k: &str| get_u64(v, k).min(255) as u8;
     Member {
@@ -293,7 +293,7 @@ pub(crate) fn member_from_value(v: &Value) -> Member {
     }
 }
 
-pub(crate) fn members_from_list(v: &Value, key: &str) -> Vec<Member> {
+pub fn members_from_list(v: &Value, key: &str) -> Vec<Member> {
     match get(v, key).and_then(Value::as_array) {
         Some(a) => a.iter().map(member_from_value).collect(),
         None => Vec::new(),

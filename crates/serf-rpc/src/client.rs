@@ -13,9 +13,9 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use super::codec::{self, get, get_bytes, get_str, get_u64, ValueReader};
-use super::{errors, Error, Result};
-use crate::model::{KeyResponse, Member, MemberEventKind, QueryParams, QueryReply, Stats};
+use crate::codec::{self, get, get_bytes, get_str, get_u64, ValueReader};
+use crate::{errors, Error, Result};
+use serf_proto::model::{KeyResponse, Member, MemberEventKind, QueryParams, QueryReply, Stats};
 
 /// Serf's client gives up dialing after this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -328,7 +328,7 @@ impl Client {
     pub async fn get_coordinate(
         &self,
         node: &str,
-    ) -> Result<Option<crate::coordinate::Coordinate>> {
+    ) -> Result<Option<serf_proto::coordinate::Coordinate>> {
         let body = self
             .call_body(
                 "get-coordinate",
@@ -340,7 +340,7 @@ impl Client {
         }
         let coord = codec::get(&body, "Coord")
             .ok_or_else(|| Error::Protocol("get-coordinate: no Coord".into()))?;
-        crate::coordinate::Coordinate::from_value(coord)
+        serf_proto::coordinate::Coordinate::from_value(coord)
             .map(Some)
             .map_err(|e| Error::Protocol(format!("get-coordinate: {e}")))
     }

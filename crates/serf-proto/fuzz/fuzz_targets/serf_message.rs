@@ -5,13 +5,13 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = gossip::wire::SerfMessage::decode(data);
-    let _ = gossip::wire::decode_tags(data);
-    let _ = gossip::wire::decode_conflict_response(data);
-    let _ = gossip::serf::decode_key_response(data);
-    if let Ok(Some(c)) = gossip::coordinate::Coordinate::decode_payload(data) {
-        let _ = c.distance_to(&gossip::coordinate::Coordinate::default());
-        let mut client = gossip::coordinate::Client::new(1);
+    let _ = serf_proto::wire::SerfMessage::decode(data);
+    let _ = serf_proto::wire::decode_tags(data);
+    let _ = serf_proto::wire::decode_conflict_response(data);
+    let _ = serf_proto::serf::decode_key_response(data);
+    if let Ok(Some(c)) = serf_proto::coordinate::Coordinate::decode_payload(data) {
+        let _ = c.distance_to(&serf_proto::coordinate::Coordinate::default());
+        let mut client = serf_proto::coordinate::Client::new(1);
         for _ in 0..3 {
             let _ = client.update("peer", &c, std::time::Duration::from_millis(3));
         }

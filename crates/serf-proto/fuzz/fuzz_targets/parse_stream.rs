@@ -3,6 +3,6 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = gossip::wire::parse_stream(&[], data);
-    let _ = gossip::wire::parse_stream(&[vec![2u8; 32]], data);
+    let _ = serf_proto::wire::parse_stream(&[], data);
+    let _ = serf_proto::wire::parse_stream(&[vec![2u8; 32]], data);
 });

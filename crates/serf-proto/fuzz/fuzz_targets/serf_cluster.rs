@@ -4,9 +4,9 @@
 //! `handle_packet`, `handle_stream`, `handle_push_pull_reply` and
 //! `handle_tcp_ping_reply`, between ticks, joins, leaves, crashes, events,
 //! queries, ...; invariants are checked after every operation. See
-//! `gossip::sim::hostile`.
+//! `serf_proto::sim::hostile`.
 #![no_main]
-use gossip::sim::hostile::{run, Options};
+use serf_proto::sim::hostile::{run, Options};
 use libfuzzer_sys::fuzz_target;
 
 /// With `--features avoid-known-overflow`: Lamport times and incarnations

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use gossip::model::{Event, MemberEventKind, MemberStatus};
-use gossip::sim::Sim;
+use serf_proto::model::{Event, MemberEventKind, MemberStatus};
+use serf_proto::sim::Sim;
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -93,7 +93,7 @@ fn a_duplicate_name_loses_the_vote() {
         assert_eq!(n1.status, MemberStatus::Alive, "n{i} sees n1");
         assert_eq!(
             n1.addr,
-            gossip::sim::sim_addr(1).ip(),
+            serf_proto::sim::sim_addr(1).ip(),
             "n{i} sees n1's address"
         );
     }
@@ -228,7 +228,7 @@ fn a_graceful_leave_reaches_every_peer_in_one_hop() {
 fn an_accusation_at_the_largest_incarnation_does_not_overflow() {
     let mut sim = cluster(3, 5);
     assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
-    let accuse = gossip::wire::Message::Suspect(gossip::wire::Accuse {
+    let accuse = serf_proto::wire::Message::Suspect(serf_proto::wire::Accuse {
         incarnation: u32::MAX,
         node: "n0".into(),
         from: "n1".into(),
@@ -236,7 +236,7 @@ fn an_accusation_at_the_largest_incarnation_does_not_overflow() {
     let now = sim.now();
     sim.nodes[0]
         .serf
-        .handle_packet(gossip::sim::sim_addr(1), &accuse.encode(), now);
+        .handle_packet(serf_proto::sim::sim_addr(1), &accuse.encode(), now);
     sim.run_for(secs(5));
     assert!(
         (1..3).all(|i| sim.status(i, "n1").is_some()),
@@ -587,7 +587,7 @@ fn size_limits_refuse_what_serf_refuses_and_configured_limits_widen_them() {
         e.to_string(),
         "encoded user event exceeds configured limit of 512 bytes after encoding"
     );
-    let q = gossip::model::QueryParams {
+    let q = serf_proto::model::QueryParams {
         name: "big".into(),
         payload: vec![b'q'; 1100],
         ..Default::default()
@@ -618,7 +618,7 @@ fn size_limits_refuse_what_serf_refuses_and_configured_limits_widen_them() {
     // A response over n0's 1024 bytes is refused, and the query stays
     // answerable: a smaller answer then goes through. n2 may answer 1500.
     let now = sim.now();
-    let q = gossip::model::QueryParams {
+    let q = serf_proto::model::QueryParams {
         name: "ask".into(),
         timeout: secs(10),
         ..Default::default()
@@ -667,7 +667,7 @@ fn size_limits_refuse_what_serf_refuses_and_configured_limits_widen_them() {
                 .drain_query_replies()
                 .into_iter()
                 .filter_map(|(id, r)| match r {
-                    gossip::model::QueryReply::Response { from, payload } if id == local => {
+                    serf_proto::model::QueryReply::Response { from, payload } if id == local => {
                         Some((from, payload.len()))
                     }
                     _ => None,

@@ -2,7 +2,7 @@
 //! sequence of operations from bytes and plays them on 2–4 real [`Serf`]
 //! nodes wired by the [`Sim`], checking invariants after each one.
 //!
-//! The fuzz target `serf_cluster` (crates/gossip/fuzz) feeds it libFuzzer's
+//! The fuzz target `serf_cluster` (crates/serf-proto/fuzz) feeds it libFuzzer's
 //! inputs; the test below feeds it a fixed RNG's bytes on every
 //! `cargo test`.
 //!
