@@ -2,25 +2,16 @@
 //! `gossip agent`, in one cluster: both must see the same environment
 //! variables and the same stdin for the same events.
 
-mod rpc_common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use rpc_common::{free_port, temp_dir, SerfAgent, DEADLINE, SERF};
+use testkit::{
+    eventually_blocking_explained, free_port, temp_dir, ChildGuard, SerfAgent, DEADLINE, SERF,
+};
 
 const GOSSIP: &str = env!("CARGO_BIN_EXE_gossip");
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One handler run: the SERF_* environment and what came on stdin.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,18 +61,12 @@ fn runs(path: &Path) -> Vec<Run> {
 }
 
 fn wait_for(what: &str, path: &Path, pred: impl Fn(&[Run]) -> bool) -> Vec<Run> {
-    let start = Instant::now();
-    loop {
-        let r = runs(path);
-        if pred(&r) {
-            return r;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out waiting for {what}; runs so far: {r:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually_blocking_explained(
+        what,
+        DEADLINE,
+        || format!("runs so far: {:#?}", runs(path)),
+        || Some(runs(path)).filter(|r| pred(r)),
+    )
 }
 
 fn find<'a>(runs: &'a [Run], event: &str, stdin_has: &str) -> Option<&'a Run> {
@@ -93,31 +78,26 @@ fn find<'a>(runs: &'a [Run], event: &str, stdin_has: &str) -> Option<&'a Run> {
 #[test]
 fn serf_and_gossip_handlers_see_the_same_interface() {
     let dir = temp_dir("handler-parity");
+    let dir = dir.path();
     let serf_out: PathBuf = dir.join("serf.runs");
     let ours_out: PathBuf = dir.join("ours.runs");
-    let s = SerfAgent::start(
-        "s-node",
-        &[
-            "-tag",
-            "role=lb",
-            "-event-handler",
-            &script(&dir, &serf_out),
-        ],
-    );
-    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let rpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _g = Kill(
+    let s = SerfAgent::builder("s-node")
+        .tag("role", "lb")
+        .event_handler(&script(dir, &serf_out))
+        .start_blocking();
+    let bind = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let rpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let _g = ChildGuard::spawn(
+        "gossip agent g-node",
         Command::new(GOSSIP)
             .args(["agent", "-node=g-node", "-tag", "role=web"])
             .arg(format!("-bind={bind}"))
             .arg(format!("-rpc-addr={rpc}"))
             .arg(format!("-join={}", s.bind))
-            .arg(format!("-event-handler={}", script(&dir, &ours_out)))
+            .arg(format!("-event-handler={}", script(dir, &ours_out)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn gossip agent"),
+            .stderr(Stdio::null()),
     );
 
     // member-join: each side reports the other with the same line format.

@@ -2,215 +2,66 @@
 //! package): a mixed cluster of real `serf agent` processes and our agent,
 //! on 127.0.0.1 only.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{config, wait_member};
 use gossip::agent::{self, Agent};
 use gossip::model::{AgentConfig, AgentHandle, Event, MemberStatus};
+use testkit::{eventually, eventually_blocking, free_port, temp_dir, SerfAgent, SERF};
 
-const SERF: &str = "/usr/bin/serf";
-
-fn serf_bin() -> &'static str {
-    assert!(
-        Path::new(SERF).exists(),
-        "{SERF} is missing: install Debian's serf package (apt-get install serf)"
-    );
-    SERF
+/// A real serf agent logging at debug, with a handler that appends every
+/// event (name, user event, query name, then stdin) to `events.log` in its
+/// dir and answers queries `pong-NAME`; returned once its RPC answers.
+fn start_serf(
+    name: &str,
+    tags: &[(&str, &str)],
+    join: Option<SocketAddr>,
+    key: Option<&str>,
+) -> SerfAgent {
+    let mut b = SerfAgent::builder(name).tags(tags).log_level("debug");
+    let events = b.dir().join("events.log");
+    let handler = b.dir().join("handler.sh");
+    std::fs::write(
+        &handler,
+        format!(
+            "#!/bin/sh\n{{ echo \"EVENT $SERF_EVENT $SERF_USER_EVENT $SERF_QUERY_NAME\"; cat; echo; }} >> {}\n\
+             if [ \"$SERF_EVENT\" = query ]; then printf 'pong-%s' \"$SERF_SELF_NAME\"; fi\n",
+            events.display()
+        ),
+    )
+    .unwrap();
+    b = b.event_handler(&format!("sh {}", handler.display()));
+    if let Some(j) = join {
+        b = b.join(j);
+    }
+    if let Some(k) = key {
+        b = b.encrypt(k);
+    }
+    let serf = b.start_blocking();
+    eventually_blocking("serf RPC answers", Duration::from_secs(30), || {
+        serf.members().ok().map(|_| ())
+    });
+    serf
 }
 
-/// A port free for both TCP and UDP on 127.0.0.1.
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let t = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = t.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free port");
+/// `serf keygen`: a fresh base64 key.
+fn keygen() -> String {
+    testkit::require(SERF, "serf");
+    let out = Command::new(SERF)
+        .arg("keygen")
+        .output()
+        .expect("serf keygen");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// A real serf agent, killed when dropped.
-struct SerfProc {
-    child: Child,
-    name: String,
-    bind: SocketAddr,
-    rpc: SocketAddr,
-    log: PathBuf,
-    _dir: TempDir,
-}
-
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "gossip-interop-{tag}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl SerfProc {
-    fn start(
-        name: &str,
-        tags: &[(&str, &str)],
-        join: Option<SocketAddr>,
-        key: Option<&str>,
-    ) -> SerfProc {
-        let dir = TempDir::new(name);
-        let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let rpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let events = dir.0.join("events.log");
-        let handler = dir.0.join("handler.sh");
-        std::fs::write(
-            &handler,
-            format!(
-                "#!/bin/sh\n{{ echo \"EVENT $SERF_EVENT $SERF_USER_EVENT $SERF_QUERY_NAME\"; cat; echo; }} >> {}\n\
-                 if [ \"$SERF_EVENT\" = query ]; then printf 'pong-%s' \"$SERF_SELF_NAME\"; fi\n",
-                events.display()
-            ),
-        )
-        .unwrap();
-        let mut cmd = Command::new(serf_bin());
-        cmd.arg("agent")
-            .arg(format!("-node={name}"))
-            .arg(format!("-bind={bind}"))
-            .arg(format!("-rpc-addr={rpc}"))
-            .arg(format!("-event-handler=sh {}", handler.display()))
-            .arg("-log-level=debug");
-        for (k, v) in tags {
-            cmd.arg(format!("-tag={k}={v}"));
-        }
-        if let Some(j) = join {
-            cmd.arg(format!("-join={j}"));
-        }
-        if let Some(k) = key {
-            cmd.arg(format!("-encrypt={k}"));
-        }
-        let log = dir.0.join("serf.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = cmd
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("spawn serf");
-        let p = SerfProc {
-            child,
-            name: name.to_string(),
-            bind,
-            rpc,
-            log,
-            _dir: dir,
-        };
-        poll("serf RPC answers", Duration::from_secs(30), || {
-            p.members().ok().map(|_| ())
-        });
-        p
-    }
-
-    fn events_file(&self) -> PathBuf {
-        self._dir.0.join("events.log")
-    }
-
-    fn rpc_cmd(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(serf_bin())
-            .arg(args[0])
-            // Go's flag parsing stops at the first positional argument.
-            .arg(format!("-rpc-addr={}", self.rpc))
-            .args(&args[1..])
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-
-    /// `serf members -format json` as (name, addr, status, tags).
-    fn members(&self) -> Result<Vec<(String, String, String, serde_json::Value)>, String> {
-        let s = self.rpc_cmd(&["members", "-format=json"])?;
-        let v: serde_json::Value = serde_json::from_str(&s).map_err(|e| e.to_string())?;
-        Ok(v["members"]
-            .as_array()
-            .ok_or("no members")?
-            .iter()
-            .map(|m| {
-                (
-                    m["name"].as_str().unwrap_or("").to_string(),
-                    m["addr"].as_str().unwrap_or("").to_string(),
-                    m["status"].as_str().unwrap_or("").to_string(),
-                    m["tags"].clone(),
-                )
-            })
-            .collect())
-    }
-
-    fn status_of(&self, name: &str) -> Option<String> {
-        self.members()
-            .ok()?
-            .into_iter()
-            .find(|m| m.0 == name)
-            .map(|m| m.2)
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for SerfProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() || std::env::var_os("GOSSIP_SHOW_SERF_LOGS").is_some() {
-            eprintln!("--- log of serf {} ---\n{}", self.name, self.log_text());
-        }
-    }
-}
-
-/// Polls `f` until it yields; prints how long it took (the measurements
-/// quoted in the report come from these lines: `--nocapture`).
-fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    let deadline = start + limit;
-    loop {
-        if let Some(v) = f() {
-            eprintln!("[interop] {what}: {:.1?}", start.elapsed());
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-async fn apoll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    let deadline = start + limit;
-    loop {
-        if let Some(v) = f() {
-            eprintln!("[interop] {what}: {:.1?}", start.elapsed());
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// The file [`start_serf`]'s handler appends to.
+fn events_file(serf: &SerfAgent) -> std::path::PathBuf {
+    serf.dir.path().join("events.log")
 }
 
 async fn start_ours(
@@ -220,15 +71,8 @@ async fn start_ours(
     keys: Vec<Vec<u8>>,
 ) -> Arc<Agent> {
     let cfg = AgentConfig {
-        node_name: name.to_string(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        tags: tags
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        join,
         encrypt_keys: keys,
-        ..AgentConfig::default()
+        ..config(name, tags, join)
     };
     agent::start(cfg).await.expect("our agent starts and joins")
 }
@@ -240,7 +84,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_cluster_join_tags_events_leave() {
-    let serf = Arc::new(blocking(|| SerfProc::start("real1", &[("role", "lb")], None, None)).await);
+    let serf = Arc::new(blocking(|| start_serf("real1", &[("role", "lb")], None, None)).await);
     let ours = start_ours(
         "ours1",
         &[("role", "backend"), ("zone", "z1")],
@@ -251,24 +95,19 @@ async fn mixed_cluster_join_tags_events_leave() {
     let our_addr = ours.local_addr();
 
     // We see serf alive with its address and tags.
-    let m = apoll("ours sees real1 alive", Duration::from_secs(30), || {
-        ours.members()
-            .into_iter()
-            .find(|m| m.name == "real1" && m.status == MemberStatus::Alive)
-    })
-    .await;
+    let m = wait_member(&ours, "real1", MemberStatus::Alive, Duration::from_secs(30)).await;
     assert_eq!(SocketAddr::new(m.addr, m.port), serf.bind);
     assert_eq!(m.tag("role"), Some("lb"));
 
     // serf sees us alive with our address and tags.
     let s = serf.clone();
     let (addr, tags) = blocking(move || {
-        poll("serf sees ours1 alive", Duration::from_secs(30), || {
+        eventually_blocking("serf sees ours1 alive", Duration::from_secs(30), || {
             s.members()
                 .ok()?
                 .into_iter()
-                .find(|m| m.0 == "ours1" && m.2 == "alive")
-                .map(|m| (m.1, m.3))
+                .find(|m| m.name == "ours1" && m.status == "alive")
+                .map(|m| (m.addr, m.tags))
         })
     })
     .await;
@@ -277,9 +116,9 @@ async fn mixed_cluster_join_tags_events_leave() {
     assert_eq!(tags["zone"], "z1");
 
     // serf's handler saw our join, with our address and role on stdin.
-    let f = serf.events_file();
+    let f = events_file(&serf);
     blocking(move || {
-        poll(
+        eventually_blocking(
             "serf's handler got member-join for ours1",
             Duration::from_secs(30),
             || {
@@ -296,7 +135,7 @@ async fn mixed_cluster_join_tags_events_leave() {
     let mut rx = ours.subscribe();
     let s = serf.clone();
     blocking(move || {
-        s.rpc_cmd(&["event", "deploy", "v1 payload"])
+        s.cli(&["event", "deploy", "v1 payload"])
             .expect("serf event")
     })
     .await;
@@ -317,9 +156,9 @@ async fn mixed_cluster_join_tags_events_leave() {
     ours.user_event("from-ours", b"hello serf".to_vec(), false)
         .await
         .unwrap();
-    let f = serf.events_file();
+    let f = events_file(&serf);
     blocking(move || {
-        poll(
+        eventually_blocking(
             "serf handler got our event",
             Duration::from_secs(30),
             || {
@@ -336,9 +175,9 @@ async fn mixed_cluster_join_tags_events_leave() {
         .unwrap();
     let s = serf.clone();
     blocking(move || {
-        poll("serf sees our new tags", Duration::from_secs(30), || {
-            let m = s.members().ok()?.into_iter().find(|m| m.0 == "ours1")?;
-            (m.3["color"] == "blue" && m.3.get("zone").is_none()).then_some(())
+        eventually_blocking("serf sees our new tags", Duration::from_secs(30), || {
+            let m = s.members().ok()?.into_iter().find(|m| m.name == "ours1")?;
+            (m.tags["color"] == "blue" && m.tags.get("zone").is_none()).then_some(())
         })
     })
     .await;
@@ -350,7 +189,7 @@ async fn mixed_cluster_join_tags_events_leave() {
     ours.shutdown().await.unwrap();
     let s = serf.clone();
     blocking(move || {
-        poll("serf sees ours1 left", Duration::from_secs(30), || {
+        eventually_blocking("serf sees ours1 left", Duration::from_secs(30), || {
             (s.status_of("ours1")? == "left").then_some(())
         })
     })
@@ -362,8 +201,8 @@ async fn mixed_cluster_join_tags_events_leave() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_detected_both_ways() {
-    let mut real = blocking(|| SerfProc::start("real2", &[], None, None)).await;
-    let watcher = Arc::new(blocking(|| SerfProc::start("real3", &[], None, None)).await);
+    let mut real = blocking(|| start_serf("real2", &[], None, None)).await;
+    let watcher = Arc::new(blocking(|| start_serf("real3", &[], None, None)).await);
     let ours = start_ours(
         "ours2",
         &[],
@@ -371,10 +210,10 @@ async fn failures_are_detected_both_ways() {
         vec![],
     )
     .await;
-    apoll(
+    eventually(
         "ours sees both serfs alive",
         Duration::from_secs(30),
-        || {
+        async || {
             let alive = ours
                 .members()
                 .iter()
@@ -386,7 +225,7 @@ async fn failures_are_detected_both_ways() {
     .await;
     let w = watcher.clone();
     blocking(move || {
-        poll(
+        eventually_blocking(
             "real3 sees real2 through us",
             Duration::from_secs(30),
             || (w.status_of("real2")? == "alive").then_some(()),
@@ -396,22 +235,23 @@ async fn failures_are_detected_both_ways() {
 
     // kill -9 of a serf: we mark it failed.
     blocking(move || {
-        real.kill9();
+        real.kill();
         real
     })
     .await;
-    apoll("ours sees real2 failed", Duration::from_secs(60), || {
-        ours.members()
-            .into_iter()
-            .find(|m| m.name == "real2" && m.status == MemberStatus::Failed)
-    })
+    wait_member(
+        &ours,
+        "real2",
+        MemberStatus::Failed,
+        Duration::from_secs(60),
+    )
     .await;
 
     // force-leave from our side: the other serf moves real2 to left.
     ours.force_leave("real2", false).await.unwrap();
     let w = watcher.clone();
     blocking(move || {
-        poll(
+        eventually_blocking(
             "real3 sees real2 left after our force-leave",
             Duration::from_secs(60),
             || (w.status_of("real2")? == "left").then_some(()),
@@ -428,7 +268,7 @@ async fn failures_are_detected_both_ways() {
     drop(ours);
     let w = watcher.clone();
     blocking(move || {
-        poll("real3 sees ours2 failed", Duration::from_secs(60), || {
+        eventually_blocking("real3 sees ours2 failed", Duration::from_secs(60), || {
             (w.status_of("ours2")? == "failed").then_some(())
         })
     })
@@ -437,19 +277,14 @@ async fn failures_are_detected_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_cluster() {
-    let key = Command::new(serf_bin())
-        .arg("keygen")
-        .output()
-        .expect("serf keygen");
-    let key = String::from_utf8(key.stdout).unwrap().trim().to_string();
+    let key = keygen();
     use base64::Engine;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(&key)
         .unwrap();
     let k2 = key.clone();
-    let serf = Arc::new(
-        blocking(move || SerfProc::start("real4", &[("role", "x")], None, Some(&k2))).await,
-    );
+    let serf =
+        Arc::new(blocking(move || start_serf("real4", &[("role", "x")], None, Some(&k2))).await);
 
     // Without the key we cannot join.
     let cfg = AgentConfig {
@@ -470,19 +305,10 @@ async fn encrypted_cluster() {
         vec![raw],
     )
     .await;
-    apoll(
-        "ours sees real4 alive (encrypted)",
-        Duration::from_secs(30),
-        || {
-            ours.members()
-                .into_iter()
-                .find(|m| m.name == "real4" && m.status == MemberStatus::Alive)
-        },
-    )
-    .await;
+    wait_member(&ours, "real4", MemberStatus::Alive, Duration::from_secs(30)).await;
     let s = serf.clone();
     blocking(move || {
-        poll(
+        eventually_blocking(
             "real4 sees ours4 alive (encrypted)",
             Duration::from_secs(30),
             || (s.status_of("ours4")? == "alive").then_some(()),
@@ -492,7 +318,7 @@ async fn encrypted_cluster() {
     // Gossip (UDP) works too: an event from serf arrives.
     let mut rx = ours.subscribe();
     let s = serf.clone();
-    blocking(move || s.rpc_cmd(&["event", "enc", "secret"]).expect("serf event")).await;
+    blocking(move || s.cli(&["event", "enc", "secret"]).expect("serf event")).await;
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             if let Ok(Event::User { name, .. }) = rx.recv().await {
@@ -507,8 +333,8 @@ async fn encrypted_cluster() {
 
     // The same key from a keyring file (serf's format: a JSON list of
     // base64 keys, the first one primary).
-    let dir = TempDir::new("keyring");
-    let keyring = dir.0.join("keyring.json");
+    let dir = temp_dir("keyring");
+    let keyring = dir.path().join("keyring.json");
     std::fs::write(&keyring, format!("[\"{key}\"]")).unwrap();
     let cfg = AgentConfig {
         node_name: "ours4k".into(),
@@ -522,7 +348,7 @@ async fn encrypted_cluster() {
         .expect("joins with the keyring file");
     let s = serf.clone();
     blocking(move || {
-        poll(
+        eventually_blocking(
             "real4 sees ours4k alive (keyring file)",
             Duration::from_secs(30),
             || (s.status_of("ours4k")? == "alive").then_some(()),
@@ -541,7 +367,7 @@ async fn encrypted_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_both_ways_and_dns_join() {
-    let serf = Arc::new(blocking(|| SerfProc::start("real5", &[("role", "q")], None, None)).await);
+    let serf = Arc::new(blocking(|| start_serf("real5", &[("role", "q")], None, None)).await);
     // Join by DNS name: localhost resolves to 127.0.0.1 (and maybe ::1,
     // which refuses: every resolved address is tried).
     let ours = start_ours(
@@ -551,12 +377,7 @@ async fn queries_both_ways_and_dns_join() {
         vec![],
     )
     .await;
-    apoll("ours sees real5 alive", Duration::from_secs(30), || {
-        ours.members()
-            .into_iter()
-            .find(|m| m.name == "real5" && m.status == MemberStatus::Alive)
-    })
-    .await;
+    wait_member(&ours, "real5", MemberStatus::Alive, Duration::from_secs(30)).await;
 
     // Our query: serf acks and its handler answers.
     let mut rx = ours
@@ -591,7 +412,7 @@ async fn queries_both_ways_and_dns_join() {
     let mut ev = ours.subscribe();
     let s = serf.clone();
     let cli = tokio::task::spawn_blocking(move || {
-        s.rpc_cmd(&["query", "-timeout=8s", "-format=json", "ask", "payload-x"])
+        s.cli(&["query", "-timeout=8s", "-format=json", "ask", "payload-x"])
     });
     let id = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
@@ -624,7 +445,7 @@ async fn queries_both_ways_and_dns_join() {
     let mut ev = ours.subscribe();
     let s = serf.clone();
     let out = blocking(move || {
-        s.rpc_cmd(&[
+        s.cli(&[
             "query",
             "-timeout=3s",
             "-format=json",
@@ -681,52 +502,22 @@ async fn retry_join_waits_for_a_late_serf() {
     let ours = agent::start(cfg).await.expect("start with retry_join");
     assert_eq!(ours.members().len(), 1);
     // serf comes up later on that port.
-    let serf = blocking(move || {
-        let dir = TempDir::new("late");
-        let rpc = free_port();
-        let child = Command::new(serf_bin())
-            .arg("agent")
-            .arg("-node=late")
-            .arg(format!("-bind=127.0.0.1:{port}"))
-            .arg(format!("-rpc-addr=127.0.0.1:{rpc}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn serf");
-        SerfProc {
-            child,
-            name: "late".into(),
-            bind: format!("127.0.0.1:{port}").parse().unwrap(),
-            rpc: format!("127.0.0.1:{rpc}").parse().unwrap(),
-            log: dir.0.join("none.log"),
-            _dir: dir,
-        }
-    })
-    .await;
-    apoll(
-        "retry-join reaches the late serf",
-        Duration::from_secs(30),
-        || {
-            ours.members()
-                .into_iter()
-                .find(|m| m.name == "late" && m.status == MemberStatus::Alive)
-        },
-    )
-    .await;
+    let serf = SerfAgent::builder("late").bind_port(port).spawn();
+    wait_member(&ours, "late", MemberStatus::Alive, Duration::from_secs(30)).await;
     ours.shutdown().await.unwrap();
     drop(serf);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_on_both_sides_come_back_alive() {
-    let serf = blocking(|| SerfProc::start("real7", &[], None, None)).await;
+    let serf = blocking(|| start_serf("real7", &[], None, None)).await;
     let serf_bind = serf.bind;
     let ours = start_ours("ours7", &[("v", "1")], vec![serf_bind.to_string()], vec![]).await;
     let port = ours.local_addr().port();
     let serf = Arc::new(serf);
     let s = serf.clone();
     blocking(move || {
-        poll("real7 sees ours7 alive", Duration::from_secs(30), || {
+        eventually_blocking("real7 sees ours7 alive", Duration::from_secs(30), || {
             (s.status_of("ours7")? == "alive").then_some(())
         })
     })
@@ -737,7 +528,7 @@ async fn restarts_on_both_sides_come_back_alive() {
     drop(ours);
     let s = serf.clone();
     blocking(move || {
-        poll("real7 sees ours7 failed", Duration::from_secs(60), || {
+        eventually_blocking("real7 sees ours7 failed", Duration::from_secs(60), || {
             (s.status_of("ours7")? == "failed").then_some(())
         })
     })
@@ -753,12 +544,12 @@ async fn restarts_on_both_sides_come_back_alive() {
     .expect("restarted agent joins serf");
     let s = serf.clone();
     blocking(move || {
-        poll(
+        eventually_blocking(
             "real7 sees ours7 alive again with new tags",
             Duration::from_secs(60),
             || {
-                let m = s.members().ok()?.into_iter().find(|m| m.0 == "ours7")?;
-                (m.2 == "alive" && m.3["v"] == "2").then_some(())
+                let m = s.members().ok()?.into_iter().find(|m| m.name == "ours7")?;
+                (m.status == "alive" && m.tags["v"] == "2").then_some(())
             },
         )
     })
@@ -766,49 +557,20 @@ async fn restarts_on_both_sides_come_back_alive() {
 
     // serf is killed and restarted on the same port, joining us.
     let mut serf = Arc::try_unwrap(serf).ok().expect("only owner");
-    blocking(move || serf.kill9()).await;
-    apoll("ours sees real7 failed", Duration::from_secs(60), || {
-        ours.members()
-            .into_iter()
-            .find(|m| m.name == "real7" && m.status == MemberStatus::Failed)
-    })
-    .await;
-    let our_addr = ours.local_addr();
-    let serf2 = blocking(move || {
-        let dir = TempDir::new("real7b");
-        let rpc = free_port();
-        let log = dir.0.join("serf.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(serf_bin())
-            .arg("agent")
-            .arg("-node=real7")
-            .arg(format!("-bind={serf_bind}"))
-            .arg(format!("-rpc-addr=127.0.0.1:{rpc}"))
-            .arg(format!("-join={our_addr}"))
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("spawn serf");
-        SerfProc {
-            child,
-            name: "real7b".into(),
-            bind: serf_bind,
-            rpc: format!("127.0.0.1:{rpc}").parse().unwrap(),
-            log,
-            _dir: dir,
-        }
-    })
-    .await;
-    apoll(
-        "ours sees real7 alive again",
+    blocking(move || serf.kill()).await;
+    wait_member(
+        &ours,
+        "real7",
+        MemberStatus::Failed,
         Duration::from_secs(60),
-        || {
-            ours.members()
-                .into_iter()
-                .find(|m| m.name == "real7" && m.status == MemberStatus::Alive)
-        },
     )
     .await;
+    let our_addr = ours.local_addr();
+    let serf2 = SerfAgent::builder("real7")
+        .bind_port(serf_bind.port())
+        .join(our_addr)
+        .spawn();
+    wait_member(&ours, "real7", MemberStatus::Alive, Duration::from_secs(60)).await;
     ours.shutdown().await.unwrap();
     drop(serf2);
 }
@@ -817,16 +579,9 @@ async fn restarts_on_both_sides_come_back_alive() {
 async fn keyring_operations_across_the_cluster() {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let gen = || {
-        let out = Command::new(serf_bin())
-            .arg("keygen")
-            .output()
-            .expect("serf keygen");
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
-    let (k1, k2) = (gen(), gen());
+    let (k1, k2) = (keygen(), keygen());
     let k1c = k1.clone();
-    let serf = Arc::new(blocking(move || SerfProc::start("real8", &[], None, Some(&k1c))).await);
+    let serf = Arc::new(blocking(move || start_serf("real8", &[], None, Some(&k1c))).await);
     let ours = start_ours(
         "ours8",
         &[],
@@ -836,7 +591,7 @@ async fn keyring_operations_across_the_cluster() {
     .await;
     let s = serf.clone();
     blocking(move || {
-        poll("real8 sees ours8 alive", Duration::from_secs(30), || {
+        eventually_blocking("real8 sees ours8 alive", Duration::from_secs(30), || {
             (s.status_of("ours8")? == "alive").then_some(())
         })
     })
@@ -849,7 +604,7 @@ async fn keyring_operations_across_the_cluster() {
     let s = serf.clone();
     let k2c = k2.clone();
     blocking(move || {
-        let out = s.rpc_cmd(&["keys", "-list"]).expect("serf keys -list");
+        let out = s.cli(&["keys", "-list"]).expect("serf keys -list");
         let line = out
             .lines()
             .find(|l| l.contains(&k2c))
@@ -862,9 +617,9 @@ async fn keyring_operations_across_the_cluster() {
     let s = serf.clone();
     let (k1c, k2c) = (k1.clone(), k2.clone());
     blocking(move || {
-        s.rpc_cmd(&["keys", &format!("-use={k2c}")])
+        s.cli(&["keys", &format!("-use={k2c}")])
             .expect("serf keys -use");
-        s.rpc_cmd(&["keys", &format!("-remove={k1c}")])
+        s.cli(&["keys", &format!("-remove={k1c}")])
             .expect("serf keys -remove");
     })
     .await;
@@ -875,11 +630,7 @@ async fn keyring_operations_across_the_cluster() {
     // Gossip still flows with the new key only.
     let mut rx = ours.subscribe();
     let s = serf.clone();
-    blocking(move || {
-        s.rpc_cmd(&["event", "after-rotate", "x"])
-            .expect("serf event")
-    })
-    .await;
+    blocking(move || s.cli(&["event", "after-rotate", "x"]).expect("serf event")).await;
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             if let Ok(Event::User { name, .. }) = rx.recv().await {
@@ -900,16 +651,16 @@ async fn keyring_operations_across_the_cluster() {
 /// a real serf's name asks too, reads the real serfs' answers, and stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_names_lose_the_vote_both_ways() {
-    let real_a = Arc::new(blocking(|| SerfProc::start("realA", &[], None, None)).await);
+    let real_a = Arc::new(blocking(|| start_serf("realA", &[], None, None)).await);
     let seed = real_a.bind.to_string();
     let ours_b = start_ours("oursB", &[], vec![seed.clone()], vec![]).await;
     let ours_c = start_ours("oursC", &[], vec![seed.clone()], vec![]).await;
     let real_e =
-        Arc::new(blocking(move || SerfProc::start("realE", &[], seed.parse().ok(), None)).await);
-    apoll(
+        Arc::new(blocking(move || start_serf("realE", &[], seed.parse().ok(), None)).await);
+    eventually(
         "oursC sees four members alive",
         Duration::from_secs(30),
-        || {
+        async || {
             let alive = ours_c
                 .members()
                 .iter()
@@ -922,9 +673,9 @@ async fn duplicate_names_lose_the_vote_both_ways() {
 
     // A real serf claims "oursB" from another address.
     let bind = real_a.bind;
-    let dup = blocking(move || SerfProc::start("oursB", &[], Some(bind), None)).await;
+    let dup = blocking(move || start_serf("oursB", &[], Some(bind), None)).await;
     let dup = blocking(move || {
-        poll(
+        eventually_blocking(
             "the duplicate serf gives the name up",
             Duration::from_secs(60),
             || {
@@ -955,10 +706,10 @@ async fn duplicate_names_lose_the_vote_both_ways() {
 
     // The rightful owners keep their names and addresses.
     let e_addr = real_e.bind;
-    apoll(
+    eventually(
         "oursC still sees realE at its address",
         Duration::from_secs(30),
-        || {
+        async || {
             ours_c.members().into_iter().find(|m| {
                 m.name == "realE"
                     && m.status == MemberStatus::Alive
@@ -971,12 +722,12 @@ async fn duplicate_names_lose_the_vote_both_ways() {
     let b_port = ours_b.local_addr().port();
     let a = real_a.clone();
     blocking(move || {
-        poll(
+        eventually_blocking(
             "realA still sees oursB at its address",
             Duration::from_secs(30),
             || {
                 let v: serde_json::Value =
-                    serde_json::from_str(&a.rpc_cmd(&["members", "-format=json"]).ok()?).ok()?;
+                    serde_json::from_str(&a.cli(&["members", "-format=json"]).ok()?).ok()?;
                 v["members"].as_array()?.iter().find(|m| {
                     m["name"] == "oursB"
                         && m["status"] == "alive"
@@ -998,7 +749,7 @@ async fn duplicate_names_lose_the_vote_both_ways() {
 /// graceful leave of one of each is `left` everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_and_three_form_one_cluster() {
-    let r1 = blocking(|| SerfProc::start("mix-r1", &[("side", "serf")], None, None)).await;
+    let r1 = blocking(|| start_serf("mix-r1", &[("side", "serf")], None, None)).await;
     let r1_bind = r1.bind;
     let o1 = start_ours(
         "mix-o1",
@@ -1008,8 +759,7 @@ async fn three_and_three_form_one_cluster() {
     )
     .await;
     let o1_addr = o1.local_addr();
-    let r2 =
-        blocking(move || SerfProc::start("mix-r2", &[("side", "serf")], Some(o1_addr), None)).await;
+    let r2 = blocking(move || start_serf("mix-r2", &[("side", "serf")], Some(o1_addr), None)).await;
     let o2 = start_ours(
         "mix-o2",
         &[("side", "ours")],
@@ -1018,8 +768,7 @@ async fn three_and_three_form_one_cluster() {
     )
     .await;
     let o2_addr = o2.local_addr();
-    let r3 =
-        blocking(move || SerfProc::start("mix-r3", &[("side", "serf")], Some(o2_addr), None)).await;
+    let r3 = blocking(move || start_serf("mix-r3", &[("side", "serf")], Some(o2_addr), None)).await;
     let o3 = start_ours(
         "mix-o3",
         &[("side", "ours")],
@@ -1035,10 +784,10 @@ async fn three_and_three_form_one_cluster() {
     // missed a join's gossip learns it at its next push-pull (every 30 s,
     // staggered), as in memberlist: the deadline allows for that.
     for o in &ours {
-        apoll(
+        eventually(
             &format!("{} sees six alive", o.local_member().name),
             Duration::from_secs(75),
-            || {
+            async || {
                 let ms = o.members();
                 names
                     .iter()
@@ -1058,14 +807,14 @@ async fn three_and_three_form_one_cluster() {
     let rs = reals.clone();
     blocking(move || {
         for r in rs.iter() {
-            poll(
+            eventually_blocking(
                 &format!("{} sees six alive", r.name),
                 Duration::from_secs(75),
                 || {
                     let ms = r.members().ok()?;
                     names
                         .iter()
-                        .all(|n| ms.iter().any(|m| m.0 == *n && m.2 == "alive"))
+                        .all(|n| ms.iter().any(|m| m.name == *n && m.status == "alive"))
                         .then_some(())
                 },
             );
@@ -1083,7 +832,7 @@ async fn three_and_three_form_one_cluster() {
         let mut rxs: Vec<_> = ours.iter().map(|o| o.subscribe()).collect();
         if from_serf {
             let rs = reals.clone();
-            blocking(move || rs[2].rpc_cmd(&["event", event, "p"]).expect("serf event")).await;
+            blocking(move || rs[2].cli(&["event", event, "p"]).expect("serf event")).await;
         } else {
             ours[0]
                 .user_event(event, b"p".to_vec(), false)
@@ -1106,8 +855,8 @@ async fn three_and_three_form_one_cluster() {
         let rs = reals.clone();
         blocking(move || {
             for r in rs.iter() {
-                let f = r.events_file();
-                poll(
+                let f = events_file(r);
+                eventually_blocking(
                     &format!("{}'s handler ran for {event}", r.name),
                     event_deadline,
                     || {
@@ -1128,9 +877,9 @@ async fn three_and_three_form_one_cluster() {
     let rs = reals.clone();
     blocking(move || {
         rs[0]
-            .rpc_cmd(&["tags", "-set", "color=red"])
+            .cli(&["tags", "-set", "color=red"])
             .expect("serf tags");
-        poll(
+        eventually_blocking(
             "mix-r3 sees mix-o2's new tag",
             Duration::from_secs(30),
             || {
@@ -1138,16 +887,16 @@ async fn three_and_three_form_one_cluster() {
                     .members()
                     .ok()?
                     .into_iter()
-                    .find(|m| m.0 == "mix-o2")?;
-                (m.3["color"] == "green").then_some(())
+                    .find(|m| m.name == "mix-o2")?;
+                (m.tags["color"] == "green").then_some(())
             },
         );
     })
     .await;
-    apoll(
+    eventually(
         "mix-o3 sees mix-r1's new tag",
         Duration::from_secs(30),
-        || {
+        async || {
             ours[2]
                 .members()
                 .into_iter()
@@ -1161,8 +910,8 @@ async fn three_and_three_form_one_cluster() {
     ours[0].shutdown().await.unwrap();
     let rs = reals.clone();
     blocking(move || {
-        rs[1].rpc_cmd(&["leave"]).expect("serf leave");
-        poll(
+        rs[1].cli(&["leave"]).expect("serf leave");
+        eventually_blocking(
             "mix-r3 sees mix-o1 and mix-r2 left",
             Duration::from_secs(30),
             || {
@@ -1173,10 +922,10 @@ async fn three_and_three_form_one_cluster() {
     })
     .await;
     for o in &ours[1..] {
-        apoll(
+        eventually(
             "ours see mix-o1 and mix-r2 left",
             Duration::from_secs(30),
-            || {
+            async || {
                 let ms = o.members();
                 let left = |n: &str| {
                     ms.iter()
@@ -1197,7 +946,7 @@ async fn three_and_three_form_one_cluster() {
 /// agent's RPC, as does our `rtt` command against serf's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinates_both_ways() {
-    let real = Arc::new(blocking(|| SerfProc::start("coord-serf", &[], None, None)).await);
+    let real = Arc::new(blocking(|| start_serf("coord-serf", &[], None, None)).await);
     let ours = start_ours("coord-ours", &[], vec![real.bind.to_string()], vec![]).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let our_rpc = listener.local_addr().unwrap();
@@ -1207,10 +956,10 @@ async fn coordinates_both_ways() {
     // every ack.
     let r = real.clone();
     let line = blocking(move || {
-        poll(
+        eventually_blocking(
             "serf estimates the rtt to our node",
             Duration::from_secs(60),
-            || r.rpc_cmd(&["rtt", "coord-ours"]).ok(),
+            || r.cli(&["rtt", "coord-ours"]).ok(),
         )
     })
     .await;
@@ -1219,9 +968,11 @@ async fn coordinates_both_ways() {
             && line.trim_end().ends_with(" ms"),
         "{line}"
     );
-    let theirs = apoll("we hold serf's coordinate", Duration::from_secs(60), || {
-        ours.coordinate("coord-serf")
-    })
+    let theirs = eventually(
+        "we hold serf's coordinate",
+        Duration::from_secs(60),
+        async || ours.coordinate("coord-serf"),
+    )
     .await;
     assert_eq!(theirs.vec.len(), gossip::coordinate::DIMENSIONS);
     let mine = ours.coordinate("coord-ours").expect("our own coordinate");
@@ -1238,7 +989,7 @@ async fn coordinates_both_ways() {
 
     // The real CLI against our RPC: one node given, the second is ours.
     let line = blocking(move || {
-        Command::new(serf_bin())
+        Command::new(SERF)
             .args(["rtt", &format!("-rpc-addr={our_rpc}"), "coord-serf"])
             .output()
             .unwrap()
@@ -1256,7 +1007,7 @@ async fn coordinates_both_ways() {
     );
     // An unknown node: serf's message, from our RPC.
     let out = blocking(move || {
-        Command::new(serf_bin())
+        Command::new(SERF)
             .args(["rtt", &format!("-rpc-addr={our_rpc}"), "nobody"])
             .output()
             .unwrap()
