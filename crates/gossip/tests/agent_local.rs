@@ -130,25 +130,15 @@ async fn crash_then_restart_on_same_port_is_alive_again() {
 async fn join_failures_are_errors() {
     // Nobody listens there: the join must fail, naming the address.
     let port = free_port();
-    let err = agent::start(AgentConfig {
-        node_name: "lonely".into(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        join: vec![format!("127.0.0.1:{port}")],
-        ..AgentConfig::default()
-    })
-    .await
-    .err()
-    .expect("join to a closed port fails");
+    let err = agent::start(config("lonely", &[], vec![format!("127.0.0.1:{port}")]))
+        .await
+        .err()
+        .expect("join to a closed port fails");
     assert!(format!("{err:#}").contains(&port.to_string()), "{err:#}");
-    let err = agent::start(AgentConfig {
-        node_name: "lonely2".into(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        join: vec!["no-such-host.invalid".into()],
-        ..AgentConfig::default()
-    })
-    .await
-    .err()
-    .expect("join to an unresolvable name fails");
+    let err = agent::start(config("lonely2", &[], vec!["no-such-host.invalid".into()]))
+        .await
+        .err()
+        .expect("join to an unresolvable name fails");
     assert!(
         format!("{err:#}").contains("no-such-host.invalid"),
         "{err:#}"
@@ -161,11 +151,8 @@ async fn tags_file_is_saved_and_reloaded() {
     let dir = dir.path();
     let path = dir.join("tags.json");
     let cfg = AgentConfig {
-        node_name: "t".into(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        tags: vec![("role".into(), "web".into())],
         tags_file: Some(path.clone()),
-        ..AgentConfig::default()
+        ..config("t", &[("role", "web")], vec![])
     };
     let a = agent::start(cfg.clone()).await.unwrap();
     a.set_tags(vec![("zone".into(), "z9".into())], vec![])
@@ -244,11 +231,9 @@ async fn snapshot_and_rejoin_after_a_crash() {
     let snap = dir.join("snapshot");
     let a = start("snap-a", &[], vec![]).await;
     let cfg = AgentConfig {
-        node_name: "snap-b".into(),
-        bind: "127.0.0.1:0".parse().unwrap(),
         snapshot: Some(snap.clone()),
         rejoin: true,
-        ..AgentConfig::default()
+        ..config("snap-b", &[], vec![])
     };
     let b = agent::start(AgentConfig {
         join: vec![a.local_addr().to_string()],
@@ -299,11 +284,9 @@ async fn snapshot_rejoins_after_a_crash_and_after_a_leave_with_rejoin() {
         let snap = dir.join(format!("snapshot-{rejoin}"));
         let name = format!("rules-b-{rejoin}");
         let cfg = AgentConfig {
-            node_name: name.clone(),
-            bind: "127.0.0.1:0".parse().unwrap(),
             snapshot: Some(snap.clone()),
             rejoin,
-            ..AgentConfig::default()
+            ..config(&name, &[], vec![])
         };
         let b = agent::start(AgentConfig {
             join: vec![a.local_addr().to_string()],
@@ -393,10 +376,8 @@ async fn a_left_member_is_reaped_after_the_tombstone_timeout() {
     // listed as `left` that long, then reaped at the next reap round
     // (every 15 s), with a member-reap event.
     let a = agent::start(AgentConfig {
-        node_name: "keeper".into(),
-        bind: "127.0.0.1:0".parse().unwrap(),
         tombstone_timeout: Duration::from_secs(1),
-        ..AgentConfig::default()
+        ..config("keeper", &[], vec![])
     })
     .await
     .expect("agent starts");
@@ -447,10 +428,8 @@ async fn a_snapshot_with_the_largest_clocks_does_not_overflow() {
     )
     .unwrap();
     let a = agent::start(AgentConfig {
-        node_name: "snap-max".into(),
-        bind: "127.0.0.1:0".parse().unwrap(),
         snapshot: Some(snap.clone()),
-        ..AgentConfig::default()
+        ..config("snap-max", &[], vec![])
     })
     .await
     .expect("agent starts");

@@ -9,10 +9,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{config, wait_member};
+use common::{config, wait_alive, wait_member};
 use gossip::agent::{self, Agent};
 use gossip::model::{AgentConfig, AgentHandle, Event, MemberStatus};
 use testkit::{eventually, eventually_blocking, free_port, temp_dir, SerfAgent, SERF};
+use tokio::sync::broadcast;
 
 /// A real serf agent logging at debug, with a handler that appends every
 /// event (name, user event, query name, then stdin) to `events.log` in its
@@ -47,6 +48,28 @@ fn start_serf(
         serf.members().ok().map(|_| ())
     });
     serf
+}
+
+/// The payload of the next user event `name` on `rx` (within `limit`).
+async fn next_user_event(
+    rx: &mut broadcast::Receiver<Event>,
+    name: &str,
+    limit: Duration,
+) -> Vec<u8> {
+    let wait = async {
+        loop {
+            match rx.recv().await {
+                Ok(Event::User {
+                    name: n, payload, ..
+                }) if n == name => return payload,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event stream: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(limit, wait)
+        .await
+        .unwrap_or_else(|_| panic!("no user event {name} within {limit:?}"))
 }
 
 /// `serf keygen`: a fresh base64 key.
@@ -139,17 +162,7 @@ async fn mixed_cluster_join_tags_events_leave() {
             .expect("serf event")
     })
     .await;
-    let got = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match rx.recv().await {
-                Ok(Event::User { name, payload, .. }) if name == "deploy" => return payload,
-                Ok(_) => {}
-                Err(e) => panic!("event stream: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("user event from serf within 30 s");
+    let got = next_user_event(&mut rx, "deploy", Duration::from_secs(30)).await;
     assert_eq!(got, b"v1 payload");
 
     // Our user event reaches serf's handler.
@@ -210,19 +223,7 @@ async fn failures_are_detected_both_ways() {
         vec![],
     )
     .await;
-    eventually(
-        "ours sees both serfs alive",
-        Duration::from_secs(30),
-        async || {
-            let alive = ours
-                .members()
-                .iter()
-                .filter(|m| m.status == MemberStatus::Alive)
-                .count();
-            (alive == 3).then_some(())
-        },
-    )
-    .await;
+    wait_alive(&ours, 3, Duration::from_secs(30)).await;
     let w = watcher.clone();
     blocking(move || {
         eventually_blocking(
@@ -287,12 +288,7 @@ async fn encrypted_cluster() {
         Arc::new(blocking(move || start_serf("real4", &[("role", "x")], None, Some(&k2))).await);
 
     // Without the key we cannot join.
-    let cfg = AgentConfig {
-        node_name: "nokey".into(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        join: vec![serf.bind.to_string()],
-        ..AgentConfig::default()
-    };
+    let cfg = config("nokey", &[], vec![serf.bind.to_string()]);
     assert!(
         agent::start(cfg).await.is_err(),
         "join without the key must fail"
@@ -319,17 +315,7 @@ async fn encrypted_cluster() {
     let mut rx = ours.subscribe();
     let s = serf.clone();
     blocking(move || s.cli(&["event", "enc", "secret"]).expect("serf event")).await;
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            if let Ok(Event::User { name, .. }) = rx.recv().await {
-                if name == "enc" {
-                    return;
-                }
-            }
-        }
-    })
-    .await
-    .expect("encrypted user event within 30 s");
+    next_user_event(&mut rx, "enc", Duration::from_secs(30)).await;
 
     // The same key from a keyring file (serf's format: a JSON list of
     // base64 keys, the first one primary).
@@ -337,11 +323,8 @@ async fn encrypted_cluster() {
     let keyring = dir.path().join("keyring.json");
     std::fs::write(&keyring, format!("[\"{key}\"]")).unwrap();
     let cfg = AgentConfig {
-        node_name: "ours4k".into(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        join: vec![serf.bind.to_string()],
         keyring_file: Some(keyring.clone()),
-        ..AgentConfig::default()
+        ..config("ours4k", &[], vec![serf.bind.to_string()])
     };
     let from_file = agent::start(cfg)
         .await
@@ -493,11 +476,9 @@ async fn queries_both_ways_and_dns_join() {
 async fn retry_join_waits_for_a_late_serf() {
     let port = free_port();
     let cfg = AgentConfig {
-        node_name: "ours6".into(),
-        bind: "127.0.0.1:0".parse().unwrap(),
         retry_join: vec![format!("127.0.0.1:{port}")],
         retry_interval: Duration::from_millis(500),
-        ..AgentConfig::default()
+        ..config("ours6", &[], vec![])
     };
     let ours = agent::start(cfg).await.expect("start with retry_join");
     assert_eq!(ours.members().len(), 1);
@@ -631,17 +612,7 @@ async fn keyring_operations_across_the_cluster() {
     let mut rx = ours.subscribe();
     let s = serf.clone();
     blocking(move || s.cli(&["event", "after-rotate", "x"]).expect("serf event")).await;
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            if let Ok(Event::User { name, .. }) = rx.recv().await {
-                if name == "after-rotate" {
-                    return;
-                }
-            }
-        }
-    })
-    .await
-    .expect("event after key rotation");
+    next_user_event(&mut rx, "after-rotate", Duration::from_secs(30)).await;
     ours.shutdown().await.unwrap();
 }
 
@@ -657,19 +628,7 @@ async fn duplicate_names_lose_the_vote_both_ways() {
     let ours_c = start_ours("oursC", &[], vec![seed.clone()], vec![]).await;
     let real_e =
         Arc::new(blocking(move || start_serf("realE", &[], seed.parse().ok(), None)).await);
-    eventually(
-        "oursC sees four members alive",
-        Duration::from_secs(30),
-        async || {
-            let alive = ours_c
-                .members()
-                .iter()
-                .filter(|m| m.status == MemberStatus::Alive)
-                .count();
-            (alive == 4).then_some(())
-        },
-    )
-    .await;
+    wait_alive(&ours_c, 4, Duration::from_secs(30)).await;
 
     // A real serf claims "oursB" from another address.
     let bind = real_a.bind;
@@ -839,18 +798,8 @@ async fn three_and_three_form_one_cluster() {
                 .await
                 .unwrap();
         }
-        for (i, rx) in rxs.iter_mut().enumerate() {
-            tokio::time::timeout(event_deadline, async {
-                loop {
-                    match rx.recv().await {
-                        Ok(Event::User { name, .. }) if name == event => return,
-                        Ok(_) => {}
-                        Err(e) => panic!("event stream: {e}"),
-                    }
-                }
-            })
-            .await
-            .unwrap_or_else(|_| panic!("mix-o{} did not get {event}", i + 1));
+        for rx in rxs.iter_mut() {
+            next_user_event(rx, event, event_deadline).await;
         }
         let rs = reals.clone();
         blocking(move || {

@@ -285,8 +285,7 @@ async fn gated_join_waits_for_a_passing_check() {
     let dir = tempfile::tempdir().unwrap();
     let (fe, st, at) = (free_port(), free_port(), free_port());
     let s = settings_for(dir.path(), (fe, st, at), &dir.path().join("written.cfg"));
-    let cfg = reconcile::render_config(&s, &BackendSet::new()).unwrap();
-    let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
+    let h = Haproxy::start_empty(&s, dir.path(), (fe, st, at)).await;
     let w1 = WebServer::start("s1").await;
     let (run, tx) = start_scripted(s, vec![member("s1", w1.port)]);
     eventually("s1 UP", Duration::from_secs(30), async || {
@@ -357,8 +356,7 @@ async fn probe_join_enables_a_listening_server_before_any_check() {
     let mut s = settings_for(dir.path(), (fe, st, at), &dir.path().join("written.cfg"));
     assert_eq!(s.join, reconcile::JoinMode::Probe, "the default join");
     s.server_options = "check inter 1h downinter 1h fall 1 rise 1".into();
-    let cfg = reconcile::render_config(&s, &BackendSet::new()).unwrap();
-    let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
+    let h = Haproxy::start_empty(&s, dir.path(), (fe, st, at)).await;
     let w1 = WebServer::start("s1").await;
     let (run, tx) = start_scripted(s, vec![]);
     tx.send(vec![member("s1", w1.port)]).unwrap();
@@ -397,8 +395,7 @@ async fn enable_join_mode_under_load() {
     let (fe, st, at) = (free_port(), free_port(), free_port());
     let mut s = settings_for(dir.path(), (fe, st, at), &dir.path().join("written.cfg"));
     s.join = render::reconcile::JoinMode::Enable;
-    let cfg = reconcile::render_config(&s, &BackendSet::new()).unwrap();
-    let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
+    let h = Haproxy::start_empty(&s, dir.path(), (fe, st, at)).await;
     let w1 = WebServer::start("s1").await;
     let w2 = WebServer::start("s2").await;
     let (run, tx) = start_scripted(s, vec![member("s1", w1.port)]);
@@ -448,8 +445,7 @@ async fn leave_with_a_request_in_flight_then_return() {
     let dir = tempfile::tempdir().unwrap();
     let (fe, st, at) = (free_port(), free_port(), free_port());
     let s = settings_for(dir.path(), (fe, st, at), &dir.path().join("written.cfg"));
-    let cfg = reconcile::render_config(&s, &BackendSet::new()).unwrap();
-    let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
+    let h = Haproxy::start_empty(&s, dir.path(), (fe, st, at)).await;
     let w1 = WebServer::start("s1").await;
     let w2 = WebServer::start("s2").await;
     let both = vec![member("s1", w1.port), member("s2", w2.port)];
@@ -519,8 +515,7 @@ async fn a_restarted_agent_that_knows_only_itself_removes_nothing() {
     let (fe, st, at) = (free_port(), free_port(), free_port());
     let out = dir.path().join("written.cfg");
     let s = settings_for(dir.path(), (fe, st, at), &out);
-    let cfg = reconcile::render_config(&s, &BackendSet::new()).unwrap();
-    let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
+    let h = Haproxy::start_empty(&s, dir.path(), (fe, st, at)).await;
     let w1 = WebServer::start("s1").await;
     let w2 = WebServer::start("s2").await;
     let w3 = WebServer::start("s3").await;

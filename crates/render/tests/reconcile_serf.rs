@@ -111,19 +111,11 @@ async fn serf_members_drive_haproxy_without_failed_requests() {
     } = Balancer::start(false).await;
 
     // Two backends join.
-    let w1 = WebServer::start("s1").await;
-    let w2 = WebServer::start("s2").await;
+    let (w1, s1) = backend("s1", ha.bind, &serf_log).await;
+    let (w2, s2) = backend("s2", ha.bind, &serf_log).await;
     let w3 = WebServer::start("s3").await;
-    let (p1, p2, p3) = (
-        w1.port.to_string(),
-        w2.port.to_string(),
-        w3.port.to_string(),
-    );
-    let t1 = [("role", "backend"), ("port", p1.as_str())];
-    let t2 = [("role", "backend"), ("port", p2.as_str())];
+    let p3 = w3.port.to_string();
     let t3 = [("role", "backend"), ("port", p3.as_str())];
-    let s1 = serf("s1", &t1, Some(ha.bind), &serf_log).start().await;
-    let s2 = serf("s2", &t2, Some(ha.bind), &serf_log).start().await;
     eventually(
         "s1 and s2 UP in HAProxy",
         Duration::from_secs(60),
@@ -275,16 +267,7 @@ async fn survives_haproxy_and_agent_restarts() {
         .rpc_port(rpc)
         .start()
         .await;
-    let w1 = WebServer::start("s1").await;
-    let p1 = w1.port.to_string();
-    let s1 = serf(
-        "s1",
-        &[("role", "backend"), ("port", &p1)],
-        Some(ha.bind),
-        &serf_log,
-    )
-    .start()
-    .await;
+    let (w1, s1) = backend("s1", ha.bind, &serf_log).await;
     // HAProxy comes last; the file is already there for it.
     let cfg = eventually("the config with s1", Duration::from_secs(30), async || {
         std::fs::read_to_string(&live_cfg)
@@ -302,16 +285,7 @@ async fn survives_haproxy_and_agent_restarts() {
     drop(h);
     let cfg = std::fs::read_to_string(&live_cfg).unwrap();
     let h = Haproxy::start(d, &cfg, fe, st, at).await;
-    let w2 = WebServer::start("s2").await;
-    let p2 = w2.port.to_string();
-    let s2 = serf(
-        "s2",
-        &[("role", "backend"), ("port", &p2)],
-        Some(ha.bind),
-        &serf_log,
-    )
-    .start()
-    .await;
+    let (w2, s2) = backend("s2", ha.bind, &serf_log).await;
     eventually(
         "s1 and s2 UP after the HAProxy restart",
         Duration::from_secs(60),
@@ -336,16 +310,7 @@ async fn survives_haproxy_and_agent_restarts() {
         .rpc_port(rpc)
         .start()
         .await;
-    let w3 = WebServer::start("s3").await;
-    let p3 = w3.port.to_string();
-    let s3 = serf(
-        "s3",
-        &[("role", "backend"), ("port", &p3)],
-        Some(ha.bind),
-        &serf_log,
-    )
-    .start()
-    .await;
+    let (w3, s3) = backend("s3", ha.bind, &serf_log).await;
     eventually(
         "s1, s2 and s3 UP after the agent restart",
         Duration::from_secs(60),
@@ -458,25 +423,8 @@ async fn works_with_our_gossip_agent() {
         start_reconciler(rpc, &format!("127.0.0.1:{at}"), &live_cfg, &vars, &rec_log);
 
     let serf_log = d.join("serf.log");
-    let w1 = WebServer::start("s1").await;
-    let w2 = WebServer::start("s2").await;
-    let (p1, p2) = (w1.port.to_string(), w2.port.to_string());
-    let s1 = serf(
-        "s1",
-        &[("role", "backend"), ("port", &p1)],
-        Some(gossip_addr),
-        &serf_log,
-    )
-    .start()
-    .await;
-    let s2 = serf(
-        "s2",
-        &[("role", "backend"), ("port", &p2)],
-        Some(gossip_addr),
-        &serf_log,
-    )
-    .start()
-    .await;
+    let (w1, s1) = backend("s1", gossip_addr, &serf_log).await;
+    let (w2, s2) = backend("s2", gossip_addr, &serf_log).await;
     eventually("s1 and s2 UP", Duration::from_secs(60), async || {
         (h.up().await == ["s1", "s2"]).then_some(())
     })

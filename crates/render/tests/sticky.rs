@@ -320,8 +320,7 @@ async fn the_cookie_names_the_member_and_survives_moves_and_restarts() {
     let (fe, st, at) = (free_port(), free_port(), free_port());
     let out = dir.path().join("written.cfg");
     let s = settings(&args(dir.path(), (fe, st, at), &out, &["--sticky"])).unwrap();
-    let empty = reconcile::render_config(&s, &BackendSet::new()).unwrap();
-    let h = Haproxy::start(dir.path(), &empty, fe, st, at).await;
+    let h = Haproxy::start_empty(&s, dir.path(), (fe, st, at)).await;
     let (w1, w2, w3) = (
         WebServer::start("s1").await,
         WebServer::start("s2").await,
@@ -611,10 +610,8 @@ async fn a_dead_or_departed_sticky_server_hands_its_client_over() {
     let mut web = BTreeMap::new();
     let mut agents = BTreeMap::new();
     for n in names {
-        let w = WebServer::start(n).await;
-        let port = w.port.to_string();
-        let tags = [("role", "backend"), ("port", port.as_str())];
-        agents.insert(n, serf(n, &tags, Some(ha.bind), &serf_log).start().await);
+        let (w, agent) = backend(n, ha.bind, &serf_log).await;
+        agents.insert(n, agent);
         web.insert(n, w);
     }
     eventually("s1, s2, s3 UP", Duration::from_secs(60), async || {

@@ -4,7 +4,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{browser, client, set_cookie, visit, visit_in_parallel, TestServer, HOST, IP, TAG};
+use common::{
+    browser, client, get_json, get_with_cookie, set_cookie, visit, visit_in_parallel, TestServer,
+    HOST, IP, TAG,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -45,25 +48,11 @@ async fn get_root_says_hello_with_header_and_session_cookie() {
 #[tokio::test]
 async fn tag_falls_back_to_tag_env_and_defaults_to_empty() {
     let server = TestServer::start_untagged(&["--tag-fallback", "from-TAG"]);
-    let body: Value = client()
-        .get(server.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = get_json(&server.url("/")).await;
     assert_eq!(body["tag"], "from-TAG");
 
     let server = TestServer::start_untagged(&["--tag", ""]);
-    let body: Value = client()
-        .get(server.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = get_json(&server.url("/")).await;
     assert_eq!(body["tag"], "");
 }
 
@@ -294,12 +283,7 @@ async fn live_sessions_are_capped() {
     // session) cannot evict a survivor before it is checked.
     let mut survivors = 0;
     for (age, cookie) in cookies.iter().rev().enumerate() {
-        let res = client()
-            .get(server.url("/"))
-            .header("cookie", cookie)
-            .send()
-            .await
-            .unwrap();
+        let res = get_with_cookie(&server.url("/"), cookie).await;
         let body: Value = res.json().await.unwrap();
         if body["sessionViews"] == 2 {
             assert_eq!(
@@ -335,12 +319,7 @@ async fn idle_sessions_expire() {
         assert_eq!(visit(&c, &server.url("/"), None).await, (i, kept.clone()));
     }
     // The untouched session is gone (sent by hand: the server decides, not a jar).
-    let res = client()
-        .get(server.url("/"))
-        .header("cookie", &old)
-        .send()
-        .await
-        .unwrap();
+    let res = get_with_cookie(&server.url("/"), &old).await;
     let fresh = set_cookie(&res).expect("a new session cookie");
     assert_ne!(fresh, old);
     let body: Value = res.json().await.unwrap();
@@ -360,12 +339,7 @@ async fn garbage_cookies_get_a_fresh_session() {
         "NODESESSID=s%3Aabc.def",
         "other=1",
     ] {
-        let res = client()
-            .get(server.url("/"))
-            .header("cookie", cookie)
-            .send()
-            .await
-            .unwrap();
+        let res = get_with_cookie(&server.url("/"), cookie).await;
         assert_eq!(res.status(), StatusCode::OK, "{cookie}");
         assert!(set_cookie(&res).is_some(), "{cookie}");
         let body: Value = res.json().await.unwrap();

@@ -96,12 +96,7 @@ async fn redis_sessions_expire_with_their_key() {
         .arg(100_000)
         .query::<()>(&mut conn)
         .unwrap();
-    let res = common::client()
-        .get(server.url("/"))
-        .header("cookie", &old)
-        .send()
-        .await
-        .unwrap();
+    let res = common::get_with_cookie(&server.url("/"), &old).await;
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["sessionViews"], 2);
     let ttl = pttl(&mut conn, &old_key);
@@ -112,12 +107,7 @@ async fn redis_sessions_expire_with_their_key() {
         !exists(&mut conn, &old_key)
     })
     .await;
-    let res = common::client()
-        .get(server.url("/"))
-        .header("cookie", &old)
-        .send()
-        .await
-        .unwrap();
+    let res = common::get_with_cookie(&server.url("/"), &old).await;
     let fresh = set_cookie(&res).expect("a new session cookie");
     assert_ne!(fresh, old);
     let body: Value = res.json().await.unwrap();
@@ -446,12 +436,7 @@ async fn two_web_apps_share_sessions() {
     assert_eq!(visit(&c, &b.url("/"), None).await, (2, id.clone()));
     assert_eq!(visit(&c, &a.url("/"), None).await, (3, id.clone()));
     // The cookie by hand, as HAProxy would forward it.
-    let res = common::client()
-        .get(b.url("/"))
-        .header("cookie", format!("NODESESSID={id}"))
-        .send()
-        .await
-        .unwrap();
+    let res = common::get_with_cookie(&b.url("/"), &format!("NODESESSID={id}")).await;
     assert!(set_cookie(&res).is_none(), "b started another session");
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["sessionViews"], 4);

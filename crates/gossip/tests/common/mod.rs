@@ -33,3 +33,18 @@ pub async fn wait_member(a: &Agent, who: &str, status: MemberStatus, limit: Dura
     })
     .await
 }
+
+/// Waits (at most `limit`) until `a` lists `n` members alive, itself
+/// included.
+pub async fn wait_alive(a: &Agent, n: usize, limit: Duration) {
+    let what = format!("{} sees {n} members alive", a.local_member().name);
+    testkit::eventually(&what, limit, async || {
+        let alive = a
+            .members()
+            .iter()
+            .filter(|m| m.status == MemberStatus::Alive)
+            .count();
+        (alive == n).then_some(())
+    })
+    .await
+}

@@ -12,13 +12,14 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
-use render::backends::MemberInfo;
+use render::backends::{BackendSet, MemberInfo};
 use render::cli::ReconcileArgs;
 use render::membership::MembershipSource;
 use render::reconcile::{self, Settings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
+use testkit::http::WebServer;
 use testkit::{eventually, require, ChildGuard, SerfAgent, SerfAgentBuilder};
 
 pub const HAPROXY: &str = "/usr/sbin/haproxy";
@@ -42,6 +43,17 @@ pub fn serf(
         Some(j) => b.join(j),
         None => b,
     }
+}
+
+/// A backend as the lab runs one: a web server named `name` and its serf
+/// agent (tags role=backend and port=the web server's port) joined to
+/// `join`, logging to `log`.
+pub async fn backend(name: &str, join: SocketAddr, log: &Path) -> (WebServer, SerfAgent) {
+    let web = WebServer::start(name).await;
+    let port = web.port.to_string();
+    let tags = [("role", "backend"), ("port", port.as_str())];
+    let agent = serf(name, &tags, Some(join), log).start().await;
+    (web, agent)
 }
 
 /// A backend member as the reconciler's selector wants it: role backend,
@@ -249,6 +261,13 @@ impl Haproxy {
         )
         .await;
         h
+    }
+
+    /// HAProxy from the config the reconciler with settings `s` renders
+    /// for no backend yet, in `dir` on `(frontend, stats, admin_tcp)`.
+    pub async fn start_empty(s: &Settings, dir: &Path, (fe, st, at): (u16, u16, u16)) -> Haproxy {
+        let cfg = reconcile::render_config(s, &BackendSet::new()).unwrap();
+        Haproxy::start(dir, &cfg, fe, st, at).await
     }
 
     pub async fn cmd(&self, c: &str) -> String {

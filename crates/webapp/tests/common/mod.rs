@@ -137,6 +137,29 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
+/// `GET url` with `cookie` sent by hand, without a jar (as HAProxy
+/// forwards it): the server alone decides what it is worth.
+pub async fn get_with_cookie(url: &str, cookie: &str) -> reqwest::Response {
+    client()
+        .get(url)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `GET url` without a cookie: the JSON body.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The `NODESESSID=...` pair of a response's Set-Cookie, if any.
 pub fn set_cookie(res: &reqwest::Response) -> Option<String> {
     res.headers()
