@@ -4,11 +4,14 @@
 //! (`SERF_RPC_ADDR`, `SERF_RPC_AUTH`) and output formats.
 
 mod agent_cmd;
+mod agent_config;
 mod commands;
+mod config_file;
 pub mod flags;
+mod host;
 mod output;
 
-pub use agent_cmd::{agent_config, AgentSettings};
+pub use agent_config::{agent_config, AgentSettings};
 pub use output::columnize;
 
 /// Serf's protocol range, as `version` reports it.
