@@ -59,7 +59,7 @@ pub async fn run(args: Vec<String>) -> i32 {
         "rtt" => commands::rtt(rest).await,
         "keys" => commands::keys(rest).await,
         "keygen" => commands::keygen(rest),
-        "version" | "-v" | "-version" | "--version" => commands::version(),
+        "version" | "-v" | "-version" | "--version" => version(),
         "-h" | "-help" | "--help" | "help" => {
             println!("{USAGE}");
             0
@@ -69,4 +69,14 @@ pub async fn run(args: Vec<String>) -> i32 {
             1
         }
     }
+}
+
+/// `gossip version`.
+fn version() -> i32 {
+    println!(
+        "gossip v{} (Serf 0.9.4 compatible)",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!("Agent Protocol: {PROTOCOL_MAX} (Understands back to: {PROTOCOL_MIN})");
+    0
 }
