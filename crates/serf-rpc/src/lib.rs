@@ -34,6 +34,7 @@
 
 mod client;
 pub mod codec;
+mod convert;
 mod go;
 pub mod msg;
 
