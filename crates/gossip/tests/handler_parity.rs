@@ -75,6 +75,14 @@ fn find<'a>(runs: &'a [Run], event: &str, stdin_has: &str) -> Option<&'a Run> {
     })
 }
 
+/// Waits for `whose` handler (writing to `path`) to have run for `event`
+/// with `stdin_has` on its stdin; that run.
+fn wait_run(whose: &str, path: &Path, event: &str, stdin_has: &str) -> Run {
+    let what = format!("{whose} {event} run with {stdin_has:?}");
+    let runs = wait_for(&what, path, |r| find(r, event, stdin_has).is_some());
+    find(&runs, event, stdin_has).unwrap().clone()
+}
+
 #[test]
 fn serf_and_gossip_handlers_see_the_same_interface() {
     let dir = temp_dir("handler-parity");
@@ -101,14 +109,8 @@ fn serf_and_gossip_handlers_see_the_same_interface() {
     );
 
     // member-join: each side reports the other with the same line format.
-    let theirs = wait_for("serf's member-join of g-node", &serf_out, |r| {
-        find(r, "member-join", "g-node\t").is_some()
-    });
-    let ours = wait_for("our member-join of s-node", &ours_out, |r| {
-        find(r, "member-join", "s-node\t").is_some()
-    });
-    let tj = find(&theirs, "member-join", "g-node\t").unwrap();
-    let oj = find(&ours, "member-join", "s-node\t").unwrap();
+    let tj = wait_run("serf's", &serf_out, "member-join", "g-node\t");
+    let oj = wait_run("our", &ours_out, "member-join", "s-node\t");
     assert!(
         tj.stdin
             .contains(&format!("g-node\t{}\tweb\trole=web\n", bind.ip())),
@@ -120,7 +122,7 @@ fn serf_and_gossip_handlers_see_the_same_interface() {
         "{oj:?}"
     );
     let keys = |r: &Run| r.env.keys().cloned().collect::<Vec<_>>();
-    assert_eq!(keys(tj), keys(oj));
+    assert_eq!(keys(&tj), keys(&oj));
     assert_eq!(oj.env["SERF_SELF_NAME"], "g-node");
     assert_eq!(oj.env["SERF_SELF_ROLE"], "web");
     assert_eq!(oj.env["SERF_TAG_ROLE"], "web");
@@ -136,15 +138,9 @@ fn serf_and_gossip_handlers_see_the_same_interface() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{o:?}");
-    let theirs = wait_for("serf's user event", &serf_out, |r| {
-        find(r, "user", "").is_some()
-    });
-    let ours = wait_for("our user event", &ours_out, |r| {
-        find(r, "user", "").is_some()
-    });
-    let tu = find(&theirs, "user", "").unwrap();
-    let ou = find(&ours, "user", "").unwrap();
-    assert_eq!(keys(tu), keys(ou));
+    let tu = wait_run("serf's", &serf_out, "user", "");
+    let ou = wait_run("our", &ours_out, "user", "");
+    assert_eq!(keys(&tu), keys(&ou));
     assert_eq!(tu.stdin, ou.stdin);
     assert_eq!(ou.stdin, "v1 payload\n");
     assert_eq!(tu.env["SERF_USER_EVENT"], ou.env["SERF_USER_EVENT"]);
