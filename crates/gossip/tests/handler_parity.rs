@@ -2,16 +2,14 @@
 //! `gossip agent`, in one cluster: both must see the same environment
 //! variables and the same stdin for the same events.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use testkit::{
-    eventually_blocking_explained, free_port, temp_dir, ChildGuard, SerfAgent, DEADLINE, SERF,
-};
-
-const GOSSIP: &str = env!("CARGO_BIN_EXE_gossip");
+use common::cli::GossipAgent;
+use testkit::{eventually_blocking_explained, temp_dir, SerfAgent, DEADLINE, SERF};
 
 /// One handler run: the SERF_* environment and what came on stdin.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,19 +91,15 @@ fn serf_and_gossip_handlers_see_the_same_interface() {
         .tag("role", "lb")
         .event_handler(&script(dir, &serf_out))
         .start_blocking();
-    let bind = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let rpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let _g = ChildGuard::spawn(
-        "gossip agent g-node",
-        Command::new(GOSSIP)
-            .args(["agent", "-node=g-node", "-tag", "role=web"])
-            .arg(format!("-bind={bind}"))
-            .arg(format!("-rpc-addr={rpc}"))
-            .arg(format!("-join={}", s.bind))
-            .arg(format!("-event-handler={}", script(dir, &ours_out)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+    let g = GossipAgent::start(
+        "g-node",
+        dir,
+        &[
+            "-tag".into(),
+            "role=web".into(),
+            format!("-join={}", s.bind),
+            format!("-event-handler={}", script(dir, &ours_out)),
+        ],
     );
 
     // member-join: each side reports the other with the same line format.
@@ -113,7 +107,7 @@ fn serf_and_gossip_handlers_see_the_same_interface() {
     let oj = wait_run("our", &ours_out, "member-join", "s-node\t");
     assert!(
         tj.stdin
-            .contains(&format!("g-node\t{}\tweb\trole=web\n", bind.ip())),
+            .contains(&format!("g-node\t{}\tweb\trole=web\n", g.bind.ip())),
         "{tj:?}"
     );
     assert!(

@@ -3,6 +3,9 @@
 //! is the test kit's.)
 #![allow(dead_code)]
 
+pub mod cli;
+pub mod interop;
+
 use std::time::Duration;
 
 use gossip::agent::Agent;
