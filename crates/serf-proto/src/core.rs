@@ -683,7 +683,7 @@ impl Core {
                 self.send_msg(target, ping.encode(), d);
             }
             Message::Ack(a) => self.handle_ack(a.seq_no, &a.payload, now, d),
-            Message::Nack { seq_no } => {
+            Message::Nack(wire::Nack { seq_no }) => {
                 if let Some(p) = &mut self.probe {
                     if p.seq == seq_no {
                         p.nacks += 1;
@@ -1150,7 +1150,7 @@ impl Core {
         for s in late {
             if let Some(r) = self.relays.remove(&s) {
                 if r.nack {
-                    let m = Message::Nack { seq_no: r.orig_seq }.encode();
+                    let m = Message::Nack(wire::Nack { seq_no: r.orig_seq }).encode();
                     self.send_msg(r.requester, m, d);
                 }
             }

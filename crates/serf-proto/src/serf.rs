@@ -533,10 +533,10 @@ impl State {
             // Someone says we are leaving and we are not: refute with a
             // newer join intent.
             let t = self.clock.increment();
-            let msg = SerfMessage::Join {
+            let msg = SerfMessage::Join(wire::Join {
                 ltime: t,
                 node: self.name.clone(),
-            };
+            });
             if let Some(me) = self.members.get_mut(&self.name) {
                 me.status_ltime = t;
             }
@@ -826,12 +826,12 @@ impl State {
         self.rng.shuffle(&mut peers);
         peers.truncate(relay as usize);
         for p in peers {
-            let relayed = SerfMessage::Relay {
+            let relayed = SerfMessage::Relay(wire::Relay {
                 dest_addr: wire::addr_bytes(to.ip()),
                 dest_port: to.port(),
                 dest_name: dest_name.to_string(),
                 inner: msg.clone(),
-            };
+            });
             self.sends.push((p, relayed.encode()));
         }
     }
@@ -947,22 +947,22 @@ impl Delegate for State {
         let lim = self.retransmit_limit();
         let _ = lim;
         match m {
-            SerfMessage::Leave { ltime, node, prune } => {
+            SerfMessage::Leave(wire::Leave { ltime, node, prune }) => {
                 if self.handle_leave_intent(ltime, &node, prune, now) {
                     self.enqueue(Queue::Intent, msg.to_vec());
                 }
             }
-            SerfMessage::Join { ltime, node } => {
+            SerfMessage::Join(wire::Join { ltime, node }) => {
                 if self.handle_join_intent(ltime, &node, now) {
                     self.enqueue(Queue::Intent, msg.to_vec());
                 }
             }
-            SerfMessage::UserEvent {
+            SerfMessage::UserEvent(wire::UserEvent {
                 ltime,
                 name,
                 payload,
                 cc,
-            } => {
+            }) => {
                 if self.handle_user_event(ltime, name, payload, cc, now) {
                     self.enqueue(Queue::Event, msg.to_vec());
                 }
@@ -973,12 +973,12 @@ impl Delegate for State {
                 }
             }
             SerfMessage::QueryResponse(r) => self.handle_query_response(r),
-            SerfMessage::Relay {
+            SerfMessage::Relay(wire::Relay {
                 dest_addr,
                 dest_port,
                 inner,
                 ..
-            } => {
+            }) => {
                 if let Some(ip) = wire::bytes_addr(&dest_addr) {
                     self.sends.push((SocketAddr::new(ip, dest_port), inner));
                 }
@@ -1404,10 +1404,10 @@ impl Serf {
         let t = self.st.clock.time();
         let name = self.st.name.clone();
         self.st.handle_join_intent(t, &name, Duration::ZERO);
-        let msg = SerfMessage::Join {
+        let msg = SerfMessage::Join(wire::Join {
             ltime: t,
             node: name,
-        };
+        });
         self.st.enqueue(Queue::Intent, msg.encode());
         self.st.event_join_ignore = false;
     }
@@ -1422,11 +1422,11 @@ impl Serf {
             m.member.status = MemberStatus::Leaving;
             m.status_ltime = t;
         }
-        let msg = SerfMessage::Leave {
+        let msg = SerfMessage::Leave(wire::Leave {
             ltime: t,
             node: name,
             prune: false,
-        }
+        })
         .encode();
         // Told directly too: peers see us leaving in one hop.
         let told_all = self.core.announce_user(&msg);
@@ -1494,12 +1494,12 @@ impl Serf {
             "user event exceeds sane limit of {USER_EVENT_SIZE_MAX} bytes before encoding"
         );
         let t = self.st.event_clock.time();
-        let raw = SerfMessage::UserEvent {
+        let raw = SerfMessage::UserEvent(wire::UserEvent {
             ltime: t,
             name: name.to_string(),
             payload: payload.clone(),
             cc: coalesce,
-        }
+        })
         .encode();
         anyhow::ensure!(
             raw.len() <= limit,
@@ -1542,11 +1542,11 @@ impl Serf {
             .clock
             .increment()
             .max(m.status_ltime.saturating_add(1));
-        let msg = SerfMessage::Leave {
+        let msg = SerfMessage::Leave(wire::Leave {
             ltime: t,
             node: node.to_string(),
             prune,
-        };
+        });
         if self.st.handle_leave_intent(t, node, prune, now) {
             self.st.enqueue(Queue::Intent, msg.encode());
         }
@@ -1938,12 +1938,12 @@ mod tests {
     }
 
     fn user_event(ltime: u64, name: &str, payload: &[u8]) -> Vec<u8> {
-        SerfMessage::UserEvent {
+        SerfMessage::UserEvent(wire::UserEvent {
             ltime,
             name: name.into(),
             payload: payload.to_vec(),
             cc: false,
-        }
+        })
         .encode()
     }
 
@@ -1972,22 +1972,22 @@ mod tests {
         for i in 0..3 * MAX_INTENTS as u64 {
             let node = format!("ghost-{i}");
             let m = if i % 2 == 0 {
-                SerfMessage::Join { ltime: i + 1, node }
+                SerfMessage::Join(wire::Join { ltime: i + 1, node })
             } else {
-                SerfMessage::Leave {
+                SerfMessage::Leave(wire::Leave {
                     ltime: i + 1,
                     node,
                     prune: false,
-                }
+                })
             };
             s.st.notify_msg(&m.encode(), now);
         }
         assert_eq!(s.st.intents.len(), MAX_INTENTS);
         assert_eq!(s.intents().1, 2 * MAX_INTENTS as u64);
-        let m = SerfMessage::Join {
+        let m = SerfMessage::Join(wire::Join {
             ltime: u64::MAX / 2,
             node: "ghost-0".into(),
-        };
+        });
         s.st.notify_msg(&m.encode(), now);
         assert_eq!(s.st.intents["ghost-0"].ltime, u64::MAX / 2);
         assert_eq!(s.intents().1, 2 * MAX_INTENTS as u64);
@@ -2012,22 +2012,22 @@ mod tests {
         let now = Duration::from_secs(1);
         let t = u64::MAX;
         let msgs = [
-            SerfMessage::Join {
+            SerfMessage::Join(wire::Join {
                 ltime: t,
                 node: "ghost".into(),
-            }
+            })
             .encode(),
-            SerfMessage::Leave {
+            SerfMessage::Leave(wire::Leave {
                 ltime: t,
                 node: "ghost".into(),
                 prune: true,
-            }
+            })
             .encode(),
-            SerfMessage::Leave {
+            SerfMessage::Leave(wire::Leave {
                 ltime: t,
                 node: "me".into(),
                 prune: false,
-            }
+            })
             .encode(),
             user_event(t, "e", b"x"),
             query(t, 1),
@@ -2113,10 +2113,10 @@ mod tests {
         let mut s = serf();
         let now = Duration::from_secs(1);
         for i in 0..5000u64 {
-            let join = SerfMessage::Join {
+            let join = SerfMessage::Join(wire::Join {
                 ltime: i + 10,
                 node: format!("n{i}"),
-            };
+            });
             // The map of intents for unknown members has its own bound
             // (MAX_INTENTS, tested above): emptied so every join is queued.
             if s.st.intents.len() == MAX_INTENTS {
@@ -2130,10 +2130,10 @@ mod tests {
         s.drain_events();
         // The newest stay: the oldest (most sent) go first.
         let out = s.st.broadcasts.get(0, 1 << 20, 100);
-        let newest = SerfMessage::Join {
+        let newest = SerfMessage::Join(wire::Join {
             ltime: 5009,
             node: "n4999".into(),
-        }
+        })
         .encode();
         assert_eq!(out.first(), Some(&newest));
 

@@ -681,32 +681,32 @@ impl Harness<'_> {
     fn serf_msg(&mut self, t: usize, depth: usize) -> Vec<u8> {
         let c = self.clocks(t);
         let m = match self.g.below(12) {
-            0 | 1 => SerfMessage::Leave {
+            0 | 1 => SerfMessage::Leave(wire::Leave {
                 ltime: self.ltime(c.0),
                 node: self.name(),
                 prune: self.g.bool(),
-            },
-            2 | 3 => SerfMessage::Join {
+            }),
+            2 | 3 => SerfMessage::Join(wire::Join {
                 ltime: self.ltime(c.0),
                 node: self.name(),
-            },
-            4 | 5 => SerfMessage::UserEvent {
+            }),
+            4 | 5 => SerfMessage::UserEvent(wire::UserEvent {
                 ltime: self.ltime(c.1),
                 name: self.event_name(),
                 payload: self.g.bytes(64),
                 cc: self.g.bool(),
-            },
+            }),
             6 | 7 => SerfMessage::Query(self.query(t)),
             8 => SerfMessage::QueryResponse(self.query_response()),
             9 => SerfMessage::PushPull(self.serf_push_pull(t)),
             10 if depth < 2 => {
                 let (dest_addr, dest_port) = self.addr_port();
-                SerfMessage::Relay {
+                SerfMessage::Relay(wire::Relay {
                     dest_addr,
                     dest_port,
                     dest_name: self.name(),
                     inner: self.serf_msg(t, depth + 1),
-                }
+                })
             }
             _ => {
                 // Conflict / key messages and unknown types, then garbage.
@@ -757,7 +757,7 @@ impl Harness<'_> {
                 seq_no: self.seq(),
                 payload: self.ack_payload(),
             }),
-            3 => Message::Nack { seq_no: self.seq() },
+            3 => Message::Nack(wire::Nack { seq_no: self.seq() }),
             4 | 5 => Message::Suspect(self.accuse(t)),
             6 | 7 => Message::Alive(self.alive(t)),
             8 => Message::Dead(self.accuse(t)),
@@ -1033,7 +1033,7 @@ impl Harness<'_> {
         match seen {
             Seen::Ping { seq } => {
                 let m = if self.g.below(4) == 0 {
-                    Message::Nack { seq_no: seq }
+                    Message::Nack(wire::Nack { seq_no: seq })
                 } else {
                     Message::Ack(wire::Ack {
                         seq_no: seq,
