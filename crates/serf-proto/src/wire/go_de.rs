@@ -207,7 +207,8 @@ impl<'de> Deserializer<'de> for &mut Decoder<'de> {
             Head::Bin(b) => v.visit_borrowed_bytes(b),
             Head::Array(n) => self.seq(n, v),
             Head::Map(n) => self.map(n, None, v),
-            h @ Head::Ext => Err(h.unexpected("a value")),
+            // No Go type here has one: as good as nil.
+            Head::Ext => v.visit_unit(),
         }
     }
 

@@ -17,23 +17,24 @@ use super::{Result, WireError, MAX_DEPTH};
 /// 40 MiB. memberlist and Serf have no such count.
 pub const MAX_VALUES: u64 = 1 << 20;
 
-/// Container levels a value may nest (the top value is level 1): what
-/// rmpv's depth count of [`MAX_DEPTH`] allows, as it spends two on each.
+/// Levels a value may nest (the top value is level 1): what rmpv's depth
+/// count of [`MAX_DEPTH`] allows, as it spends two on each container.
 const MAX_LEVELS: usize = MAX_DEPTH / 2;
 
 /// Checks the msgpack value at the front of `buf` from its headers alone
 /// (nothing allocated): at most [`MAX_VALUES`] values, nested at most
-/// [`MAX_LEVELS`] deep. A cut-off value passes: the decoder then says
-/// `Truncated`.
-pub(super) fn check_value(buf: &[u8]) -> Result<()> {
+/// [`MAX_LEVELS`] deep, all of it there (else `Truncated`); returns its
+/// size.
+pub(super) fn check_value(buf: &[u8]) -> Result<usize> {
     // Children still to come of each open container, innermost last.
     let mut open: Vec<u64> = Vec::new();
     let (mut pos, mut pending, mut seen) = (0usize, 1u64, 0u64);
     while pending > 0 {
-        let Some((size, children)) = value_head(&buf[pos.min(buf.len())..])? else {
-            return Ok(());
-        };
-        if open.len() >= MAX_LEVELS {
+        let at = buf.get(pos..).unwrap_or_default();
+        let (size, children) = value_head(at)?.ok_or(WireError::Truncated)?;
+        // rmpv spends one more on a string's or extension's data.
+        let data = matches!(at[0], 0xa0..=0xbf | 0xd9..=0xdb | 0xc7..=0xc9 | 0xd4..=0xd8);
+        if open.len() + 1 + data as usize > MAX_LEVELS {
             return Err(WireError::TooDeep);
         }
         seen += 1;
@@ -56,12 +57,16 @@ pub(super) fn check_value(buf: &[u8]) -> Result<()> {
         }
         pos = pos.saturating_add(size);
     }
-    Ok(())
+    if pos > buf.len() {
+        return Err(WireError::Truncated);
+    }
+    Ok(pos)
 }
 
 /// Reads one msgpack value from the front of `buf`; returns it and the
 /// number of bytes it took. A cut-off value is `Truncated`; a value of
-/// more than [`MAX_VALUES`] values is refused before any is decoded.
+/// more than [`MAX_VALUES`] values, or nested deeper than rmpv reads, is
+/// refused before any is decoded.
 pub fn read_value(buf: &[u8]) -> Result<(Value, usize)> {
     check_value(buf)?;
     let mut cur = buf;
