@@ -68,8 +68,10 @@ mod state;
 mod timers;
 
 use coalesce::{MemberCoalescer, UserCoalescer};
-pub use keyring::{decode_key_response, encode_key_request, NodeKeyResponse};
 use state::{Queue, State};
+
+/// The keyring payloads (`wire`'s), where the agent has always found them.
+pub use crate::wire::{decode_key_response, encode_key_request, KeyResponse as NodeKeyResponse};
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -566,14 +566,9 @@ impl Harness<'_> {
     fn filter(&mut self) -> Vec<u8> {
         match self.g.below(4) {
             0 => {
-                let mut f = vec![0u8];
                 let n = self.g.below(3);
-                rmp::encode::write_array_len(&mut f, n as u32).expect("vec write");
-                for _ in 0..n {
-                    let s = self.name();
-                    rmp::encode::write_str(&mut f, &s).expect("vec write");
-                }
-                f
+                let names = (0..n).map(|_| self.name()).collect();
+                wire::QueryFilter::Nodes(names).encode()
             }
             1 => {
                 const EXPRS: [&str; 5] = [".*", "^1$", "^$", "(", "[0-9]+"];
@@ -582,11 +577,8 @@ impl Harness<'_> {
                     .get(i)
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| self.g.string(8));
-                let tag = ["id", "role", ""][self.g.below(3)];
-                wire::MapEnc::new(vec![1u8], 2)
-                    .str("Expr", &expr)
-                    .str("Tag", tag)
-                    .finish()
+                let tag = ["id", "role", ""][self.g.below(3)].to_string();
+                wire::QueryFilter::Tag { tag, expr }.encode()
             }
             2 => self.g.bytes(8),
             _ => Vec::new(),

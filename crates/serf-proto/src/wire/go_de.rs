@@ -190,8 +190,31 @@ impl<'de> Decoder<'de> {
     }
 }
 
+/// Hints that read the same as another.
+macro_rules! same_as {
+    ($($hint:ident => $as:ident),* $(,)?) => {$(
+        fn $hint<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
+            self.$as(v)
+        }
+    )*};
+}
+
 impl<'de> Deserializer<'de> for &mut Decoder<'de> {
     type Error = WireError;
+
+    same_as! {
+        deserialize_u8 => deserialize_u64,
+        deserialize_u16 => deserialize_u64,
+        deserialize_u32 => deserialize_u64,
+        deserialize_i8 => deserialize_i64,
+        deserialize_i16 => deserialize_i64,
+        deserialize_i32 => deserialize_i64,
+        deserialize_f32 => deserialize_f64,
+        deserialize_string => deserialize_str,
+        deserialize_char => deserialize_str,
+        deserialize_identifier => deserialize_str,
+        deserialize_byte_buf => deserialize_bytes,
+    }
 
     fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
         match self.head()? {
@@ -228,18 +251,6 @@ impl<'de> Deserializer<'de> for &mut Decoder<'de> {
         }
     }
 
-    fn deserialize_u8<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-        self.deserialize_u64(v)
-    }
-
-    fn deserialize_u16<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-        self.deserialize_u64(v)
-    }
-
-    fn deserialize_u32<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-        self.deserialize_u64(v)
-    }
-
     /// Go's `int64` (a `time.Duration`): any integer; one over
     /// `i64::MAX` wraps, as Go's decoder does.
     fn deserialize_i64<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
@@ -249,18 +260,6 @@ impl<'de> Deserializer<'de> for &mut Decoder<'de> {
             Head::Int(i) => v.visit_i64(i),
             h => Err(h.unexpected("an integer")),
         }
-    }
-
-    fn deserialize_i8<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-        self.deserialize_i64(v)
-    }
-
-    fn deserialize_i16<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-        self.deserialize_i64(v)
-    }
-
-    fn deserialize_i32<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-        self.deserialize_i64(v)
     }
 
     /// A float, or an integer read as one.
@@ -274,10 +273,6 @@ impl<'de> Deserializer<'de> for &mut Decoder<'de> {
         }
     }
 
-    fn deserialize_f32<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-        self.deserialize_f64(v)
-    }
-
     fn deserialize_str<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
         let utf8 = || WireError::Msgpack("a string that is not UTF-8".into());
         match self.bytes_like()? {
@@ -286,23 +281,11 @@ impl<'de> Deserializer<'de> for &mut Decoder<'de> {
         }
     }
 
-    fn deserialize_string<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-        self.deserialize_str(v)
-    }
-
-    fn deserialize_char<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-        self.deserialize_str(v)
-    }
-
     fn deserialize_bytes<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
         match self.bytes_like()? {
             Cow::Borrowed(b) => v.visit_borrowed_bytes(b),
             Cow::Owned(b) => v.visit_byte_buf(b),
         }
-    }
-
-    fn deserialize_byte_buf<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-        self.deserialize_bytes(v)
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
@@ -385,10 +368,6 @@ impl<'de> Deserializer<'de> for &mut Decoder<'de> {
         _: V,
     ) -> Result<V::Value> {
         Err(WireError::Msgpack("no enum is sent as such".into()))
-    }
-
-    fn deserialize_identifier<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-        self.deserialize_str(v)
     }
 
     fn deserialize_ignored_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
@@ -505,4 +484,147 @@ pub(super) fn str_or_bin<'de, D: Deserializer<'de>>(
         }
     }
     d.deserialize_any(V).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Alive, Ping};
+
+    /// A map of `entries` (key, encoded value), as msgpack.
+    fn map(entries: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut b = vec![0x80 | entries.len() as u8];
+        for (k, v) in entries {
+            b.push(0xa0 | k.len() as u8);
+            b.extend_from_slice(k);
+            b.extend_from_slice(v);
+        }
+        b
+    }
+
+    fn ping(b: &[u8]) -> Result<Ping> {
+        from_slice::<Ping>(b).map(|(p, _)| p)
+    }
+
+    #[test]
+    fn bytes_and_strings_come_as_str_bin_arrays_or_nil() {
+        let want = Alive {
+            addr: vec![10, 0, 0, 1],
+            node: "n".into(),
+            vsn: vec![1, 5, 2],
+            ..Default::default()
+        };
+        let forms: [(&[u8], &[u8], &[u8]); 3] = [
+            (b"\xa4\x0a\x00\x00\x01", b"\xa1n", b"\x93\x01\x05\x02"),
+            (
+                b"\xc4\x04\x0a\x00\x00\x01",
+                b"\xc4\x01n",
+                b"\xa3\x01\x05\x02",
+            ),
+            (
+                b"\x94\x0a\x00\x00\x01",
+                b"\x91\x6e",
+                b"\xc4\x03\x01\x05\x02",
+            ),
+        ];
+        for (addr, node, vsn) in forms {
+            let b = map(&[
+                (b"Addr", addr),
+                (b"Node", node),
+                (b"Vsn", vsn),
+                (b"Meta", b"\xc0"),
+            ]);
+            assert_eq!(from_slice::<Alive>(&b).map(|(a, _)| a), Ok(want.clone()));
+        }
+        // Not a byte, not UTF-8, not bytes at all: the field is named.
+        let bad: [(&[u8], &[u8]); 4] = [
+            (b"Addr", b"\x91\xcd\x01\x00"),
+            (b"Node", b"\xa1\xff"),
+            (b"Node", b"\x01"),
+            (b"Meta", b"\x80"),
+        ];
+        for (k, v) in bad {
+            let name = std::str::from_utf8(k).unwrap();
+            let e = from_slice::<Alive>(&map(&[(k, v)])).unwrap_err();
+            assert!(
+                matches!(e, WireError::Field(f) if f == name),
+                "{name}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn integers_of_any_width_nil_as_zero_and_ranges_checked() {
+        for seq in [
+            &b"\x07"[..],
+            b"\xcc\x07",
+            b"\xcd\x00\x07",
+            b"\xd0\x07",
+            b"\xd3\0\0\0\0\0\0\0\x07",
+        ] {
+            assert_eq!(ping(&map(&[(b"SeqNo", seq)])).unwrap().seq_no, 7);
+        }
+        assert_eq!(ping(&map(&[(b"SeqNo", b"\xc0")])).unwrap().seq_no, 0);
+        for (k, v) in [
+            (&b"SeqNo"[..], &b"\xff"[..]),
+            (b"SourcePort", b"\xce\x00\x01\x00\x00"),
+        ] {
+            assert!(matches!(ping(&map(&[(k, v)])), Err(WireError::Field(_))));
+        }
+        assert_eq!(
+            ping(&map(&[(b"SeqNo", b"\xcb\0\0\0\0\0\0\0\0")])),
+            Err(WireError::Field("SeqNo"))
+        );
+        // Go's int64 wraps past i64::MAX.
+        let q: crate::wire::Query = from_slice(&map(&[(
+            b"Timeout",
+            b"\xcf\xff\xff\xff\xff\xff\xff\xff\xff",
+        )]))
+        .unwrap()
+        .0;
+        assert_eq!(q.timeout, -1);
+    }
+
+    #[test]
+    fn keys_unknown_repeated_missing_or_not_strings() {
+        let mut b = vec![0x85];
+        b.extend_from_slice(b"\xa4Node\xa1a"); // first wins
+        b.extend_from_slice(b"\x01\x02"); // an integer key: skipped
+        b.extend_from_slice(b"\x91\xa5SeqNo\x09"); // an array key: skipped
+        b.extend_from_slice(b"\xa5Extra\x92\x80\x91\xc0"); // unknown: skipped
+        b.extend_from_slice(b"\xa4Node\xa1b");
+        let want = Ping {
+            node: "a".into(),
+            ..Default::default()
+        };
+        assert_eq!(from_slice::<Ping>(&b), Ok((want, b.len())));
+        // Keys may be bin; a struct must be a map.
+        assert_eq!(ping(b"\x81\xc4\x05SeqNo\x03").unwrap().seq_no, 3);
+        assert!(ping(b"\x92\xa1a\x03").is_err());
+        assert!(ping(b"\xc0").is_err());
+    }
+
+    #[test]
+    fn limits_hold_before_decoding() {
+        // Cut anywhere: truncated, even where a field would be wrong.
+        let b = map(&[(b"Node", b"\xa3abc"), (b"SeqNo", b"\x05")]);
+        for cut in 0..b.len() {
+            assert_eq!(ping(&b[..cut]), Err(WireError::Truncated), "cut {cut}");
+        }
+        assert_eq!(
+            ping(&map(&[(b"SeqNo", b"\xa1x"), (b"Node", b"\xa5ab")])),
+            Err(WireError::Truncated)
+        );
+        // 8 levels are read (an unknown key's value at level 2), 9 are not.
+        let nested = |levels: usize| {
+            let mut v = vec![0x91; levels - 2];
+            v.push(0xc0);
+            map(&[(b"X", &v)])
+        };
+        assert!(ping(&nested(8)).is_ok());
+        assert_eq!(ping(&nested(9)), Err(WireError::TooDeep));
+        // An array announcing more values than allowed, from its header.
+        let e = ping(&map(&[(b"X", b"\xdd\x00\x10\x00\x00")])).unwrap_err();
+        assert!(e.to_string().contains("msgpack value count"), "{e}");
+    }
 }

@@ -30,7 +30,6 @@
 //!
 //! Decoders return errors as values and never panic on hostile input.
 
-mod compat;
 mod envelope;
 mod go_de;
 mod go_ser;
@@ -44,7 +43,6 @@ mod golden_tests;
 #[cfg(test)]
 mod tests;
 
-pub use compat::{value_bytes, write_raw, Fields, MapEnc};
 pub use envelope::{
     add_crc, compress_msg, decode_packet, decompress_body, decompress_body_max, decrypt_payload,
     encode_packet, encrypt_payload, lzw_compress, lzw_decompress, lzw_decompress_max,
