@@ -26,8 +26,9 @@
 //!
 //! Not implemented: dead-node reclaim, protocol version negotiation
 //! (we advertise serf 0.9.4's versions and accept any peer), labels.
-//! Timers are polled: the caller calls [`Core::tick`] at least every
-//! [`Core::TICK`]; deadlines are checked there.
+//! Timers: the host calls [`Core::tick`] at [`Core::next_deadline`], and
+//! reads that again after every input; ticking earlier is harmless, and
+//! no host needs to poll.
 
 //!
 //! Its parts: [`broadcast`] (the piggybacked queue), `state` (node state
@@ -197,6 +198,10 @@ pub struct Core {
     next_gossip: Duration,
     next_push_pull: Duration,
     next_cleanup: Duration,
+    /// Some node other than this one is dead or left: the once-a-second
+    /// cleanup has something to forget, some day (set when a node goes,
+    /// recomputed by each cleanup scan).
+    has_gone: bool,
     relays: HashMap<u32, Relay>,
     /// Addresses of peers speaking memberlist protocol >= 5 (they get CRCs).
     crc_addrs: HashSet<SocketAddr>,
@@ -209,7 +214,8 @@ pub struct Core {
 }
 
 impl Core {
-    /// The caller should call [`Core::tick`] at least this often.
+    /// The period of a host that polls [`Core::tick`] instead of sleeping
+    /// until [`Core::next_deadline`] (50 ms; nothing in the core needs it).
     pub const TICK: Duration = Duration::from_millis(50);
 
     pub fn new(cfg: Config, now: Duration) -> Core {
@@ -241,6 +247,7 @@ impl Core {
             next_gossip,
             next_push_pull,
             next_cleanup: now,
+            has_gone: false,
             relays: HashMap::new(),
             crc_addrs: HashSet::new(),
             awareness: 0,

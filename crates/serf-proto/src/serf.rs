@@ -4,8 +4,9 @@
 //! reconnect, reap, and Serf's event coalescing.
 //!
 //! [`Serf`] owns a [`Core`] and plays its [`Delegate`]. Like the core it is
-//! driven by the caller (`handle_packet`, `handle_stream`, `tick`, ...) and
-//! drained for [`Output`]s and [`Event`]s; it never blocks or reads a clock.
+//! driven by the caller (`handle_packet`, `handle_stream`, ..., and `tick`
+//! at [`Serf::next_deadline`]) and drained for [`Output`]s and [`Event`]s;
+//! it never blocks or reads a clock.
 //!
 //! Behaviour follows serf 0.9.4 as the `serf agent` command configures it:
 //! the three clocks start at 1; a leave intent turns an alive member into

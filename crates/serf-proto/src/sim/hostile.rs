@@ -891,7 +891,7 @@ impl Harness<'_> {
             11..=13 => {
                 let d = match self.g.below(4) {
                     0 => Duration::from_millis(1 + self.g.below(50) as u64),
-                    1 => crate::core::Core::TICK,
+                    1 => Duration::from_millis(50),
                     2 => Duration::from_millis(self.g.below(1000) as u64),
                     _ => Duration::from_millis(self.g.below(8000) as u64),
                 };
