@@ -218,10 +218,12 @@ pub struct Serf {
 }
 
 impl Serf {
-    pub fn new(mut cfg: Config, now: Duration) -> Serf {
+    /// A Serf at `now`; `nonces`: the host's CSPRNG for AES-GCM nonces
+    /// (see [`core::NonceSource`]).
+    pub fn new(mut cfg: Config, now: Duration, nonces: core::NonceSource) -> Serf {
         cfg.core.meta = wire::encode_tags(&cfg.tags);
         let core_cfg = cfg.core.clone();
-        let mut core = Core::new(core_cfg, now);
+        let mut core = Core::new(core_cfg, now, nonces);
         let mut clock = Clock::default();
         let mut event_clock = Clock::default();
         let mut query_clock = Clock::default();
@@ -526,7 +528,8 @@ pub(crate) mod testutil {
 
     pub(crate) fn serf() -> Serf {
         let addr: SocketAddr = "127.0.0.1:7946".parse().unwrap();
-        Serf::new(Config::new(core::Config::lan("me", addr)), Duration::ZERO)
+        let cfg = Config::new(core::Config::lan("me", addr));
+        Serf::new(cfg, Duration::ZERO, crate::sim::nonce_source(1))
     }
 
     pub(crate) fn user_event(ltime: u64, name: &str, payload: &[u8]) -> Vec<u8> {

@@ -20,7 +20,10 @@ use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use crate::core::{Output, Rng};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+use crate::core::{NonceSource, Output, Rng};
 use crate::model::{Event, Member, MemberStatus};
 use crate::serf::{self, Serf};
 use crate::wire;
@@ -78,6 +81,18 @@ pub struct Sim {
     pub tapped: Vec<(usize, Output)>,
 }
 
+/// A deterministic nonce source for simulations and tests: ChaCha20 from
+/// `seed` (as secure as the seed is secret: here, not at all; the agent
+/// seeds its own from the OS).
+pub fn nonce_source(seed: u64) -> NonceSource {
+    Box::new(ChaCha20Rng::seed_from_u64(seed))
+}
+
+/// A node's nonce seed: from its PRNG seed, but not equal to it.
+fn seed_of(cfg: &serf::Config) -> u64 {
+    cfg.core.seed ^ 0x6e0c_e5ee_d5a1_7000
+}
+
 pub fn sim_addr(i: usize) -> SocketAddr {
     SocketAddr::new(
         IpAddr::V4(Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 1) as u8)),
@@ -100,8 +115,9 @@ impl Sim {
             cfg.tags = vec![("id".into(), i.to_string())];
             tweak(&mut cfg);
             configs.push(cfg.clone());
+            let nonces = nonce_source(seed_of(&cfg));
             nodes.push(SimNode {
-                serf: Serf::new(cfg, Duration::ZERO),
+                serf: Serf::new(cfg, Duration::ZERO, nonces),
                 addr: sim_addr(i),
                 crashed: false,
                 group: 0,
@@ -436,7 +452,8 @@ impl Sim {
         let mut cfg = self.configs[i].clone();
         cfg.core.seed = cfg.core.seed.wrapping_add(self.now.as_nanos() as u64);
         let node = &mut self.nodes[i];
-        node.serf = Serf::new(cfg, self.now);
+        let nonces = nonce_source(seed_of(&cfg));
+        node.serf = Serf::new(cfg, self.now, nonces);
         node.crashed = false;
         node.events.clear();
     }

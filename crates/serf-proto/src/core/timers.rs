@@ -302,7 +302,7 @@ impl Core {
                 source_port: self.cfg.addr.port(),
                 source_node: self.cfg.name.clone(),
             });
-            let nonce = self.rng.nonce();
+            let nonce = self.nonce();
             let bytes = wire::encode_stream(&self.env, &ping.encode(), nonce);
             self.outputs.push(Output::TcpPing {
                 to: target.addr,
