@@ -288,6 +288,9 @@ impl Sim {
 
     /// Reads node `i`'s next deadline again (after an input or a tick).
     fn schedule(&mut self, i: usize) {
+        if self.poll.is_some() {
+            return;
+        }
         let at = if self.nodes[i].crashed {
             Duration::MAX
         } else {

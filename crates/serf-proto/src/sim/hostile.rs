@@ -20,7 +20,7 @@
 //! ([`Sim::tap`]), so a phantom can answer for real: acks and nacks with
 //! the right sequence numbers, responses to the queries it saw, replies to
 //! the push-pulls and TCP pings it was sent. Between those, simulated time
-//! advances (every node ticks every 50 ms) and the nodes join, leave,
+//! advances (every node ticks at its deadlines) and the nodes join, leave,
 //! crash, restart, partition, send events and queries, answer queries,
 //! force-leave, change tags and restore clocks.
 //!
@@ -60,7 +60,7 @@ pub struct Options {
     /// Most operations played from one input.
     pub max_ops: usize,
     /// Most simulated time one input may let pass (the time steps are
-    /// what costs: every node ticks every 50 ms).
+    /// what costs: every node ticks at each of its deadlines).
     pub max_time: Duration,
     /// Print each operation to stderr (to read a crashing input).
     pub trace: bool,
