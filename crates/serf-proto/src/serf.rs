@@ -4,8 +4,9 @@
 //! reconnect, reap, and Serf's event coalescing.
 //!
 //! [`Serf`] owns a [`Core`] and plays its [`Delegate`]. Like the core it is
-//! driven by the caller (`handle_packet`, `handle_stream`, `tick`, ...) and
-//! drained for [`Output`]s and [`Event`]s; it never blocks or reads a clock.
+//! driven by the caller (`handle_packet`, `handle_stream`, ..., and `tick`
+//! at [`Serf::next_deadline`]) and drained for [`Output`]s and [`Event`]s;
+//! it never blocks or reads a clock.
 //!
 //! Behaviour follows serf 0.9.4 as the `serf agent` command configures it:
 //! the three clocks start at 1; a leave intent turns an alive member into
@@ -219,10 +220,12 @@ pub struct Serf {
 }
 
 impl Serf {
-    pub fn new(mut cfg: Config, now: Duration) -> Serf {
+    /// A Serf at `now`; `nonces`: the host's CSPRNG for AES-GCM nonces
+    /// (see [`core::NonceSource`]).
+    pub fn new(mut cfg: Config, now: Duration, nonces: core::NonceSource) -> Serf {
         cfg.core.meta = wire::encode_tags(&cfg.tags);
         let core_cfg = cfg.core.clone();
-        let mut core = Core::new(core_cfg, now);
+        let mut core = Core::new(core_cfg, now, nonces);
         let mut clock = Clock::default();
         let mut event_clock = Clock::default();
         let mut query_clock = Clock::default();
@@ -527,7 +530,8 @@ pub(crate) mod testutil {
 
     pub(crate) fn serf() -> Serf {
         let addr: SocketAddr = "127.0.0.1:7946".parse().unwrap();
-        Serf::new(Config::new(core::Config::lan("me", addr)), Duration::ZERO)
+        let cfg = Config::new(core::Config::lan("me", addr));
+        Serf::new(cfg, Duration::ZERO, crate::sim::nonce_source(1))
     }
 
     pub(crate) fn user_event(ltime: u64, name: &str, payload: &[u8]) -> Vec<u8> {

@@ -37,7 +37,7 @@ impl Core {
             nodes,
             user_state: d.local_state(join),
         });
-        let nonce = self.rng.nonce();
+        let nonce = self.nonce();
         wire::encode_stream(&self.env, &msg.encode(), nonce)
     }
 
@@ -191,7 +191,7 @@ impl Core {
                     seq_no: p.seq_no,
                     payload: d.ack_payload(),
                 });
-                let nonce = self.rng.nonce();
+                let nonce = self.nonce();
                 Some(wire::encode_stream(&self.env, &ack.encode(), nonce))
             }
             Message::User(b) => {

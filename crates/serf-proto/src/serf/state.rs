@@ -192,7 +192,7 @@ mod tests {
 
         let mut cfg = Config::new(core::Config::lan("me", "127.0.0.1:7946".parse().unwrap()));
         cfg.min_queue_depth = 100;
-        let mut s = Serf::new(cfg, Duration::ZERO);
+        let mut s = Serf::new(cfg, Duration::ZERO, crate::sim::nonce_source(1));
         for i in 0..300u64 {
             s.st.notify_msg(&user_event(i + 10, "e", b""), now);
         }

@@ -20,7 +20,7 @@
 //! ([`Sim::tap`]), so a phantom can answer for real: acks and nacks with
 //! the right sequence numbers, responses to the queries it saw, replies to
 //! the push-pulls and TCP pings it was sent. Between those, simulated time
-//! advances (every node ticks every 50 ms) and the nodes join, leave,
+//! advances (every node ticks at its deadlines) and the nodes join, leave,
 //! crash, restart, partition, send events and queries, answer queries,
 //! force-leave, change tags and restore clocks.
 //!
@@ -60,7 +60,7 @@ pub struct Options {
     /// Most operations played from one input.
     pub max_ops: usize,
     /// Most simulated time one input may let pass (the time steps are
-    /// what costs: every node ticks every 50 ms).
+    /// what costs: every node ticks at each of its deadlines).
     pub max_time: Duration,
     /// Print each operation to stderr (to read a crashing input).
     pub trace: bool,
@@ -883,7 +883,7 @@ impl Harness<'_> {
             11..=13 => {
                 let d = match self.g.below(4) {
                     0 => Duration::from_millis(1 + self.g.below(50) as u64),
-                    1 => crate::core::Core::TICK,
+                    1 => Duration::from_millis(50),
                     2 => Duration::from_millis(self.g.below(1000) as u64),
                     _ => Duration::from_millis(self.g.below(8000) as u64),
                 };
