@@ -222,7 +222,8 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
         None => None,
     };
     let start = Instant::now();
-    let mut serf = Serf::new(scfg, Duration::ZERO);
+    let nonces = Box::new(<rand::rngs::StdRng as rand::SeedableRng>::from_os_rng());
+    let mut serf = Serf::new(scfg, Duration::ZERO, nonces);
     let mut rejoin_addrs = Vec::new();
     let snap = match previous {
         Some((path, prev)) => {
