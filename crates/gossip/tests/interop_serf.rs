@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::interop::{blocking, events_file, next_user_event, start_ours, start_serf};
+use common::interop::{blocking, events_file, next_user_event, serf_sees, start_ours, start_serf};
 use common::{config, wait_alive, wait_member};
 use gossip::agent;
 use gossip::model::{AgentConfig, AgentHandle, MemberStatus};
@@ -110,13 +110,7 @@ async fn mixed_cluster_join_tags_events_leave() {
     // notice).
     ours.leave().await.unwrap();
     ours.shutdown().await.unwrap();
-    let s = serf.clone();
-    blocking(move || {
-        eventually_blocking("serf sees ours1 left", Duration::from_secs(30), || {
-            (s.status_of("ours1")? == "left").then_some(())
-        })
-    })
-    .await;
+    serf_sees(&serf, "ours1", "left", Duration::from_secs(30)).await;
     let log = serf.log_text();
     assert!(log.contains("EventMemberLeave: ours1"), "{log}");
     assert!(!log.contains("EventMemberFailed: ours1"), "{log}");
@@ -134,15 +128,7 @@ async fn failures_are_detected_both_ways() {
     )
     .await;
     wait_alive(&ours, 3, Duration::from_secs(30)).await;
-    let w = watcher.clone();
-    blocking(move || {
-        eventually_blocking(
-            "real3 sees real2 through us",
-            Duration::from_secs(30),
-            || (w.status_of("real2")? == "alive").then_some(()),
-        )
-    })
-    .await;
+    serf_sees(&watcher, "real2", "alive", Duration::from_secs(30)).await;
 
     // kill -9 of a serf: we mark it failed.
     blocking(move || {
@@ -160,15 +146,7 @@ async fn failures_are_detected_both_ways() {
 
     // force-leave from our side: the other serf moves real2 to left.
     ours.force_leave("real2", false).await.unwrap();
-    let w = watcher.clone();
-    blocking(move || {
-        eventually_blocking(
-            "real3 sees real2 left after our force-leave",
-            Duration::from_secs(60),
-            || (w.status_of("real2")? == "left").then_some(()),
-        )
-    })
-    .await;
+    serf_sees(&watcher, "real2", "left", Duration::from_secs(60)).await;
     assert!(ours
         .members()
         .iter()
@@ -177,13 +155,7 @@ async fn failures_are_detected_both_ways() {
     // Our agent stops without leaving: serf marks it failed.
     ours.shutdown().await.unwrap();
     drop(ours);
-    let w = watcher.clone();
-    blocking(move || {
-        eventually_blocking("real3 sees ours2 failed", Duration::from_secs(60), || {
-            (w.status_of("ours2")? == "failed").then_some(())
-        })
-    })
-    .await;
+    serf_sees(&watcher, "ours2", "failed", Duration::from_secs(60)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,24 +182,12 @@ async fn restarts_on_both_sides_come_back_alive() {
     let ours = start_ours("ours7", &[("v", "1")], vec![serf_bind.to_string()], vec![]).await;
     let port = ours.local_addr().port();
     let serf = Arc::new(serf);
-    let s = serf.clone();
-    blocking(move || {
-        eventually_blocking("real7 sees ours7 alive", Duration::from_secs(30), || {
-            (s.status_of("ours7")? == "alive").then_some(())
-        })
-    })
-    .await;
+    serf_sees(&serf, "ours7", "alive", Duration::from_secs(30)).await;
 
     // Ours crashes (no leave) and comes back on the same port.
     ours.shutdown().await.unwrap();
     drop(ours);
-    let s = serf.clone();
-    blocking(move || {
-        eventually_blocking("real7 sees ours7 failed", Duration::from_secs(60), || {
-            (s.status_of("ours7")? == "failed").then_some(())
-        })
-    })
-    .await;
+    serf_sees(&serf, "ours7", "failed", Duration::from_secs(60)).await;
     let ours = agent::start(AgentConfig {
         node_name: "ours7".into(),
         bind: format!("127.0.0.1:{port}").parse().unwrap(),

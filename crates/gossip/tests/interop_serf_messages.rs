@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::interop::{blocking, keygen, next_user_event, start_ours, start_serf};
+use common::interop::{blocking, keygen, next_user_event, serf_sees, start_ours, start_serf};
 use common::{config, wait_member};
 use gossip::agent;
 use gossip::model::{AgentConfig, AgentHandle, Event, MemberStatus};
@@ -41,15 +41,7 @@ async fn encrypted_cluster() {
     )
     .await;
     wait_member(&ours, "real4", MemberStatus::Alive, Duration::from_secs(30)).await;
-    let s = serf.clone();
-    blocking(move || {
-        eventually_blocking(
-            "real4 sees ours4 alive (encrypted)",
-            Duration::from_secs(30),
-            || (s.status_of("ours4")? == "alive").then_some(()),
-        )
-    })
-    .await;
+    serf_sees(&serf, "ours4", "alive", Duration::from_secs(30)).await;
     // Gossip (UDP) works too: an event from serf arrives.
     let mut rx = ours.subscribe();
     let s = serf.clone();
@@ -68,15 +60,7 @@ async fn encrypted_cluster() {
     let from_file = agent::start(cfg)
         .await
         .expect("joins with the keyring file");
-    let s = serf.clone();
-    blocking(move || {
-        eventually_blocking(
-            "real4 sees ours4k alive (keyring file)",
-            Duration::from_secs(30),
-            || (s.status_of("ours4k")? == "alive").then_some(()),
-        )
-    })
-    .await;
+    serf_sees(&serf, "ours4k", "alive", Duration::from_secs(30)).await;
     from_file.leave().await.unwrap();
     from_file.shutdown().await.unwrap();
     let kept: Vec<String> =
@@ -225,13 +209,7 @@ async fn keyring_operations_across_the_cluster() {
         vec![b64.decode(&k1).unwrap()],
     )
     .await;
-    let s = serf.clone();
-    blocking(move || {
-        eventually_blocking("real8 sees ours8 alive", Duration::from_secs(30), || {
-            (s.status_of("ours8")? == "alive").then_some(())
-        })
-    })
-    .await;
+    serf_sees(&serf, "ours8", "alive", Duration::from_secs(30)).await;
 
     // We install a key: both nodes answer and succeed.
     let r = ours.install_key(b64.decode(&k2).unwrap()).await.unwrap();

@@ -100,6 +100,19 @@ pub async fn start_ours(
     agent::start(cfg).await.expect("our agent starts and joins")
 }
 
+/// Waits (at most `limit`, off the async runtime) until `serf` lists
+/// `name` as `status` (`alive`, `failed`, `left`, ...).
+pub async fn serf_sees(serf: &Arc<SerfAgent>, name: &str, status: &str, limit: Duration) {
+    let what = format!("{} sees {name} {status}", serf.name);
+    let (serf, name, status) = (serf.clone(), name.to_string(), status.to_string());
+    blocking(move || {
+        eventually_blocking(&what, limit, || {
+            (serf.status_of(&name)? == status).then_some(())
+        })
+    })
+    .await
+}
+
 /// Runs the blocking serf CLI off the async runtime.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
