@@ -238,7 +238,10 @@ impl Actor {
                 self.shim.ticked(now);
             }
             self.settle();
-            wake.as_mut().reset(self.next_wake());
+            let next = self.next_wake();
+            if next != wake.deadline() {
+                wake.as_mut().reset(next);
+            }
         };
         // The sockets close and the exchanges are cut here; the queued
         // file writes are flushed before the stop is answered.
