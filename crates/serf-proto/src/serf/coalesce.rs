@@ -1,0 +1,150 @@
+//! Serf's event coalescing: member events folded per member, user events
+//! with `coalesce` kept newest per name, both flushed after a quiet spell
+//! or a full period.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::model::{Event, Member, MemberEventKind};
+
+/// What was last passed on for a member: kind, address, port, tags.
+pub(super) type Passed = (MemberEventKind, IpAddr, u16, Vec<(String, String)>);
+
+/// Member-event coalescing (serf's memberEventCoalescer), with one
+/// difference: serf drops an event of the kind it last passed on for that
+/// name; here it is dropped only when the address and tags are the same
+/// too, so a member that leaves and comes back at another address within
+/// one window is still announced (serf would fold leave + join into
+/// nothing, and handlers would keep the old address).
+#[derive(Debug, Default)]
+pub(super) struct MemberCoalescer {
+    pub(super) latest: BTreeMap<String, (MemberEventKind, Member)>,
+    pub(super) last: HashMap<String, Passed>,
+    pub(super) first_at: Option<Duration>,
+    pub(super) last_at: Duration,
+}
+
+impl MemberCoalescer {
+    pub(super) fn push(&mut self, kind: MemberEventKind, m: Member, now: Duration) {
+        self.first_at.get_or_insert(now);
+        self.last_at = now;
+        self.latest.insert(m.name.clone(), (kind, m));
+    }
+    pub(super) fn due(&self, now: Duration, period: Duration, quiet: Duration) -> bool {
+        match self.first_at {
+            None => false,
+            Some(f) => now >= f + period || now >= self.last_at + quiet,
+        }
+    }
+    pub(super) fn flush(&mut self, out: &mut Vec<Event>) {
+        self.first_at = None;
+        let mut groups: Vec<(MemberEventKind, Vec<Member>)> = Vec::new();
+        for (name, (kind, m)) in std::mem::take(&mut self.latest) {
+            let seen = (kind, m.addr, m.port, m.tags.clone());
+            if self.last.get(&name) == Some(&seen) && kind != MemberEventKind::Update {
+                continue;
+            }
+            self.last.insert(name, seen);
+            match groups.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, v)) => v.push(m),
+                None => groups.push((kind, vec![m])),
+            }
+        }
+        let order = [
+            MemberEventKind::Join,
+            MemberEventKind::Update,
+            MemberEventKind::Leave,
+            MemberEventKind::Failed,
+            MemberEventKind::Reap,
+        ];
+        groups.sort_by_key(|(k, _)| order.iter().position(|o| o == k));
+        for (kind, members) in groups {
+            out.push(Event::Member { kind, members });
+        }
+    }
+}
+
+/// User-event coalescing (serf's userEventCoalescer): newest ltime per name.
+#[derive(Debug, Default)]
+pub(super) struct UserCoalescer {
+    pub(super) events: BTreeMap<String, (u64, Vec<Event>)>,
+    pub(super) first_at: Option<Duration>,
+    pub(super) last_at: Duration,
+}
+
+impl UserCoalescer {
+    pub(super) fn push(&mut self, name: &str, ltime: u64, e: Event, now: Duration) {
+        self.first_at.get_or_insert(now);
+        self.last_at = now;
+        let slot = self
+            .events
+            .entry(name.to_string())
+            .or_insert((ltime, Vec::new()));
+        if ltime > slot.0 {
+            *slot = (ltime, vec![e]);
+        } else if ltime == slot.0 {
+            slot.1.push(e);
+        }
+    }
+    pub(super) fn due(&self, now: Duration, period: Duration, quiet: Duration) -> bool {
+        match self.first_at {
+            None => false,
+            Some(f) => now >= f + period || now >= self.last_at + quiet,
+        }
+    }
+    pub(super) fn flush(&mut self, out: &mut Vec<Event>) {
+        self.first_at = None;
+        for (_, (_, evs)) in std::mem::take(&mut self.events) {
+            out.extend(evs);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::MemberStatus;
+
+    #[test]
+    fn member_coalescer_keeps_latest_and_skips_repeats() {
+        let m = |n: &str| Member {
+            name: n.into(),
+            addr: "127.0.0.1".parse().unwrap(),
+            port: 1,
+            tags: vec![],
+            status: MemberStatus::Alive,
+            protocol: [0; 3],
+            delegate: [0; 3],
+        };
+        let mut c = MemberCoalescer::default();
+        let s = Duration::from_secs;
+        c.push(MemberEventKind::Join, m("a"), s(0));
+        c.push(MemberEventKind::Failed, m("a"), s(0));
+        c.push(MemberEventKind::Join, m("b"), s(0));
+        assert!(!c.due(s(0), s(3), s(1)));
+        assert!(c.due(s(1), s(3), s(1)));
+        let mut out = Vec::new();
+        c.flush(&mut out);
+        assert_eq!(out.len(), 2);
+        assert!(
+            matches!(&out[0], Event::Member { kind: MemberEventKind::Join, members } if members[0].name == "b")
+        );
+        // A second join of b with nothing in between is not repeated.
+        c.push(MemberEventKind::Join, m("b"), s(5));
+        let mut out = Vec::new();
+        c.flush(&mut out);
+        assert!(out.is_empty());
+        // b leaves and comes back at another address within one window:
+        // the join is passed on (serf would drop it).
+        c.push(MemberEventKind::Leave, m("b"), s(6));
+        let mut moved = m("b");
+        moved.addr = "127.0.0.2".parse().unwrap();
+        c.push(MemberEventKind::Join, moved, s(6));
+        let mut out = Vec::new();
+        c.flush(&mut out);
+        assert!(
+            matches!(&out[..], [Event::Member { kind: MemberEventKind::Join, members }] if members[0].addr.to_string() == "127.0.0.2")
+        );
+    }
+}

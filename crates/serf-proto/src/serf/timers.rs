@@ -1,0 +1,104 @@
+//! What time drives in the Serf layer: the core's timers, coalescer
+//! flushes, query deadlines, the name-conflict vote, intent expiry,
+//! pruning, queue checks, reaping and reconnecting.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::Serf;
+use crate::model::{MemberEventKind, MemberStatus, QueryReply};
+
+impl Serf {
+    /// See [`Core::next_gossip_at`].
+    pub fn next_gossip_at(&self) -> Duration {
+        self.core.next_gossip_at()
+    }
+
+    pub fn tick(&mut self, now: Duration) {
+        self.core.tick(now, &mut self.st);
+        self.after_core();
+        // Coalescing.
+        let (cp, qp) = (self.st.cfg.coalesce_period, self.st.cfg.quiescent_period);
+        if self.st.member_co.due(now, cp, qp) {
+            let mut out = Vec::new();
+            self.st.member_co.flush(&mut out);
+            self.st.events.extend(out);
+        }
+        let (up, uq) = (
+            self.st.cfg.user_coalesce_period,
+            self.st.cfg.user_quiescent_period,
+        );
+        if self.st.user_co.due(now, up, uq) {
+            let mut out = Vec::new();
+            self.st.user_co.flush(&mut out);
+            self.st.events.extend(out);
+        }
+        // Query deadlines.
+        let done: Vec<(u64, u32)> = self
+            .st
+            .outgoing
+            .iter()
+            .filter(|(_, q)| now >= q.deadline)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in done {
+            if let Some(q) = self.st.outgoing.remove(&k) {
+                match self.st.conflict_vote.take() {
+                    Some(vote) if vote.local_id == q.local_id => self.st.count_conflict_vote(vote),
+                    other => {
+                        self.st.conflict_vote = other;
+                        self.st.replies.push((q.local_id, QueryReply::Done));
+                    }
+                }
+            }
+        }
+        self.start_conflict_vote(now);
+        self.st.pending.retain(|_, p| now <= p.deadline);
+        // Stale intents.
+        let rit = self.st.cfg.recent_intent_timeout;
+        self.st
+            .intents
+            .retain(|_, i| now.saturating_sub(i.at) <= rit);
+        // Pruned members (force-leave -prune).
+        let due: Vec<String> = self
+            .st
+            .prunes
+            .iter()
+            .filter(|(_, at)| now >= *at)
+            .map(|(n, _)| n.clone())
+            .collect();
+        self.st.prunes.retain(|(_, at)| now < *at);
+        for name in due {
+            if name == self.st.name {
+                continue;
+            }
+            if let Some(m) = self.st.erase(&name) {
+                self.st.emit_member(MemberEventKind::Reap, m.member, now);
+            }
+        }
+        if now >= self.next_queue_check {
+            self.next_queue_check = now + self.st.cfg.queue_check_interval;
+            self.st.check_queues();
+        }
+        // Reap.
+        if now >= self.next_reap {
+            self.next_reap = now + self.st.cfg.reap_interval;
+            self.reap(now);
+        }
+        // Reconnect to one failed member.
+        if now >= self.next_reconnect && !self.st.leaving {
+            self.next_reconnect = now + self.st.cfg.reconnect_interval;
+            let failed: Vec<SocketAddr> = self
+                .st
+                .members
+                .values()
+                .filter(|m| m.member.status == MemberStatus::Failed)
+                .map(|m| SocketAddr::new(m.member.addr, m.member.port))
+                .collect();
+            if !failed.is_empty() {
+                let pick = failed[self.st.rng.below(failed.len())];
+                self.core.join(pick, &mut self.st);
+            }
+        }
+    }
+}
