@@ -4,22 +4,22 @@
 //! resolved address, default port 7946) and keeps retrying `retry_join`;
 //! [`Agent`] is the handle the front ends hold ([`model::AgentHandle`]).
 //!
-//! One task, the actor ([`actor`]), owns the protocol state and runs one
+//! One task, the actor (`actor.rs`), owns the protocol state and runs one
 //! `select!` over datagrams, stream connections, the handle's commands and
 //! the core's next deadline; it sleeps until something is due. All
 //! protocol decisions live in the sans-IO layers; the host only moves
 //! bytes: datagrams to `Serf::handle_decoded_packet`, one message per
 //! incoming TCP stream to `Serf::handle_stream` (reply written back), and
 //! the `Output`s the engine asks for (datagrams, push-pull exchanges,
-//! reliable user messages, TCP pings) on tasks of their own ([`net`]).
+//! reliable user messages, TCP pings) on tasks of their own (`net.rs`).
 //! Events go out on a broadcast channel in the order the engine emitted
 //! them (member events already coalesced); reads answer from the view the
-//! actor publishes after every input ([`view`]).
+//! actor publishes after every input (`view.rs`).
 //!
 //! Keyring operations (`install_key` ...) run across the cluster through
 //! Serf's internal `_serf_*-key` queries, like `serf keys`. The keyring
-//! and tags files are read at start ([`config`]) and rewritten when they
-//! change, by the disk thread ([`disk`]), which also keeps `-snapshot`
+//! and tags files are read at start (`config.rs`) and rewritten when they
+//! change, by the disk thread (`disk.rs`), which also keeps `-snapshot`
 //! (serf's snapshot file, see [`snapshot`]); `-rejoin` rejoins the members
 //! it lists.
 //!

@@ -122,7 +122,7 @@ pub(super) fn spawn(parts: Parts) -> Readers {
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (incoming_tx, incoming_rx) = mpsc::channel(MAX_STREAMS);
     let keys = Arc::new(parts.serf.keys().to_vec());
-    let view = watch::channel(Arc::new(View::of(&parts.serf, 0))).0;
+    let view = watch::channel(Arc::new(View::of(&parts.serf, 0, 0))).0;
     let actor = Actor {
         shim: TickShim::new(),
         keys: watch::channel(keys).0,
@@ -144,6 +144,7 @@ pub(super) fn spawn(parts: Parts) -> Readers {
         queries: HashMap::new(),
         key_warnings: KeyWarnings::default(),
         streams_dropped: 0,
+        timer_wakeups: 0,
         answers: Vec::new(),
     };
     let readers = Readers {
@@ -188,6 +189,8 @@ struct Actor {
     queries: HashMap<u64, mpsc::Sender<QueryReply>>,
     key_warnings: KeyWarnings,
     streams_dropped: u64,
+    /// Times the actor woke for the core's deadline (not for an input).
+    timer_wakeups: u64,
     disk: Disk,
     /// The clocks last written to the snapshot (None: no snapshot).
     snapshot_clocks: Option<(u64, u64, u64)>,
@@ -230,7 +233,7 @@ impl Actor {
                     Some(Command::Shutdown { done }) => break Some(done),
                     Some(c) => self.command(c),
                 },
-                () = &mut wake => {}
+                () = &mut wake => self.timer_wakeups += 1,
             }
             let now = self.now();
             if self.deadline(now) <= now {
@@ -465,8 +468,11 @@ impl Actor {
         }
         let events = self.serf.drain_events();
         self.snapshot(&events);
-        self.view
-            .send_replace(Arc::new(View::of(&self.serf, self.streams_dropped)));
+        self.view.send_replace(Arc::new(View::of(
+            &self.serf,
+            self.streams_dropped,
+            self.timer_wakeups,
+        )));
         self.events.publish(events);
         for (id, r) in self.serf.drain_query_replies() {
             let done = r == QueryReply::Done;

@@ -38,10 +38,12 @@ pub(super) struct View {
     pub streams_dropped: u64,
     pub pending_broadcasts: usize,
     pub alive_peers: usize,
+    /// Times the actor woke for the core's deadline (not for an input).
+    pub timer_wakeups: u64,
 }
 
 impl View {
-    pub(super) fn of(serf: &Serf, streams_dropped: u64) -> View {
+    pub(super) fn of(serf: &Serf, streams_dropped: u64, timer_wakeups: u64) -> View {
         let members = serf.members();
         let local = members
             .iter()
@@ -66,6 +68,7 @@ impl View {
             streams_dropped,
             pending_broadcasts: serf.pending_broadcasts(),
             alive_peers: serf.alive_peers(),
+            timer_wakeups,
         }
     }
 
@@ -73,8 +76,10 @@ impl View {
         self.members[self.local].clone()
     }
 
-    /// `stats` as serf's agent shows it, plus our own `agent` entries.
-    pub(super) fn stats(&self, agent: Vec<(&str, String)>) -> Stats {
+    /// `stats` as serf's agent shows it, plus our own `agent` entries
+    /// (`agent`, then the view's `timer_wakeups`).
+    pub(super) fn stats(&self, mut agent: Vec<(&str, String)>) -> Stats {
+        agent.push(("timer_wakeups", self.timer_wakeups.to_string()));
         let count = |st: model::MemberStatus| {
             self.members
                 .iter()
