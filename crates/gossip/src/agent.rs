@@ -82,7 +82,10 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<Arc<Agent>> {
         None => None,
     };
     let start = tokio::time::Instant::now();
-    let mut serf = Serf::new(scfg, Duration::ZERO);
+    // AES-GCM nonces from the OS's CSPRNG (the core's own PRNG is seeded,
+    // for the simulator; nonces must never repeat).
+    let nonces = Box::new(<rand::rngs::StdRng as rand::SeedableRng>::from_os_rng());
+    let mut serf = Serf::new(scfg, Duration::ZERO, nonces);
     let mut rejoin_addrs = Vec::new();
     let writer = match previous {
         Some((path, prev)) => {

@@ -4,11 +4,14 @@
 //! (`SERF_RPC_ADDR`, `SERF_RPC_AUTH`) and output formats.
 
 mod agent_cmd;
+mod agent_config;
 mod commands;
+mod config_file;
 pub mod flags;
+mod host;
 mod output;
 
-pub use agent_cmd::{agent_config, AgentSettings};
+pub use agent_config::{agent_config, AgentSettings};
 pub use output::columnize;
 
 /// Serf's protocol range, as `version` reports it.
@@ -56,7 +59,7 @@ pub async fn run(args: Vec<String>) -> i32 {
         "rtt" => commands::rtt(rest).await,
         "keys" => commands::keys(rest).await,
         "keygen" => commands::keygen(rest),
-        "version" | "-v" | "-version" | "--version" => commands::version(),
+        "version" | "-v" | "-version" | "--version" => version(),
         "-h" | "-help" | "--help" | "help" => {
             println!("{USAGE}");
             0
@@ -66,4 +69,14 @@ pub async fn run(args: Vec<String>) -> i32 {
             1
         }
     }
+}
+
+/// `gossip version`.
+fn version() -> i32 {
+    println!(
+        "gossip v{} (Serf 0.9.4 compatible)",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!("Agent Protocol: {PROTOCOL_MAX} (Understands back to: {PROTOCOL_MIN})");
+    0
 }

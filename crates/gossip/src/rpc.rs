@@ -7,5 +7,7 @@ mod monitor;
 mod server;
 
 pub use monitor::{open_stdout_gate, LogLevel, MonitorLayer};
-pub use serf_rpc::{codec, errors, Client, Error, EventStream, LogStream, Result, StreamRecord};
+pub use serf_rpc::{
+    codec, errors, msg, Client, Command, Error, EventStream, LogStream, Result, StreamRecord,
+};
 pub use server::{serve, serve_with, ServeOptions};

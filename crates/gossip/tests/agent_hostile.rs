@@ -202,11 +202,12 @@ async fn an_oversized_push_pull_is_refused_from_its_header() {
     let mut s = TcpStream::connect(a.local_addr()).await.unwrap();
     // Plaintext push-pull header: no nodes, a user state as large as the
     // whole stream limit (so header + state are over it).
-    let head = wire::MapEnc::new(vec![6], 3)
-        .bool("Join", false)
-        .uint("Nodes", 0)
-        .uint("UserStateLen", wire::MAX_BODY as u64)
-        .finish();
+    let head = wire::PushPullHeader {
+        join: false,
+        nodes: 0,
+        user_state_len: wire::MAX_BODY as u64,
+    }
+    .encode();
     s.write_all(&head).await.unwrap();
     let chunk = vec![0u8; 64 * 1024];
     let sent = tokio::time::timeout(Duration::from_secs(60), async {

@@ -144,14 +144,28 @@ impl Coordinate {
 
     /// From a decoded MessagePack map (ack payload or RPC response).
     pub fn from_value(v: &Value) -> Result<Coordinate, WireError> {
-        let f = wire::Fields::of(v)?;
+        let Value::Map(entries) = v else {
+            return Err(WireError::Msgpack("expected a map".into()));
+        };
+        // Go-decoder style: the first entry of a key (str or bin) counts,
+        // missing ones are zero, unknown ones are ignored.
+        let get = |k: &str| {
+            entries.iter().find_map(|(key, v)| {
+                let name = match key {
+                    Value::String(s) => s.as_bytes(),
+                    Value::Binary(b) => b.as_slice(),
+                    _ => return None,
+                };
+                (name == k.as_bytes()).then_some(v)
+            })
+        };
         let num = |k: &'static str| -> Result<f64, WireError> {
-            match f.get(k) {
+            match get(k) {
                 None | Some(Value::Nil) => Ok(0.0),
                 Some(v) => as_f64(v).ok_or(WireError::Field(k)),
             }
         };
-        let vec = match f.get("Vec") {
+        let vec = match get("Vec") {
             None | Some(Value::Nil) => Vec::new(),
             Some(Value::Array(a)) if a.len() <= 64 => a
                 .iter()

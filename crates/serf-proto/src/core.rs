@@ -26,13 +26,15 @@
 //!
 //! Not implemented: dead-node reclaim, protocol version negotiation
 //! (we advertise serf 0.9.4's versions and accept any peer), labels.
-//! Timers are polled: the caller calls [`Core::tick`] at least every
-//! [`Core::TICK`]; deadlines are checked there.
+//! Timers: the host calls [`Core::tick`] at [`Core::next_deadline`], and
+//! reads that again after every input; ticking earlier is harmless, and
+//! no host needs to poll.
 
 //!
 //! Its parts: [`broadcast`] (the piggybacked queue), `state` (node state
 //! transitions), `input` (packets and streams in), `timers` (probes,
-//! gossip, push-pull, deadlines), [`rng`] (the seeded PRNG). This file
+//! gossip, push-pull, deadlines), [`rng`] (the seeded PRNG, the nonce
+//! source's type). This file
 //! holds the configuration, the types the layer above sees and the
 //! [`Core`] itself with its sending helpers.
 
@@ -49,7 +51,7 @@ mod state;
 mod timers;
 
 pub use broadcast::{retransmit_limit, BroadcastQueue};
-pub use rng::Rng;
+pub use rng::{NonceSource, Rng};
 pub use state::suspicion_timeout;
 use state::Suspicion;
 use timers::{Probe, Relay};
@@ -81,7 +83,8 @@ pub struct Config {
     pub keys: Vec<Vec<u8>>,
     pub compress: bool,
     pub udp_buffer: usize,
-    /// Seed of the core's random choices (and AES-GCM nonces).
+    /// Seed of the core's random choices (not of AES-GCM nonces: those
+    /// come from the [`NonceSource`] handed to [`Core::new`]).
     pub seed: u64,
 }
 
@@ -187,6 +190,7 @@ pub struct Core {
     incarnation: u32,
     seq: u32,
     rng: Rng,
+    nonces: NonceSource,
     queue: BroadcastQueue,
     outputs: Vec<Output>,
     suspicions: HashMap<String, Suspicion>,
@@ -197,6 +201,10 @@ pub struct Core {
     next_gossip: Duration,
     next_push_pull: Duration,
     next_cleanup: Duration,
+    /// Some node other than this one is dead or left: the once-a-second
+    /// cleanup has something to forget, some day (set when a node goes,
+    /// recomputed by each cleanup scan).
+    has_gone: bool,
     relays: HashMap<u32, Relay>,
     /// Addresses of peers speaking memberlist protocol >= 5 (they get CRCs).
     crc_addrs: HashSet<SocketAddr>,
@@ -209,10 +217,13 @@ pub struct Core {
 }
 
 impl Core {
-    /// The caller should call [`Core::tick`] at least this often.
+    /// The period of a host that polls [`Core::tick`] instead of sleeping
+    /// until [`Core::next_deadline`] (50 ms; nothing in the core needs it).
     pub const TICK: Duration = Duration::from_millis(50);
 
-    pub fn new(cfg: Config, now: Duration) -> Core {
+    /// A core at `now`, with `nonces` for the AES-GCM nonces of what it
+    /// encrypts.
+    pub fn new(cfg: Config, now: Duration, nonces: NonceSource) -> Core {
         let env = Envelope {
             keys: cfg.keys.clone(),
             compress: cfg.compress,
@@ -231,6 +242,7 @@ impl Core {
             incarnation: 1,
             seq: 0,
             rng,
+            nonces,
             queue: BroadcastQueue::default(),
             outputs: Vec::new(),
             suspicions: HashMap::new(),
@@ -241,6 +253,7 @@ impl Core {
             next_gossip,
             next_push_pull,
             next_cleanup: now,
+            has_gone: false,
             relays: HashMap::new(),
             crc_addrs: HashSet::new(),
             awareness: 0,
@@ -335,6 +348,16 @@ impl Core {
         }
     }
 
+    /// A fresh AES-GCM nonce, from the host's CSPRNG (none drawn without
+    /// a key: nothing is encrypted then, the nonce goes unused).
+    fn nonce(&mut self) -> [u8; 12] {
+        let mut n = [0u8; 12];
+        if !self.env.keys.is_empty() {
+            self.nonces.fill_bytes(&mut n);
+        }
+        n
+    }
+
     fn wants_crc(&self, to: SocketAddr) -> bool {
         self.crc_addrs.contains(&to)
     }
@@ -359,7 +382,7 @@ impl Core {
 
     fn send_raw(&mut self, to: SocketAddr, msg: &[u8]) {
         let crc = self.wants_crc(to);
-        let nonce = self.rng.nonce();
+        let nonce = self.nonce();
         let bytes = wire::encode_packet(&self.env, msg, crc, nonce);
         self.counters.packets_out += 1;
         self.outputs.push(Output::Packet { to, bytes });
@@ -392,8 +415,75 @@ impl Core {
 
     /// Reliable user message over TCP.
     pub fn send_user_reliable(&mut self, to: SocketAddr, msg: &[u8]) {
-        let nonce = self.rng.nonce();
+        let nonce = self.nonce();
         let bytes = wire::encode_stream(&self.env, &wire::user_stream_msg(msg), nonce);
         self.outputs.push(Output::Stream { to, bytes });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use rand_chacha::rand_core::{CryptoRng, RngCore, SeedableRng};
+    use rand_chacha::ChaCha20Rng;
+
+    use super::*;
+
+    /// A CSPRNG that hands out ChaCha20's bytes and keeps a copy of what
+    /// each `fill_bytes` drew.
+    struct Recording {
+        inner: ChaCha20Rng,
+        drawn: Arc<Mutex<Vec<Vec<u8>>>>,
+    }
+
+    impl RngCore for Recording {
+        fn next_u32(&mut self) -> u32 {
+            unreachable!("nonces are drawn with fill_bytes")
+        }
+        fn next_u64(&mut self) -> u64 {
+            unreachable!("nonces are drawn with fill_bytes")
+        }
+        fn fill_bytes(&mut self, dst: &mut [u8]) {
+            self.inner.fill_bytes(dst);
+            self.drawn.lock().unwrap().push(dst.to_vec());
+        }
+    }
+
+    impl CryptoRng for Recording {}
+
+    /// Every AES-GCM nonce of what the core encrypts (datagrams, streams)
+    /// is a draw of the CSPRNG the host handed in, and no two are alike.
+    #[test]
+    fn nonces_come_from_the_host_csprng() {
+        let drawn = Arc::new(Mutex::new(Vec::new()));
+        let nonces = Recording {
+            inner: ChaCha20Rng::seed_from_u64(7),
+            drawn: drawn.clone(),
+        };
+        let mut cfg = Config::lan("a", "127.0.0.1:7946".parse().unwrap());
+        cfg.keys = vec![vec![1u8; 16]];
+        let mut core = Core::new(cfg, Duration::ZERO, Box::new(nonces));
+        let to: SocketAddr = "127.0.0.2:7946".parse().unwrap();
+        core.send_user(to, b"x");
+        core.send_user(to, b"x");
+        core.send_user_reliable(to, b"y");
+        let sent: Vec<Vec<u8>> = core
+            .drain_outputs()
+            .into_iter()
+            .map(|o| match o {
+                // [version][nonce]...
+                Output::Packet { bytes, .. } => bytes[1..13].to_vec(),
+                // [encrypt type][length: 4][version][nonce]...
+                Output::Stream { bytes, .. } => bytes[6..18].to_vec(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(sent, *drawn.lock().unwrap());
+        assert_eq!(sent.len(), 3);
+        assert!(sent.iter().all(|n| n.len() == 12));
+        assert_ne!(sent[0], sent[1]);
+        assert_ne!(sent[1], sent[2]);
+        assert_ne!(sent[0], sent[2]);
     }
 }

@@ -4,8 +4,9 @@
 //! reconnect, reap, and Serf's event coalescing.
 //!
 //! [`Serf`] owns a [`Core`] and plays its [`Delegate`]. Like the core it is
-//! driven by the caller (`handle_packet`, `handle_stream`, `tick`, ...) and
-//! drained for [`Output`]s and [`Event`]s; it never blocks or reads a clock.
+//! driven by the caller (`handle_packet`, `handle_stream`, ..., and `tick`
+//! at [`Serf::next_deadline`]) and drained for [`Output`]s and [`Event`]s;
+//! it never blocks or reads a clock.
 //!
 //! Behaviour follows serf 0.9.4 as the `serf agent` command configures it:
 //! the three clocks start at 1; a leave intent turns an alive member into
@@ -68,8 +69,10 @@ mod state;
 mod timers;
 
 use coalesce::{MemberCoalescer, UserCoalescer};
-pub use keyring::{decode_key_response, encode_key_request, NodeKeyResponse};
 use state::{Queue, State};
+
+/// The keyring payloads (`wire`'s), where the agent has always found them.
+pub use crate::wire::{decode_key_response, encode_key_request, KeyResponse as NodeKeyResponse};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -217,10 +220,12 @@ pub struct Serf {
 }
 
 impl Serf {
-    pub fn new(mut cfg: Config, now: Duration) -> Serf {
+    /// A Serf at `now`; `nonces`: the host's CSPRNG for AES-GCM nonces
+    /// (see [`core::NonceSource`]).
+    pub fn new(mut cfg: Config, now: Duration, nonces: core::NonceSource) -> Serf {
         cfg.core.meta = wire::encode_tags(&cfg.tags);
         let core_cfg = cfg.core.clone();
-        let mut core = Core::new(core_cfg, now);
+        let mut core = Core::new(core_cfg, now, nonces);
         let mut clock = Clock::default();
         let mut event_clock = Clock::default();
         let mut query_clock = Clock::default();
@@ -363,10 +368,10 @@ impl Serf {
         let t = self.st.clock.time();
         let name = self.st.name.clone();
         self.st.handle_join_intent(t, &name, Duration::ZERO);
-        let msg = SerfMessage::Join {
+        let msg = SerfMessage::Join(wire::Join {
             ltime: t,
             node: name,
-        };
+        });
         self.st.enqueue(Queue::Intent, msg.encode());
         self.st.event_join_ignore = false;
     }
@@ -381,11 +386,11 @@ impl Serf {
             m.member.status = MemberStatus::Leaving;
             m.status_ltime = t;
         }
-        let msg = SerfMessage::Leave {
+        let msg = SerfMessage::Leave(wire::Leave {
             ltime: t,
             node: name,
             prune: false,
-        }
+        })
         .encode();
         // Told directly too: peers see us leaving in one hop.
         let told_all = self.core.announce_user(&msg);
@@ -525,16 +530,17 @@ pub(crate) mod testutil {
 
     pub(crate) fn serf() -> Serf {
         let addr: SocketAddr = "127.0.0.1:7946".parse().unwrap();
-        Serf::new(Config::new(core::Config::lan("me", addr)), Duration::ZERO)
+        let cfg = Config::new(core::Config::lan("me", addr));
+        Serf::new(cfg, Duration::ZERO, crate::sim::nonce_source(1))
     }
 
     pub(crate) fn user_event(ltime: u64, name: &str, payload: &[u8]) -> Vec<u8> {
-        SerfMessage::UserEvent {
+        SerfMessage::UserEvent(wire::UserEvent {
             ltime,
             name: name.into(),
             payload: payload.to_vec(),
             cc: false,
-        }
+        })
         .encode()
     }
 
@@ -588,22 +594,22 @@ mod tests {
         let now = Duration::from_secs(1);
         let t = u64::MAX;
         let msgs = [
-            SerfMessage::Join {
+            SerfMessage::Join(wire::Join {
                 ltime: t,
                 node: "ghost".into(),
-            }
+            })
             .encode(),
-            SerfMessage::Leave {
+            SerfMessage::Leave(wire::Leave {
                 ltime: t,
                 node: "ghost".into(),
                 prune: true,
-            }
+            })
             .encode(),
-            SerfMessage::Leave {
+            SerfMessage::Leave(wire::Leave {
                 ltime: t,
                 node: "me".into(),
                 prune: false,
-            }
+            })
             .encode(),
             user_event(t, "e", b"x"),
             query(t, 1),

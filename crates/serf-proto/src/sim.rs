@@ -4,8 +4,11 @@
 //!
 //! UDP datagrams are delayed by 1–5 ms and dropped with probability
 //! `loss`; TCP exchanges (push-pull, reliable messages) are delivered at
-//! once and fail only across a partition or toward a crashed node. Every
-//! node is ticked every [`crate::core::Core::TICK`] of simulated time.
+//! once and fail only across a partition or toward a crashed node. Time
+//! moves from event to event: the next datagram's delivery or the next
+//! node deadline ([`Serf::next_deadline`], read again after every input a
+//! node gets), so each node is ticked exactly when it has something to do,
+//! as the agent sleeps until its deadline.
 //! LZW compression is off by default here (it dominated the run time; the
 //! codec has its own tests and the interop tests use it with real serf).
 //!
@@ -17,7 +20,10 @@ use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use crate::core::{Output, Rng};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+use crate::core::{NonceSource, Output, Rng};
 use crate::model::{Event, Member, MemberStatus};
 use crate::serf::{self, Serf};
 use crate::wire;
@@ -44,8 +50,22 @@ pub struct Sim {
     /// Each node's configuration, for [`Sim::restart`].
     configs: Vec<serf::Config>,
     now: Duration,
-    next_tick: Duration,
     queue: BinaryHeap<Reverse<InFlight>>,
+    /// Each node's deadline as last read (`Duration::MAX`: crashed), and
+    /// the wake-ups in time order; an entry that no longer matches its
+    /// node's deadline is stale and skipped.
+    deadlines: Vec<Duration>,
+    wakes: BinaryHeap<Reverse<(Duration, usize)>>,
+    /// Node ticks so far (each one a wake-up of that node).
+    pub ticks: u64,
+    /// Set: tick every live node every `poll` of simulated time instead of
+    /// at its deadlines (how hosts ran before [`Serf::next_deadline`]; kept
+    /// to compare the two).
+    pub poll: Option<Duration>,
+    next_poll: Duration,
+    /// Per node: the instant of its last tick and how many it had then
+    /// (a deadline that never moves on would spin the simulation).
+    same_instant: Vec<(Duration, u32)>,
     seq: u64,
     rng: Rng,
     pub loss: f64,
@@ -59,6 +79,18 @@ pub struct Sim {
     /// (sender index, output) instead of being dropped.
     pub tap: bool,
     pub tapped: Vec<(usize, Output)>,
+}
+
+/// A deterministic nonce source for simulations and tests: ChaCha20 from
+/// `seed` (as secure as the seed is secret: here, not at all; the agent
+/// seeds its own from the OS).
+pub fn nonce_source(seed: u64) -> NonceSource {
+    Box::new(ChaCha20Rng::seed_from_u64(seed))
+}
+
+/// A node's nonce seed: from its PRNG seed, but not equal to it.
+fn seed_of(cfg: &serf::Config) -> u64 {
+    cfg.core.seed ^ 0x6e0c_e5ee_d5a1_7000
 }
 
 pub fn sim_addr(i: usize) -> SocketAddr {
@@ -83,8 +115,9 @@ impl Sim {
             cfg.tags = vec![("id".into(), i.to_string())];
             tweak(&mut cfg);
             configs.push(cfg.clone());
+            let nonces = nonce_source(seed_of(&cfg));
             nodes.push(SimNode {
-                serf: Serf::new(cfg, Duration::ZERO),
+                serf: Serf::new(cfg, Duration::ZERO, nonces),
                 addr: sim_addr(i),
                 crashed: false,
                 group: 0,
@@ -96,8 +129,13 @@ impl Sim {
             nodes,
             configs,
             now: Duration::ZERO,
-            next_tick: Duration::ZERO,
             queue: BinaryHeap::new(),
+            deadlines: vec![Duration::MAX; n],
+            wakes: BinaryHeap::new(),
+            ticks: 0,
+            poll: None,
+            next_poll: Duration::ZERO,
+            same_instant: vec![(Duration::MAX, 0); n],
             seq: 0,
             rng: Rng::new(seed),
             loss: 0.0,
@@ -243,8 +281,38 @@ impl Sim {
             }
             let ev = self.nodes[i].serf.drain_events();
             self.nodes[i].events.extend(ev);
+            self.schedule(i);
         }
         ok
+    }
+
+    /// Reads node `i`'s next deadline again (after an input or a tick).
+    fn schedule(&mut self, i: usize) {
+        if self.poll.is_some() {
+            return;
+        }
+        let at = if self.nodes[i].crashed {
+            Duration::MAX
+        } else {
+            self.nodes[i].serf.next_deadline()
+        };
+        if at != self.deadlines[i] {
+            self.deadlines[i] = at;
+            if at != Duration::MAX {
+                self.wakes.push(Reverse((at, i)));
+            }
+        }
+    }
+
+    /// The earliest node deadline, with its node (stale entries dropped).
+    fn next_wake(&mut self) -> Option<(Duration, usize)> {
+        while let Some(&Reverse((at, i))) = self.wakes.peek() {
+            if self.deadlines[i] == at {
+                return Some((at, i));
+            }
+            self.wakes.pop();
+        }
+        None
     }
 
     /// Sends what node `i` has to send now, as the agent does right after
@@ -256,34 +324,98 @@ impl Sim {
 
     /// Runs the simulation for `d` of simulated time.
     pub fn run_for(&mut self, d: Duration) {
+        if let Some(period) = self.poll {
+            self.run_polling(d, period);
+            return;
+        }
+        let end = self.now + d;
+        // The caller may have called a node (a user event, a leave...),
+        // crashed or restarted one since the last run: read every deadline.
+        for i in 0..self.nodes.len() {
+            self.schedule(i);
+        }
+        loop {
+            let next_pkt = self.queue.peek().map(|Reverse((t, ..))| *t);
+            let wake = self.next_wake();
+            // A datagram due before the next deadline goes first; a
+            // deadline already past is due now.
+            let pkt_first = match (next_pkt, wake) {
+                (Some(p), Some((w, _))) => p < w,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            let next = match (pkt_first, next_pkt, wake) {
+                (true, Some(p), _) => p,
+                (false, _, Some((w, _))) => w,
+                _ => end.saturating_add(Duration::from_nanos(1)),
+            };
+            if next > end {
+                self.now = end;
+                return;
+            }
+            self.now = self.now.max(next);
+            let now = self.now;
+            if pkt_first {
+                let Reverse((_, _, t, from, bytes)) = self.queue.pop().expect("peeked");
+                if self.nodes[t].crashed {
+                    continue;
+                }
+                self.delivered += 1;
+                self.nodes[t].serf.handle_packet(from, &bytes, now);
+                self.flush(t);
+            } else if let Some((_, i)) = wake {
+                self.ticks += 1;
+                self.nodes[i].serf.tick(now);
+                self.flush(i);
+                // A deadline may be "now" again after a tick (an input it
+                // caused asks for one more), but not for ever.
+                let (at, n) = &mut self.same_instant[i];
+                (*at, *n) = if *at == now { (now, *n + 1) } else { (now, 1) };
+                assert!(
+                    *n < 100,
+                    "n{i} is ticked again and again at {now:?} (deadline {:?})",
+                    self.deadlines[i]
+                );
+                if let Some(why) = self.nodes[i].serf.take_conflict_lost() {
+                    self.nodes[i].lost_name = Some(why);
+                    self.nodes[i].crashed = true;
+                    self.schedule(i);
+                }
+            }
+        }
+    }
+
+    /// [`Sim::run_for`] with every live node ticked every `period`, in
+    /// index order, whatever its deadline.
+    fn run_polling(&mut self, d: Duration, period: Duration) {
         let end = self.now + d;
         loop {
             let next_pkt = self.queue.peek().map(|Reverse((t, ..))| *t);
             let next = match next_pkt {
-                Some(t) if t < self.next_tick => t,
-                _ => self.next_tick,
+                Some(t) if t < self.next_poll => t,
+                _ => self.next_poll,
             };
             if next > end {
                 self.now = end;
                 return;
             }
             self.now = next;
-            if next_pkt == Some(next) && next < self.next_tick {
+            let now = self.now;
+            if next_pkt == Some(next) && next < self.next_poll {
                 let Reverse((_, _, t, from, bytes)) = self.queue.pop().expect("peeked");
                 if self.nodes[t].crashed {
                     continue;
                 }
                 self.delivered += 1;
-                let now = self.now;
                 self.nodes[t].serf.handle_packet(from, &bytes, now);
                 self.flush(t);
             } else {
-                self.next_tick = self.now + crate::core::Core::TICK;
+                self.next_poll = now + period;
                 for i in 0..self.nodes.len() {
                     if self.nodes[i].crashed {
                         continue;
                     }
-                    let now = self.now;
+                    self.ticks += 1;
                     self.nodes[i].serf.tick(now);
                     self.flush(i);
                     if let Some(why) = self.nodes[i].serf.take_conflict_lost() {
@@ -323,7 +455,8 @@ impl Sim {
         let mut cfg = self.configs[i].clone();
         cfg.core.seed = cfg.core.seed.wrapping_add(self.now.as_nanos() as u64);
         let node = &mut self.nodes[i];
-        node.serf = Serf::new(cfg, self.now);
+        let nonces = nonce_source(seed_of(&cfg));
+        node.serf = Serf::new(cfg, self.now, nonces);
         node.crashed = false;
         node.events.clear();
     }

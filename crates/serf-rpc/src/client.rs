@@ -7,14 +7,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rmpv::Value;
+use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::codec::{self, get, get_bytes, get_str, get_u64, ValueReader};
+use crate::codec::{self, ValueReader};
+use crate::msg::{self, Command, EventRecord};
 use crate::{errors, Error, Result};
+use serf_proto::coordinate::Coordinate;
 use serf_proto::model::{KeyResponse, Member, MemberEventKind, QueryParams, QueryReply, Stats};
 
 /// Serf's client gives up dialing after this long.
@@ -44,12 +46,15 @@ pub enum StreamRecord {
     },
 }
 
+/// A body as it came off the wire, decoded by whoever asked for it.
+type Raw = Vec<u8>;
+
 /// What the reader task does with responses carrying a given `Seq`.
 enum Pending {
     /// A plain request: one header, with a body when `body` is set.
     Once {
         body: bool,
-        tx: oneshot::Sender<Result<Option<Value>>>,
+        tx: oneshot::Sender<Result<Option<Raw>>>,
     },
     /// A streaming request: the first header answers the request, every
     /// later header is followed by a record body.
@@ -57,7 +62,7 @@ enum Pending {
         init: Option<oneshot::Sender<Result<()>>>,
         // Unbounded: the reader must never wait for a stream's consumer,
         // or a consumer that calls the client before reading would deadlock.
-        tx: mpsc::UnboundedSender<Value>,
+        tx: mpsc::UnboundedSender<Raw>,
     },
 }
 
@@ -88,14 +93,14 @@ pub struct Client {
 pub struct EventStream {
     client: Client,
     seq: u64,
-    rx: mpsc::UnboundedReceiver<Value>,
+    rx: mpsc::UnboundedReceiver<Raw>,
 }
 
 /// A log subscription (`monitor` command).
 pub struct LogStream {
     client: Client,
     seq: u64,
-    rx: mpsc::UnboundedReceiver<Value>,
+    rx: mpsc::UnboundedReceiver<Raw>,
 }
 
 impl Client {
@@ -125,14 +130,15 @@ impl Client {
         };
         client
             .call(
-                "handshake",
-                Some(codec::map(vec![("Version", 1u64.into())])),
+                Command::Handshake,
+                Some(&msg::HandshakeRequest { version: 1 }),
             )
             .await?;
         if let Some(key) = auth_key.filter(|k| !k.is_empty()) {
-            client
-                .call("auth", Some(codec::map(vec![("AuthKey", key.into())])))
-                .await?;
+            let auth = msg::AuthRequest {
+                auth_key: key.to_string(),
+            };
+            client.call(Command::Auth, Some(&auth)).await?;
         }
         Ok(client)
     }
@@ -141,12 +147,16 @@ impl Client {
         self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    async fn send(&self, command: &str, seq: u64, body: Option<&Value>) -> Result<()> {
-        let header = codec::header_req(command, seq);
-        let bytes = match body {
-            Some(b) => codec::encode(&[&header, b]),
-            None => codec::encode(&[&header]),
+    /// Writes a request: header, then the body when there is one.
+    async fn send<B: Serialize>(&self, command: Command, seq: u64, body: Option<&B>) -> Result<()> {
+        let header = msg::RequestHeader {
+            command: command.name().to_string(),
+            seq,
         };
+        let mut bytes = codec::to_vec(&header);
+        if let Some(b) = body {
+            codec::encode(&mut bytes, b);
+        }
         let mut w = self.inner.writer.lock().await;
         w.write_all(&bytes).await?;
         w.flush().await?;
@@ -155,35 +165,46 @@ impl Client {
 
     /// Sends a request and waits for its single response; returns the body
     /// when the command has one.
-    async fn call(&self, command: &str, body: Option<Value>) -> Result<Option<Value>> {
+    async fn call<B: Serialize>(&self, command: Command, body: Option<&B>) -> Result<Option<Raw>> {
         let seq = self.next_seq();
         let (tx, rx) = oneshot::channel();
         self.inner.dispatch.lock().unwrap().insert(
             seq,
             Pending::Once {
-                body: codec::response_has_body(command),
+                body: command.response_has_body(),
                 tx,
             },
         );
-        if let Err(e) = self.send(command, seq, body.as_ref()).await {
+        if let Err(e) = self.send(command, seq, body).await {
             self.inner.dispatch.lock().unwrap().remove(&seq);
             return Err(e);
         }
         rx.await.unwrap_or(Err(Error::Closed))
     }
 
-    async fn call_body(&self, command: &str, body: Option<Value>) -> Result<Value> {
-        self.call(command, body)
-            .await?
-            .ok_or_else(|| Error::Protocol(format!("no body in the answer to {command}")))
+    /// [`Client::call`] for a command without a request body.
+    async fn call_bare(&self, command: Command) -> Result<Option<Raw>> {
+        self.call(command, None::<&()>).await
+    }
+
+    /// A call whose answer has a body, decoded as `R`.
+    async fn call_for<B: Serialize, R: serde::de::DeserializeOwned + Default>(
+        &self,
+        command: Command,
+        body: Option<&B>,
+    ) -> Result<R> {
+        let raw = self.call(command, body).await?.ok_or_else(|| {
+            Error::Protocol(format!("no body in the answer to {}", command.name()))
+        })?;
+        decode(command, &raw)
     }
 
     /// Starts a streaming command; returns its seq and the record channel.
-    async fn open_stream(
+    async fn open_stream<B: Serialize>(
         &self,
-        command: &str,
-        body: Value,
-    ) -> Result<(u64, mpsc::UnboundedReceiver<Value>)> {
+        command: Command,
+        body: &B,
+    ) -> Result<(u64, mpsc::UnboundedReceiver<Raw>)> {
         let seq = self.next_seq();
         let (init_tx, init_rx) = oneshot::channel();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -194,7 +215,7 @@ impl Client {
                 tx,
             },
         );
-        if let Err(e) = self.send(command, seq, Some(&body)).await {
+        if let Err(e) = self.send(command, seq, Some(body)).await {
             self.inner.dispatch.lock().unwrap().remove(&seq);
             return Err(e);
         }
@@ -211,15 +232,15 @@ impl Client {
     /// Ends a stream or monitor (`stop` command).
     async fn stop(&self, seq: u64) -> Result<()> {
         self.inner.dispatch.lock().unwrap().remove(&seq);
-        self.call("stop", Some(codec::map(vec![("Stop", seq.into())])))
+        self.call(Command::Stop, Some(&msg::StopRequest { stop: seq }))
             .await
             .map(|_| ())
     }
 
     /// All known members (`members`).
     pub async fn members(&self) -> Result<Vec<Member>> {
-        let body = self.call_body("members", None).await?;
-        Ok(codec::members_from_list(&body, "Members"))
+        let body: msg::MembersResponse = self.call_for(Command::Members, None::<&()>).await?;
+        Ok(body.into_model())
     }
 
     /// Members whose tags, status and name match the given regular
@@ -230,35 +251,30 @@ impl Client {
         status: &str,
         name: &str,
     ) -> Result<Vec<Member>> {
-        let req = codec::map(vec![
-            (
-                "Tags",
-                codec::str_map(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-            ),
-            ("Status", status.into()),
-            ("Name", name.into()),
-        ]);
-        let body = self.call_body("members-filtered", Some(req)).await?;
-        Ok(codec::members_from_list(&body, "Members"))
+        let req = msg::MembersFilteredRequest {
+            tags: tags.to_vec(),
+            status: status.to_string(),
+            name: name.to_string(),
+        };
+        let body: msg::MembersResponse =
+            self.call_for(Command::MembersFiltered, Some(&req)).await?;
+        Ok(body.into_model())
     }
 
     /// Asks the agent to join these addresses; returns how many it reached.
     pub async fn join<S: AsRef<str>>(&self, addrs: &[S], replay: bool) -> Result<usize> {
-        let req = codec::map(vec![
-            (
-                "Existing",
-                codec::str_list(addrs.iter().map(|a| a.as_ref())),
-            ),
-            ("Replay", replay.into()),
-        ]);
+        let req = msg::JoinRequest {
+            existing: addrs.iter().map(|a| a.as_ref().to_string()).collect(),
+            replay,
+        };
         // Serf sends the count even when the join failed; the error wins.
-        let body = self.call_body("join", Some(req)).await?;
-        Ok(get_u64(&body, "Num") as usize)
+        let body: msg::JoinResponse = self.call_for(Command::Join, Some(&req)).await?;
+        Ok(usize::try_from(body.num).unwrap_or(usize::MAX))
     }
 
     /// Graceful leave; the agent shuts down afterwards.
     pub async fn leave(&self) -> Result<()> {
-        self.call("leave", None).await.map(|_| ())
+        self.call_bare(Command::Leave).await.map(|_| ())
     }
 
     pub async fn force_leave(&self, node: &str) -> Result<()> {
@@ -271,84 +287,61 @@ impl Client {
     }
 
     async fn force_leave_with(&self, node: &str, prune: bool) -> Result<()> {
-        let req = codec::map(vec![("Node", node.into()), ("Prune", prune.into())]);
-        self.call("force-leave", Some(req)).await.map(|_| ())
+        let req = msg::ForceLeaveRequest {
+            node: node.to_string(),
+            prune,
+        };
+        self.call(Command::ForceLeave, Some(&req)).await.map(|_| ())
     }
 
     pub async fn user_event(&self, name: &str, payload: &[u8], coalesce: bool) -> Result<()> {
-        let req = codec::map(vec![
-            ("Name", name.into()),
-            ("Payload", codec::bin(payload)),
-            ("Coalesce", coalesce.into()),
-        ]);
-        self.call("event", Some(req)).await.map(|_| ())
+        let req = msg::EventRequest {
+            name: name.to_string(),
+            payload: payload.to_vec(),
+            coalesce,
+        };
+        self.call(Command::Event, Some(&req)).await.map(|_| ())
     }
 
     /// Sets and deletes tags of the agent.
     pub async fn update_tags(&self, set: &[(String, String)], delete: &[String]) -> Result<()> {
-        let req = codec::map(vec![
-            (
-                "Tags",
-                codec::str_map(set.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-            ),
-            (
-                "DeleteTags",
-                codec::str_list(delete.iter().map(String::as_str)),
-            ),
-        ]);
-        self.call("tags", Some(req)).await.map(|_| ())
+        let req = msg::TagsRequest {
+            tags: set.to_vec(),
+            delete_tags: delete.to_vec(),
+        };
+        self.call(Command::Tags, Some(&req)).await.map(|_| ())
     }
 
     /// Debug counters, section -> key -> value.
     pub async fn stats(&self) -> Result<Stats> {
-        let body = self.call_body("stats", None).await?;
-        let mut out = Stats::new();
-        if let Some(sections) = body.as_map() {
-            for (k, v) in sections {
-                let Some(section) = codec::as_string(k) else {
-                    continue;
-                };
-                let entry = out.entry(section).or_default();
-                if let Some(m) = v.as_map() {
-                    for (k2, v2) in m {
-                        let key = codec::as_string(k2).unwrap_or_default();
-                        let val = codec::as_string(v2).unwrap_or_else(|| v2.to_string());
-                        entry.insert(key, val);
-                    }
-                }
-            }
+        let body: msg::StatsResponse = self.call_for(Command::Stats, None::<&()>).await?;
+        Ok(body.sections)
+    }
+
+    /// `get-coordinate`: the agent's last known network coordinate of
+    /// `node`, `None` when it has none.
+    pub async fn get_coordinate(&self, node: &str) -> Result<Option<Coordinate>> {
+        let req = msg::CoordinateRequest {
+            node: node.to_string(),
+        };
+        let body: msg::CoordinateResponse =
+            self.call_for(Command::GetCoordinate, Some(&req)).await?;
+        if !body.ok {
+            return Ok(None);
         }
-        Ok(out)
+        let coord = body
+            .coord
+            .ok_or_else(|| Error::Protocol("get-coordinate: no Coord".into()))?;
+        Ok(Some(coord.into()))
     }
 
     /// Subscribes to events: `filter` is Serf's (`*`, `member-join`,
     /// `user:deploy,query`, ...).
-    /// `get-coordinate`: the agent's last known network coordinate of
-    /// `node`, `None` when it has none.
-    pub async fn get_coordinate(
-        &self,
-        node: &str,
-    ) -> Result<Option<serf_proto::coordinate::Coordinate>> {
-        let body = self
-            .call_body(
-                "get-coordinate",
-                Some(codec::map(vec![("Node", node.into())])),
-            )
-            .await?;
-        if !codec::get_bool(&body, "Ok") {
-            return Ok(None);
-        }
-        let coord = codec::get(&body, "Coord")
-            .ok_or_else(|| Error::Protocol("get-coordinate: no Coord".into()))?;
-        serf_proto::coordinate::Coordinate::from_value(coord)
-            .map(Some)
-            .map_err(|e| Error::Protocol(format!("get-coordinate: {e}")))
-    }
-
     pub async fn stream(&self, filter: &str) -> Result<EventStream> {
-        let (seq, rx) = self
-            .open_stream("stream", codec::map(vec![("Type", filter.into())]))
-            .await?;
+        let req = msg::StreamRequest {
+            filter: filter.to_string(),
+        };
+        let (seq, rx) = self.open_stream(Command::Stream, &req).await?;
         Ok(EventStream {
             client: self.clone(),
             seq,
@@ -359,12 +352,10 @@ impl Client {
     /// Subscribes to the agent's log lines at `level` or above
     /// (`trace`, `debug`, `info`, `warn`, `err`).
     pub async fn monitor(&self, level: &str) -> Result<LogStream> {
-        let (seq, rx) = self
-            .open_stream(
-                "monitor",
-                codec::map(vec![("LogLevel", level.to_uppercase().into())]),
-            )
-            .await?;
+        let req = msg::MonitorRequest {
+            log_level: level.to_uppercase(),
+        };
+        let (seq, rx) = self.open_stream(Command::Monitor, &req).await?;
         Ok(LogStream {
             client: self.clone(),
             seq,
@@ -374,44 +365,16 @@ impl Client {
 
     /// Sends a query; acks and responses arrive on the channel, then `Done`.
     pub async fn query(&self, params: QueryParams) -> Result<mpsc::Receiver<QueryReply>> {
-        let req = codec::map(vec![
-            (
-                "FilterNodes",
-                codec::str_list(params.filter_nodes.iter().map(String::as_str)),
-            ),
-            (
-                "FilterTags",
-                codec::str_map(
-                    params
-                        .filter_tags
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.as_str())),
-                ),
-            ),
-            ("RequestAck", params.request_ack.into()),
-            ("RelayFactor", params.relay_factor.into()),
-            (
-                "Timeout",
-                (params.timeout.as_nanos().min(i64::MAX as u128) as i64).into(),
-            ),
-            ("Name", params.name.as_str().into()),
-            ("Payload", codec::bin(&params.payload)),
-        ]);
-        let (seq, mut raw) = self.open_stream("query", req).await?;
+        let req = msg::QueryRequest::from(&params);
+        let (seq, mut raw) = self.open_stream(Command::Query, &req).await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let dispatch = self.inner.dispatch.clone();
         tokio::spawn(async move {
             while let Some(rec) = raw.recv().await {
-                let reply = match get_str(&rec, "Type").as_str() {
-                    "ack" => QueryReply::Ack {
-                        from: get_str(&rec, "From"),
-                    },
-                    "response" => QueryReply::Response {
-                        from: get_str(&rec, "From"),
-                        payload: get_bytes(&rec, "Payload"),
-                    },
-                    "done" => break,
-                    _ => continue,
+                let reply = match codec::decode::<msg::QueryRecord>(&rec).map(|r| r.into_reply()) {
+                    Ok(Some(QueryReply::Done)) => break,
+                    Ok(Some(reply)) => reply,
+                    Ok(None) | Err(_) => continue,
                 };
                 if tx.send(reply).await.is_err() {
                     break;
@@ -425,32 +388,35 @@ impl Client {
 
     /// Answers a query received through [`Client::stream`].
     pub async fn respond(&self, id: u64, payload: &[u8]) -> Result<()> {
-        let req = codec::map(vec![("ID", id.into()), ("Payload", codec::bin(payload))]);
-        self.call("respond", Some(req)).await.map(|_| ())
+        let req = msg::RespondRequest {
+            id,
+            payload: payload.to_vec(),
+        };
+        self.call(Command::Respond, Some(&req)).await.map(|_| ())
     }
 
     /// Installs a base64 key on every member's keyring.
     pub async fn install_key(&self, key: &str) -> Result<KeyResponse> {
-        self.key_op("install-key", Some(key)).await
+        self.key_op(Command::InstallKey, Some(key)).await
     }
 
     /// Makes a base64 key the primary one cluster-wide.
     pub async fn use_key(&self, key: &str) -> Result<KeyResponse> {
-        self.key_op("use-key", Some(key)).await
+        self.key_op(Command::UseKey, Some(key)).await
     }
 
     pub async fn remove_key(&self, key: &str) -> Result<KeyResponse> {
-        self.key_op("remove-key", Some(key)).await
+        self.key_op(Command::RemoveKey, Some(key)).await
     }
 
     pub async fn list_keys(&self) -> Result<KeyResponse> {
-        self.key_op("list-keys", None).await
+        self.key_op(Command::ListKeys, None).await
     }
 
     /// Key operations report per-node errors in the body even when the
     /// header carries an error, so the body is returned in both cases.
-    async fn key_op(&self, command: &str, key: Option<&str>) -> Result<KeyResponse> {
-        let body = key.map(|k| codec::map(vec![("Key", k.into())]));
+    async fn key_op(&self, command: Command, key: Option<&str>) -> Result<KeyResponse> {
+        let body = key.map(|k| msg::KeyRequest { key: k.to_string() });
         let seq = self.next_seq();
         let (tx, rx) = oneshot::channel();
         self.inner
@@ -460,36 +426,26 @@ impl Client {
             .insert(seq, Pending::Once { body: true, tx });
         self.send(command, seq, body.as_ref()).await?;
         match rx.await.unwrap_or(Err(Error::Closed)) {
-            Ok(Some(v)) => Ok(key_response(&v)),
+            Ok(Some(raw)) => decode::<msg::KeyResponse>(command, &raw).map(KeyResponse::from),
             Ok(None) => Ok(KeyResponse::default()),
             Err(e) => Err(e),
         }
     }
 }
 
-fn key_response(v: &Value) -> KeyResponse {
-    KeyResponse {
-        num_nodes: get_u64(v, "NumNodes") as usize,
-        num_resp: get_u64(v, "NumResp") as usize,
-        num_err: get_u64(v, "NumErr") as usize,
-        messages: codec::get_str_pairs(v, "Messages").into_iter().collect(),
-        keys: match get(v, "Keys").and_then(Value::as_map) {
-            Some(m) => m
-                .iter()
-                .filter_map(|(k, n)| Some((codec::as_string(k)?, n.as_u64().unwrap_or(0) as usize)))
-                .collect(),
-            None => Default::default(),
-        },
-    }
+/// Decodes the body of the answer to `command`.
+fn decode<R: serde::de::DeserializeOwned + Default>(command: Command, raw: &[u8]) -> Result<R> {
+    codec::decode(raw).map_err(|e| Error::Protocol(format!("{}: {e}", command.name())))
 }
 
 impl EventStream {
     /// The next record; `None` once the connection is gone.
     pub async fn recv(&mut self) -> Option<StreamRecord> {
         loop {
-            let v = self.rx.recv().await?;
-            if let Some(rec) = stream_record(&v) {
-                return Some(rec);
+            let raw = self.rx.recv().await?;
+            // Records of kinds this client does not know are skipped.
+            if let Ok(rec) = EventRecord::decode(&raw) {
+                return Some(rec.into());
             }
         }
     }
@@ -502,8 +458,12 @@ impl EventStream {
 
 impl LogStream {
     pub async fn recv(&mut self) -> Option<String> {
-        let v = self.rx.recv().await?;
-        Some(get_str(&v, "Log"))
+        let raw = self.rx.recv().await?;
+        Some(
+            codec::decode::<msg::LogRecord>(&raw)
+                .unwrap_or_default()
+                .log,
+        )
     }
 
     pub async fn stop(self) -> Result<()> {
@@ -511,48 +471,46 @@ impl LogStream {
     }
 }
 
-fn stream_record(v: &Value) -> Option<StreamRecord> {
-    let event = get_str(v, "Event");
-    let kind = match event.as_str() {
-        "user" => {
-            return Some(StreamRecord::User {
-                ltime: get_u64(v, "LTime"),
-                name: get_str(v, "Name"),
-                payload: get_bytes(v, "Payload"),
-                coalesce: codec::get_bool(v, "Coalesce"),
-            })
+impl From<EventRecord> for StreamRecord {
+    fn from(rec: EventRecord) -> StreamRecord {
+        let (kind, body) = match rec {
+            EventRecord::User(u) => {
+                return StreamRecord::User {
+                    ltime: u.ltime,
+                    name: u.name,
+                    payload: u.payload,
+                    coalesce: u.coalesce,
+                }
+            }
+            EventRecord::Query(q) => {
+                return StreamRecord::Query {
+                    id: q.id,
+                    ltime: q.ltime,
+                    name: q.name,
+                    payload: q.payload,
+                }
+            }
+            EventRecord::MemberJoin(b) => (MemberEventKind::Join, b),
+            EventRecord::MemberLeave(b) => (MemberEventKind::Leave, b),
+            EventRecord::MemberFailed(b) => (MemberEventKind::Failed, b),
+            EventRecord::MemberUpdate(b) => (MemberEventKind::Update, b),
+            EventRecord::MemberReap(b) => (MemberEventKind::Reap, b),
+        };
+        StreamRecord::Member {
+            kind,
+            members: body.into_model(),
         }
-        "query" => {
-            return Some(StreamRecord::Query {
-                id: get_u64(v, "ID"),
-                ltime: get_u64(v, "LTime"),
-                name: get_str(v, "Name"),
-                payload: get_bytes(v, "Payload"),
-            })
-        }
-        "member-join" => MemberEventKind::Join,
-        "member-leave" => MemberEventKind::Leave,
-        "member-failed" => MemberEventKind::Failed,
-        "member-update" => MemberEventKind::Update,
-        "member-reap" => MemberEventKind::Reap,
-        _ => return None,
-    };
-    Some(StreamRecord::Member {
-        kind,
-        members: codec::members_from_list(v, "Members"),
-    })
+    }
 }
 
 /// Reads headers (and bodies) and routes them by `Seq`. Ends on EOF or
 /// garbage, which drops every pending sender: callers see `Closed`.
 async fn read_loop(mut reader: ValueReader<tokio::net::tcp::OwnedReadHalf>, dispatch: Dispatch) {
     loop {
-        let header = match reader.next().await {
-            Ok(Some(v)) => v,
+        let msg::ResponseHeader { seq, error } = match reader.next().await {
+            Ok(Some(h)) => h,
             Ok(None) | Err(_) => break,
         };
-        let seq = get_u64(&header, "Seq");
-        let error = get_str(&header, "Error");
         let pending = dispatch.lock().unwrap().remove(&seq);
         match pending {
             Some(Pending::Once { body, tx }) => {
@@ -564,7 +522,7 @@ async fn read_loop(mut reader: ValueReader<tokio::net::tcp::OwnedReadHalf>, disp
                         | errors::UNSUPPORTED_COMMAND
                 );
                 let value = if body && !bodyless {
-                    match reader.next().await {
+                    match reader.next_raw().await {
                         Ok(Some(v)) => Some(v),
                         _ => break,
                     }
@@ -595,7 +553,7 @@ async fn read_loop(mut reader: ValueReader<tokio::net::tcp::OwnedReadHalf>, disp
                 }
             }
             Some(Pending::Stream { init: None, tx }) => {
-                let rec = match reader.next().await {
+                let rec = match reader.next_raw().await {
                     Ok(Some(v)) => v,
                     _ => break,
                 };
@@ -616,7 +574,7 @@ async fn read_loop(mut reader: ValueReader<tokio::net::tcp::OwnedReadHalf>, disp
             None => {
                 // A record of a stream we stopped: records always carry a
                 // body, so skip it to stay in step.
-                if reader.next().await.ok().flatten().is_none() {
+                if reader.next_raw().await.ok().flatten().is_none() {
                     break;
                 }
             }

@@ -1,19 +1,45 @@
 //! Serf's RPC protocol ("IPC" in Serf's sources), as spoken on 7373 by
-//! `serf members`, `serf event`, ...: the messages and a [`Client`]; the
-//! server lives with the agent (`gossip::rpc`), over the same messages.
+//! `serf members`, `serf event`, ...: the messages ([`msg`]), the framing
+//! ([`codec`]) and a [`Client`]; the server lives with the agent
+//! (`gossip::rpc`), over the same messages.
 //!
-//! The framing is a stream of MessagePack values: every request is a header
-//! map `{Command, Seq}` optionally followed by a body map; every response is
-//! a header `{Seq, Error}` optionally followed by a body. Whether a body
-//! follows is known only from the command, so both sides keep that table
-//! ([`codec::response_has_body`]). Streaming commands (`stream`, `monitor`,
-//! `query`) answer once with a bare header, then send header + body records
-//! under the same `Seq` until stopped.
+//! The framing is a stream of MessagePack values: every request is a
+//! [`msg::RequestHeader`] `{Command, Seq}` optionally followed by a body;
+//! every response is a [`msg::ResponseHeader`] `{Seq, Error}` optionally
+//! followed by a body. Whether a body follows is known only from the
+//! command, so both sides keep that table ([`msg::Command`]). Streaming
+//! commands (`stream`, `monitor`, `query`) answer once with a bare header,
+//! then send header + record under the same `Seq` until stopped.
+//!
+//! | command | request body | response body |
+//! |---|---|---|
+//! | `handshake` | [`msg::HandshakeRequest`] | - |
+//! | `auth` | [`msg::AuthRequest`] | - |
+//! | `event` | [`msg::EventRequest`] | - |
+//! | `force-leave` | [`msg::ForceLeaveRequest`] | - |
+//! | `join` | [`msg::JoinRequest`] | [`msg::JoinResponse`] |
+//! | `members` | - | [`msg::MembersResponse`] of [`msg::Member`] |
+//! | `members-filtered` | [`msg::MembersFilteredRequest`] | [`msg::MembersResponse`] |
+//! | `tags` | [`msg::TagsRequest`] | - |
+//! | `stream` | [`msg::StreamRequest`] | -, then [`msg::EventRecord`]s |
+//! | `monitor` | [`msg::MonitorRequest`] | -, then [`msg::LogRecord`]s |
+//! | `stop` | [`msg::StopRequest`] | - |
+//! | `leave` | - | - |
+//! | `query` | [`msg::QueryRequest`] | -, then [`msg::QueryRecord`]s |
+//! | `respond` | [`msg::RespondRequest`] | - |
+//! | `install-key`, `use-key`, `remove-key` | [`msg::KeyRequest`] | [`msg::KeyResponse`] |
+//! | `list-keys` | - | [`msg::KeyResponse`] |
+//! | `stats` | - | [`msg::StatsResponse`] |
+//! | `get-coordinate` | [`msg::CoordinateRequest`] | [`msg::CoordinateResponse`] of [`msg::Coord`] |
 
 mod client;
 pub mod codec;
+mod convert;
+mod go;
+pub mod msg;
 
 pub use client::{Client, EventStream, LogStream, StreamRecord};
+pub use msg::Command;
 
 /// Errors of the RPC client.
 #[derive(Debug, thiserror::Error)]

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use ::gossip::model::MemberStatus;
 use ::gossip::rpc::Client;
-use ::gossip::wire::{self, mtype, MapEnc};
+use ::gossip::wire::{self, mtype, NodeState, PushNodeState, PushPullHeader};
 
 use super::gossip::{all_alive, cpu_secs, start_ready, until, SERF};
 use super::{row, rss_kib, Row};
@@ -175,20 +175,22 @@ fn bomb() -> Vec<u8> {
 
 /// A push-pull stream header announcing one node state, and that state.
 fn drip_message(i: usize) -> (Vec<u8>, Vec<u8>) {
-    let header = MapEnc::new(vec![mtype::PUSH_PULL], 3)
-        .uint("Nodes", 1)
-        .uint("UserStateLen", 0)
-        .bool("Join", false)
-        .finish();
-    let state = MapEnc::new(Vec::new(), 7)
-        .str("Name", &format!("drip-{i}"))
-        .bytes("Addr", &[127, 0, 0, 1])
-        .uint("Port", 7946)
-        .bytes("Meta", &[])
-        .uint("Incarnation", 1)
-        .uint("State", 0)
-        .bytes("Vsn", &[1, 5, 2, 2, 5, 4])
-        .finish();
+    let header = PushPullHeader {
+        join: false,
+        nodes: 1,
+        user_state_len: 0,
+    }
+    .encode();
+    let state = PushNodeState {
+        name: format!("drip-{i}"),
+        addr: vec![127, 0, 0, 1],
+        port: 7946,
+        meta: vec![],
+        incarnation: 1,
+        state: NodeState::Alive,
+        vsn: vec![1, 5, 2, 2, 5, 4],
+    }
+    .encode();
     (header, state)
 }
 
@@ -493,9 +495,9 @@ mod tests {
     fn the_drip_header_is_a_push_pull_header() {
         let (h, s) = drip_message(3);
         assert_eq!(h[0], mtype::PUSH_PULL);
-        let (v, n) = wire::read_value(&h[1..]).unwrap();
+        let (header, n) = PushPullHeader::decode(&h[1..]).unwrap();
         assert_eq!(n, h.len() - 1);
-        assert_eq!(wire::Fields::of(&v).unwrap().uint("Nodes").unwrap(), 1);
+        assert_eq!(header.nodes, 1);
         assert!(s.len() > (ATTACK.as_secs() / DRIP_EVERY.as_secs()) as usize);
     }
 }

@@ -8,17 +8,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use rmpv::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use super::codec::{self, get_bool, get_bytes, get_str, get_u64, ValueReader};
+use super::codec::{self, ValueReader};
 use super::errors;
 use super::monitor::{self, LogLevel};
+use super::msg::{self, Command};
 use crate::handler::{any_matches, EventFilter};
-use crate::model::{AgentHandle, Event, KeyResponse, QueryParams, QueryReply};
+use crate::model::{AgentHandle, Event, KeyResponse, QueryReply};
 
 /// Records queued for one slow client before new ones are dropped (Serf
 /// drops too, with a warning).
@@ -113,7 +115,7 @@ impl<A: AgentHandle + ?Sized> Conn<A> {
         };
         let mut reader = ValueReader::new(rd);
         loop {
-            let header = match reader.next().await {
+            let header: msg::RequestHeader = match reader.next().await {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(e) => {
@@ -121,17 +123,15 @@ impl<A: AgentHandle + ?Sized> Conn<A> {
                     break;
                 }
             };
-            let command = get_str(&header, "Command");
-            let seq = get_u64(&header, "Seq");
-            let body = if codec::request_has_body(&command) && is_known(&command) {
-                match reader.next().await {
-                    Ok(Some(b)) => b,
+            let command = Command::parse(&header.command);
+            let body = match command {
+                Some(c) if c.request_has_body() => match reader.next_raw().await {
+                    Ok(Some(b)) => Body(Some(b)),
                     _ => break,
-                }
-            } else {
-                Value::Nil
+                },
+                _ => Body(None),
             };
-            if !conn.handle(&command, seq, body).await {
+            if conn.handle(&header, command, body).await.is_err() {
                 break;
             }
         }
@@ -145,31 +145,50 @@ impl<A: AgentHandle + ?Sized> Conn<A> {
         let _ = writer.await;
     }
 
-    async fn reply(&self, seq: u64, error: &str, body: Option<Value>) {
-        let header = codec::header_resp(seq, error);
-        let bytes = match &body {
-            Some(b) => codec::encode(&[&header, b]),
-            None => codec::encode(&[&header]),
-        };
-        let _ = self.out.send(bytes).await;
+    /// Answers with a header and, for commands that have one, a body.
+    async fn reply<B: Serialize>(&self, seq: u64, error: &str, body: Option<&B>) {
+        let _ = self.out.send(response(seq, error, body)).await;
     }
 
-    /// Handles one request; false closes the connection (as Serf does
-    /// after a missing handshake or an unknown command).
-    async fn handle(&mut self, command: &str, seq: u64, body: Value) -> bool {
-        if command != "handshake" && self.version == 0 {
-            self.reply(seq, errors::HANDSHAKE_REQUIRED, None).await;
-            return false;
+    /// Answers with a header alone.
+    async fn reply_bare(&self, seq: u64, error: &str) {
+        self.reply(seq, error, None::<&()>).await
+    }
+
+    /// Handles one request (`command`: the header's, when known); `Err`
+    /// closes the connection (as Serf does after a missing handshake or an
+    /// unknown command, and as this server does on a body that does not
+    /// decode).
+    async fn handle(
+        &mut self,
+        header: &msg::RequestHeader,
+        command: Option<Command>,
+        body: Body,
+    ) -> Result<(), Closed> {
+        let seq = header.seq;
+        if command != Some(Command::Handshake) && self.version == 0 {
+            self.reply_bare(seq, errors::HANDSHAKE_REQUIRED).await;
+            return Err(Closed);
         }
         let key = self.opts.auth_key.as_deref().unwrap_or("");
-        if !key.is_empty() && !self.authed && command != "auth" && command != "handshake" {
+        if !key.is_empty()
+            && !self.authed
+            && command != Some(Command::Auth)
+            && command != Some(Command::Handshake)
+        {
             tracing::warn!(target: "agent.ipc", "Client sending commands before auth");
-            self.reply(seq, errors::AUTH_REQUIRED, None).await;
-            return true;
+            self.reply_bare(seq, errors::AUTH_REQUIRED).await;
+            return Ok(());
         }
+        let Some(command) = command else {
+            let name = &header.command;
+            tracing::error!(target: "agent.ipc", "command '{name}' not recognized");
+            self.reply_bare(seq, errors::UNSUPPORTED_COMMAND).await;
+            return Err(Closed);
+        };
         match command {
-            "handshake" => {
-                let v = get_u64(&body, "Version");
+            Command::Handshake => {
+                let v = body.decode::<msg::HandshakeRequest>(command)?.version;
                 let err = if v != 1 {
                     errors::UNSUPPORTED_IPC_VERSION
                 } else if self.version != 0 {
@@ -178,62 +197,60 @@ impl<A: AgentHandle + ?Sized> Conn<A> {
                     self.version = v;
                     ""
                 };
-                self.reply(seq, err, None).await;
+                self.reply_bare(seq, err).await;
             }
-            "auth" => {
-                let err = if get_str(&body, "AuthKey") == key {
+            Command::Auth => {
+                let err = if body.decode::<msg::AuthRequest>(command)?.auth_key == key {
                     self.authed = true;
                     ""
                 } else {
                     errors::INVALID_AUTH_TOKEN
                 };
-                self.reply(seq, err, None).await;
+                self.reply_bare(seq, err).await;
             }
-            "event" => {
+            Command::Event => {
+                let req: msg::EventRequest = body.decode(command)?;
                 let r = self
                     .agent
-                    .user_event(
-                        &get_str(&body, "Name"),
-                        get_bytes(&body, "Payload"),
-                        get_bool(&body, "Coalesce"),
-                    )
+                    .user_event(&req.name, req.payload, req.coalesce)
                     .await;
-                self.reply(seq, &err_text(r), None).await;
+                self.reply_bare(seq, &err_text(r)).await;
             }
-            "force-leave" => {
-                let r = self
-                    .agent
-                    .force_leave(&get_str(&body, "Node"), get_bool(&body, "Prune"))
-                    .await;
-                self.reply(seq, &err_text(r.map(|_| ())), None).await;
+            Command::ForceLeave => {
+                let req: msg::ForceLeaveRequest = body.decode(command)?;
+                let r = self.agent.force_leave(&req.node, req.prune).await;
+                self.reply_bare(seq, &err_text(r.map(|_| ()))).await;
             }
-            "join" => {
-                let existing = codec::get_str_list(&body, "Existing");
-                let r = self.agent.join(existing, get_bool(&body, "Replay")).await;
+            Command::Join => {
+                let req: msg::JoinRequest = body.decode(command)?;
+                let r = self.agent.join(req.existing, req.replay).await;
                 let (num, err) = match r {
                     Ok(n) => (n, String::new()),
                     Err(e) => (0, format!("{e:#}")),
                 };
-                let resp = codec::map(vec![("Num", (num.min(i32::MAX as usize) as u64).into())]);
-                self.reply(seq, &err, Some(resp)).await;
+                let resp = msg::JoinResponse {
+                    num: num.min(i32::MAX as usize) as u64,
+                };
+                self.reply(seq, &err, Some(&resp)).await;
             }
-            "members" => {
+            Command::Members => {
                 let members = self.agent.members();
-                self.reply(seq, "", Some(members_body(members.iter())))
-                    .await;
+                let resp = msg::MembersResponse::new(&members);
+                self.reply(seq, "", Some(&resp)).await;
             }
-            "members-filtered" => {
-                let (members, err) = match filter_members(self.agent.members(), &body) {
+            Command::MembersFiltered => {
+                let req: msg::MembersFilteredRequest = body.decode(command)?;
+                let (members, err) = match filter_members(self.agent.members(), &req) {
                     Ok(m) => (m, String::new()),
                     Err(e) => (Vec::new(), e),
                 };
-                self.reply(seq, &err, Some(members_body(members.iter())))
-                    .await;
+                let resp = msg::MembersResponse::new(&members);
+                self.reply(seq, &err, Some(&resp)).await;
             }
-            "stream" => self.handle_stream(seq, &body).await,
-            "monitor" => self.handle_monitor(seq, &body).await,
-            "stop" => {
-                let target = get_u64(&body, "Stop");
+            Command::Stream => self.handle_stream(seq, body.decode(command)?).await,
+            Command::Monitor => self.handle_monitor(seq, body.decode(command)?).await,
+            Command::Stop => {
+                let target = body.decode::<msg::StopRequest>(command)?.stop;
                 if let Some(task) = self.streams.remove(&target) {
                     task.abort();
                 }
@@ -242,15 +259,15 @@ impl<A: AgentHandle + ?Sized> Conn<A> {
                         task.abort();
                     }
                 }
-                self.reply(seq, "", None).await;
+                self.reply_bare(seq, "").await;
             }
-            "leave" => {
+            Command::Leave => {
                 tracing::info!(target: "agent.ipc", "Graceful leave triggered");
                 let r = self.agent.leave().await;
                 if let Err(e) = &r {
                     tracing::error!(target: "agent.ipc", "leave failed: {e:#}");
                 }
-                self.reply(seq, &err_text(r), None).await;
+                self.reply_bare(seq, &err_text(r)).await;
                 if let Err(e) = self.agent.shutdown().await {
                     tracing::error!(target: "agent.ipc", "shutdown failed: {e:#}");
                 }
@@ -258,102 +275,81 @@ impl<A: AgentHandle + ?Sized> Conn<A> {
                     n.notify_one();
                 }
             }
-            "tags" => {
-                let set = codec::get_str_pairs(&body, "Tags");
-                let delete = codec::get_str_list(&body, "DeleteTags");
-                let r = self.agent.set_tags(set, delete).await;
-                self.reply(seq, &err_text(r), None).await;
+            Command::Tags => {
+                let req: msg::TagsRequest = body.decode(command)?;
+                let r = self.agent.set_tags(req.tags, req.delete_tags).await;
+                self.reply_bare(seq, &err_text(r)).await;
             }
-            "query" => self.handle_query(seq, &body).await,
-            "respond" => {
-                let id = get_u64(&body, "ID");
-                let known = self.queries.lock().unwrap().contains(&id);
+            Command::Query => self.handle_query(seq, body.decode(command)?).await,
+            Command::Respond => {
+                let req: msg::RespondRequest = body.decode(command)?;
+                let known = self.queries.lock().unwrap().contains(&req.id);
                 let err = if known {
-                    err_text(self.agent.respond(id, get_bytes(&body, "Payload")).await)
+                    err_text(self.agent.respond(req.id, req.payload).await)
                 } else {
                     errors::INVALID_QUERY_ID.to_string()
                 };
-                self.reply(seq, &err, None).await;
+                self.reply_bare(seq, &err).await;
             }
-            "stats" => {
-                let stats = self.agent.stats();
-                let body = Value::Map(
-                    stats
-                        .iter()
-                        .map(|(section, kv)| {
-                            (
-                                Value::from(section.as_str()),
-                                codec::str_map(kv.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-                            )
-                        })
-                        .collect(),
-                );
-                self.reply(seq, "", Some(body)).await;
-            }
-            "get-coordinate" => {
-                // Serf answers an unknown node with Ok false and Go's
-                // zero coordinate (no Vec).
-                let node = get_str(&body, "Node");
-                let (coord, ok) = match self.agent.coordinate(&node) {
-                    Some(c) => (c.to_value(), true),
-                    None => (
-                        codec::map(vec![
-                            ("Vec", Value::Nil),
-                            ("Error", Value::F64(0.0)),
-                            ("Adjustment", Value::F64(0.0)),
-                            ("Height", Value::F64(0.0)),
-                        ]),
-                        false,
-                    ),
+            Command::Stats => {
+                let resp = msg::StatsResponse {
+                    sections: self.agent.stats(),
                 };
-                let body = codec::map(vec![("Coord", coord), ("Ok", ok.into())]);
-                self.reply(seq, "", Some(body)).await;
+                self.reply(seq, "", Some(&resp)).await;
             }
-            "install-key" | "use-key" | "remove-key" | "list-keys" => {
-                let r = self.key_op(command, &body).await;
-                let (resp, err) = match r {
+            Command::GetCoordinate => {
+                let req: msg::CoordinateRequest = body.decode(command)?;
+                let resp = match self.agent.coordinate(&req.node) {
+                    Some(c) => msg::CoordinateResponse {
+                        coord: Some((&c).into()),
+                        ok: true,
+                    },
+                    // Serf answers an unknown node with Ok false and Go's
+                    // zero coordinate (no Vec).
+                    None => msg::CoordinateResponse::unknown(),
+                };
+                self.reply(seq, "", Some(&resp)).await;
+            }
+            Command::InstallKey | Command::UseKey | Command::RemoveKey | Command::ListKeys => {
+                // `list-keys` has no body: its request reads as empty.
+                let req: msg::KeyRequest = body.decode(command)?;
+                let (resp, err) = match self.key_op(command, &req.key).await {
                     Ok(resp) => (resp, String::new()),
                     Err(e) => (KeyResponse::default(), e),
                 };
-                self.reply(seq, &err, Some(key_body(&resp, command == "list-keys")))
-                    .await;
-            }
-            _ => {
-                tracing::error!(target: "agent.ipc", "command '{command}' not recognized");
-                self.reply(seq, errors::UNSUPPORTED_COMMAND, None).await;
-                return false;
+                let resp = msg::KeyResponse::new(&resp, command == Command::ListKeys);
+                self.reply(seq, &err, Some(&resp)).await;
             }
         }
-        true
+        Ok(())
     }
 
-    async fn key_op(&self, command: &str, body: &Value) -> Result<KeyResponse, String> {
-        if command == "list-keys" {
+    async fn key_op(&self, command: Command, text: &str) -> Result<KeyResponse, String> {
+        if command == Command::ListKeys {
             return self.agent.list_keys().await.map_err(|e| format!("{e:#}"));
         }
-        let text = get_str(body, "Key");
         let key = base64::engine::general_purpose::STANDARD
             .decode(text.as_bytes())
             .map_err(|e| format!("Failed to decode key '{text}': {e}"))?;
         let r = match command {
-            "install-key" => self.agent.install_key(key).await,
-            "use-key" => self.agent.use_key(key).await,
+            Command::InstallKey => self.agent.install_key(key).await,
+            Command::UseKey => self.agent.use_key(key).await,
             _ => self.agent.remove_key(key).await,
         };
         r.map_err(|e| format!("{e:#}"))
     }
 
-    async fn handle_stream(&mut self, seq: u64, body: &Value) {
-        let filters = match EventFilter::parse_list(&get_str(body, "Type")) {
+    async fn handle_stream(&mut self, seq: u64, req: msg::StreamRequest) {
+        let filters = match EventFilter::parse_list(&req.filter) {
             Ok(f) => f,
-            Err(_) => return self.reply(seq, errors::INVALID_FILTER, None).await,
+            Err(_) => return self.reply_bare(seq, errors::INVALID_FILTER).await,
         };
         if self.streams.contains_key(&seq) {
-            return self.reply(seq, errors::STREAM_EXISTS, None).await;
+            return self.reply_bare(seq, errors::STREAM_EXISTS).await;
         }
         // Subscribe before answering so nothing emitted after the answer is missed.
         let mut events = self.agent.subscribe();
-        self.reply(seq, "", None).await;
+        self.reply_bare(seq, "").await;
         let out = self.out.clone();
         let queries = self.queries.clone();
         let task = tokio::spawn(async move {
@@ -376,7 +372,7 @@ impl<A: AgentHandle + ?Sized> Conn<A> {
                     }
                     known.push_back(q.id);
                 }
-                let bytes = codec::encode(&[&codec::header_resp(seq, ""), &event_record(&event)]);
+                let bytes = response(seq, "", Some(&msg::EventRecord::from(&event)));
                 match out.try_send(bytes) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
@@ -389,23 +385,22 @@ impl<A: AgentHandle + ?Sized> Conn<A> {
         self.streams.insert(seq, task);
     }
 
-    async fn handle_monitor(&mut self, seq: u64, body: &Value) {
-        let name = get_str(body, "LogLevel").to_uppercase();
+    async fn handle_monitor(&mut self, seq: u64, req: msg::MonitorRequest) {
+        let name = req.log_level.to_uppercase();
         let Some(level) = LogLevel::parse(&name) else {
             return self
-                .reply(seq, &format!("Unknown log level: {name}"), None)
+                .reply_bare(seq, &format!("Unknown log level: {name}"))
                 .await;
         };
         if self.monitor.is_some() {
-            return self.reply(seq, errors::MONITOR_EXISTS, None).await;
+            return self.reply_bare(seq, errors::MONITOR_EXISTS).await;
         }
         let (backlog, mut lines) = monitor::subscribe();
-        self.reply(seq, "", None).await;
+        self.reply_bare(seq, "").await;
         let out = self.out.clone();
         let task = tokio::spawn(async move {
             for line in backlog.into_iter().filter(|l| l.level >= level) {
-                let rec = codec::map(vec![("Log", line.text.as_str().into())]);
-                let bytes = codec::encode(&[&codec::header_resp(seq, ""), &rec]);
+                let bytes = log_record(seq, line.text);
                 if out.send(bytes).await.is_err() {
                     return;
                 }
@@ -419,8 +414,7 @@ impl<A: AgentHandle + ?Sized> Conn<A> {
                 if line.level < level {
                     continue;
                 }
-                let rec = codec::map(vec![("Log", line.text.as_str().into())]);
-                let bytes = codec::encode(&[&codec::header_resp(seq, ""), &rec]);
+                let bytes = log_record(seq, line.text);
                 if let Err(mpsc::error::TrySendError::Closed(_)) = out.try_send(bytes) {
                     break;
                 }
@@ -429,40 +423,17 @@ impl<A: AgentHandle + ?Sized> Conn<A> {
         self.monitor = Some((seq, task));
     }
 
-    async fn handle_query(&mut self, seq: u64, body: &Value) {
-        let params = QueryParams {
-            name: get_str(body, "Name"),
-            payload: get_bytes(body, "Payload"),
-            filter_nodes: codec::get_str_list(body, "FilterNodes"),
-            filter_tags: codec::get_str_pairs(body, "FilterTags")
-                .into_iter()
-                .collect(),
-            request_ack: get_bool(body, "RequestAck"),
-            relay_factor: get_u64(body, "RelayFactor").min(255) as u8,
-            timeout: Duration::from_nanos(codec::get_i64(body, "Timeout").max(0) as u64),
-        };
-        let mut replies = match self.agent.query(params).await {
+    async fn handle_query(&mut self, seq: u64, req: msg::QueryRequest) {
+        let mut replies = match self.agent.query(req.into()).await {
             Ok(rx) => rx,
-            Err(e) => return self.reply(seq, &format!("{e:#}"), None).await,
+            Err(e) => return self.reply_bare(seq, &format!("{e:#}")).await,
         };
-        self.reply(seq, "", None).await;
+        self.reply_bare(seq, "").await;
         let out = self.out.clone();
         tokio::spawn(async move {
             loop {
                 let reply = replies.recv().await.unwrap_or(QueryReply::Done);
-                let (kind, from, payload) = match &reply {
-                    QueryReply::Ack { from } => ("ack", from.as_str(), Value::Nil),
-                    QueryReply::Response { from, payload } => {
-                        ("response", from.as_str(), codec::bin(payload))
-                    }
-                    QueryReply::Done => ("done", "", Value::Nil),
-                };
-                let rec = codec::map(vec![
-                    ("Type", kind.into()),
-                    ("From", from.into()),
-                    ("Payload", payload),
-                ]);
-                let bytes = codec::encode(&[&codec::header_resp(seq, ""), &rec]);
+                let bytes = response(seq, "", Some(&msg::QueryRecord::from(&reply)));
                 if out.send(bytes).await.is_err() || reply == QueryReply::Done {
                     break;
                 }
@@ -471,30 +442,41 @@ impl<A: AgentHandle + ?Sized> Conn<A> {
     }
 }
 
-fn is_known(command: &str) -> bool {
-    matches!(
-        command,
-        "handshake"
-            | "auth"
-            | "event"
-            | "force-leave"
-            | "join"
-            | "members"
-            | "members-filtered"
-            | "stream"
-            | "monitor"
-            | "stop"
-            | "leave"
-            | "tags"
-            | "query"
-            | "respond"
-            | "stats"
-            | "get-coordinate"
-            | "install-key"
-            | "use-key"
-            | "remove-key"
-            | "list-keys"
-    )
+/// A request body as read, decoded once the command says into what.
+struct Body(Option<Vec<u8>>);
+
+/// The connection is to be closed.
+struct Closed;
+
+impl Body {
+    /// The body as `T`; a command without one reads as `T`'s zero value.
+    fn decode<T: DeserializeOwned + Default>(&self, command: Command) -> Result<T, Closed> {
+        match &self.0 {
+            None => Ok(T::default()),
+            Some(raw) => codec::decode(raw).map_err(|e| {
+                let name = command.name();
+                tracing::error!(target: "agent.ipc", "failed to decode the {name} request: {e}");
+                Closed
+            }),
+        }
+    }
+}
+
+/// A response header and, when given, its body, as one write.
+fn response<B: Serialize>(seq: u64, error: &str, body: Option<&B>) -> Vec<u8> {
+    let header = msg::ResponseHeader {
+        seq,
+        error: error.to_string(),
+    };
+    let mut bytes = codec::to_vec(&header);
+    if let Some(b) = body {
+        codec::encode(&mut bytes, b);
+    }
+    bytes
+}
+
+fn log_record(seq: u64, log: String) -> Vec<u8> {
+    response(seq, "", Some(&msg::LogRecord { log }))
 }
 
 fn err_text(r: anyhow::Result<()>) -> String {
@@ -504,86 +486,24 @@ fn err_text(r: anyhow::Result<()>) -> String {
     }
 }
 
-fn members_body<'a>(members: impl Iterator<Item = &'a crate::model::Member>) -> Value {
-    codec::map(vec![(
-        "Members",
-        Value::Array(members.map(codec::member_value).collect()),
-    )])
-}
-
-fn key_body(r: &KeyResponse, with_keys: bool) -> Value {
-    let mut pairs = vec![
-        (
-            "Messages",
-            codec::str_map(r.messages.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-        ),
-        ("NumNodes", (r.num_nodes as u64).into()),
-        ("NumErr", (r.num_err as u64).into()),
-        ("NumResp", (r.num_resp as u64).into()),
-    ];
-    let keys = if with_keys {
-        Value::Map(
-            r.keys
-                .iter()
-                .map(|(k, n)| (Value::from(k.as_str()), Value::from(*n as u64)))
-                .collect(),
-        )
-    } else {
-        Value::Nil
-    };
-    pairs.push(("Keys", keys));
-    codec::map(pairs)
-}
-
-fn event_record(e: &Event) -> Value {
-    match e {
-        Event::Member { kind, members } => codec::map(vec![
-            ("Event", kind.as_str().into()),
-            (
-                "Members",
-                Value::Array(members.iter().map(codec::member_value).collect()),
-            ),
-        ]),
-        Event::User {
-            ltime,
-            name,
-            payload,
-            coalesce,
-        } => codec::map(vec![
-            ("Event", "user".into()),
-            ("LTime", (*ltime).into()),
-            ("Name", name.as_str().into()),
-            ("Payload", codec::bin(payload)),
-            ("Coalesce", (*coalesce).into()),
-        ]),
-        Event::Query(q) => codec::map(vec![
-            ("Event", "query".into()),
-            ("ID", q.id.into()),
-            ("LTime", q.ltime.into()),
-            ("Name", q.name.as_str().into()),
-            ("Payload", codec::bin(&q.payload)),
-        ]),
-    }
-}
-
 /// Serf's `members-filtered`: every given expression must match the whole
 /// value (tags absent on a member match as the empty string).
 fn filter_members(
     members: Vec<crate::model::Member>,
-    body: &Value,
+    req: &msg::MembersFilteredRequest,
 ) -> Result<Vec<crate::model::Member>, String> {
     let compile = |expr: &str| {
         regex::Regex::new(&format!("^(?:{expr})$"))
             .map_err(|e| format!("Failed to compile regex: {e}"))
     };
-    let tags = codec::get_str_pairs(body, "Tags")
-        .into_iter()
-        .map(|(k, v)| Ok((k, compile(&v)?)))
+    let tags = req
+        .tags
+        .iter()
+        .map(|(k, v)| Ok((k, compile(v)?)))
         .collect::<Result<Vec<_>, String>>()?;
-    let status = get_str(body, "Status");
-    let name = get_str(body, "Name");
-    let status_re = compile(&status)?;
-    let name_re = compile(&name)?;
+    let (status, name) = (&req.status, &req.name);
+    let status_re = compile(status)?;
+    let name_re = compile(name)?;
     Ok(members
         .into_iter()
         .filter(|m| {

@@ -37,7 +37,7 @@ impl Core {
             nodes,
             user_state: d.local_state(join),
         });
-        let nonce = self.rng.nonce();
+        let nonce = self.nonce();
         wire::encode_stream(&self.env, &msg.encode(), nonce)
     }
 
@@ -125,7 +125,7 @@ impl Core {
                 self.send_msg(target, ping.encode(), d);
             }
             Message::Ack(a) => self.handle_ack(a.seq_no, &a.payload, now, d),
-            Message::Nack { seq_no } => {
+            Message::Nack(wire::Nack { seq_no }) => {
                 if let Some(p) = &mut self.probe {
                     if p.seq == seq_no {
                         p.nacks += 1;
@@ -191,7 +191,7 @@ impl Core {
                     seq_no: p.seq_no,
                     payload: d.ack_payload(),
                 });
-                let nonce = self.rng.nonce();
+                let nonce = self.nonce();
                 Some(wire::encode_stream(&self.env, &ack.encode(), nonce))
             }
             Message::User(b) => {

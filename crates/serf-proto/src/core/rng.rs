@@ -1,7 +1,17 @@
-//! The core's seeded PRNG (splitmix64): probe order, gossip targets, stagger.
+//! The core's random sources: a seeded PRNG (splitmix64) for its choices
+//! (probe order, gossip targets, stagger), and the host's CSPRNG for
+//! AES-GCM nonces.
 
-/// A small deterministic PRNG (splitmix64): the core must be reproducible
-/// under the simulator; the agent seeds it from the OS.
+/// Where AES-GCM nonces come from: a cryptographically secure generator
+/// the host hands in (the agent: one seeded from the OS; the simulator: a
+/// seeded ChaCha20, [`crate::sim::nonce_source`]). A nonce must never repeat
+/// under a key, and must not be predictable from what the PRNG below
+/// reveals, so it never comes from that one.
+pub type NonceSource = Box<dyn rand_core::CryptoRng + Send>;
+
+/// A small deterministic PRNG (splitmix64) for the core's choices: the
+/// core must be reproducible under the simulator; the agent seeds it from
+/// the OS. Not for secrets: nonces come from a [`NonceSource`].
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
 
@@ -28,13 +38,5 @@ impl Rng {
             let j = self.below(i + 1);
             v.swap(i, j);
         }
-    }
-    pub fn nonce(&mut self) -> [u8; 12] {
-        let a = self.next_u64().to_le_bytes();
-        let b = self.next_u64().to_le_bytes();
-        let mut n = [0u8; 12];
-        n[..8].copy_from_slice(&a);
-        n[8..].copy_from_slice(&b[..4]);
-        n
     }
 }

@@ -103,6 +103,7 @@ impl Core {
                         state_change: now,
                     },
                 );
+                self.has_gone = true;
                 // Probe newcomers at a random point of the round.
                 let pos = self.rng.below(self.probe_order.len() + 1);
                 self.probe_order.insert(pos, a.node.clone());
@@ -249,6 +250,7 @@ impl Core {
         };
         n.state_change = now;
         let snapshot = n.clone();
+        self.has_gone = true;
         if name != self.cfg.name {
             d.notify_leave(&snapshot, now);
         }

@@ -29,11 +29,51 @@ pub(super) struct Relay {
 }
 
 impl Core {
-    /// When the next gossip round is due: the shell wakes up for it
-    /// exactly, rather than at the next [`Core::TICK`] (a message waits for
-    /// the next round at every hop; 50 ms more per hop added up).
+    /// When the next gossip round is due (one of the times
+    /// [`Core::next_deadline`] takes the earliest of).
     pub fn next_gossip_at(&self) -> Duration {
         self.next_gossip
+    }
+
+    /// The earliest time at which [`Core::tick`] has something to do, on
+    /// the clock of the `now` passed in: a refutation to announce (at once),
+    /// a suspicion timing out, a relayed ping to nack, the probe's timeout
+    /// (indirect pings) or end (failure), the next probe, gossip round or
+    /// push-pull, or the cleanup of dead nodes (once a second while there
+    /// are any). Ticking earlier is harmless; after any input (packet,
+    /// stream, join, leave, ...) the host reads it again. A time already
+    /// past means "now".
+    pub fn next_deadline(&self) -> Duration {
+        if self.refuted {
+            return Duration::ZERO;
+        }
+        let mut at = self.next_gossip;
+        for s in self.suspicions.values() {
+            at = at.min(s.deadline);
+        }
+        for r in self.relays.values() {
+            at = at.min(r.deadline);
+        }
+        if self.leaving {
+            // tick only gossips (and times out the above) while leaving.
+            return at;
+        }
+        match &self.probe {
+            Some(p) => {
+                // (Indirect pings need the target still known: without it
+                // tick has nothing to send, and the probe just ends.)
+                if !p.indirect_sent && self.nodes.contains_key(&p.target) {
+                    at = at.min(p.timeout_at);
+                }
+                at = at.min(p.end_at);
+            }
+            None => at = at.min(self.next_probe),
+        }
+        at = at.min(self.next_push_pull);
+        if self.has_gone {
+            at = at.min(self.next_cleanup);
+        }
+        at
     }
 
     /// Advances timers.
@@ -66,7 +106,7 @@ impl Core {
         for s in late {
             if let Some(r) = self.relays.remove(&s) {
                 if r.nack {
-                    let m = Message::Nack { seq_no: r.orig_seq }.encode();
+                    let m = Message::Nack(wire::Nack { seq_no: r.orig_seq }).encode();
                     self.send_msg(r.requester, m, d);
                 }
             }
@@ -117,16 +157,19 @@ impl Core {
         self.next_cleanup = now + Duration::from_secs(1);
         let cutoff = self.cfg.gossip_to_dead;
         let me = self.cfg.name.clone();
+        let mut left_behind = false;
         let gone: Vec<String> = self
             .nodes
             .values()
+            .filter(|n| n.name != me && matches!(n.state, NodeState::Dead | NodeState::Left))
             .filter(|n| {
-                n.name != me
-                    && matches!(n.state, NodeState::Dead | NodeState::Left)
-                    && now.saturating_sub(n.state_change) > cutoff
+                let expired = now.saturating_sub(n.state_change) > cutoff;
+                left_behind |= !expired;
+                expired
             })
             .map(|n| n.name.clone())
             .collect();
+        self.has_gone = left_behind;
         for g in gone {
             self.nodes.remove(&g);
             self.probe_order.retain(|n| n != &g);
@@ -259,7 +302,7 @@ impl Core {
                 source_port: self.cfg.addr.port(),
                 source_node: self.cfg.name.clone(),
             });
-            let nonce = self.rng.nonce();
+            let nonce = self.nonce();
             let bytes = wire::encode_stream(&self.env, &ping.encode(), nonce);
             self.outputs.push(Output::TcpPing {
                 to: target.addr,

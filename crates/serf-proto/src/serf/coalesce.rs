@@ -31,11 +31,14 @@ impl MemberCoalescer {
         self.last_at = now;
         self.latest.insert(m.name.clone(), (kind, m));
     }
+    /// When the events held must go out: a full `period` after the first,
+    /// or `quiet` after the last; `None` when nothing is held.
+    pub(super) fn deadline(&self, period: Duration, quiet: Duration) -> Option<Duration> {
+        self.first_at
+            .map(|f| (f + period).min(self.last_at + quiet))
+    }
     pub(super) fn due(&self, now: Duration, period: Duration, quiet: Duration) -> bool {
-        match self.first_at {
-            None => false,
-            Some(f) => now >= f + period || now >= self.last_at + quiet,
-        }
+        self.deadline(period, quiet).is_some_and(|at| now >= at)
     }
     pub(super) fn flush(&mut self, out: &mut Vec<Event>) {
         self.first_at = None;
@@ -87,11 +90,14 @@ impl UserCoalescer {
             slot.1.push(e);
         }
     }
+    /// When the events held must go out: a full `period` after the first,
+    /// or `quiet` after the last; `None` when nothing is held.
+    pub(super) fn deadline(&self, period: Duration, quiet: Duration) -> Option<Duration> {
+        self.first_at
+            .map(|f| (f + period).min(self.last_at + quiet))
+    }
     pub(super) fn due(&self, now: Duration, period: Duration, quiet: Duration) -> bool {
-        match self.first_at {
-            None => false,
-            Some(f) => now >= f + period || now >= self.last_at + quiet,
-        }
+        self.deadline(period, quiet).is_some_and(|at| now >= at)
     }
     pub(super) fn flush(&mut self, out: &mut Vec<Event>) {
         self.first_at = None;

@@ -53,22 +53,22 @@ impl Delegate for State {
         let lim = self.retransmit_limit();
         let _ = lim;
         match m {
-            SerfMessage::Leave { ltime, node, prune } => {
+            SerfMessage::Leave(wire::Leave { ltime, node, prune }) => {
                 if self.handle_leave_intent(ltime, &node, prune, now) {
                     self.enqueue(Queue::Intent, msg.to_vec());
                 }
             }
-            SerfMessage::Join { ltime, node } => {
+            SerfMessage::Join(wire::Join { ltime, node }) => {
                 if self.handle_join_intent(ltime, &node, now) {
                     self.enqueue(Queue::Intent, msg.to_vec());
                 }
             }
-            SerfMessage::UserEvent {
+            SerfMessage::UserEvent(wire::UserEvent {
                 ltime,
                 name,
                 payload,
                 cc,
-            } => {
+            }) => {
                 if self.handle_user_event(ltime, name, payload, cc, now) {
                     self.enqueue(Queue::Event, msg.to_vec());
                 }
@@ -79,12 +79,12 @@ impl Delegate for State {
                 }
             }
             SerfMessage::QueryResponse(r) => self.handle_query_response(r),
-            SerfMessage::Relay {
+            SerfMessage::Relay(wire::Relay {
                 dest_addr,
                 dest_port,
                 inner,
                 ..
-            } => {
+            }) => {
                 if let Some(ip) = wire::bytes_addr(&dest_addr) {
                     self.sends.push((SocketAddr::new(ip, dest_port), inner));
                 }

@@ -116,12 +116,12 @@ impl Serf {
             "user event exceeds sane limit of {USER_EVENT_SIZE_MAX} bytes before encoding"
         );
         let t = self.st.event_clock.time();
-        let raw = SerfMessage::UserEvent {
+        let raw = SerfMessage::UserEvent(wire::UserEvent {
             ltime: t,
             name: name.to_string(),
             payload: payload.clone(),
             cc: coalesce,
-        }
+        })
         .encode();
         anyhow::ensure!(
             raw.len() <= limit,

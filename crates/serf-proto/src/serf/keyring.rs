@@ -1,5 +1,5 @@
 //! Serf's keyring queries (`_serf_install-key`, `use-key`, `remove-key`,
-//! `list-keys`): answering them, and their request and response payloads.
+//! `list-keys`): answering them (their payloads are `wire`'s).
 
 use base64::Engine;
 
@@ -21,7 +21,7 @@ impl Serf {
         } else if op == "list-keys" {
             (true, String::new())
         } else {
-            match decode_key_request(&q.payload) {
+            match wire::decode_key_request(&q.payload) {
                 None => (false, "malformed key request".to_string()),
                 Some(key) => match op {
                     "install-key" => {
@@ -61,88 +61,26 @@ impl Serf {
             self.st.keys_changed = true;
         }
         let b64 = |k: &Vec<u8>| base64::engine::general_purpose::STANDARD.encode(k);
-        let list: Vec<String> = if op == "list-keys" {
-            keys.iter().map(b64).collect()
-        } else {
-            Vec::new()
+        let list = op == "list-keys";
+        let answer = wire::KeyResponse {
+            result,
+            message,
+            keys: if list {
+                keys.iter().map(b64).collect()
+            } else {
+                Vec::new()
+            },
+            primary_key: if list {
+                keys.first().map(b64).unwrap_or_default()
+            } else {
+                String::new()
+            },
         };
-        let primary = if op == "list-keys" {
-            keys.first().map(b64).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        let payload = encode_key_response(result, &message, &list, &primary);
-        self.send_internal_answer(&q, payload);
+        self.send_internal_answer(&q, answer.encode());
     }
 
     /// True once after a keyring query changed our keys (persist them).
     pub fn take_keys_changed(&mut self) -> bool {
         std::mem::take(&mut self.st.keys_changed)
     }
-}
-
-/// Payload of a keyring query: the key-request type byte, then {Key}.
-pub fn encode_key_request(key: &[u8]) -> Vec<u8> {
-    wire::MapEnc::new(vec![wire::stype::KEY_REQUEST], 1)
-        .bytes("Key", key)
-        .finish()
-}
-
-pub(super) fn decode_key_request(payload: &[u8]) -> Option<Vec<u8>> {
-    let (&t, body) = payload.split_first()?;
-    if t != wire::stype::KEY_REQUEST {
-        return None;
-    }
-    let (v, _) = wire::read_value(body).ok()?;
-    wire::Fields::of(&v).ok()?.bytes("Key").ok()
-}
-
-pub(super) fn encode_key_response(
-    result: bool,
-    message: &str,
-    keys: &[String],
-    primary: &str,
-) -> Vec<u8> {
-    let mut list = Vec::new();
-    rmp::encode::write_array_len(&mut list, keys.len() as u32).expect("vec write");
-    for k in keys {
-        rmp::encode::write_str(&mut list, k).expect("vec write");
-    }
-    wire::MapEnc::new(vec![wire::stype::KEY_RESPONSE], 4)
-        .raw_value("Keys", &list)
-        .str("Message", message)
-        .str("PrimaryKey", primary)
-        .bool("Result", result)
-        .finish()
-}
-
-/// One node's answer to a keyring query.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct NodeKeyResponse {
-    pub result: bool,
-    pub message: String,
-    pub keys: Vec<String>,
-    pub primary_key: String,
-}
-
-pub fn decode_key_response(payload: &[u8]) -> Option<NodeKeyResponse> {
-    let (&t, body) = payload.split_first()?;
-    if t != wire::stype::KEY_RESPONSE {
-        return None;
-    }
-    let (v, _) = wire::read_value(body).ok()?;
-    let f = wire::Fields::of(&v).ok()?;
-    let keys = match f.get("Keys") {
-        Some(rmpv::Value::Array(a)) => a
-            .iter()
-            .filter_map(|x| wire::value_bytes(x).and_then(|b| String::from_utf8(b).ok()))
-            .collect(),
-        _ => Vec::new(),
-    };
-    Some(NodeKeyResponse {
-        result: f.bool("Result").ok()?,
-        message: f.string("Message").unwrap_or_default(),
-        keys,
-        primary_key: f.string("PrimaryKey").unwrap_or_default(),
-    })
 }

@@ -77,10 +77,10 @@ impl State {
             // Someone says we are leaving and we are not: refute with a
             // newer join intent.
             let t = self.clock.increment();
-            let msg = SerfMessage::Join {
+            let msg = SerfMessage::Join(wire::Join {
                 ltime: t,
                 node: self.name.clone(),
-            };
+            });
             if let Some(me) = self.members.get_mut(&self.name) {
                 me.status_ltime = t;
             }
@@ -237,11 +237,11 @@ impl Serf {
             .clock
             .increment()
             .max(m.status_ltime.saturating_add(1));
-        let msg = SerfMessage::Leave {
+        let msg = SerfMessage::Leave(wire::Leave {
             ltime: t,
             node: node.to_string(),
             prune,
-        };
+        });
         if self.st.handle_leave_intent(t, node, prune, now) {
             self.st.enqueue(Queue::Intent, msg.encode());
         }
@@ -286,22 +286,22 @@ mod tests {
         for i in 0..3 * MAX_INTENTS as u64 {
             let node = format!("ghost-{i}");
             let m = if i % 2 == 0 {
-                SerfMessage::Join { ltime: i + 1, node }
+                SerfMessage::Join(wire::Join { ltime: i + 1, node })
             } else {
-                SerfMessage::Leave {
+                SerfMessage::Leave(wire::Leave {
                     ltime: i + 1,
                     node,
                     prune: false,
-                }
+                })
             };
             s.st.notify_msg(&m.encode(), now);
         }
         assert_eq!(s.st.intents.len(), MAX_INTENTS);
         assert_eq!(s.intents().1, 2 * MAX_INTENTS as u64);
-        let m = SerfMessage::Join {
+        let m = SerfMessage::Join(wire::Join {
             ltime: u64::MAX / 2,
             node: "ghost-0".into(),
-        };
+        });
         s.st.notify_msg(&m.encode(), now);
         assert_eq!(s.st.intents["ghost-0"].ltime, u64::MAX / 2);
         assert_eq!(s.intents().1, 2 * MAX_INTENTS as u64);

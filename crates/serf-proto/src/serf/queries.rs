@@ -52,34 +52,13 @@ pub(super) struct InternalQuery {
 impl State {
     pub(super) fn should_process(&self, filters: &[Vec<u8>]) -> bool {
         for f in filters {
-            let Some((&t, body)) = f.split_first() else {
-                return false;
-            };
-            let Ok((v, _)) = wire::read_value(body) else {
-                return false;
-            };
-            match t {
-                0 => {
-                    let names: Vec<String> = match &v {
-                        rmpv::Value::Array(a) => a
-                            .iter()
-                            .filter_map(|x| {
-                                wire::value_bytes(x).and_then(|b| String::from_utf8(b).ok())
-                            })
-                            .collect(),
-                        _ => return false,
-                    };
+            match wire::QueryFilter::decode(f) {
+                Ok(wire::QueryFilter::Nodes(names)) => {
                     if !names.contains(&self.name) {
                         return false;
                     }
                 }
-                1 => {
-                    let Ok(fields) = wire::Fields::of(&v) else {
-                        return false;
-                    };
-                    let (Ok(tag), Ok(expr)) = (fields.string("Tag"), fields.string("Expr")) else {
-                        return false;
-                    };
+                Ok(wire::QueryFilter::Tag { tag, expr }) => {
                     let Ok(re) = regex::Regex::new(&expr) else {
                         return false;
                     };
@@ -93,7 +72,7 @@ impl State {
                         return false;
                     }
                 }
-                _ => return false,
+                Err(_) => return false,
             }
         }
         true
@@ -200,12 +179,12 @@ impl State {
         self.rng.shuffle(&mut peers);
         peers.truncate(relay as usize);
         for p in peers {
-            let relayed = SerfMessage::Relay {
+            let relayed = SerfMessage::Relay(wire::Relay {
                 dest_addr: wire::addr_bytes(to.ip()),
                 dest_port: to.port(),
                 dest_name: dest_name.to_string(),
                 inner: msg.clone(),
-            };
+            });
             self.sends.push((p, relayed.encode()));
         }
     }
@@ -257,19 +236,14 @@ impl Serf {
         let id = self.st.rng.next_u64() as u32;
         let mut filters = Vec::new();
         if !p.filter_nodes.is_empty() {
-            let mut f = vec![0u8];
-            rmp::encode::write_array_len(&mut f, p.filter_nodes.len() as u32).expect("vec write");
-            for n in &p.filter_nodes {
-                rmp::encode::write_str(&mut f, n).expect("vec write");
-            }
-            filters.push(f);
+            filters.push(wire::QueryFilter::Nodes(p.filter_nodes.clone()).encode());
         }
         for (tag, expr) in &p.filter_tags {
-            let f = wire::MapEnc::new(vec![1u8], 2)
-                .str("Expr", expr)
-                .str("Tag", tag)
-                .finish();
-            filters.push(f);
+            let f = wire::QueryFilter::Tag {
+                tag: tag.clone(),
+                expr: expr.clone(),
+            };
+            filters.push(f.encode());
         }
         let timeout = if p.timeout.is_zero() {
             let n = self.st.members.len().max(1);

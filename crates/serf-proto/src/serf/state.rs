@@ -166,10 +166,10 @@ mod tests {
         let mut s = serf();
         let now = Duration::from_secs(1);
         for i in 0..5000u64 {
-            let join = SerfMessage::Join {
+            let join = SerfMessage::Join(wire::Join {
                 ltime: i + 10,
                 node: format!("n{i}"),
-            };
+            });
             // The map of intents for unknown members has its own bound
             // (MAX_INTENTS, tested above): emptied so every join is queued.
             if s.st.intents.len() == MAX_INTENTS {
@@ -183,16 +183,16 @@ mod tests {
         s.drain_events();
         // The newest stay: the oldest (most sent) go first.
         let out = s.st.broadcasts.get(0, 1 << 20, 100);
-        let newest = SerfMessage::Join {
+        let newest = SerfMessage::Join(wire::Join {
             ltime: 5009,
             node: "n4999".into(),
-        }
+        })
         .encode();
         assert_eq!(out.first(), Some(&newest));
 
         let mut cfg = Config::new(core::Config::lan("me", "127.0.0.1:7946".parse().unwrap()));
         cfg.min_queue_depth = 100;
-        let mut s = Serf::new(cfg, Duration::ZERO);
+        let mut s = Serf::new(cfg, Duration::ZERO, crate::sim::nonce_source(1));
         for i in 0..300u64 {
             s.st.notify_msg(&user_event(i + 10, "e", b""), now);
         }

@@ -9,11 +9,60 @@ use super::Serf;
 use crate::model::{MemberEventKind, MemberStatus, QueryReply};
 
 impl Serf {
-    /// See [`Core::next_gossip_at`].
+    /// See [`Core::next_gossip_at`](crate::core::Core::next_gossip_at).
     pub fn next_gossip_at(&self) -> Duration {
         self.core.next_gossip_at()
     }
 
+    /// The earliest time at which [`Serf::tick`] has something to do, on
+    /// the clock of the `now` passed in: the core's
+    /// [`next_deadline`](crate::core::Core::next_deadline), a coalescer's
+    /// flush, a query's deadline, a name-conflict vote to start (at once),
+    /// a received query or an intent to forget, a pruned member to erase,
+    /// the queue check, the reap, the reconnect. Ticking earlier is
+    /// harmless; after any input or call (packet, stream, join, user
+    /// event, query, leave...) the host reads it again. A time already past
+    /// means "now".
+    pub fn next_deadline(&self) -> Duration {
+        let st = &self.st;
+        if st.conflict_seen.is_some() {
+            return Duration::ZERO;
+        }
+        // Forgotten once strictly past their time (tick keeps `now <= t`).
+        let after = |t: Duration| t.saturating_add(Duration::from_nanos(1));
+        let cfg = &st.cfg;
+        let mut at = self.core.next_deadline();
+        let coalescers = [
+            st.member_co
+                .deadline(cfg.coalesce_period, cfg.quiescent_period),
+            st.user_co
+                .deadline(cfg.user_coalesce_period, cfg.user_quiescent_period),
+        ];
+        let queries = st.outgoing.values().map(|q| q.deadline);
+        let received = st.pending.values().map(|p| after(p.deadline));
+        let intents = st
+            .intents
+            .values()
+            .map(|i| after(i.at.saturating_add(cfg.recent_intent_timeout)));
+        let prunes = st.prunes.iter().map(|(_, t)| *t);
+        for t in coalescers
+            .into_iter()
+            .flatten()
+            .chain(queries)
+            .chain(received)
+            .chain(intents)
+            .chain(prunes)
+        {
+            at = at.min(t);
+        }
+        at = at.min(self.next_queue_check).min(self.next_reap);
+        if !st.leaving {
+            at = at.min(self.next_reconnect);
+        }
+        at
+    }
+
+    /// Advances timers: call it at [`Serf::next_deadline`] (or earlier).
     pub fn tick(&mut self, now: Duration) {
         self.core.tick(now, &mut self.st);
         self.after_core();

@@ -20,7 +20,7 @@
 //! ([`Sim::tap`]), so a phantom can answer for real: acks and nacks with
 //! the right sequence numbers, responses to the queries it saw, replies to
 //! the push-pulls and TCP pings it was sent. Between those, simulated time
-//! advances (every node ticks every 50 ms) and the nodes join, leave,
+//! advances (every node ticks at its deadlines) and the nodes join, leave,
 //! crash, restart, partition, send events and queries, answer queries,
 //! force-leave, change tags and restore clocks.
 //!
@@ -60,7 +60,7 @@ pub struct Options {
     /// Most operations played from one input.
     pub max_ops: usize,
     /// Most simulated time one input may let pass (the time steps are
-    /// what costs: every node ticks every 50 ms).
+    /// what costs: every node ticks at each of its deadlines).
     pub max_time: Duration,
     /// Print each operation to stderr (to read a crashing input).
     pub trace: bool,
@@ -566,14 +566,9 @@ impl Harness<'_> {
     fn filter(&mut self) -> Vec<u8> {
         match self.g.below(4) {
             0 => {
-                let mut f = vec![0u8];
                 let n = self.g.below(3);
-                rmp::encode::write_array_len(&mut f, n as u32).expect("vec write");
-                for _ in 0..n {
-                    let s = self.name();
-                    rmp::encode::write_str(&mut f, &s).expect("vec write");
-                }
-                f
+                let names = (0..n).map(|_| self.name()).collect();
+                wire::QueryFilter::Nodes(names).encode()
             }
             1 => {
                 const EXPRS: [&str; 5] = [".*", "^1$", "^$", "(", "[0-9]+"];
@@ -582,11 +577,8 @@ impl Harness<'_> {
                     .get(i)
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| self.g.string(8));
-                let tag = ["id", "role", ""][self.g.below(3)];
-                wire::MapEnc::new(vec![1u8], 2)
-                    .str("Expr", &expr)
-                    .str("Tag", tag)
-                    .finish()
+                let tag = ["id", "role", ""][self.g.below(3)].to_string();
+                wire::QueryFilter::Tag { tag, expr }.encode()
             }
             2 => self.g.bytes(8),
             _ => Vec::new(),
@@ -681,32 +673,32 @@ impl Harness<'_> {
     fn serf_msg(&mut self, t: usize, depth: usize) -> Vec<u8> {
         let c = self.clocks(t);
         let m = match self.g.below(12) {
-            0 | 1 => SerfMessage::Leave {
+            0 | 1 => SerfMessage::Leave(wire::Leave {
                 ltime: self.ltime(c.0),
                 node: self.name(),
                 prune: self.g.bool(),
-            },
-            2 | 3 => SerfMessage::Join {
+            }),
+            2 | 3 => SerfMessage::Join(wire::Join {
                 ltime: self.ltime(c.0),
                 node: self.name(),
-            },
-            4 | 5 => SerfMessage::UserEvent {
+            }),
+            4 | 5 => SerfMessage::UserEvent(wire::UserEvent {
                 ltime: self.ltime(c.1),
                 name: self.event_name(),
                 payload: self.g.bytes(64),
                 cc: self.g.bool(),
-            },
+            }),
             6 | 7 => SerfMessage::Query(self.query(t)),
             8 => SerfMessage::QueryResponse(self.query_response()),
             9 => SerfMessage::PushPull(self.serf_push_pull(t)),
             10 if depth < 2 => {
                 let (dest_addr, dest_port) = self.addr_port();
-                SerfMessage::Relay {
+                SerfMessage::Relay(wire::Relay {
                     dest_addr,
                     dest_port,
                     dest_name: self.name(),
                     inner: self.serf_msg(t, depth + 1),
-                }
+                })
             }
             _ => {
                 // Conflict / key messages and unknown types, then garbage.
@@ -757,7 +749,7 @@ impl Harness<'_> {
                 seq_no: self.seq(),
                 payload: self.ack_payload(),
             }),
-            3 => Message::Nack { seq_no: self.seq() },
+            3 => Message::Nack(wire::Nack { seq_no: self.seq() }),
             4 | 5 => Message::Suspect(self.accuse(t)),
             6 | 7 => Message::Alive(self.alive(t)),
             8 => Message::Dead(self.accuse(t)),
@@ -891,7 +883,7 @@ impl Harness<'_> {
             11..=13 => {
                 let d = match self.g.below(4) {
                     0 => Duration::from_millis(1 + self.g.below(50) as u64),
-                    1 => crate::core::Core::TICK,
+                    1 => Duration::from_millis(50),
                     2 => Duration::from_millis(self.g.below(1000) as u64),
                     _ => Duration::from_millis(self.g.below(8000) as u64),
                 };
@@ -1033,7 +1025,7 @@ impl Harness<'_> {
         match seen {
             Seen::Ping { seq } => {
                 let m = if self.g.below(4) == 0 {
-                    Message::Nack { seq_no: seq }
+                    Message::Nack(wire::Nack { seq_no: seq })
                 } else {
                     Message::Ack(wire::Ack {
                         seq_no: seq,

@@ -1,0 +1,196 @@
+//! Sending to the cluster: `event` (a user event) and `query` (a query,
+//! with its acks and responses printed as they come).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{connect, fail, parse, parse_tags};
+use crate::cli::flags::{parse_duration, Kind};
+use crate::cli::output::json;
+use crate::model::{QueryParams, QueryReply};
+
+const EVENT_HELP: &str = "
+Usage: gossip event [options] name [payload]
+
+  Dispatches a custom user event across the cluster.
+
+Options:
+  -coalesce=true/false      Whether handlers may coalesce this event (default true).
+  -rpc-addr=127.0.0.1:7373  RPC address of the Serf agent.
+  -rpc-auth=\"\"              RPC auth token of the Serf agent.
+";
+
+pub async fn event(argv: &[String]) -> i32 {
+    let f = match parse(&[("coalesce", Kind::Bool)], argv, EVENT_HELP) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    match f.args.len() {
+        0 => {
+            return fail(format!(
+                "An event name must be specified.\n\n{}",
+                EVENT_HELP.trim()
+            ))
+        }
+        1 | 2 => {}
+        _ => {
+            return fail(format!(
+                "Too many command line arguments. Only a name and payload must be specified.\n\n{}",
+                EVENT_HELP.trim()
+            ))
+        }
+    }
+    let coalesce = f.bool("coalesce", true);
+    let name = &f.args[0];
+    let payload = f.args.get(1).map(|p| p.as_bytes()).unwrap_or(b"");
+    let client = match connect(&f).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.user_event(name, payload, coalesce).await {
+        Ok(()) => {
+            println!("Event '{name}' dispatched! Coalescing enabled: {coalesce}");
+            0
+        }
+        Err(e) => fail(format!("Error sending event: {e}")),
+    }
+}
+
+const QUERY_HELP: &str = "
+Usage: gossip query [options] name [payload]
+
+  Sends a query to the cluster and prints acknowledgements and responses.
+
+Options:
+  -format                   'text' (default) or 'json'.
+  -no-ack                   Do not ask nodes to acknowledge.
+  -node=NAME                Only this node (repeatable).
+  -relay-factor=N           Relay each response through N other nodes (0-255).
+  -tag key=regexp           Only nodes whose tag matches (repeatable).
+  -timeout=15s              How long to wait (default: the agent's).
+  -rpc-addr=127.0.0.1:7373  RPC address of the Serf agent.
+  -rpc-auth=\"\"              RPC auth token of the Serf agent.
+";
+
+#[derive(Serialize)]
+struct JsonQuery {
+    #[serde(rename = "Acks")]
+    acks: Option<Vec<String>>,
+    #[serde(rename = "Responses")]
+    responses: BTreeMap<String, String>,
+}
+
+pub async fn query(argv: &[String]) -> i32 {
+    let f = match parse(
+        &[
+            ("node", Kind::List),
+            ("tag", Kind::List),
+            ("timeout", Kind::Value),
+            ("no-ack", Kind::Bool),
+            ("format", Kind::Value),
+            ("relay-factor", Kind::Value),
+        ],
+        argv,
+        QUERY_HELP,
+    ) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    let filter_tags = match parse_tags(&f.list("tag")) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("Error: {e}")),
+    };
+    let timeout = match f.value("timeout").map(parse_duration).transpose() {
+        Ok(t) => t.unwrap_or_default(),
+        Err(e) => return fail(format!("Error: {e}")),
+    };
+    let relay_factor = match f.value("relay-factor").unwrap_or("0").parse::<u8>() {
+        Ok(n) => n,
+        Err(_) => return fail("Relay factor must be between 0 and 255"),
+    };
+    match f.args.len() {
+        0 => {
+            return fail(format!(
+                "A query name must be specified.\n\n{}",
+                QUERY_HELP.trim()
+            ))
+        }
+        1 | 2 => {}
+        _ => {
+            return fail(format!(
+                "Too many command line arguments. Only a name and payload must be specified.\n\n{}",
+                QUERY_HELP.trim()
+            ))
+        }
+    }
+    let format = f.value("format").unwrap_or("text");
+    if format != "text" && format != "json" {
+        return fail(format!("Invalid format: {format}"));
+    }
+    let no_ack = f.bool("no-ack", false);
+    let name = f.args[0].clone();
+    let client = match connect(&f).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let params = QueryParams {
+        name: name.clone(),
+        payload: f
+            .args
+            .get(1)
+            .map(|p| p.as_bytes().to_vec())
+            .unwrap_or_default(),
+        filter_nodes: f.list("node"),
+        filter_tags: filter_tags.into_iter().collect(),
+        request_ack: !no_ack,
+        relay_factor,
+        timeout,
+    };
+    let mut replies = match client.query(params).await {
+        Ok(r) => r,
+        Err(e) => return fail(format!("Error sending query: {e}")),
+    };
+    let text = format == "text";
+    if text {
+        println!("Query '{name}' dispatched");
+    }
+    let mut acks = Vec::new();
+    let mut responses = BTreeMap::new();
+    let mut num_resp = 0;
+    while let Some(r) = replies.recv().await {
+        match r {
+            QueryReply::Ack { from } => {
+                if text {
+                    println!("Ack from '{from}'");
+                }
+                acks.push(from);
+            }
+            QueryReply::Response { from, payload } => {
+                num_resp += 1;
+                let mut p = payload;
+                if text {
+                    if p.ends_with(b"\n") {
+                        p.pop();
+                    }
+                    println!("Response from '{from}': {}", String::from_utf8_lossy(&p));
+                }
+                responses.insert(from, String::from_utf8_lossy(&p).into_owned());
+            }
+            QueryReply::Done => break,
+        }
+    }
+    if text {
+        if !no_ack {
+            println!("Total Acks: {}", acks.len());
+        }
+        println!("Total Responses: {num_resp}");
+    } else {
+        let out = JsonQuery {
+            acks: (!acks.is_empty()).then_some(acks),
+            responses,
+        };
+        println!("{}", json(&out));
+    }
+    0
+}

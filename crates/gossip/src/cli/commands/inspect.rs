@@ -1,0 +1,159 @@
+//! Looking into an agent: `info` (its stats), `monitor` (its log lines)
+//! and `rtt` (round trips estimated from network coordinates).
+
+use super::{connect, fail, parse};
+use crate::cli::flags::Kind;
+use crate::cli::output::json;
+
+const INFO_HELP: &str = "
+Usage: gossip info [options]
+
+  Prints debugging information about the agent.
+
+Options:
+  -format                   'text' (default) or 'json'.
+  -rpc-addr=127.0.0.1:7373  RPC address of the Serf agent.
+  -rpc-auth=\"\"              RPC auth token of the Serf agent.
+";
+
+pub async fn info(argv: &[String]) -> i32 {
+    let f = match parse(&[("format", Kind::Value)], argv, INFO_HELP) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    let format = f.value("format").unwrap_or("text");
+    if format != "text" && format != "json" {
+        return fail(format!(
+            "Encoding error: Invalid output format \"{format}\""
+        ));
+    }
+    let client = match connect(&f).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let stats = match client.stats().await {
+        Ok(s) => s,
+        Err(e) => return fail(format!("Error querying agent: {e}")),
+    };
+    if format == "json" {
+        println!("{}", json(&stats));
+        return 0;
+    }
+    let mut out = String::new();
+    for (section, kv) in &stats {
+        out.push_str(section);
+        out.push_str(":\n");
+        for (k, v) in kv {
+            out.push_str(&format!("\t{k} = {v}\n"));
+        }
+    }
+    println!("{}", out.trim());
+    0
+}
+
+const MONITOR_HELP: &str = "
+Usage: gossip monitor [options]
+
+  Streams the agent's log lines until interrupted.
+
+Options:
+  -log-level=info           trace, debug, info, warn or err.
+  -rpc-addr=127.0.0.1:7373  RPC address of the Serf agent.
+  -rpc-auth=\"\"              RPC auth token of the Serf agent.
+";
+
+pub async fn monitor(argv: &[String]) -> i32 {
+    let f = match parse(&[("log-level", Kind::Value)], argv, MONITOR_HELP) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    let client = match connect(&f).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut logs = match client.monitor(f.value("log-level").unwrap_or("INFO")).await {
+        Ok(l) => l,
+        Err(e) => return fail(format!("Error starting monitor: {e}")),
+    };
+    loop {
+        tokio::select! {
+            line = logs.recv() => match line {
+                Some(l) => println!("{l}"),
+                None => {
+                    println!("Remote side ended the monitor! This usually means that the\nremote side has exited or crashed.");
+                    return 1;
+                }
+            },
+            _ = tokio::signal::ctrl_c() => return 0,
+        }
+    }
+}
+
+const RTT_HELP: &str = "
+Usage: gossip rtt [options] node1 [node2]
+
+  Estimates the round trip time between two nodes from the agent's network
+  coordinates (Vivaldi, updated by every probe). Without node2, the second
+  node is the agent's own. Node names as `members` shows them, not
+  addresses.
+
+Options:
+  -rpc-addr=127.0.0.1:7373  RPC address of the Serf agent.
+  -rpc-auth=\"\"              RPC auth token of the Serf agent.
+";
+
+pub async fn rtt(argv: &[String]) -> i32 {
+    let f = match parse(&[], argv, RTT_HELP) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    if f.args.is_empty() || f.args.len() > 2 {
+        eprintln!(
+            "One or two node names must be specified\n\n{}",
+            RTT_HELP.trim()
+        );
+        return 1;
+    }
+    let client = match connect(&f).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut nodes = f.args.clone();
+    if nodes.len() == 1 {
+        match client.stats().await {
+            Ok(s) => nodes.push(
+                s.get("agent")
+                    .and_then(|a| a.get("name"))
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            Err(e) => return fail(format!("Error querying agent: {e}")),
+        }
+    }
+    let mut coords = Vec::new();
+    for node in &nodes {
+        match client.get_coordinate(node).await {
+            Ok(Some(c)) => coords.push(c),
+            Ok(None) => return fail(format!("Could not find a coordinate for node {node:?}")),
+            Err(e) => return fail(format!("Error getting coordinates: {e}")),
+        }
+    }
+    match coords[0].distance_to(&coords[1]) {
+        Some(d) => {
+            println!(
+                "Estimated {} <-> {} rtt: {:.3} ms",
+                nodes[0],
+                nodes[1],
+                d.as_secs_f64() * 1000.0
+            );
+            0
+        }
+        None => fail(format!(
+            "Coordinates of {} and {} cannot be compared (dimensions {} and {}, or not finite)",
+            nodes[0],
+            nodes[1],
+            coords[0].vec.len(),
+            coords[1].vec.len()
+        )),
+    }
+}
