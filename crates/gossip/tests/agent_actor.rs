@@ -144,3 +144,29 @@ fn a_blocked_snapshot_file_stalls_neither_pings_nor_commands() {
     rt.shutdown_timeout(Duration::from_secs(5));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An idle agent sleeps until the core has something due (a gossip round,
+/// a probe, a reap...), not on a fixed polling tick: alone, on paused
+/// time, it wakes for its timers at most 8 times a second (the LAN
+/// profile gossips every 200 ms and probes every second; a 50 ms polling
+/// tick would be 20 more).
+#[tokio::test(start_paused = true)]
+async fn an_idle_agent_wakes_only_when_something_is_due() {
+    let a = agent::start(AgentConfig {
+        node_name: "idle".into(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        ..AgentConfig::default()
+    })
+    .await
+    .expect("agent starts");
+    let wakeups =
+        |a: &agent::Agent| -> u64 { a.stats()["agent"]["timer_wakeups"].parse().unwrap() };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = wakeups(&a);
+    const IDLE: u64 = 60;
+    tokio::time::sleep(Duration::from_secs(IDLE)).await;
+    let per_s = (wakeups(&a) - before) as f64 / IDLE as f64;
+    eprintln!("idle agent: {per_s:.1} timer wake-ups/s");
+    assert!(per_s <= 8.0, "{per_s:.1} timer wake-ups/s while idle");
+    a.shutdown().await.unwrap();
+}

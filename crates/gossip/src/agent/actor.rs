@@ -124,7 +124,6 @@ pub(super) fn spawn(parts: Parts) -> Readers {
     let keys = Arc::new(parts.serf.keys().to_vec());
     let view = watch::channel(Arc::new(View::of(&parts.serf, 0, 0))).0;
     let actor = Actor {
-        shim: TickShim::new(),
         keys: watch::channel(keys).0,
         view,
         events: Arc::new(Events::new()),
@@ -174,7 +173,6 @@ enum Exchange {
 struct Actor {
     serf: Serf,
     start: Instant,
-    shim: TickShim,
     udp: UdpSocket,
     tcp: TcpListener,
     /// Incoming streams hand their message to the actor here.
@@ -236,9 +234,8 @@ impl Actor {
                 () = &mut wake => self.timer_wakeups += 1,
             }
             let now = self.now();
-            if self.deadline(now) <= now {
+            if self.serf.next_deadline() <= now {
                 self.serf.tick(now);
-                self.shim.ticked(now);
             }
             self.settle();
             let next = self.next_wake();
@@ -259,14 +256,11 @@ impl Actor {
         Instant::now().saturating_duration_since(self.start)
     }
 
-    /// When the core next has something to do.
-    fn deadline(&self, now: Duration) -> Duration {
-        self.shim.next_deadline(&self.serf, now)
-    }
-
+    /// When the core next has something to do (read again after every
+    /// input: a packet or a command may bring it forward).
     fn next_wake(&self) -> Instant {
         let now = self.now();
-        self.start + self.deadline(now).max(now + MIN_SLEEP)
+        self.start + self.serf.next_deadline().max(now + MIN_SLEEP)
     }
 
     /// One datagram, decrypted, decompressed and decoded here.
@@ -548,35 +542,6 @@ impl Actor {
                     let result = net::send_reliable(to, bytes).await;
                     Exchange::Sent { to, result }
                 });
-            }
-        }
-    }
-}
-
-/// SHIM until `Serf::next_deadline` lands (branch h17-core): the core's
-/// timers are private, so the actor ticks every [`crate::core::Core::TICK`]
-/// on a fixed cadence (inputs do not push the tick back), and exactly when
-/// a gossip round is due. To be replaced by `serf.next_deadline()`.
-struct TickShim {
-    next_tick: Duration,
-}
-
-impl TickShim {
-    fn new() -> TickShim {
-        TickShim {
-            next_tick: crate::core::Core::TICK,
-        }
-    }
-
-    fn next_deadline(&self, serf: &Serf, _now: Duration) -> Duration {
-        self.next_tick.min(serf.next_gossip_at())
-    }
-
-    fn ticked(&mut self, now: Duration) {
-        if now >= self.next_tick {
-            self.next_tick += crate::core::Core::TICK;
-            if self.next_tick <= now {
-                self.next_tick = now + crate::core::Core::TICK;
             }
         }
     }
