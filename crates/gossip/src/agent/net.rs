@@ -35,8 +35,8 @@ const MAX_STREAM: usize = wire::MAX_BODY;
 /// (incoming and the answers to our own push-pulls). memberlist has no
 /// such bound: 128 streams (its maxPushPullRequests) × 20 MiB
 /// (maxPushStateBytes) is 2.5 GiB. Ours: a stream waits for room before
-/// its buffer grows, within its one [`TCP_TIMEOUT`]; the budget holds one
-/// message of the largest size ([`MAX_STREAM`], 40 MiB) with room to spare,
+/// its buffer grows, within its one `TCP_TIMEOUT`; the budget holds one
+/// message of the largest size (`MAX_STREAM`, 40 MiB) with room to spare,
 /// and a cluster of 10,000 members pushes about 1–2 MiB.
 pub const STREAM_BUFFER_BUDGET: usize = 64 << 20;
 /// Incoming stream connections served at once; more are closed at once.
