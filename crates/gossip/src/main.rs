@@ -2,10 +2,11 @@
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // Two workers whatever the host's core count: the agent's work is small,
-    // and each worker thread costs memory in every container.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the agent's work is small and comes from one actor, and
+    // every wake-up of an idle agent is then one thread waking, not a
+    // worker waking another to share the work (file writes have a thread
+    // of their own).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
