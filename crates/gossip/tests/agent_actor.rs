@@ -2,15 +2,19 @@
 //! the protocol, so a stuck disk delays the snapshot, never a ping or a
 //! command.
 
+mod common;
+
 use std::io::Read;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::config;
 use gossip::agent;
 use gossip::model::{AgentConfig, AgentHandle};
 use gossip::wire;
+use testkit::{eventually_blocking, temp_dir};
 
 /// Sends pings over UDP until one is acked; false if none is within `limit`.
 fn ping(to: SocketAddr, seq: u32, limit: Duration) -> bool {
@@ -59,21 +63,15 @@ fn a_blocked_snapshot_file_stalls_neither_pings_nor_commands() {
         .enable_all()
         .build()
         .unwrap();
-    let dir = std::env::temp_dir().join(format!(
-        "gossip-blocked-disk-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("gossip-blocked-disk");
+    let dir = dir.path();
     let snap = dir.join("snapshot");
     let a = rt
         .block_on(agent::start(AgentConfig {
-            node_name: "stuck-disk".into(),
-            bind: "127.0.0.1:0".parse().unwrap(),
             snapshot: Some(snap.clone()),
             coalesce_period: Duration::from_millis(100),
             quiescent_period: Duration::from_millis(50),
-            ..AgentConfig::default()
+            ..config("stuck-disk", &[], vec![])
         }))
         .expect("agent starts");
     let addr = a.local_addr();
@@ -82,17 +80,16 @@ fn a_blocked_snapshot_file_stalls_neither_pings_nor_commands() {
         "no ack before the disk got stuck"
     );
     // Our own member-join is written first, to the file.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&snap)
-        .unwrap_or_default()
-        .contains("alive: stuck-disk ")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the snapshot never recorded our join"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually_blocking(
+        "the snapshot to record our join",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(&snap)
+                .unwrap_or_default()
+                .contains("alive: stuck-disk ")
+                .then_some(())
+        },
+    );
 
     std::fs::remove_file(&snap).unwrap();
     mkfifo(&snap);
@@ -142,7 +139,6 @@ fn a_blocked_snapshot_file_stalls_neither_pings_nor_commands() {
     rt.block_on(a.shutdown()).unwrap();
     drop(a);
     rt.shutdown_timeout(Duration::from_secs(5));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An idle agent sleeps until the core has something due (a gossip round,
@@ -152,13 +148,9 @@ fn a_blocked_snapshot_file_stalls_neither_pings_nor_commands() {
 /// tick would be 20 more).
 #[tokio::test(start_paused = true)]
 async fn an_idle_agent_wakes_only_when_something_is_due() {
-    let a = agent::start(AgentConfig {
-        node_name: "idle".into(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        ..AgentConfig::default()
-    })
-    .await
-    .expect("agent starts");
+    let a = agent::start(config("idle", &[], vec![]))
+        .await
+        .expect("agent starts");
     let wakeups =
         |a: &agent::Agent| -> u64 { a.stats()["agent"]["timer_wakeups"].parse().unwrap() };
     tokio::time::sleep(Duration::from_secs(5)).await;

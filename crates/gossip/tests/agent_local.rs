@@ -214,7 +214,9 @@ async fn joining_itself_succeeds_like_serf() {
     a.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On paused time: the agent's timers run on tokio's clock, so the wait
+/// past the coalescing window is instant and exact.
+#[tokio::test(start_paused = true)]
 async fn first_subscriber_gets_events_since_start() {
     let a = start("early", &[], vec![]).await;
     // Later than the coalescing window: the self member-join is already out.
@@ -370,7 +372,10 @@ async fn garbage_is_dropped_and_counted() {
     b.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On paused time: the reap round (every 15 s) and the tombstone timeout
+/// are the agent's timers on tokio's clock; the two agents' packets go
+/// over real loopback sockets meanwhile.
+#[tokio::test(start_paused = true)]
 async fn a_left_member_is_reaped_after_the_tombstone_timeout() {
     // Serf's `tombstone_timeout` (24 h by default): a member that left is
     // listed as `left` that long, then reaped at the next reap round
