@@ -12,26 +12,27 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/common/task6/cont-init.d/05-gossip-key")
 }
 
-struct Root(PathBuf);
+/// A scratch root for the script, removed with what is in it on drop.
+struct Root(testkit::TempDir);
 
 impl Root {
     fn new(name: &str) -> Root {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("gossip-key-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(dir.join("var/run/s6/container_environment")).unwrap();
+        let dir = testkit::temp_dir(&format!("gossip-key-{name}"));
+        std::fs::create_dir_all(dir.path().join("var/run/s6/container_environment")).unwrap();
         Root(dir)
     }
 
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
     fn store(&self) -> PathBuf {
-        self.0.join("var/run/s6/container_environment/GOSSIP_KEY")
+        self.path()
+            .join("var/run/s6/container_environment/GOSSIP_KEY")
     }
 
     fn conf(&self) -> PathBuf {
-        self.0.join("etc/serf/encrypt.json")
+        self.path().join("etc/serf/encrypt.json")
     }
 
     /// Runs the script as init would (the store holds GOSSIP_KEY when the
@@ -44,7 +45,7 @@ impl Root {
             .arg(script())
             .env_clear()
             .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
-            .env("INIT_ROOT", &self.0)
+            .env("INIT_ROOT", self.path())
             .envs(env.iter().copied())
             .output()
             .expect("bash runs the script");
@@ -52,12 +53,6 @@ impl Root {
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
-    }
-}
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -139,7 +134,7 @@ fn a_rejected_key_is_described_never_printed() {
     // From a file: the file is named, the key is not shown.
     let root = Root::new("file");
     let key = b64(&random(20));
-    let file = root.0.join("gossip.key");
+    let file = root.path().join("gossip.key");
     std::fs::write(&file, format!("{key}\n")).unwrap();
     let (code, said) = root.run(&[("GOSSIP_KEY_FILE", file.to_str().unwrap())]);
     assert_eq!(code, 1);

@@ -2,26 +2,27 @@
 //! too many stream connections, a peer trickling bytes, oversized frames,
 //! a peer with the wrong key.
 
+mod common;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::{config, wait_member};
 use gossip::agent::{self, Agent};
 use gossip::model::{AgentConfig, AgentHandle, MemberStatus};
 use gossip::wire;
+use testkit::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 async fn start(name: &str, keys: Vec<Vec<u8>>, join: Vec<String>) -> Arc<Agent> {
     logs();
     agent::start(AgentConfig {
-        node_name: name.into(),
-        bind: "127.0.0.1:0".parse().unwrap(),
         encrypt_keys: keys,
-        join,
-        ..AgentConfig::default()
+        ..config(name, &[], join)
     })
     .await
     .expect("agent starts")
@@ -65,18 +66,11 @@ fn stat(a: &Agent, k: &str) -> u64 {
 }
 
 async fn poll(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(what, Duration::from_secs(60), async || f().then_some(())).await
 }
 
 async fn wait_status(a: &Agent, who: &str, st: MemberStatus) {
-    poll(&format!("{who} {}", st.as_str()), || {
-        a.members().iter().any(|m| m.name == who && m.status == st)
-    })
-    .await
+    wait_member(a, who, st, Duration::from_secs(60)).await;
 }
 
 /// Sends a ping over UDP and waits for its ack.

@@ -1,26 +1,21 @@
 //! Our agent against itself over real loopback sockets: join, coalesced
 //! member events (self included), tags, user events, leave, restart.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{config, wait_member};
 use gossip::agent::{self, Agent};
 use gossip::model::{AgentConfig, AgentHandle, Event, MemberEventKind, MemberStatus};
+use testkit::{eventually, free_port, temp_dir};
 use tokio::sync::broadcast;
 
 async fn start(name: &str, tags: &[(&str, &str)], join: Vec<String>) -> Arc<Agent> {
-    agent::start(AgentConfig {
-        node_name: name.into(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        tags: tags
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        join,
-        ..AgentConfig::default()
-    })
-    .await
-    .expect("agent starts")
+    agent::start(config(name, tags, join))
+        .await
+        .expect("agent starts")
 }
 
 /// Waits for a member event of `kind` naming `who`.
@@ -47,18 +42,7 @@ async fn member_event(
 }
 
 async fn wait_status(a: &Agent, who: &str, st: MemberStatus) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if a.members().iter().any(|m| m.name == who && m.status == st) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{who} never became {}",
-            st.as_str()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_member(a, who, st, Duration::from_secs(60)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,29 +129,16 @@ async fn crash_then_restart_on_same_port_is_alive_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_failures_are_errors() {
     // Nobody listens there: the join must fail, naming the address.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let err = agent::start(AgentConfig {
-        node_name: "lonely".into(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        join: vec![format!("127.0.0.1:{port}")],
-        ..AgentConfig::default()
-    })
-    .await
-    .err()
-    .expect("join to a closed port fails");
+    let port = free_port();
+    let err = agent::start(config("lonely", &[], vec![format!("127.0.0.1:{port}")]))
+        .await
+        .err()
+        .expect("join to a closed port fails");
     assert!(format!("{err:#}").contains(&port.to_string()), "{err:#}");
-    let err = agent::start(AgentConfig {
-        node_name: "lonely2".into(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        join: vec!["no-such-host.invalid".into()],
-        ..AgentConfig::default()
-    })
-    .await
-    .err()
-    .expect("join to an unresolvable name fails");
+    let err = agent::start(config("lonely2", &[], vec!["no-such-host.invalid".into()]))
+        .await
+        .err()
+        .expect("join to an unresolvable name fails");
     assert!(
         format!("{err:#}").contains("no-such-host.invalid"),
         "{err:#}"
@@ -176,19 +147,12 @@ async fn join_failures_are_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tags_file_is_saved_and_reloaded() {
-    let dir = std::env::temp_dir().join(format!(
-        "gossip-tags-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("gossip-tags");
+    let dir = dir.path();
     let path = dir.join("tags.json");
     let cfg = AgentConfig {
-        node_name: "t".into(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        tags: vec![("role".into(), "web".into())],
         tags_file: Some(path.clone()),
-        ..AgentConfig::default()
+        ..config("t", &[("role", "web")], vec![])
     };
     let a = agent::start(cfg.clone()).await.unwrap();
     a.set_tags(vec![("zone".into(), "z9".into())], vec![])
@@ -231,16 +195,12 @@ async fn tags_file_is_saved_and_reloaded() {
     };
     assert!(e.contains(&path.display().to_string()), "{e}");
     assert_eq!(std::fs::read(&path).unwrap(), b"\xff\xfe");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joining_itself_succeeds_like_serf() {
     // The lab starts ha with `-join ha`: the seed joins its own address.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let a = agent::start(AgentConfig {
         node_name: "seed".into(),
         bind: format!("127.0.0.1:{port}").parse().unwrap(),
@@ -266,20 +226,14 @@ async fn first_subscriber_gets_events_since_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_and_rejoin_after_a_crash() {
-    let dir = std::env::temp_dir().join(format!(
-        "gossip-snap-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("gossip-snap");
+    let dir = dir.path();
     let snap = dir.join("snapshot");
     let a = start("snap-a", &[], vec![]).await;
     let cfg = AgentConfig {
-        node_name: "snap-b".into(),
-        bind: "127.0.0.1:0".parse().unwrap(),
         snapshot: Some(snap.clone()),
         rejoin: true,
-        ..AgentConfig::default()
+        ..config("snap-b", &[], vec![])
     };
     let b = agent::start(AgentConfig {
         join: vec![a.local_addr().to_string()],
@@ -292,19 +246,16 @@ async fn snapshot_and_rejoin_after_a_crash() {
         b.user_event("e", vec![i], false).await.unwrap();
     }
     // The coalesced member-join for snap-a lands in the file.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let t = std::fs::read_to_string(&snap).unwrap_or_default();
-        if t.contains(&format!("alive: snap-a {}", a.local_addr())) && t.contains("event-clock: 4")
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "snapshot never recorded snap-a and the event clock: {t}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let want = format!("alive: snap-a {}", a.local_addr());
+    eventually(
+        "the snapshot to record snap-a and the event clock",
+        Duration::from_secs(30),
+        async || {
+            let t = std::fs::read_to_string(&snap).unwrap_or_default();
+            (t.contains(&want) && t.contains("event-clock: 4")).then_some(())
+        },
+    )
+    .await;
     b.shutdown().await.unwrap();
     drop(b);
     wait_status(&a, "snap-b", MemberStatus::Failed).await;
@@ -317,7 +268,6 @@ async fn snapshot_and_rejoin_after_a_crash() {
     assert!(event_time >= 4, "event clock not restored: {event_time}");
     b.shutdown().await.unwrap();
     a.shutdown().await.unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Serf's snapshot rules, which a balancer restarted under load depends on
@@ -327,22 +277,16 @@ async fn snapshot_and_rejoin_after_a_crash() {
 /// a restarted agent after a leave starts alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_rejoins_after_a_crash_and_after_a_leave_with_rejoin() {
-    let dir = std::env::temp_dir().join(format!(
-        "gossip-snap-rules-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("gossip-snap-rules");
+    let dir = dir.path();
     let a = start("rules-a", &[], vec![]).await;
     for rejoin in [false, true] {
         let snap = dir.join(format!("snapshot-{rejoin}"));
         let name = format!("rules-b-{rejoin}");
         let cfg = AgentConfig {
-            node_name: name.clone(),
-            bind: "127.0.0.1:0".parse().unwrap(),
             snapshot: Some(snap.clone()),
             rejoin,
-            ..AgentConfig::default()
+            ..config(&name, &[], vec![])
         };
         let b = agent::start(AgentConfig {
             join: vec![a.local_addr().to_string()],
@@ -351,14 +295,17 @@ async fn snapshot_rejoins_after_a_crash_and_after_a_leave_with_rejoin() {
         .await
         .unwrap();
         wait_status(&b, "rules-a", MemberStatus::Alive).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !std::fs::read_to_string(&snap)
-            .unwrap_or_default()
-            .contains("alive: rules-a ")
-        {
-            assert!(Instant::now() < deadline, "snapshot never recorded rules-a");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            "the snapshot to record rules-a",
+            Duration::from_secs(30),
+            async || {
+                std::fs::read_to_string(&snap)
+                    .unwrap_or_default()
+                    .contains("alive: rules-a ")
+                    .then_some(())
+            },
+        )
+        .await;
         // A crash (no leave): the restart rejoins, -rejoin or not.
         b.shutdown().await.unwrap();
         drop(b);
@@ -389,7 +336,6 @@ async fn snapshot_rejoins_after_a_crash_and_after_a_leave_with_rejoin() {
         b.shutdown().await.unwrap();
     }
     a.shutdown().await.unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,17 +356,13 @@ async fn garbage_is_dropped_and_counted() {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     tcp.write_all(b"\x06\xc1\xc1\xc1").await.unwrap();
     drop(tcp);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually("the drops counted", Duration::from_secs(30), async || {
         let s = a.stats();
         let p: u64 = s["serf"]["packets_dropped"].parse().unwrap();
         let t: u64 = s["serf"]["streams_dropped"].parse().unwrap();
-        if p >= 4 && t >= 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "drops not counted: {s:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (p >= 4 && t >= 1).then_some(())
+    })
+    .await;
     // Still healthy: another agent can join.
     let b = start("garbage-b", &[], vec![addr.to_string()]).await;
     wait_status(&a, "garbage-b", MemberStatus::Alive).await;
@@ -434,10 +376,8 @@ async fn a_left_member_is_reaped_after_the_tombstone_timeout() {
     // listed as `left` that long, then reaped at the next reap round
     // (every 15 s), with a member-reap event.
     let a = agent::start(AgentConfig {
-        node_name: "keeper".into(),
-        bind: "127.0.0.1:0".parse().unwrap(),
         tombstone_timeout: Duration::from_secs(1),
-        ..AgentConfig::default()
+        ..config("keeper", &[], vec![])
     })
     .await
     .expect("agent starts");
@@ -478,12 +418,8 @@ async fn a_left_member_is_reaped_after_the_tombstone_timeout() {
 /// `stats` shows the queue depths and the handler drop counter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_with_the_largest_clocks_does_not_overflow() {
-    let dir = std::env::temp_dir().join(format!(
-        "gossip-snap-max-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("gossip-snap-max");
+    let dir = dir.path();
     let snap = dir.join("snapshot");
     let max = u64::MAX.to_string();
     std::fs::write(
@@ -492,10 +428,8 @@ async fn a_snapshot_with_the_largest_clocks_does_not_overflow() {
     )
     .unwrap();
     let a = agent::start(AgentConfig {
-        node_name: "snap-max".into(),
-        bind: "127.0.0.1:0".parse().unwrap(),
         snapshot: Some(snap.clone()),
-        ..AgentConfig::default()
+        ..config("snap-max", &[], vec![])
     })
     .await
     .expect("agent starts");
@@ -517,5 +451,4 @@ async fn a_snapshot_with_the_largest_clocks_does_not_overflow() {
     assert_eq!(stats["serf"]["event_queue"], "1", "{stats:?}");
     assert_eq!(stats["agent"]["handler_events_dropped"], "0", "{stats:?}");
     a.shutdown().await.unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }

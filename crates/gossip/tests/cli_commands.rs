@@ -1,11 +1,9 @@
 //! The `gossip` client commands against a real `serf agent` 0.9.4, compared
 //! with what the real `serf` CLI prints for the same agent.
 
-mod rpc_common;
-
 use std::process::{Command, Output};
 
-use rpc_common::{eventually, SerfAgent, SERF};
+use testkit::{eventually_blocking, SerfAgent, DEADLINE, SERF};
 
 const GOSSIP: &str = env!("CARGO_BIN_EXE_gossip");
 
@@ -28,8 +26,13 @@ fn err(o: &Output) -> String {
 
 #[test]
 fn members_output_matches_serf_byte_for_byte() {
-    let a = SerfAgent::start("cli-a", &["-tag", "role=lb"]);
-    let b = SerfAgent::start("cli-bee-long", &["-tag", "role=backend", "-tag", "zone=z1"]);
+    let a = SerfAgent::builder("cli-a")
+        .tag("role", "lb")
+        .start_blocking();
+    let b = SerfAgent::builder("cli-bee-long")
+        .tag("role", "backend")
+        .tag("zone", "z1")
+        .start_blocking();
     let rpc = format!("-rpc-addr={}", a.rpc);
     let o = run(GOSSIP, &["join", &rpc, &b.bind.to_string()]);
     assert!(o.status.success(), "{o:?}");
@@ -72,7 +75,9 @@ fn members_output_matches_serf_byte_for_byte() {
 
 #[test]
 fn event_tags_info_query_and_leave_through_our_cli() {
-    let mut a = SerfAgent::start("cli-ev", &["-tag", "role=lb"]);
+    let mut a = SerfAgent::builder("cli-ev")
+        .tag("role", "lb")
+        .start_blocking();
     let rpc = format!("--rpc-addr={}", a.rpc);
 
     let o = run(GOSSIP, &["event", &rpc, "deploy", "v1"]);
@@ -142,16 +147,14 @@ fn event_tags_info_query_and_leave_through_our_cli() {
 
     let o = run(GOSSIP, &["leave", &rpc]);
     assert_eq!(out(&o), "Graceful leave complete\n");
-    let exited = eventually("serf agent exit after leave", || {
-        let done = a.exited();
-        async move { done.then_some(()) }
+    eventually_blocking("serf agent exit after leave", DEADLINE, || {
+        a.exited().then_some(())
     });
-    tokio::runtime::Runtime::new().unwrap().block_on(exited);
 }
 
 #[test]
 fn errors_are_one_clear_line() {
-    let port = rpc_common::free_port();
+    let port = testkit::free_port();
     let o = run(GOSSIP, &["members", &format!("-rpc-addr=127.0.0.1:{port}")]);
     assert_eq!(o.status.code(), Some(1));
     assert!(

@@ -2,25 +2,14 @@
 //! `gossip agent`, in one cluster: both must see the same environment
 //! variables and the same stdin for the same events.
 
-mod rpc_common;
+mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use rpc_common::{free_port, temp_dir, SerfAgent, DEADLINE, SERF};
-
-const GOSSIP: &str = env!("CARGO_BIN_EXE_gossip");
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::cli::GossipAgent;
+use testkit::{eventually_blocking_explained, temp_dir, SerfAgent, DEADLINE, SERF};
 
 /// One handler run: the SERF_* environment and what came on stdin.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,18 +59,12 @@ fn runs(path: &Path) -> Vec<Run> {
 }
 
 fn wait_for(what: &str, path: &Path, pred: impl Fn(&[Run]) -> bool) -> Vec<Run> {
-    let start = Instant::now();
-    loop {
-        let r = runs(path);
-        if pred(&r) {
-            return r;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out waiting for {what}; runs so far: {r:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually_blocking_explained(
+        what,
+        DEADLINE,
+        || format!("runs so far: {:#?}", runs(path)),
+        || Some(runs(path)).filter(|r| pred(r)),
+    )
 }
 
 fn find<'a>(runs: &'a [Run], event: &str, stdin_has: &str) -> Option<&'a Run> {
@@ -90,48 +73,41 @@ fn find<'a>(runs: &'a [Run], event: &str, stdin_has: &str) -> Option<&'a Run> {
     })
 }
 
+/// Waits for `whose` handler (writing to `path`) to have run for `event`
+/// with `stdin_has` on its stdin; that run.
+fn wait_run(whose: &str, path: &Path, event: &str, stdin_has: &str) -> Run {
+    let what = format!("{whose} {event} run with {stdin_has:?}");
+    let runs = wait_for(&what, path, |r| find(r, event, stdin_has).is_some());
+    find(&runs, event, stdin_has).unwrap().clone()
+}
+
 #[test]
 fn serf_and_gossip_handlers_see_the_same_interface() {
     let dir = temp_dir("handler-parity");
+    let dir = dir.path();
     let serf_out: PathBuf = dir.join("serf.runs");
     let ours_out: PathBuf = dir.join("ours.runs");
-    let s = SerfAgent::start(
-        "s-node",
+    let s = SerfAgent::builder("s-node")
+        .tag("role", "lb")
+        .event_handler(&script(dir, &serf_out))
+        .start_blocking();
+    let g = GossipAgent::start(
+        "g-node",
+        dir,
         &[
-            "-tag",
-            "role=lb",
-            "-event-handler",
-            &script(&dir, &serf_out),
+            "-tag".into(),
+            "role=web".into(),
+            format!("-join={}", s.bind),
+            format!("-event-handler={}", script(dir, &ours_out)),
         ],
-    );
-    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let rpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _g = Kill(
-        Command::new(GOSSIP)
-            .args(["agent", "-node=g-node", "-tag", "role=web"])
-            .arg(format!("-bind={bind}"))
-            .arg(format!("-rpc-addr={rpc}"))
-            .arg(format!("-join={}", s.bind))
-            .arg(format!("-event-handler={}", script(&dir, &ours_out)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn gossip agent"),
     );
 
     // member-join: each side reports the other with the same line format.
-    let theirs = wait_for("serf's member-join of g-node", &serf_out, |r| {
-        find(r, "member-join", "g-node\t").is_some()
-    });
-    let ours = wait_for("our member-join of s-node", &ours_out, |r| {
-        find(r, "member-join", "s-node\t").is_some()
-    });
-    let tj = find(&theirs, "member-join", "g-node\t").unwrap();
-    let oj = find(&ours, "member-join", "s-node\t").unwrap();
+    let tj = wait_run("serf's", &serf_out, "member-join", "g-node\t");
+    let oj = wait_run("our", &ours_out, "member-join", "s-node\t");
     assert!(
         tj.stdin
-            .contains(&format!("g-node\t{}\tweb\trole=web\n", bind.ip())),
+            .contains(&format!("g-node\t{}\tweb\trole=web\n", g.bind.ip())),
         "{tj:?}"
     );
     assert!(
@@ -140,7 +116,7 @@ fn serf_and_gossip_handlers_see_the_same_interface() {
         "{oj:?}"
     );
     let keys = |r: &Run| r.env.keys().cloned().collect::<Vec<_>>();
-    assert_eq!(keys(tj), keys(oj));
+    assert_eq!(keys(&tj), keys(&oj));
     assert_eq!(oj.env["SERF_SELF_NAME"], "g-node");
     assert_eq!(oj.env["SERF_SELF_ROLE"], "web");
     assert_eq!(oj.env["SERF_TAG_ROLE"], "web");
@@ -156,15 +132,9 @@ fn serf_and_gossip_handlers_see_the_same_interface() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{o:?}");
-    let theirs = wait_for("serf's user event", &serf_out, |r| {
-        find(r, "user", "").is_some()
-    });
-    let ours = wait_for("our user event", &ours_out, |r| {
-        find(r, "user", "").is_some()
-    });
-    let tu = find(&theirs, "user", "").unwrap();
-    let ou = find(&ours, "user", "").unwrap();
-    assert_eq!(keys(tu), keys(ou));
+    let tu = wait_run("serf's", &serf_out, "user", "");
+    let ou = wait_run("our", &ours_out, "user", "");
+    assert_eq!(keys(&tu), keys(&ou));
     assert_eq!(tu.stdin, ou.stdin);
     assert_eq!(ou.stdin, "v1 payload\n");
     assert_eq!(tu.env["SERF_USER_EVENT"], ou.env["SERF_USER_EVENT"]);

@@ -1,15 +1,13 @@
 //! The event-handler runner with real shell scripts, fed `model::Event`s
 //! through a channel.
 
-mod rpc_common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gossip::handler::{invoke, HandlerHost, HandlerRunner, RunOutcome, HANDLER_QUEUE};
 use gossip::model::*;
-use rpc_common::temp_dir;
+use testkit::{eventually, temp_dir};
 use tokio::sync::mpsc;
 
 struct Host {
@@ -79,6 +77,7 @@ fn read(p: &std::path::Path) -> String {
 #[tokio::test]
 async fn member_event_gets_serf_environment_and_stdin() {
     let d = temp_dir("h-member");
+    let d = d.path();
     let script = format!(
         "env | grep '^SERF_' | sort > {0}/env; cat > {0}/stdin",
         d.display()
@@ -117,6 +116,7 @@ async fn member_event_gets_serf_environment_and_stdin() {
 #[tokio::test]
 async fn user_events_filtered_by_name_and_run_one_at_a_time_in_order() {
     let d = temp_dir("h-user");
+    let d = d.path();
     let log = d.join("log");
     let script = format!(
         "echo \"start $SERF_USER_LTIME $SERF_USER_EVENT $(cat)\" >> {0}; sleep 0.2; echo \"end $SERF_USER_LTIME\" >> {0}",
@@ -182,6 +182,7 @@ async fn query_handler_output_is_the_response_whole() {
 #[tokio::test]
 async fn hung_handler_is_killed_and_later_events_still_run() {
     let d = temp_dir("h-hang");
+    let d = d.path();
     let pidfile = d.join("pid");
     let after = d.join("after");
     let me = member("a", "127.0.0.1", &[]);
@@ -209,18 +210,15 @@ async fn hung_handler_is_killed_and_later_events_still_run() {
     // SIGKILL to the process group is sent, but the kernel may still be
     // tearing the process down when we look: poll.
     let pid = read(&pidfile).trim().to_string();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.is_empty() || stat.contains(") Z ") || stat.contains(") X ") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "sleep {pid} still running 30 s after the timeout: {stat}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        &format!("sleep {pid} gone after the timeout"),
+        Duration::from_secs(30),
+        async || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            (stat.is_empty() || stat.contains(") Z ") || stat.contains(") X ")).then_some(())
+        },
+    )
+    .await;
 
     run(
         &[
@@ -267,16 +265,9 @@ async fn failing_handler_reports_its_exit_code() {
     assert!(HandlerRunner::new(&["member-boom=x".into()], Duration::from_secs(1)).is_err());
 }
 
-/// Polls `cond` (every 10 ms, at most 60 s): waiting on other tasks, not
-/// on a timing.
+/// Polls `cond` (at most 60 s): waiting on other tasks, not on a timing.
 async fn until(what: &str, cond: impl Fn() -> bool) {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("still waiting for {what}"));
+    eventually(what, Duration::from_secs(60), async || cond().then_some(())).await
 }
 
 /// Handlers slower than events: the queue behind a busy handler holds
@@ -285,6 +276,7 @@ async fn until(what: &str, cond: impl Fn() -> bool) {
 #[tokio::test]
 async fn a_slow_handler_drops_and_counts_events_past_its_queue() {
     let d = temp_dir("h-slow");
+    let d = d.path();
     let (started, go, last) = (d.join("started"), d.join("go"), d.join("last"));
     let specs = [
         format!(

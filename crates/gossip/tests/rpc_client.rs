@@ -1,12 +1,10 @@
 //! `gossip::rpc::Client` against the real `serf agent` 0.9.4 on loopback.
 
-mod rpc_common;
-
 use std::time::Duration;
 
 use gossip::model::{MemberEventKind, MemberStatus, QueryParams, QueryReply};
 use gossip::rpc::{Client, EventStream, StreamRecord};
-use rpc_common::{eventually, SerfAgent, DEADLINE};
+use testkit::{eventually, SerfAgent, DEADLINE};
 
 /// The next stream record satisfying `pred`, skipping others.
 async fn wait_record(
@@ -30,7 +28,11 @@ async fn wait_record(
 
 #[tokio::test]
 async fn members_tags_filters_and_stats_of_a_real_serf() {
-    let a = SerfAgent::start("alpha", &["-tag", "role=lb", "-tag", "zone=z1"]);
+    let a = SerfAgent::builder("alpha")
+        .tag("role", "lb")
+        .tag("zone", "z1")
+        .start()
+        .await;
     let c = Client::connect(a.rpc, None).await.expect("connect");
 
     let members = c.members().await.unwrap();
@@ -70,8 +72,11 @@ async fn members_tags_filters_and_stats_of_a_real_serf() {
 
 #[tokio::test]
 async fn stream_sees_join_user_event_query_and_leave() {
-    let a = SerfAgent::start("a1", &["-tag", "role=lb"]);
-    let mut b = SerfAgent::start("b1", &["-tag", "role=backend"]);
+    let a = SerfAgent::builder("a1").tag("role", "lb").start().await;
+    let mut b = SerfAgent::builder("b1")
+        .tag("role", "backend")
+        .start()
+        .await;
     let ca = Client::connect(a.rpc, None).await.unwrap();
     let cb = Client::connect(b.rpc, None).await.unwrap();
     let mut stream = ca
@@ -193,9 +198,8 @@ async fn stream_sees_join_user_event_query_and_leave() {
     assert_eq!(members.len(), 1);
     assert_eq!(members[0].name, "b1");
     assert_eq!(members[0].status, MemberStatus::Left);
-    eventually("b1 process exit after leave", || {
-        let done = b.exited();
-        async move { done.then_some(()) }
+    eventually("b1 process exit after leave", DEADLINE, async || {
+        b.exited().then_some(())
     })
     .await;
 
@@ -220,10 +224,13 @@ async fn stream_sees_join_user_event_query_and_leave() {
 #[tokio::test]
 async fn auth_key_is_required_and_checked() {
     // serf's agent takes the RPC key only from a config file.
-    let dir = rpc_common::temp_dir("authcfg");
-    let cfg = dir.join("auth.json");
+    let dir = testkit::temp_dir("authcfg");
+    let cfg = dir.path().join("auth.json");
     std::fs::write(&cfg, r#"{"rpc_auth": "s3cret"}"#).unwrap();
-    let a = SerfAgent::start("authy", &[&format!("-config-file={}", cfg.display())]);
+    let a = SerfAgent::builder("authy")
+        .arg(format!("-config-file={}", cfg.display()))
+        .start()
+        .await;
     let anon = Client::connect(a.rpc, None).await.unwrap();
     let err = anon.members().await.unwrap_err();
     assert_eq!(err.to_string(), "Authentication required");
@@ -235,13 +242,13 @@ async fn auth_key_is_required_and_checked() {
 
 #[tokio::test]
 async fn bad_stream_filter_and_refused_connection_are_clear_errors() {
-    let a = SerfAgent::start("filt", &[]);
+    let a = SerfAgent::builder("filt").start().await;
     let c = Client::connect(a.rpc, None).await.unwrap();
     let err = c.stream("member-explode").await.err().unwrap();
     assert_eq!(err.to_string(), "Invalid event filter");
     let err = c.monitor("loud").await.err().unwrap();
     assert_eq!(err.to_string(), "Unknown log level: LOUD");
-    let port = rpc_common::free_port();
+    let port = testkit::free_port();
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let err = Client::connect(addr, None).await.err().unwrap();
     assert!(err.to_string().contains(&addr.to_string()), "{err}");

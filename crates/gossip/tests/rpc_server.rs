@@ -1,8 +1,6 @@
 //! `gossip::rpc::serve` driven by the real `serf` 0.9.4 command line (and by
 //! our own client), over a small in-test `AgentHandle`.
 
-mod rpc_common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
@@ -11,7 +9,7 @@ use std::time::Duration;
 
 use gossip::model::*;
 use gossip::rpc::{Client, MonitorLayer, StreamRecord};
-use rpc_common::{eventually, require_serf, DEADLINE, SERF};
+use testkit::{eventually, DEADLINE, SERF};
 use tokio::sync::{broadcast, mpsc};
 
 /// What the fake agent was asked to do.
@@ -225,7 +223,7 @@ async fn start(auth: Option<&str>) -> (Arc<FakeAgent>, SocketAddr, tokio::task::
 
 /// Runs the real serf CLI (blocking, off the runtime's worker).
 async fn serf(args: Vec<String>) -> Output {
-    require_serf();
+    testkit::require(SERF, "serf");
     tokio::task::spawn_blocking(move || {
         Command::new(SERF)
             .args(&args)
@@ -493,11 +491,10 @@ async fn serf_monitor_receives_log_lines() {
             }
         }
     });
-    eventually("serf monitor to show our log line", || {
+    eventually("serf monitor to show our log line", DEADLINE, async || {
         tracing::debug!(target: "agent", "quiet debug");
         tracing::info!(target: "agent", "hello monitor");
-        let done = reader.is_finished();
-        async move { done.then_some(()) }
+        reader.is_finished().then_some(())
     })
     .await;
     let line = reader.await.unwrap();

@@ -9,6 +9,7 @@ use common::*;
 use render::backends::{Backend, BackendSet};
 use render::cli::{settings, ReconcileArgs};
 use render::reconcile::Reconciler;
+use testkit::require;
 
 fn set(names: &[(&str, u16)]) -> BackendSet {
     names

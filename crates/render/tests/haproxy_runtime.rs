@@ -9,13 +9,14 @@ mod common;
 
 use std::time::Duration;
 
-use clap::Parser;
 use common::*;
 use render::backends::{Backend, BackendSet, MemberInfo};
-use render::cli::{settings, ReconcileArgs};
+use render::cli::settings;
 use render::membership::MembershipSource;
 use render::reconcile::{self, Settings};
-use tokio::sync::{mpsc, oneshot};
+use testkit::http::{get, Load, WebServer};
+use testkit::{eventually, free_port, require};
+use tokio::sync::mpsc;
 
 /// Member lists pushed by the test; each push is one "event". Like Serf,
 /// the agent goes on listing a member that departed, as `left` (Serf
@@ -82,76 +83,24 @@ impl MembershipSource for Scripted {
     }
 }
 
-fn member(name: &str, port: u16) -> MemberInfo {
-    MemberInfo {
-        name: name.into(),
-        addr: "127.0.0.1".parse().unwrap(),
-        status: "alive".into(),
-        tags: vec![
-            ("role".into(), "backend".into()),
-            ("port".into(), port.to_string()),
-        ],
-    }
-}
-
-struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    fn start(
-        s: Settings,
-        initial: Vec<MemberInfo>,
-    ) -> (Running, mpsc::UnboundedSender<Vec<MemberInfo>>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let mut src = Scripted {
-            rx,
-            current: Vec::new(),
-            seen: Default::default(),
-        };
-        src.set(initial);
-        let task = tokio::spawn(reconcile::run(s, src, async move {
-            let _ = stop_rx.await;
-        }));
-        (
-            Running {
-                stop: Some(stop_tx),
-                task,
-            },
-            tx,
-        )
-    }
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
-            .await
-            .expect("reconciler stops on shutdown")
-            .unwrap();
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// The reconciler on a [`Scripted`] list, starting from `initial`; the
+/// sender pushes the next lists.
+fn start_scripted(
+    s: Settings,
+    initial: Vec<MemberInfo>,
+) -> (Running, mpsc::UnboundedSender<Vec<MemberInfo>>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut src = Scripted {
+        rx,
+        current: Vec::new(),
+        seen: Default::default(),
+    };
+    src.set(initial);
+    (Running::start(s, src), tx)
 }
 
 fn settings_for(dir: &std::path::Path, ports: (u16, u16, u16), out: &std::path::Path) -> Settings {
-    let mut args = vec![
-        "render-reconcile".to_string(),
-        format!("--admin-socket={}", dir.join("admin.sock").display()),
-        "--port-tag=port".into(),
-        format!("--config-out={}", out.display()),
-        format!("--check={HAPROXY} -c -f {{}}"),
-        "--quiet-ms=100".into(),
-        "--verify-secs=1".into(),
-    ];
-    for (k, v) in Haproxy::vars(dir, ports.0, ports.1, ports.2) {
-        args.push(format!("--var={k}={}", v.as_str().unwrap()));
-    }
-    settings(&ReconcileArgs::try_parse_from(args).unwrap()).unwrap()
+    settings(&loopback_args(dir, ports, out, "-c -f", &[])).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +126,7 @@ async fn follows_member_list_without_failed_requests() {
     let s = settings_for(dir.path(), (fe, st, at), &dir.path().join("written.cfg"));
     let cfg = reconcile::render_config(&s, &initial).unwrap();
     let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
-    wait_for(
+    eventually(
         "s0 UP from the config file",
         Duration::from_secs(30),
         async || (h.up().await == ["s0"]).then_some(()),
@@ -191,11 +140,11 @@ async fn follows_member_list_without_failed_requests() {
         Duration::from_secs(120),
         20_000,
     );
-    let (run, tx) = Running::start(
+    let (run, tx) = start_scripted(
         s.clone(),
         vec![member("s0", b0.port), member("s1", b1.port)],
     );
-    wait_for("s0 and s1 UP", Duration::from_secs(30), async || {
+    eventually("s0 and s1 UP", Duration::from_secs(30), async || {
         (h.up().await == ["s0", "s1"]).then_some(())
     })
     .await;
@@ -205,7 +154,7 @@ async fn follows_member_list_without_failed_requests() {
     let t_change = std::time::Instant::now();
     tx.send(vec![member("s1", b1.port), member("s2", b2.port)])
         .unwrap();
-    wait_for(
+    eventually(
         "s0 deleted, s1 and s2 UP",
         Duration::from_secs(30),
         async || {
@@ -221,14 +170,14 @@ async fn follows_member_list_without_failed_requests() {
     // deleted in between.
     let b1b = WebServer::start("s1b").await;
     tx.send(vec![member("s2", b2.port)]).unwrap();
-    wait_for("s1 out of service", Duration::from_secs(30), async || {
+    eventually("s1 out of service", Duration::from_secs(30), async || {
         (h.up().await == ["s2"]).then_some(())
     })
     .await;
     tx.send(vec![member("s1", b1b.port), member("s2", b2.port)])
         .unwrap();
     let want = format!("127.0.0.1:{}", b1b.port);
-    wait_for(
+    eventually(
         "s1 UP at its new address",
         Duration::from_secs(30),
         async || {
@@ -239,7 +188,7 @@ async fn follows_member_list_without_failed_requests() {
         },
     )
     .await;
-    wait_for(
+    eventually(
         "answers from s1's new server",
         Duration::from_secs(30),
         async || (load.snapshot().by_backend.get("s1b").copied().unwrap_or(0) > 10).then_some(()),
@@ -254,12 +203,12 @@ async fn follows_member_list_without_failed_requests() {
     let ids_before = h.ids().await;
     h.cmd("set server nodes/s2 state maint").await;
     let b2b = WebServer::start("s2b").await;
-    let (run, _tx2) = Running::start(
+    let (run, _tx2) = start_scripted(
         s.clone(),
         vec![member("s1", b1b.port), member("s2", b2b.port)],
     );
     let want = format!("127.0.0.1:{}", b2b.port);
-    wait_for(
+    eventually(
         "s2 UP at its new address",
         Duration::from_secs(30),
         async || {
@@ -271,7 +220,7 @@ async fn follows_member_list_without_failed_requests() {
     )
     .await;
     assert_eq!(h.ids().await, ids_before, "entries reused, not re-added");
-    wait_for(
+    eventually(
         "answers from s2's new server",
         Duration::from_secs(30),
         async || (load.snapshot().by_backend.get("s2b").copied().unwrap_or(0) > 10).then_some(()),
@@ -318,7 +267,7 @@ async fn follows_member_list_without_failed_requests() {
     // HAProxy restarted from the written file comes back with them.
     drop(h);
     let h2 = Haproxy::start(dir.path(), &written, fe, st, at).await;
-    wait_for(
+    eventually(
         "s1 and s2 UP after an HAProxy restart",
         Duration::from_secs(30),
         async || (h2.up().await == ["s1", "s2"]).then_some(()),
@@ -336,11 +285,10 @@ async fn gated_join_waits_for_a_passing_check() {
     let dir = tempfile::tempdir().unwrap();
     let (fe, st, at) = (free_port(), free_port(), free_port());
     let s = settings_for(dir.path(), (fe, st, at), &dir.path().join("written.cfg"));
-    let cfg = reconcile::render_config(&s, &BackendSet::new()).unwrap();
-    let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
+    let h = Haproxy::start_empty(&s, dir.path(), (fe, st, at)).await;
     let w1 = WebServer::start("s1").await;
-    let (run, tx) = Running::start(s, vec![member("s1", w1.port)]);
-    wait_for("s1 UP", Duration::from_secs(30), async || {
+    let (run, tx) = start_scripted(s, vec![member("s1", w1.port)]);
+    eventually("s1 UP", Duration::from_secs(30), async || {
         (h.up().await == ["s1"]).then_some(())
     })
     .await;
@@ -356,7 +304,7 @@ async fn gated_join_waits_for_a_passing_check() {
     tx.send(vec![member("s1", w1.port), member("late", late_port)])
         .unwrap();
     // Its first check fails (nothing listens): it must never have been UP.
-    wait_for(
+    eventually(
         "late's first failed check",
         Duration::from_secs(30),
         async || {
@@ -381,11 +329,11 @@ async fn gated_join_waits_for_a_passing_check() {
         .await
         .unwrap();
     let late = WebServer::serve("late", listener);
-    wait_for("late UP", Duration::from_secs(30), async || {
+    eventually("late UP", Duration::from_secs(30), async || {
         (h.up().await == ["late", "s1"]).then_some(())
     })
     .await;
-    wait_for("answers from late", Duration::from_secs(30), async || {
+    eventually("answers from late", Duration::from_secs(30), async || {
         (load.snapshot().by_backend.get("late").copied().unwrap_or(0) > 10).then_some(())
     })
     .await;
@@ -408,12 +356,11 @@ async fn probe_join_enables_a_listening_server_before_any_check() {
     let mut s = settings_for(dir.path(), (fe, st, at), &dir.path().join("written.cfg"));
     assert_eq!(s.join, reconcile::JoinMode::Probe, "the default join");
     s.server_options = "check inter 1h downinter 1h fall 1 rise 1".into();
-    let cfg = reconcile::render_config(&s, &BackendSet::new()).unwrap();
-    let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
+    let h = Haproxy::start_empty(&s, dir.path(), (fe, st, at)).await;
     let w1 = WebServer::start("s1").await;
-    let (run, tx) = Running::start(s, vec![]);
+    let (run, tx) = start_scripted(s, vec![]);
     tx.send(vec![member("s1", w1.port)]).unwrap();
-    wait_for("s1 UP", Duration::from_secs(30), async || {
+    eventually("s1 UP", Duration::from_secs(30), async || {
         (h.up().await == ["s1"]).then_some(())
     })
     .await;
@@ -430,7 +377,7 @@ async fn probe_join_enables_a_listening_server_before_any_check() {
         Duration::from_secs(90),
         10_000,
     );
-    wait_for("answers from s1", Duration::from_secs(30), async || {
+    eventually("answers from s1", Duration::from_secs(30), async || {
         (load.snapshot().by_backend.get("s1").copied().unwrap_or(0) > 10).then_some(())
     })
     .await;
@@ -448,12 +395,11 @@ async fn enable_join_mode_under_load() {
     let (fe, st, at) = (free_port(), free_port(), free_port());
     let mut s = settings_for(dir.path(), (fe, st, at), &dir.path().join("written.cfg"));
     s.join = render::reconcile::JoinMode::Enable;
-    let cfg = reconcile::render_config(&s, &BackendSet::new()).unwrap();
-    let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
+    let h = Haproxy::start_empty(&s, dir.path(), (fe, st, at)).await;
     let w1 = WebServer::start("s1").await;
     let w2 = WebServer::start("s2").await;
-    let (run, tx) = Running::start(s, vec![member("s1", w1.port)]);
-    wait_for("s1 UP", Duration::from_secs(30), async || {
+    let (run, tx) = start_scripted(s, vec![member("s1", w1.port)]);
+    eventually("s1 UP", Duration::from_secs(30), async || {
         (h.up().await == ["s1"]).then_some(())
     })
     .await;
@@ -467,13 +413,13 @@ async fn enable_join_mode_under_load() {
     let t_join = std::time::Instant::now();
     tx.send(vec![member("s1", w1.port), member("s2", w2.port)])
         .unwrap();
-    wait_for("answers from s2", Duration::from_secs(30), async || {
+    eventually("answers from s2", Duration::from_secs(30), async || {
         (load.snapshot().by_backend.get("s2").copied().unwrap_or(0) > 10).then_some(())
     })
     .await;
     let t_leave = std::time::Instant::now();
     tx.send(vec![member("s2", w2.port)]).unwrap();
-    wait_for("s1 deleted", Duration::from_secs(30), async || {
+    eventually("s1 deleted", Duration::from_secs(30), async || {
         (h.servers().await.keys().collect::<Vec<_>>() == ["s2"]).then_some(())
     })
     .await;
@@ -499,13 +445,12 @@ async fn leave_with_a_request_in_flight_then_return() {
     let dir = tempfile::tempdir().unwrap();
     let (fe, st, at) = (free_port(), free_port(), free_port());
     let s = settings_for(dir.path(), (fe, st, at), &dir.path().join("written.cfg"));
-    let cfg = reconcile::render_config(&s, &BackendSet::new()).unwrap();
-    let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
+    let h = Haproxy::start_empty(&s, dir.path(), (fe, st, at)).await;
     let w1 = WebServer::start("s1").await;
     let w2 = WebServer::start("s2").await;
     let both = vec![member("s1", w1.port), member("s2", w2.port)];
-    let (run, tx) = Running::start(s, both.clone());
-    wait_for("s1 and s2 UP", Duration::from_secs(30), async || {
+    let (run, tx) = start_scripted(s, both.clone());
+    eventually("s1 and s2 UP", Duration::from_secs(30), async || {
         (h.up().await == ["s1", "s2"]).then_some(())
     })
     .await;
@@ -513,7 +458,7 @@ async fn leave_with_a_request_in_flight_then_return() {
 
     // Slow requests until one runs on s1 (round robin: the first pair).
     let slow: Vec<_> = (0..4).map(|_| tokio::spawn(get(fe, "/slow"))).collect();
-    wait_for(
+    eventually(
         "a slow request running on s1",
         Duration::from_secs(30),
         async || (h.sessions("s1").await > 0).then_some(()),
@@ -521,7 +466,7 @@ async fn leave_with_a_request_in_flight_then_return() {
     .await;
 
     tx.send(vec![member("s2", w2.port)]).unwrap();
-    wait_for("s1 in maintenance", Duration::from_secs(30), async || {
+    eventually("s1 in maintenance", Duration::from_secs(30), async || {
         let servers = h.servers().await;
         servers
             .get("s1")
@@ -535,7 +480,7 @@ async fn leave_with_a_request_in_flight_then_return() {
     );
 
     tx.send(both).unwrap();
-    wait_for("s1 UP again", Duration::from_secs(30), async || {
+    eventually("s1 UP again", Duration::from_secs(30), async || {
         (h.up().await == ["s1", "s2"]).then_some(())
     })
     .await;
@@ -551,7 +496,7 @@ async fn leave_with_a_request_in_flight_then_return() {
 
     // Leave again; once idle, the entry goes.
     tx.send(vec![member("s2", w2.port)]).unwrap();
-    wait_for("s1 deleted", Duration::from_secs(30), async || {
+    eventually("s1 deleted", Duration::from_secs(30), async || {
         (h.servers().await.keys().collect::<Vec<_>>() == ["s2"]).then_some(())
     })
     .await;
@@ -570,8 +515,7 @@ async fn a_restarted_agent_that_knows_only_itself_removes_nothing() {
     let (fe, st, at) = (free_port(), free_port(), free_port());
     let out = dir.path().join("written.cfg");
     let s = settings_for(dir.path(), (fe, st, at), &out);
-    let cfg = reconcile::render_config(&s, &BackendSet::new()).unwrap();
-    let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
+    let h = Haproxy::start_empty(&s, dir.path(), (fe, st, at)).await;
     let w1 = WebServer::start("s1").await;
     let w2 = WebServer::start("s2").await;
     let w3 = WebServer::start("s3").await;
@@ -580,8 +524,8 @@ async fn a_restarted_agent_that_knows_only_itself_removes_nothing() {
         member("s2", w2.port),
         member("s3", w3.port),
     ];
-    let (run, tx) = Running::start(s.clone(), all.clone());
-    wait_for("s1, s2, s3 UP", Duration::from_secs(30), async || {
+    let (run, tx) = start_scripted(s.clone(), all.clone());
+    eventually("s1, s2, s3 UP", Duration::from_secs(30), async || {
         (h.up().await == ["s1", "s2", "s3"]).then_some(())
     })
     .await;
@@ -621,7 +565,7 @@ async fn a_restarted_agent_that_knows_only_itself_removes_nothing() {
     // Synced (s3 alive besides ha) and s2 dies: it goes once HAProxy's
     // check finds it down. s1 still passes its checks: it stays.
     drop(w2);
-    wait_for(
+    eventually(
         "s2, down and not listed, deleted",
         Duration::from_secs(30),
         async || (h.servers().await.keys().collect::<Vec<_>>() == ["s1", "s3"]).then_some(()),
@@ -634,7 +578,7 @@ async fn a_restarted_agent_that_knows_only_itself_removes_nothing() {
     tx.send(vec![member("s1", w1.port), member("s3", w3.port)])
         .unwrap();
     tx.send(vec![member("s3", w3.port)]).unwrap();
-    wait_for(
+    eventually(
         "s1 deleted on its leave",
         Duration::from_secs(30),
         async || (h.servers().await.keys().collect::<Vec<_>>() == ["s3"]).then_some(()),

@@ -156,7 +156,7 @@ fn entries(dir: &Path) -> Vec<String> {
 /// HAProxy's own message and the old file stays; a good one replaces it.
 #[test]
 fn check_with_haproxy_keeps_old_file_on_failure() {
-    common::require(common::HAPROXY, "haproxy");
+    testkit::require(common::HAPROXY, "haproxy");
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("haproxy.cfg");
     let tpl = "defaults\n    mode http\n    timeout connect 5s\n    timeout client 5s\n    timeout server 5s\nfrontend fe\n    bind 127.0.0.1:18080\n    default_backend nodes\nbackend nodes\n    balance {{ balance }}\n    server {{ name }} {{ ip }}:3000 check\n";
@@ -294,7 +294,7 @@ fn reconcile_rejects_bad_flags_with_the_value() {
 /// `{name, ip}` entries, validated by the real HAProxy before the rename.
 #[test]
 fn shipped_template_from_a_handler_script() {
-    common::require(common::HAPROXY, "haproxy");
+    testkit::require(common::HAPROXY, "haproxy");
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("haproxy.cfg");
     let sock = d.path().join("admin.sock");

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -15,24 +15,16 @@ use common::*;
 fn log_text(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
+use testkit::http::{Load, WebServer};
+use testkit::{eventually, free_port, require, ChildGuard, SerfAgent, Signal, SERF};
 
 /// The rendered empty-backend haproxy.cfg for these loopback ports, through
 /// the binary's one-shot mode and the shipped template.
 fn empty_config(vars: &serde_json::Map<String, serde_json::Value>) -> String {
-    let mut out = Command::new(env!("CARGO_BIN_EXE_render"));
-    out.arg("--template")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/templates/haproxy.cfg.tera"
-        ))
-        .arg("--backends")
-        .arg("[]");
-    for (k, v) in vars {
-        out.arg(format!("--{k}")).arg(v.as_str().unwrap());
-    }
-    let o = out.stdin(Stdio::null()).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
+    let mut args = vec!["--backends".to_string(), "[]".into()];
+    args.extend(var_flags(vars));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    one_shot(&argv).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `render reconcile` as a child, logging to `log`.
@@ -43,24 +35,17 @@ fn start_reconciler(
     vars: &serde_json::Map<String, serde_json::Value>,
     log: &std::path::Path,
 ) -> ChildGuard {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_render"));
-    cmd.arg("reconcile")
-        .arg(format!("--rpc-addr=127.0.0.1:{rpc}"))
-        .arg(format!("--admin-socket={admin}"))
-        .arg("--port-tag=port")
-        .arg(format!("--config-out={}", live_cfg.display()))
-        .arg(format!("--check={HAPROXY} -c -f {{}}"))
-        .arg("--verify-secs=1")
-        .arg("--log-level=info");
-    for (k, v) in vars {
-        cmd.arg(format!("--var={k}={}", v.as_str().unwrap()));
-    }
-    let log_file = std::fs::File::create(log).unwrap();
-    cmd.env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file);
-    ChildGuard::spawn("render reconcile", &mut cmd)
+    let mut args = vec![
+        format!("--rpc-addr=127.0.0.1:{rpc}"),
+        format!("--admin-socket={admin}"),
+        "--port-tag=port".into(),
+        format!("--config-out={}", live_cfg.display()),
+        format!("--check={HAPROXY} -c -f {{}}"),
+        "--verify-secs=1".into(),
+        "--log-level=info".into(),
+    ];
+    args.extend(reconcile_vars(vars));
+    reconcile_child(&args, &[], log)
 }
 
 /// The balancer's side, in a temp dir: HAProxy with no server yet (from
@@ -88,7 +73,9 @@ impl Balancer {
         let vars = Haproxy::vars(d, fe, st, at);
         let h = Haproxy::start(d, &empty_config(&vars), fe, st, at).await;
         let serf_log = d.join("serf.log");
-        let ha = SerfAgent::start("ha", &[("role", "balancer")], None, &serf_log).await;
+        let ha = serf("ha", &[("role", "balancer")], None, &serf_log)
+            .start()
+            .await;
         let rec_log = d.join("reconcile.log");
         let live_cfg = d.join("live.cfg");
         let admin = if unix_admin {
@@ -96,7 +83,7 @@ impl Balancer {
         } else {
             format!("127.0.0.1:{at}")
         };
-        let reconciler = start_reconciler(ha.rpc, &admin, &live_cfg, &vars, &rec_log);
+        let reconciler = start_reconciler(ha.rpc.port(), &admin, &live_cfg, &vars, &rec_log);
         Balancer {
             h,
             ha,
@@ -124,20 +111,12 @@ async fn serf_members_drive_haproxy_without_failed_requests() {
     } = Balancer::start(false).await;
 
     // Two backends join.
-    let w1 = WebServer::start("s1").await;
-    let w2 = WebServer::start("s2").await;
+    let (w1, s1) = backend("s1", ha.bind, &serf_log).await;
+    let (w2, s2) = backend("s2", ha.bind, &serf_log).await;
     let w3 = WebServer::start("s3").await;
-    let (p1, p2, p3) = (
-        w1.port.to_string(),
-        w2.port.to_string(),
-        w3.port.to_string(),
-    );
-    let t1 = [("role", "backend"), ("port", p1.as_str())];
-    let t2 = [("role", "backend"), ("port", p2.as_str())];
+    let p3 = w3.port.to_string();
     let t3 = [("role", "backend"), ("port", p3.as_str())];
-    let s1 = SerfAgent::start("s1", &t1, Some(ha.bind), &serf_log).await;
-    let s2 = SerfAgent::start("s2", &t2, Some(ha.bind), &serf_log).await;
-    wait_for(
+    eventually(
         "s1 and s2 UP in HAProxy",
         Duration::from_secs(60),
         async || (h.up().await == ["s1", "s2"]).then_some(()),
@@ -154,8 +133,8 @@ async fn serf_members_drive_haproxy_without_failed_requests() {
     );
 
     // A member with a hostile name and the backend role: ignored, logged.
-    let hostile = SerfAgent::start("a b;rm", &t3, Some(ha.bind), &serf_log).await;
-    wait_for(
+    let hostile = serf("a b;rm", &t3, Some(ha.bind), &serf_log).start().await;
+    eventually(
         "the hostile name logged",
         Duration::from_secs(60),
         async || {
@@ -168,29 +147,29 @@ async fn serf_members_drive_haproxy_without_failed_requests() {
 
     // A third backend joins.
     let t_s3 = std::time::Instant::now();
-    let s3 = SerfAgent::start("s3", &t3, Some(ha.bind), &serf_log).await;
-    wait_for("s3 UP", Duration::from_secs(60), async || {
+    let s3 = serf("s3", &t3, Some(ha.bind), &serf_log).start().await;
+    eventually("s3 UP", Duration::from_secs(60), async || {
         (h.up().await == ["s1", "s2", "s3"]).then_some(())
     })
     .await;
 
     // s1 leaves gracefully (SIGINT makes serf leave), s2 crashes.
     let t_s1 = std::time::Instant::now();
-    s1.guard.signal(2);
-    wait_for("s1 removed", Duration::from_secs(60), async || {
+    s1.signal(Signal::SIGINT);
+    eventually("s1 removed", Duration::from_secs(60), async || {
         (!h.servers().await.contains_key("s1")).then_some(())
     })
     .await;
     let t_s2 = std::time::Instant::now();
     drop(s2);
-    wait_for(
+    eventually(
         "s2 removed after its failure is detected",
         Duration::from_secs(60),
         async || (h.servers().await.keys().collect::<Vec<_>>() == ["s3"]).then_some(()),
     )
     .await;
     let seen = load.snapshot().by_backend.get("s3").copied().unwrap_or(0);
-    wait_for(
+    eventually(
         "more answers from s3",
         Duration::from_secs(30),
         async || {
@@ -229,7 +208,7 @@ async fn serf_members_drive_haproxy_without_failed_requests() {
     assert!(log.contains("removed s1"), "{log}");
 
     // The file follows: s3 only, and valid.
-    let written = wait_for(
+    let written = eventually(
         "the config written with s3 only",
         Duration::from_secs(30),
         async || {
@@ -250,7 +229,7 @@ async fn serf_members_drive_haproxy_without_failed_requests() {
     assert!(check.success(), "haproxy -c refused:\n{written}");
 
     // SIGTERM: exit 0.
-    reconciler.signal(15);
+    reconciler.signal(Signal::SIGTERM);
     let status = reconciler.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "{}", log_text(&rec_log));
     eprintln!("reconciler log:\n{}", log_text(&rec_log));
@@ -273,7 +252,7 @@ async fn survives_haproxy_and_agent_restarts() {
     let live_cfg = d.join("live.cfg");
     let sock = d.join("admin.sock").display().to_string();
     let mut reconciler = start_reconciler(rpc, &sock, &live_cfg, &vars, &rec_log);
-    wait_for(
+    eventually(
         "the agent reported unavailable",
         Duration::from_secs(30),
         async || {
@@ -284,25 +263,20 @@ async fn survives_haproxy_and_agent_restarts() {
     )
     .await;
 
-    let ha = SerfAgent::start_on("ha", &[("role", "balancer")], None, &serf_log, rpc).await;
-    let w1 = WebServer::start("s1").await;
-    let p1 = w1.port.to_string();
-    let s1 = SerfAgent::start(
-        "s1",
-        &[("role", "backend"), ("port", &p1)],
-        Some(ha.bind),
-        &serf_log,
-    )
-    .await;
+    let ha = serf("ha", &[("role", "balancer")], None, &serf_log)
+        .rpc_port(rpc)
+        .start()
+        .await;
+    let (w1, s1) = backend("s1", ha.bind, &serf_log).await;
     // HAProxy comes last; the file is already there for it.
-    let cfg = wait_for("the config with s1", Duration::from_secs(30), async || {
+    let cfg = eventually("the config with s1", Duration::from_secs(30), async || {
         std::fs::read_to_string(&live_cfg)
             .ok()
             .filter(|t| t.contains("server s1 "))
     })
     .await;
     let h = Haproxy::start(d, &cfg, fe, st, at).await;
-    wait_for("s1 UP", Duration::from_secs(60), async || {
+    eventually("s1 UP", Duration::from_secs(60), async || {
         (h.up().await == ["s1"]).then_some(())
     })
     .await;
@@ -311,16 +285,8 @@ async fn survives_haproxy_and_agent_restarts() {
     drop(h);
     let cfg = std::fs::read_to_string(&live_cfg).unwrap();
     let h = Haproxy::start(d, &cfg, fe, st, at).await;
-    let w2 = WebServer::start("s2").await;
-    let p2 = w2.port.to_string();
-    let s2 = SerfAgent::start(
-        "s2",
-        &[("role", "backend"), ("port", &p2)],
-        Some(ha.bind),
-        &serf_log,
-    )
-    .await;
-    wait_for(
+    let (w2, s2) = backend("s2", ha.bind, &serf_log).await;
+    eventually(
         "s1 and s2 UP after the HAProxy restart",
         Duration::from_secs(60),
         async || (h.up().await == ["s1", "s2"]).then_some(()),
@@ -330,7 +296,7 @@ async fn survives_haproxy_and_agent_restarts() {
     // The agent restarts (same RPC port) and rejoins; the reconciler
     // reconnects, keeps s1 and s2, and follows a new member.
     drop(ha);
-    wait_for(
+    eventually(
         "the lost stream logged",
         Duration::from_secs(30),
         async || {
@@ -340,25 +306,19 @@ async fn survives_haproxy_and_agent_restarts() {
         },
     )
     .await;
-    let ha =
-        SerfAgent::start_on("ha", &[("role", "balancer")], Some(s1.bind), &serf_log, rpc).await;
-    let w3 = WebServer::start("s3").await;
-    let p3 = w3.port.to_string();
-    let s3 = SerfAgent::start(
-        "s3",
-        &[("role", "backend"), ("port", &p3)],
-        Some(ha.bind),
-        &serf_log,
-    )
-    .await;
-    wait_for(
+    let ha = serf("ha", &[("role", "balancer")], Some(s1.bind), &serf_log)
+        .rpc_port(rpc)
+        .start()
+        .await;
+    let (w3, s3) = backend("s3", ha.bind, &serf_log).await;
+    eventually(
         "s1, s2 and s3 UP after the agent restart",
         Duration::from_secs(60),
         async || (h.up().await == ["s1", "s2", "s3"]).then_some(()),
     )
     .await;
     assert!(reconciler.is_running(), "{}", log_text(&rec_log));
-    reconciler.signal(2);
+    reconciler.signal(Signal::SIGINT);
     let status = reconciler.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(
         status.code(),
@@ -390,21 +350,21 @@ async fn one_server_per_address_owned_by_the_later_member() {
     let w = WebServer::start("w").await;
     let port = w.port.to_string();
     let tags = [("role", "backend"), ("port", port.as_str())];
-    let old = SerfAgent::start("old", &tags, Some(ha.bind), &serf_log).await;
-    wait_for("old UP", Duration::from_secs(60), async || {
+    let old = serf("old", &tags, Some(ha.bind), &serf_log).start().await;
+    eventually("old UP", Duration::from_secs(60), async || {
         (h.up().await == ["old"]).then_some(())
     })
     .await;
 
     // "new" claims the same address while "old" is still alive.
-    let new = SerfAgent::start("new", &tags, Some(ha.bind), &serf_log).await;
-    wait_for(
+    let new = serf("new", &tags, Some(ha.bind), &serf_log).start().await;
+    eventually(
         "one server for the address: new's",
         Duration::from_secs(60),
         async || (h.servers().await.keys().collect::<Vec<_>>() == ["new"]).then_some(()),
     )
     .await;
-    wait_for("new UP", Duration::from_secs(60), async || {
+    eventually("new UP", Duration::from_secs(60), async || {
         (h.up().await == ["new"]).then_some(())
     })
     .await;
@@ -419,13 +379,13 @@ async fn one_server_per_address_owned_by_the_later_member() {
     );
 
     // "new" leaves: "old" is the only claimant again.
-    new.guard.signal(2);
-    wait_for("old back, alone", Duration::from_secs(60), async || {
+    new.signal(Signal::SIGINT);
+    eventually("old back, alone", Duration::from_secs(60), async || {
         (h.servers().await.keys().collect::<Vec<_>>() == ["old"] && h.up().await == ["old"])
             .then_some(())
     })
     .await;
-    reconciler.signal(15);
+    reconciler.signal(Signal::SIGTERM);
     let status = reconciler.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "{}", log_text(&rec_log));
     drop((old, new, ha, w));
@@ -452,7 +412,7 @@ async fn works_with_our_gossip_agent() {
     })
     .await
     .expect("our agent starts");
-    let gossip_port = agent.local_addr().port();
+    let gossip_addr = agent.local_addr();
     let rpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let rpc = rpc_listener.local_addr().unwrap().port();
     let rpc_task = tokio::spawn(gossip::rpc::serve(rpc_listener, agent.clone(), None));
@@ -463,24 +423,9 @@ async fn works_with_our_gossip_agent() {
         start_reconciler(rpc, &format!("127.0.0.1:{at}"), &live_cfg, &vars, &rec_log);
 
     let serf_log = d.join("serf.log");
-    let w1 = WebServer::start("s1").await;
-    let w2 = WebServer::start("s2").await;
-    let (p1, p2) = (w1.port.to_string(), w2.port.to_string());
-    let s1 = SerfAgent::start(
-        "s1",
-        &[("role", "backend"), ("port", &p1)],
-        Some(gossip_port),
-        &serf_log,
-    )
-    .await;
-    let s2 = SerfAgent::start(
-        "s2",
-        &[("role", "backend"), ("port", &p2)],
-        Some(gossip_port),
-        &serf_log,
-    )
-    .await;
-    wait_for("s1 and s2 UP", Duration::from_secs(60), async || {
+    let (w1, s1) = backend("s1", gossip_addr, &serf_log).await;
+    let (w2, s2) = backend("s2", gossip_addr, &serf_log).await;
+    eventually("s1 and s2 UP", Duration::from_secs(60), async || {
         (h.up().await == ["s1", "s2"]).then_some(())
     })
     .await;
@@ -491,13 +436,13 @@ async fn works_with_our_gossip_agent() {
         Duration::from_secs(90),
         15_000,
     );
-    s1.guard.signal(2);
-    wait_for("s1 removed", Duration::from_secs(60), async || {
+    s1.signal(Signal::SIGINT);
+    eventually("s1 removed", Duration::from_secs(60), async || {
         (h.servers().await.keys().collect::<Vec<_>>() == ["s2"]).then_some(())
     })
     .await;
     let seen = load.snapshot().by_backend.get("s2").copied().unwrap_or(0);
-    wait_for(
+    eventually(
         "more answers from s2",
         Duration::from_secs(30),
         async || {
@@ -509,7 +454,7 @@ async fn works_with_our_gossip_agent() {
     eprintln!("load: {report:?}");
     assert_eq!(report.failed, 0, "failed requests: {report:?}");
 
-    reconciler.signal(15);
+    reconciler.signal(Signal::SIGTERM);
     let status = reconciler.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "{}", log_text(&rec_log));
     rpc_task.abort();

@@ -18,14 +18,12 @@ use common::*;
 use render::backends::MemberInfo;
 use render::membership::{follow, Coalescing, MembershipSource};
 use render::serf_source::SerfSource;
+use testkit::{require, SERF};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// Far above any RPC deadline the source may use: hitting it means "hangs".
 const OUTER: Duration = Duration::from_secs(60);
-
-const SIGSTOP: i32 = 19;
-const SIGCONT: i32 = 18;
 
 /// A resync much shorter than the reconciler's default, so a wedged agent
 /// is found soon after it stops answering.
@@ -41,33 +39,6 @@ async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T 
     tokio::time::timeout(OUTER, fut)
         .await
         .unwrap_or_else(|_| panic!("{what}: still pending after {OUTER:?} (hangs)"))
-}
-
-/// SIGSTOP `agent` and wait until every thread of it is stopped (the
-/// signal is asynchronous: a thread running at that moment could still
-/// answer a request sent right after `kill` returns).
-async fn stop(agent: &SerfAgent) {
-    agent.guard.signal(SIGSTOP);
-    let tasks = format!("/proc/{}/task", agent.guard.pid());
-    bounded("the agent's threads to stop", async {
-        loop {
-            let all_stopped = std::fs::read_dir(&tasks).unwrap().all(|t| {
-                let stat =
-                    std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap_or_default();
-                // pid (comm) STATE ...; comm may contain spaces.
-                matches!(
-                    stat.rsplit_once(')')
-                        .map(|(_, r)| r.trim_start().chars().next()),
-                    Some(Some('T'))
-                )
-            });
-            if all_stopped {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
 }
 
 fn names(list: &[MemberInfo]) -> Vec<String> {
@@ -220,12 +191,15 @@ async fn connect_to_a_listener_that_never_answers_fails() {
 async fn a_stopped_agent_fails_members_and_connect_then_works_after_sigcont() {
     require(SERF, "serf");
     let dir = tempfile::tempdir().unwrap();
-    let ha = SerfAgent::start("ha", &[], None, &dir.path().join("serf.log")).await;
-    let mut src = SerfSource::new(format!("127.0.0.1:{}", ha.rpc), None);
+    let ha = serf("ha", &[], None, &dir.path().join("serf.log"))
+        .start()
+        .await;
+    let mut src = SerfSource::new(ha.rpc.to_string(), None);
     bounded("connect()", src.connect()).await.unwrap();
     assert_eq!(names(&src.members().await.unwrap()), ["ha"]);
 
-    stop(&ha).await;
+    // SIGSTOP; back once every thread of it is stopped.
+    ha.process.pause();
     let err = bounded("members() of a stopped agent", src.members())
         .await
         .expect_err("members() of a stopped agent must fail");
@@ -238,7 +212,7 @@ async fn a_stopped_agent_fails_members_and_connect_then_works_after_sigcont() {
         .expect_err("connect() to a stopped agent must fail");
     eprintln!("connect: {err:#}");
 
-    ha.guard.signal(SIGCONT);
+    ha.process.resume();
     bounded("connect() after SIGCONT", src.connect())
         .await
         .unwrap();
@@ -252,10 +226,12 @@ async fn a_stopped_agent_fails_members_and_connect_then_works_after_sigcont() {
 async fn follow_notices_a_stopped_agent_and_lists_again_after_sigcont() {
     require(SERF, "serf");
     let dir = tempfile::tempdir().unwrap();
-    let ha = SerfAgent::start("ha", &[], None, &dir.path().join("serf.log")).await;
+    let ha = serf("ha", &[], None, &dir.path().join("serf.log"))
+        .start()
+        .await;
     let calls = Arc::new(Mutex::new(Vec::new()));
     let source = Recorded {
-        inner: SerfSource::new(format!("127.0.0.1:{}", ha.rpc), None),
+        inner: SerfSource::new(ha.rpc.to_string(), None),
         calls: calls.clone(),
     };
     let (tx, mut rx) = watch::channel(None);
@@ -263,14 +239,15 @@ async fn follow_notices_a_stopped_agent_and_lists_again_after_sigcont() {
     assert_eq!(bounded("the first list", next_list(&mut rx)).await, ["ha"]);
 
     let stopped_at = calls.lock().unwrap().len();
-    stop(&ha).await;
+    // SIGSTOP; back once every thread of it is stopped.
+    ha.process.pause();
     // The resync's `members` gives up on the stopped agent, and so does
     // the reconnect that follows.
     let i = wait_call(&calls, stopped_at, "members err").await;
     wait_call(&calls, i, "connect err").await;
     rx.borrow_and_update();
 
-    ha.guard.signal(SIGCONT);
+    ha.process.resume();
     assert_eq!(
         bounded("a list after SIGCONT", next_list(&mut rx)).await,
         ["ha"]
@@ -289,8 +266,8 @@ async fn follow_gets_past_a_half_dead_connection() {
     require(SERF, "serf");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("serf.log");
-    let ha = SerfAgent::start("ha", &[], None, &log).await;
-    let relay = Relay::start(ha.rpc).await;
+    let ha = serf("ha", &[], None, &log).start().await;
+    let relay = Relay::start(ha.rpc.port()).await;
     let (tx, mut rx) = watch::channel(None);
     let task = tokio::spawn(follow(
         SerfSource::new(relay.addr.clone(), None),
@@ -302,7 +279,7 @@ async fn follow_gets_past_a_half_dead_connection() {
     // The follower's connection goes silent for good; a member joins,
     // and its event is lost on the frozen connection.
     relay.freeze();
-    let _s1 = SerfAgent::start("s1", &[], Some(ha.bind), &log).await;
+    let _s1 = serf("s1", &[], Some(ha.bind), &log).start().await;
     bounded("a list with s1 through a new connection", async {
         while next_list(&mut rx).await != ["ha", "s1"] {}
     })

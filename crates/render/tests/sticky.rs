@@ -11,7 +11,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,114 +21,18 @@ use common::*;
 use render::backends::{Backend, BackendSet, MemberInfo};
 use render::cli::{settings, ReconcileArgs};
 use render::membership::MembershipSource;
-use render::reconcile::{self, Reconciler, Settings};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use render::reconcile::{self, Reconciler};
+use testkit::http::{Behaviour, Conn, WebServer};
+use testkit::{eventually, free_port, require, Signal, SERF};
+use tokio::sync::watch;
 
-const TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/templates/haproxy.cfg.tera");
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
 /// The options the reconciler gives every server by default.
 const SERVER_OPTIONS: &str = "check inter 500ms downinter 100ms fall 1 rise 1 pool-purge-delay 100ms observe layer4 error-limit 1 on-error mark-down";
 
 // ---------------------------------------------------------------------
-// Web servers that say who they are and what they were sent.
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Behaviour {
-    /// `GET` → 200, body and `X-Backend` the server's name.
-    Answer,
-    /// `GET` read, then the connection closed without a byte (a web app
-    /// killed after it counted the visit). `HEAD` (HAProxy's check) → 200.
-    DropGets,
-}
-
-/// A keep-alive HTTP/1.1 server on 127.0.0.1. Every answer carries
-/// `X-Backend: NAME`, `X-Seen-Request-Id` (the X-Request-Id values it was
-/// sent, `|`-joined) and `X-Seen-Cookie`. Dropping it closes the listener
-/// and every connection.
-struct IdServer {
-    port: u16,
-    /// X-Request-Id values of the `GET`s it received (answered or not).
-    ids: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl IdServer {
-    async fn start(name: &str) -> IdServer {
-        IdServer::start_as(name, Behaviour::Answer).await
-    }
-
-    async fn start_as(name: &str, behaviour: Behaviour) -> IdServer {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        let ids = Arc::new(Mutex::new(Vec::new()));
-        let (n, seen) = (name.to_string(), ids.clone());
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            while let Ok((s, _)) = l.accept().await {
-                conns.spawn(serve(s, n.clone(), behaviour, seen.clone()));
-                while conns.try_join_next().is_some() {}
-            }
-        });
-        IdServer { port, ids, task }
-    }
-
-    fn ids(&self) -> Vec<String> {
-        self.ids.lock().unwrap().clone()
-    }
-}
-
-impl Drop for IdServer {
-    fn drop(&mut self) {
-        // The accept task owns the JoinSet: aborting it aborts every
-        // connection task too.
-        self.task.abort();
-    }
-}
-
-async fn serve(s: TcpStream, name: String, behaviour: Behaviour, ids: Arc<Mutex<Vec<String>>>) {
-    let mut r = BufReader::new(s);
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-            return;
-        }
-        let get = line.starts_with("GET ");
-        let (mut seen, mut cookie) = (Vec::new(), String::new());
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h).await.unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            let (k, v) = h.split_once(':').unwrap_or((h, ""));
-            if k.eq_ignore_ascii_case("x-request-id") {
-                seen.push(v.trim().to_string());
-            } else if k.eq_ignore_ascii_case("cookie") {
-                cookie = v.trim().to_string();
-            }
-        }
-        if get {
-            ids.lock().unwrap().extend(seen.iter().cloned());
-            if behaviour == Behaviour::DropGets {
-                return;
-            }
-        }
-        let body = if get { name.as_str() } else { "" };
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Backend: {name}\r\nX-Seen-Request-Id: {}\r\nX-Seen-Cookie: {cookie}\r\n\r\n{body}",
-            name.len(),
-            seen.join("|")
-        );
-        if r.get_mut().write_all(resp.as_bytes()).await.is_err() {
-            return;
-        }
-    }
-}
+// Clients through HAProxy (the web servers are the kit's [`WebServer`]s:
+// they say who they are and what they were sent).
 
 /// What a client learnt from one answer through HAProxy.
 #[derive(Debug, Clone)]
@@ -145,63 +49,34 @@ struct Answer {
 /// One `GET /` through HAProxy on a new connection, with an optional
 /// Cookie and X-Request-Id; Ok on a 200 only.
 async fn get(port: u16, cookie: Option<&str>, request_id: Option<&str>) -> Result<Answer, String> {
-    let exchange = async {
-        let mut s = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let mut req = String::from("GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-        if let Some(c) = cookie {
-            req.push_str(&format!("Cookie: {c}\r\n"));
-        }
-        if let Some(id) = request_id {
-            req.push_str(&format!("X-Request-Id: {id}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        Ok::<_, String>(String::from_utf8_lossy(&raw).into_owned())
-    };
-    let text = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .map_err(|_| "timeout".to_string())??;
-    let (head, _body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no complete header in {text:?}"))?;
-    let mut lines = head.lines();
-    let code = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("");
-    if code != "200" {
-        return Err(format!("status {code:?}"));
+    let mut headers = vec!["Connection: close".to_string()];
+    if let Some(c) = cookie {
+        headers.push(format!("Cookie: {c}"));
     }
-    let mut a = Answer {
-        backend: String::new(),
-        set_cookie: Vec::new(),
-        cache_control: Vec::new(),
-        seen_ids: Vec::new(),
-        seen_cookie: String::new(),
-    };
-    for l in lines {
-        let (k, v) = l.split_once(':').unwrap_or((l, ""));
-        let v = v.trim().to_string();
-        match k.to_ascii_lowercase().as_str() {
-            "x-backend" => a.backend = v,
-            "set-cookie" => a.set_cookie.push(v),
-            "cache-control" => a.cache_control.push(v),
-            "x-seen-request-id" if !v.is_empty() => {
-                a.seen_ids = v.split('|').map(str::to_string).collect()
-            }
-            "x-seen-cookie" => a.seen_cookie = v,
-            _ => {}
-        }
+    if let Some(id) = request_id {
+        headers.push(format!("X-Request-Id: {id}"));
     }
-    Ok(a)
+    let r = Conn::new(port).get("/", &headers).await?;
+    if r.status != 200 {
+        return Err(format!("status {:?}", r.status.to_string()));
+    }
+    let values = |name: &str| {
+        r.all(name)
+            .into_iter()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    Ok(Answer {
+        backend: r.header("x-backend").unwrap_or_default().to_string(),
+        set_cookie: values("set-cookie"),
+        cache_control: values("cache-control"),
+        seen_ids: r
+            .header("x-seen-request-id")
+            .filter(|v| !v.is_empty())
+            .map(|v| v.split('|').map(str::to_string).collect())
+            .unwrap_or_default(),
+        seen_cookie: r.header("x-seen-cookie").unwrap_or_default().to_string(),
+    })
 }
 
 /// The SERVERID a Set-Cookie header sets, checking its whole form.
@@ -227,7 +102,7 @@ fn is_uuid(s: &str) -> bool {
 /// must set SERVERID to its server, with Cache-Control: private.
 async fn cookies_handed_out(fe: u16, expected: usize) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    wait_for(
+    eventually(
         "a cookie from every server",
         Duration::from_secs(30),
         async || {
@@ -283,50 +158,6 @@ impl MembershipSource for Members {
     }
 }
 
-fn member(name: &str, port: u16) -> MemberInfo {
-    MemberInfo {
-        name: name.into(),
-        addr: "127.0.0.1".parse().unwrap(),
-        status: "alive".into(),
-        tags: vec![
-            ("role".into(), "backend".into()),
-            ("port".into(), port.to_string()),
-        ],
-    }
-}
-
-struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    fn start(s: Settings, members: watch::Receiver<Vec<MemberInfo>>) -> Running {
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(reconcile::run(s, Members(members), async move {
-            let _ = stopped.await;
-        }));
-        Running {
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
-            .await
-            .expect("the reconciler stops on shutdown")
-            .unwrap();
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// `render reconcile` flags for HAProxy on loopback in `dir`, plus `extra`.
 fn args(
     dir: &std::path::Path,
@@ -334,42 +165,13 @@ fn args(
     out: &std::path::Path,
     extra: &[&str],
 ) -> ReconcileArgs {
-    let mut a = vec![
-        "render-reconcile".to_string(),
-        format!("--admin-socket={}", dir.join("admin.sock").display()),
-        "--port-tag=port".into(),
-        format!("--config-out={}", out.display()),
-        format!("--check={HAPROXY} -c -q -f {{}}"),
-        "--quiet-ms=100".into(),
-        "--verify-secs=1".into(),
-    ];
-    for (k, v) in Haproxy::vars(dir, ports.0, ports.1, ports.2) {
-        a.push(format!("--var={k}={}", v.as_str().unwrap()));
-    }
-    a.extend(extra.iter().map(|e| e.to_string()));
-    ReconcileArgs::try_parse_from(a).unwrap()
+    loopback_args(dir, ports, out, "-c -q -f", extra)
 }
 
 fn backend_set(list: &[(&str, &str, u16)]) -> BackendSet {
     list.iter()
         .map(|(n, ip, p)| (n.to_string(), Backend::new(*n, ip.parse().unwrap(), *p)))
         .collect()
-}
-
-/// The one-shot mode on the shipped template: Ok(stdout) or Err(stderr).
-fn one_shot(args: &[&str]) -> Result<String, String> {
-    let o = Command::new(env!("CARGO_BIN_EXE_render"))
-        .arg("--template")
-        .arg(TEMPLATE)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    if o.status.success() {
-        Ok(String::from_utf8(o.stdout).unwrap())
-    } else {
-        Err(String::from_utf8_lossy(&o.stderr).into_owned())
-    }
 }
 
 fn golden(name: &str) -> String {
@@ -518,20 +320,19 @@ async fn the_cookie_names_the_member_and_survives_moves_and_restarts() {
     let (fe, st, at) = (free_port(), free_port(), free_port());
     let out = dir.path().join("written.cfg");
     let s = settings(&args(dir.path(), (fe, st, at), &out, &["--sticky"])).unwrap();
-    let empty = reconcile::render_config(&s, &BackendSet::new()).unwrap();
-    let h = Haproxy::start(dir.path(), &empty, fe, st, at).await;
+    let h = Haproxy::start_empty(&s, dir.path(), (fe, st, at)).await;
     let (w1, w2, w3) = (
-        IdServer::start("s1").await,
-        IdServer::start("s2").await,
-        IdServer::start("s3").await,
+        WebServer::start("s1").await,
+        WebServer::start("s2").await,
+        WebServer::start("s3").await,
     );
     let (tx, rx) = watch::channel(vec![
         member("s1", w1.port),
         member("s2", w2.port),
         member("s3", w3.port),
     ]);
-    let run = Running::start(s.clone(), rx);
-    wait_for("s1, s2, s3 UP", Duration::from_secs(30), async || {
+    let run = Running::start(s.clone(), Members(rx));
+    eventually("s1, s2, s3 UP", Duration::from_secs(30), async || {
         (h.up().await == ["s1", "s2", "s3"]).then_some(())
     })
     .await;
@@ -576,7 +377,7 @@ async fn the_cookie_names_the_member_and_survives_moves_and_restarts() {
 
     // s2 moves (same member, new address): its entry is re-addressed and
     // its cookie still leads to it.
-    let w2b = IdServer::start("s2b").await;
+    let w2b = WebServer::start("s2b").await;
     tx.send(vec![
         member("s1", w1.port),
         member("s2", w2b.port),
@@ -584,7 +385,7 @@ async fn the_cookie_names_the_member_and_survives_moves_and_restarts() {
     ])
     .unwrap();
     let moved = format!("127.0.0.1:{}", w2b.port);
-    wait_for(
+    eventually(
         "s2 UP at its new address",
         Duration::from_secs(30),
         async || {
@@ -603,8 +404,8 @@ async fn the_cookie_names_the_member_and_survives_moves_and_restarts() {
     run.stop().await;
     let ids = h.ids().await;
     std::fs::remove_file(&out).unwrap();
-    let run = Running::start(s.clone(), tx.subscribe());
-    let written = wait_for(
+    let run = Running::start(s.clone(), Members(tx.subscribe()));
+    let written = eventually(
         "the file written by the new reconciler",
         Duration::from_secs(30),
         async || std::fs::read_to_string(&out).ok(),
@@ -624,7 +425,7 @@ async fn the_cookie_names_the_member_and_survives_moves_and_restarts() {
     run.stop().await;
     drop(h);
     let h = Haproxy::start(dir.path(), &written, fe, st, at).await;
-    wait_for(
+    eventually(
         "s1, s2, s3 UP after the HAProxy restart",
         Duration::from_secs(30),
         async || (h.up().await == ["s1", "s2", "s3"]).then_some(()),
@@ -643,8 +444,8 @@ async fn a_replayed_request_keeps_its_request_id() {
     require(HAPROXY, "haproxy");
     let dir = tempfile::tempdir().unwrap();
     let (fe, st, at) = (free_port(), free_port(), free_port());
-    let dropper = IdServer::start_as("drop", Behaviour::DropGets).await;
-    let ok = IdServer::start("ok").await;
+    let dropper = WebServer::start_as("drop", Behaviour::DropGets).await;
+    let ok = WebServer::start("ok").await;
     let s = settings(&args(
         dir.path(),
         (fe, st, at),
@@ -661,7 +462,7 @@ async fn a_replayed_request_keeps_its_request_id() {
     )
     .unwrap();
     let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
-    wait_for("drop and ok UP", Duration::from_secs(30), async || {
+    eventually("drop and ok UP", Duration::from_secs(30), async || {
         (h.up().await == ["drop", "ok"]).then_some(())
     })
     .await;
@@ -737,7 +538,7 @@ impl StickyClient {
     /// server has answered 20 times since; its name.
     async fn moved_from(&self, old: Option<&str>) -> String {
         let (mut new, mut since) = (None::<String>, 0);
-        wait_for(
+        eventually(
             &format!("the client handed over from {old:?}"),
             Duration::from_secs(60),
             async || {
@@ -785,49 +586,35 @@ async fn a_dead_or_departed_sticky_server_hands_its_client_over() {
         "--sticky".into(),
         "true".into(),
     ];
-    for (k, v) in &vars {
-        one_shot_args.push(format!("--{k}"));
-        one_shot_args.push(v.as_str().unwrap().to_string());
-    }
+    one_shot_args.extend(var_flags(&vars));
     let argv: Vec<&str> = one_shot_args.iter().map(String::as_str).collect();
     let h = Haproxy::start(d, &one_shot(&argv).unwrap(), fe, st, at).await;
 
     let serf_log = d.join("serf.log");
-    let ha = SerfAgent::start("ha", &[("role", "balancer")], None, &serf_log).await;
+    let ha = serf("ha", &[("role", "balancer")], None, &serf_log)
+        .start()
+        .await;
     let rec_log = d.join("reconcile.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_render"));
-    cmd.arg("reconcile")
-        .arg(format!("--rpc-addr=127.0.0.1:{}", ha.rpc))
-        .arg(format!("--admin-socket={}", d.join("admin.sock").display()))
-        .arg("--port-tag=port")
-        .arg(format!("--config-out={}", d.join("live.cfg").display()))
-        .arg(format!("--check={HAPROXY} -c -q -f {{}}"))
-        .arg("--verify-secs=1");
-    for (k, v) in &vars {
-        cmd.arg(format!("--var={k}={}", v.as_str().unwrap()));
-    }
-    let log = std::fs::File::create(&rec_log).unwrap();
-    cmd.env("HA_STICKY", "true")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    let _reconciler = ChildGuard::spawn("render reconcile", &mut cmd);
+    let mut rec_args = vec![
+        format!("--rpc-addr={}", ha.rpc),
+        format!("--admin-socket={}", d.join("admin.sock").display()),
+        "--port-tag=port".into(),
+        format!("--config-out={}", d.join("live.cfg").display()),
+        format!("--check={HAPROXY} -c -q -f {{}}"),
+        "--verify-secs=1".into(),
+    ];
+    rec_args.extend(reconcile_vars(&vars));
+    let _reconciler = reconcile_child(&rec_args, &[("HA_STICKY", "true")], &rec_log);
 
     let names = ["s1", "s2", "s3"];
     let mut web = BTreeMap::new();
     let mut agents = BTreeMap::new();
     for n in names {
-        let w = IdServer::start(n).await;
-        let port = w.port.to_string();
-        let tags = [("role", "backend"), ("port", port.as_str())];
-        agents.insert(
-            n,
-            SerfAgent::start(n, &tags, Some(ha.bind), &serf_log).await,
-        );
+        let (w, agent) = backend(n, ha.bind, &serf_log).await;
+        agents.insert(n, agent);
         web.insert(n, w);
     }
-    wait_for("s1, s2, s3 UP", Duration::from_secs(60), async || {
+    eventually("s1, s2, s3 UP", Duration::from_secs(60), async || {
         (h.up().await == names).then_some(())
     })
     .await;
@@ -844,7 +631,7 @@ async fn a_dead_or_departed_sticky_server_hands_its_client_over() {
     // the entry: HAProxy's redispatch and checks take the client away.
     drop(web.remove(first.as_str()));
     let second = client.moved_from(Some(&first)).await;
-    wait_for(
+    eventually(
         &format!("{first} DOWN in HAProxy"),
         Duration::from_secs(30),
         async || (h.servers().await.get(first.as_str()).map(|s| s.1) == Some(0)).then_some(()),
@@ -852,9 +639,9 @@ async fn a_dead_or_departed_sticky_server_hands_its_client_over() {
     .await;
 
     // The next one's member leaves: maintenance, then deletion.
-    agents[second.as_str()].guard.signal(2);
+    agents[second.as_str()].signal(Signal::SIGINT);
     let third = client.moved_from(Some(&second)).await;
-    wait_for(
+    eventually(
         &format!("{second} deleted"),
         Duration::from_secs(60),
         async || (!h.servers().await.contains_key(second.as_str())).then_some(()),

@@ -5,17 +5,17 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use common::client;
 use serde_json::Value;
+use testkit::{eventually, eventually_blocking, ChildGuard, Signal};
 
 /// The binary with its stdout read line by line on a thread; killed on drop.
 struct Webapp {
-    child: Child,
+    process: ChildGuard,
     lines: Receiver<String>,
     log: Vec<String>,
     addr: SocketAddr,
@@ -27,17 +27,18 @@ impl Webapp {
     }
 
     fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_webapp"))
-            .args(["--bind", "127.0.0.1", "--port", "0"])
-            .args(args)
-            .env("RUST_LOG", "info,webapp=debug")
-            .envs(env.iter().copied())
-            .env("SERVER_IP", "10.0.0.8")
-            .env("SERVER_NAME", "bin-host")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn webapp");
-        let stdout = child.stdout.take().unwrap();
+        let mut process = ChildGuard::spawn(
+            "webapp",
+            Command::new(env!("CARGO_BIN_EXE_webapp"))
+                .args(["--bind", "127.0.0.1", "--port", "0"])
+                .args(args)
+                .env("RUST_LOG", "info,webapp=debug")
+                .envs(env.iter().copied())
+                .env("SERVER_IP", "10.0.0.8")
+                .env("SERVER_NAME", "bin-host")
+                .stdout(Stdio::piped()),
+        );
+        let stdout = process.child_mut().stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -48,7 +49,7 @@ impl Webapp {
             }
         });
         let mut app = Webapp {
-            child,
+            process,
             lines,
             log: Vec::new(),
             addr: ([0, 0, 0, 0], 0).into(),
@@ -100,35 +101,17 @@ impl Webapp {
     }
 
     fn signal(&self, sig: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), sig).unwrap();
+        self.process.signal(sig);
     }
 
     /// Waits (at most 30 s) for the process to exit.
     fn wait_exit(&mut self) -> ExitStatus {
-        let end = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < end, "webapp did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process.wait_exit_blocking(Duration::from_secs(30))
     }
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
-}
-
-impl Drop for Webapp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
 async fn set_delay(app: &Webapp, ms: u64) {
@@ -169,14 +152,11 @@ async fn sigterm_finishes_in_flight_requests_then_exits_0() {
     app.wait_line("shutting down");
     // Poll until the listener is closed (the accept loop stops right after
     // the line above), while the delayed request is still pending.
-    let end = Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(app.addr).is_ok() {
-        assert!(
-            Instant::now() < end,
-            "still accepting connections after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually_blocking(
+        "the listener closed after SIGTERM",
+        Duration::from_secs(5),
+        || TcpStream::connect(app.addr).is_err().then_some(()),
+    );
     assert!(
         !slow.is_finished(),
         "the delayed request answered before the listener closed"
@@ -267,21 +247,11 @@ fn bad_flags_are_refused() {
 /// Run `cmd`, which must refuse to start: its stderr. Accepted, it would
 /// serve until a signal, so it is waited for a bounded time, then killed.
 fn refused_start(cmd: &mut Command, what: &str) -> String {
-    use wait_timeout::ChildExt;
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if child
-        .wait_timeout(Duration::from_secs(30))
-        .unwrap()
-        .is_none()
-    {
-        let _ = child.kill();
-        panic!("webapp started with {what}");
-    }
-    let out = child.wait_with_output().unwrap();
+    let mut child = ChildGuard::spawn(
+        &format!("webapp with {what} (it must refuse to start)"),
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped()),
+    );
+    let out = child.output_blocking(Duration::from_secs(30));
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{what}: {err}");
     err
@@ -367,7 +337,7 @@ fn a_bad_session_store_is_refused_without_its_password() {
 /// one per 10 s), and uses Redis as soon as it is up, without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_before_redis_and_uses_it_once_up() {
-    let port = common::redis::free_port();
+    let port = testkit::free_port();
     let url = format!("redis://127.0.0.1:{port}/0");
     // The default log filter: no line per failed request but the access log.
     let mut app = Webapp::start_with_env(&[], &[("SESSION_STORE", &url), ("RUST_LOG", "")]);
@@ -398,17 +368,16 @@ async fn starts_before_redis_and_uses_it_once_up() {
     );
 
     let _redis = common::redis::RedisServer::start_on(port);
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("a 200 with redis up", Duration::from_secs(20), async || {
         let res = client().get(app.url("/")).send().await.unwrap();
         if res.status() == 200 {
             let body: Value = res.json().await.unwrap();
             assert_eq!(body["sessionViews"], 1);
-            break;
+            return Some(());
         }
         assert_eq!(res.status(), 503);
-        assert!(Instant::now() < end, "still 503 with redis up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        None
+    })
+    .await;
     app.wait_line("answers again");
 }

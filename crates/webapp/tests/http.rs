@@ -4,19 +4,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{browser, client, set_cookie, TestServer, HOST, IP, TAG};
+use common::{
+    browser, client, get_json, get_with_cookie, set_cookie, visit, visit_in_parallel, TestServer,
+    HOST, IP, TAG,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-async fn views(c: &reqwest::Client, url: &str) -> (u64, String) {
-    let res = c.get(url).send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let body: Value = res.json().await.unwrap();
-    (
-        body["sessionViews"].as_u64().unwrap(),
-        body["id"].as_str().unwrap().to_owned(),
-    )
-}
 
 #[tokio::test]
 async fn get_root_says_hello_with_header_and_session_cookie() {
@@ -43,10 +36,10 @@ async fn get_root_says_hello_with_header_and_session_cookie() {
     assert_eq!(cookie, format!("NODESESSID={id}"));
 
     // Same browser: same session, counted.
-    assert_eq!(views(&c, &server.url("/")).await, (2, id.clone()));
-    assert_eq!(views(&c, &server.url("/")).await, (3, id.clone()));
+    assert_eq!(visit(&c, &server.url("/"), None).await, (2, id.clone()));
+    assert_eq!(visit(&c, &server.url("/"), None).await, (3, id.clone()));
     // Another browser: its own session.
-    let (n, other) = views(&browser(), &server.url("/")).await;
+    let (n, other) = visit(&browser(), &server.url("/"), None).await;
     assert_eq!(n, 1);
     assert_ne!(other, id);
     assert_eq!(server.live_sessions(), 2);
@@ -54,42 +47,12 @@ async fn get_root_says_hello_with_header_and_session_cookie() {
 
 #[tokio::test]
 async fn tag_falls_back_to_tag_env_and_defaults_to_empty() {
-    let server = TestServer::start_config(clap::Parser::parse_from([
-        "webapp",
-        "--server-ip",
-        IP,
-        "--server-name",
-        HOST,
-        "--tag-fallback",
-        "from-TAG",
-    ]));
-    let body: Value = client()
-        .get(server.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let server = TestServer::start_untagged(&["--tag-fallback", "from-TAG"]);
+    let body = get_json(&server.url("/")).await;
     assert_eq!(body["tag"], "from-TAG");
 
-    let server = TestServer::start_config(clap::Parser::parse_from([
-        "webapp",
-        "--server-ip",
-        IP,
-        "--server-name",
-        HOST,
-        "--tag",
-        "",
-    ]));
-    let body: Value = client()
-        .get(server.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let server = TestServer::start_untagged(&["--tag", ""]);
+    let body = get_json(&server.url("/")).await;
     assert_eq!(body["tag"], "");
 }
 
@@ -107,29 +70,11 @@ async fn concurrent_visits_on_one_session_are_all_counted() {
     let server = TestServer::start_threaded(&[]);
     let c = browser();
     let url = server.url("/");
-    let (first, id) = views(&c, &url).await;
+    let (first, id) = visit(&c, &url, None).await;
     assert_eq!(first, 1);
-    let tasks: Vec<_> = (0..32)
-        .map(|_| {
-            let (c, url, id) = (c.clone(), url.clone(), id.clone());
-            tokio::spawn(async move {
-                let mut seen = Vec::with_capacity(50);
-                for _ in 0..50 {
-                    let (n, got) = views(&c, &url).await;
-                    assert_eq!(got, id);
-                    seen.push(n);
-                }
-                seen
-            })
-        })
-        .collect();
-    let mut seen = Vec::new();
-    for t in tasks {
-        seen.extend(t.await.unwrap());
-    }
-    seen.sort_unstable();
+    let seen = visit_in_parallel(&c, std::slice::from_ref(&url), &id, (32, 50), false).await;
     assert_eq!(seen, (2..=1601).collect::<Vec<u64>>());
-    assert_eq!(views(&c, &url).await, (1602, id));
+    assert_eq!(visit(&c, &url, None).await, (1602, id));
     assert_eq!(server.live_sessions(), 1);
 }
 
@@ -146,13 +91,13 @@ async fn head_is_a_cheap_health_check_without_session() {
 
     // HEAD with a session cookie neither counts a visit nor re-sets the cookie.
     let c = browser();
-    let (_, id) = views(&c, &server.url("/")).await;
+    let (_, id) = visit(&c, &server.url("/"), None).await;
     for _ in 0..3 {
         let res = c.head(server.url("/")).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         assert!(res.headers().get("set-cookie").is_none());
     }
-    assert_eq!(views(&c, &server.url("/")).await, (2, id));
+    assert_eq!(visit(&c, &server.url("/"), None).await, (2, id));
     // A stale cookie on HEAD creates nothing either.
     let res = client()
         .head(server.url("/"))
@@ -211,7 +156,7 @@ async fn delay_slows_later_gets_without_blocking_other_connections() {
 
     // The form body above reset the delay: the next GET does not wait 3 s.
     let started = Instant::now();
-    let (n, _) = views(&client(), &server.url("/")).await;
+    let (n, _) = visit(&client(), &server.url("/"), None).await;
     assert_eq!(n, 1);
     assert!(started.elapsed() < delay);
 }
@@ -338,12 +283,7 @@ async fn live_sessions_are_capped() {
     // session) cannot evict a survivor before it is checked.
     let mut survivors = 0;
     for (age, cookie) in cookies.iter().rev().enumerate() {
-        let res = client()
-            .get(server.url("/"))
-            .header("cookie", cookie)
-            .send()
-            .await
-            .unwrap();
+        let res = get_with_cookie(&server.url("/"), cookie).await;
         let body: Value = res.json().await.unwrap();
         if body["sessionViews"] == 2 {
             assert_eq!(
@@ -370,21 +310,16 @@ async fn idle_sessions_expire() {
     // Visited every 200 ms for 2.5 s: alive throughout, while the first
     // session stays untouched for more than twice its idle time.
     let c = browser();
-    let (_, kept) = views(&c, &server.url("/")).await;
+    let (_, kept) = visit(&c, &server.url("/"), None).await;
     let started = Instant::now();
     let mut i = 1;
     while started.elapsed() < Duration::from_millis(2500) {
         tokio::time::sleep(Duration::from_millis(200)).await;
         i += 1;
-        assert_eq!(views(&c, &server.url("/")).await, (i, kept.clone()));
+        assert_eq!(visit(&c, &server.url("/"), None).await, (i, kept.clone()));
     }
     // The untouched session is gone (sent by hand: the server decides, not a jar).
-    let res = client()
-        .get(server.url("/"))
-        .header("cookie", &old)
-        .send()
-        .await
-        .unwrap();
+    let res = get_with_cookie(&server.url("/"), &old).await;
     let fresh = set_cookie(&res).expect("a new session cookie");
     assert_ne!(fresh, old);
     let body: Value = res.json().await.unwrap();
@@ -404,12 +339,7 @@ async fn garbage_cookies_get_a_fresh_session() {
         "NODESESSID=s%3Aabc.def",
         "other=1",
     ] {
-        let res = client()
-            .get(server.url("/"))
-            .header("cookie", cookie)
-            .send()
-            .await
-            .unwrap();
+        let res = get_with_cookie(&server.url("/"), cookie).await;
         assert_eq!(res.status(), StatusCode::OK, "{cookie}");
         assert!(set_cookie(&res).is_some(), "{cookie}");
         let body: Value = res.json().await.unwrap();

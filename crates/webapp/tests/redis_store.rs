@@ -7,10 +7,10 @@ mod common;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::redis::{exists, RedisServer};
-use common::{browser, set_cookie, TestServer};
+use common::redis::{exists, Connect, RedisServer};
+use common::{browser, set_cookie, visit, visit_in_parallel, TestServer};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tower_sessions::cookie::time::{Duration as TimeDuration, OffsetDateTime};
@@ -30,21 +30,6 @@ fn threaded_with_redis(redis: &RedisServer) -> TestServer {
     TestServer::start_threaded(&["--session-store", &redis.url()])
 }
 
-/// `GET url` (with `X-Request-Id` when given): the count and session id.
-async fn visit(c: &reqwest::Client, url: &str, request: Option<&str>) -> (u64, String) {
-    let mut req = c.get(url);
-    if let Some(request) = request {
-        req = req.header("x-request-id", request);
-    }
-    let res = req.send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let body: Value = res.json().await.unwrap();
-    (
-        body["sessionViews"].as_u64().unwrap(),
-        body["id"].as_str().unwrap().to_owned(),
-    )
-}
-
 fn session_key(id: &str) -> String {
     key(&id.parse::<Id>().unwrap())
 }
@@ -57,13 +42,10 @@ fn pttl(conn: &mut redis::Connection, key: &str) -> i64 {
     redis::cmd("PTTL").arg(key).query(conn).unwrap()
 }
 
-/// Polls `check` every 50 ms until it holds; fails after `secs`.
+/// Polls `check` until it holds; fails after `secs`.
 async fn eventually(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < end, "not within {secs} s: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let within = Duration::from_secs(secs);
+    testkit::eventually(what, within, async || check().await.then_some(())).await
 }
 
 /// 32 tasks x 50 requests on one cookie: every request gets its own number
@@ -77,25 +59,7 @@ async fn redis_counts_concurrent_visits_exactly_in_one_hash() {
     let url = server.url("/");
     let (first, id) = visit(&c, &url, None).await;
     assert_eq!(first, 1);
-    let tasks: Vec<_> = (0..32)
-        .map(|_| {
-            let (c, url, id) = (c.clone(), url.clone(), id.clone());
-            tokio::spawn(async move {
-                let mut seen = Vec::with_capacity(50);
-                for _ in 0..50 {
-                    let (n, got) = visit(&c, &url, None).await;
-                    assert_eq!(got, id);
-                    seen.push(n);
-                }
-                seen
-            })
-        })
-        .collect();
-    let mut seen = Vec::new();
-    for t in tasks {
-        seen.extend(t.await.unwrap());
-    }
-    seen.sort_unstable();
+    let seen = visit_in_parallel(&c, std::slice::from_ref(&url), &id, (32, 50), false).await;
     assert_eq!(seen, (2..=1601).collect::<Vec<u64>>());
     assert_eq!(visit(&c, &url, None).await, (1602, id.clone()));
 
@@ -132,12 +96,7 @@ async fn redis_sessions_expire_with_their_key() {
         .arg(100_000)
         .query::<()>(&mut conn)
         .unwrap();
-    let res = common::client()
-        .get(server.url("/"))
-        .header("cookie", &old)
-        .send()
-        .await
-        .unwrap();
+    let res = common::get_with_cookie(&server.url("/"), &old).await;
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["sessionViews"], 2);
     let ttl = pttl(&mut conn, &old_key);
@@ -148,12 +107,7 @@ async fn redis_sessions_expire_with_their_key() {
         !exists(&mut conn, &old_key)
     })
     .await;
-    let res = common::client()
-        .get(server.url("/"))
-        .header("cookie", &old)
-        .send()
-        .await
-        .unwrap();
+    let res = common::get_with_cookie(&server.url("/"), &old).await;
     let fresh = set_cookie(&res).expect("a new session cookie");
     assert_ne!(fresh, old);
     let body: Value = res.json().await.unwrap();
@@ -316,25 +270,7 @@ async fn concurrent_visits_with_request_ids_are_all_counted() {
         let c = browser();
         let url = server.url("/");
         let (_, id) = visit(&c, &url, None).await;
-        let tasks: Vec<_> = (0..32)
-            .map(|t| {
-                let (c, url, id) = (c.clone(), url.clone(), id.clone());
-                tokio::spawn(async move {
-                    let mut seen = Vec::with_capacity(25);
-                    for i in 0..25 {
-                        let (n, got) = visit(&c, &url, Some(&format!("{t}-{i}"))).await;
-                        assert_eq!(got, id);
-                        seen.push(n);
-                    }
-                    seen
-                })
-            })
-            .collect();
-        let mut seen = Vec::new();
-        for t in tasks {
-            seen.extend(t.await.unwrap());
-        }
-        seen.sort_unstable();
+        let seen = visit_in_parallel(&c, std::slice::from_ref(&url), &id, (32, 25), true).await;
         assert_eq!(seen, (2..=801).collect::<Vec<u64>>());
     }
 }
@@ -500,12 +436,7 @@ async fn two_web_apps_share_sessions() {
     assert_eq!(visit(&c, &b.url("/"), None).await, (2, id.clone()));
     assert_eq!(visit(&c, &a.url("/"), None).await, (3, id.clone()));
     // The cookie by hand, as HAProxy would forward it.
-    let res = common::client()
-        .get(b.url("/"))
-        .header("cookie", format!("NODESESSID={id}"))
-        .send()
-        .await
-        .unwrap();
+    let res = common::get_with_cookie(&b.url("/"), &format!("NODESESSID={id}")).await;
     assert!(set_cookie(&res).is_none(), "b started another session");
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["sessionViews"], 4);
@@ -514,27 +445,8 @@ async fn two_web_apps_share_sessions() {
     assert_eq!(visit(&c, &a.url("/"), Some("r-9")).await, (5, id.clone()));
     assert_eq!(visit(&c, &b.url("/"), Some("r-9")).await, (5, id.clone()));
 
-    let tasks: Vec<_> = (0..16)
-        .map(|t| {
-            let c = c.clone();
-            let url = if t % 2 == 0 { a.url("/") } else { b.url("/") };
-            let id = id.clone();
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                for _ in 0..25 {
-                    let (n, got) = visit(&c, &url, None).await;
-                    assert_eq!(got, id);
-                    seen.push(n);
-                }
-                seen
-            })
-        })
-        .collect();
-    let mut seen = Vec::new();
-    for t in tasks {
-        seen.extend(t.await.unwrap());
-    }
-    seen.sort_unstable();
+    let urls = [a.url("/"), b.url("/")];
+    let seen = visit_in_parallel(&c, &urls, &id, (16, 25), false).await;
     assert_eq!(seen, (6..=405).collect::<Vec<u64>>());
     assert_eq!(visit(&c, &b.url("/"), None).await, (406, id));
 }

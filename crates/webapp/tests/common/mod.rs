@@ -1,6 +1,7 @@
 //! An in-process server on 127.0.0.1:0, on its own thread and runtime, so
 //! that anything blocking in the server would stall it (as `thread-sleep`
-//! stalls the lab's Express app) and the tests would see it.
+//! stalls the lab's Express app) and the tests would see it; and the
+//! clients the tests visit it with.
 
 #![allow(dead_code)]
 
@@ -17,6 +18,14 @@ pub const IP: &str = "10.0.0.7";
 pub const HOST: &str = "test-host";
 pub const TAG: &str = "s1";
 
+/// `webapp` with the test's IP and host name, then `tag` and `args`.
+fn argv<'a>(tag: &[&'a str], args: &[&'a str]) -> Vec<&'a str> {
+    let mut argv = vec!["webapp", "--server-ip", IP, "--server-name", HOST];
+    argv.extend_from_slice(tag);
+    argv.extend_from_slice(args);
+    argv
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub state: AppState,
@@ -27,26 +36,18 @@ pub struct TestServer {
 impl TestServer {
     /// Starts with the test identity plus `args` (e.g. `["--max-sessions", "5"]`).
     pub fn start(args: &[&str]) -> Self {
-        let mut argv = vec![
-            "webapp",
-            "--server-ip",
-            IP,
-            "--server-name",
-            HOST,
-            "--tag",
-            TAG,
-        ];
-        argv.extend_from_slice(args);
-        Self::start_config(Config::parse_from(argv))
+        Self::start_config(Config::parse_from(argv(&["--tag", TAG], args)))
+    }
+
+    /// Starts with the test's IP and host name but no `--tag`, plus `args`.
+    pub fn start_untagged(args: &[&str]) -> Self {
+        Self::start_config(Config::parse_from(argv(&[], args)))
     }
 
     /// The same on a two-thread runtime, so that handlers really run in
     /// parallel (for the concurrency test).
     pub fn start_threaded(args: &[&str]) -> Self {
-        let mut argv = vec!["webapp", "--server-ip", IP, "--server-name", HOST];
-        argv.extend_from_slice(&["--tag", TAG]);
-        argv.extend_from_slice(args);
-        Self::start_config_on(Config::parse_from(argv), 2)
+        Self::start_config_on(Config::parse_from(argv(&["--tag", TAG], args)), 2)
     }
 
     pub fn start_config(config: Config) -> Self {
@@ -136,6 +137,29 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
+/// `GET url` with `cookie` sent by hand, without a jar (as HAProxy
+/// forwards it): the server alone decides what it is worth.
+pub async fn get_with_cookie(url: &str, cookie: &str) -> reqwest::Response {
+    client()
+        .get(url)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `GET url` without a cookie: the JSON body.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The `NODESESSID=...` pair of a response's Set-Cookie, if any.
 pub fn set_cookie(res: &reqwest::Response) -> Option<String> {
     res.headers()
@@ -144,4 +168,54 @@ pub fn set_cookie(res: &reqwest::Response) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .find(|v| v.starts_with("NODESESSID="))
         .map(|v| v.split(';').next().unwrap().to_owned())
+}
+
+/// `GET url` (with `X-Request-Id` when given), which must answer 200: the
+/// count and session id.
+pub async fn visit(c: &reqwest::Client, url: &str, request: Option<&str>) -> (u64, String) {
+    let mut req = c.get(url);
+    if let Some(request) = request {
+        req = req.header("x-request-id", request);
+    }
+    let res = req.send().await.unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
+    let body: serde_json::Value = res.json().await.unwrap();
+    (
+        body["sessionViews"].as_u64().unwrap(),
+        body["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// `tasks` tasks at once, each visiting `per_task` times with `c` (one
+/// browser, in session `id`), task `t` at `urls[t % urls.len()]`, its
+/// `i`-th visit with X-Request-Id `t-i` when `request_ids`. Every visit
+/// must stay in session `id`; the counts they got, sorted.
+pub async fn visit_in_parallel(
+    c: &reqwest::Client,
+    urls: &[String],
+    id: &str,
+    (tasks, per_task): (usize, usize),
+    request_ids: bool,
+) -> Vec<u64> {
+    let tasks: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (c, url, id) = (c.clone(), urls[t % urls.len()].clone(), id.to_owned());
+            tokio::spawn(async move {
+                let mut seen = Vec::with_capacity(per_task);
+                for i in 0..per_task {
+                    let request = request_ids.then(|| format!("{t}-{i}"));
+                    let (n, got) = visit(&c, &url, request.as_deref()).await;
+                    assert_eq!(got, id);
+                    seen.push(n);
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.extend(t.await.unwrap());
+    }
+    seen.sort_unstable();
+    seen
 }

@@ -1,0 +1,94 @@
+//! Our `gossip agent` binary as a child process for the tests that run it,
+//! and the real `serf` command line beside it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use testkit::{eventually_blocking_explained, free_port, ChildGuard, Signal, DEADLINE, SERF};
+
+pub const GOSSIP: &str = env!("CARGO_BIN_EXE_gossip");
+
+/// Our agent process, killed on drop.
+pub struct GossipAgent {
+    pub process: ChildGuard,
+    pub rpc: SocketAddr,
+    pub bind: SocketAddr,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl GossipAgent {
+    pub fn start(name: &str, dir: &Path, extra: &[String]) -> GossipAgent {
+        let bind = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let rpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let stdout = dir.join(format!("{name}.out"));
+        let stderr = dir.join(format!("{name}.err"));
+        let process = ChildGuard::spawn(
+            &format!("gossip agent {name}"),
+            Command::new(GOSSIP)
+                .arg("agent")
+                .arg(format!("-node={name}"))
+                .arg(format!("--bind={bind}"))
+                .args(["-rpc-addr", &rpc.to_string()])
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&stdout).unwrap())
+                .stderr(std::fs::File::create(&stderr).unwrap()),
+        );
+        let mut agent = GossipAgent {
+            process,
+            rpc,
+            bind,
+            stdout,
+            stderr,
+        };
+        let logs = agent.log_paths();
+        eventually_blocking_explained(&format!("RPC on {rpc}"), DEADLINE, logs, || {
+            if let Some(st) = agent.process.exit_status() {
+                panic!("gossip agent exited ({st}):\n{}", agent.logs());
+            }
+            std::net::TcpStream::connect(rpc).ok()
+        });
+        agent
+    }
+
+    /// Its output so far, read from its files by a closure that does not
+    /// borrow the agent.
+    pub fn log_paths(&self) -> impl Fn() -> String {
+        let (out, err) = (self.stdout.clone(), self.stderr.clone());
+        move || {
+            format!(
+                "stdout:\n{}\nstderr:\n{}",
+                std::fs::read_to_string(&out).unwrap_or_default(),
+                std::fs::read_to_string(&err).unwrap_or_default()
+            )
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.log_paths()()
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        self.process.signal(sig);
+    }
+
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let logs = self.log_paths();
+        eventually_blocking_explained("the agent to exit", DEADLINE, logs, || {
+            self.process.exit_status()
+        })
+        .code()
+    }
+}
+
+/// The real `serf` command line with `args` (against any agent's RPC).
+pub fn serf(args: &[&str]) -> Output {
+    Command::new(SERF).args(args).output().expect("run serf")
+}
+
+/// Polls `f` (blocking) until it returns Some; `logs` go with a timeout.
+pub fn poll<T>(what: &str, logs: impl Fn() -> String, f: impl FnMut() -> Option<T>) -> T {
+    eventually_blocking_explained(what, DEADLINE, logs, f)
+}
