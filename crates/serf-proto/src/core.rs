@@ -217,10 +217,6 @@ pub struct Core {
 }
 
 impl Core {
-    /// The period of a host that polls [`Core::tick`] instead of sleeping
-    /// until [`Core::next_deadline`] (50 ms; nothing in the core needs it).
-    pub const TICK: Duration = Duration::from_millis(50);
-
     /// A core at `now`, with `nonces` for the AES-GCM nonces of what it
     /// encrypts.
     pub fn new(cfg: Config, now: Duration, nonces: NonceSource) -> Core {
