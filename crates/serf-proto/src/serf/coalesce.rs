@@ -11,6 +11,29 @@ use crate::model::{Event, Member, MemberEventKind};
 /// What was last passed on for a member: kind, address, port, tags.
 pub(super) type Passed = (MemberEventKind, IpAddr, u16, Vec<(String, String)>);
 
+/// The span over which events are held: from the first held to the last.
+#[derive(Debug, Default)]
+pub(super) struct Window {
+    pub(super) first_at: Option<Duration>,
+    pub(super) last_at: Duration,
+}
+
+impl Window {
+    fn hold(&mut self, now: Duration) {
+        self.first_at.get_or_insert(now);
+        self.last_at = now;
+    }
+    /// When the events held must go out: a full `period` after the first,
+    /// or `quiet` after the last; `None` when nothing is held.
+    fn deadline(&self, period: Duration, quiet: Duration) -> Option<Duration> {
+        self.first_at
+            .map(|f| (f + period).min(self.last_at + quiet))
+    }
+    fn due(&self, now: Duration, period: Duration, quiet: Duration) -> bool {
+        self.deadline(period, quiet).is_some_and(|at| now >= at)
+    }
+}
+
 /// Member-event coalescing (serf's memberEventCoalescer), with one
 /// difference: serf drops an event of the kind it last passed on for that
 /// name; here it is dropped only when the address and tags are the same
@@ -21,27 +44,22 @@ pub(super) type Passed = (MemberEventKind, IpAddr, u16, Vec<(String, String)>);
 pub(super) struct MemberCoalescer {
     pub(super) latest: BTreeMap<String, (MemberEventKind, Member)>,
     pub(super) last: HashMap<String, Passed>,
-    pub(super) first_at: Option<Duration>,
-    pub(super) last_at: Duration,
+    pub(super) window: Window,
 }
 
 impl MemberCoalescer {
     pub(super) fn push(&mut self, kind: MemberEventKind, m: Member, now: Duration) {
-        self.first_at.get_or_insert(now);
-        self.last_at = now;
+        self.window.hold(now);
         self.latest.insert(m.name.clone(), (kind, m));
     }
-    /// When the events held must go out: a full `period` after the first,
-    /// or `quiet` after the last; `None` when nothing is held.
     pub(super) fn deadline(&self, period: Duration, quiet: Duration) -> Option<Duration> {
-        self.first_at
-            .map(|f| (f + period).min(self.last_at + quiet))
+        self.window.deadline(period, quiet)
     }
     pub(super) fn due(&self, now: Duration, period: Duration, quiet: Duration) -> bool {
-        self.deadline(period, quiet).is_some_and(|at| now >= at)
+        self.window.due(now, period, quiet)
     }
     pub(super) fn flush(&mut self, out: &mut Vec<Event>) {
-        self.first_at = None;
+        self.window.first_at = None;
         let mut groups: Vec<(MemberEventKind, Vec<Member>)> = Vec::new();
         for (name, (kind, m)) in std::mem::take(&mut self.latest) {
             let seen = (kind, m.addr, m.port, m.tags.clone());
@@ -72,14 +90,12 @@ impl MemberCoalescer {
 #[derive(Debug, Default)]
 pub(super) struct UserCoalescer {
     pub(super) events: BTreeMap<String, (u64, Vec<Event>)>,
-    pub(super) first_at: Option<Duration>,
-    pub(super) last_at: Duration,
+    pub(super) window: Window,
 }
 
 impl UserCoalescer {
     pub(super) fn push(&mut self, name: &str, ltime: u64, e: Event, now: Duration) {
-        self.first_at.get_or_insert(now);
-        self.last_at = now;
+        self.window.hold(now);
         let slot = self
             .events
             .entry(name.to_string())
@@ -90,17 +106,14 @@ impl UserCoalescer {
             slot.1.push(e);
         }
     }
-    /// When the events held must go out: a full `period` after the first,
-    /// or `quiet` after the last; `None` when nothing is held.
     pub(super) fn deadline(&self, period: Duration, quiet: Duration) -> Option<Duration> {
-        self.first_at
-            .map(|f| (f + period).min(self.last_at + quiet))
+        self.window.deadline(period, quiet)
     }
     pub(super) fn due(&self, now: Duration, period: Duration, quiet: Duration) -> bool {
-        self.deadline(period, quiet).is_some_and(|at| now >= at)
+        self.window.due(now, period, quiet)
     }
     pub(super) fn flush(&mut self, out: &mut Vec<Event>) {
-        self.first_at = None;
+        self.window.first_at = None;
         for (_, (_, evs)) in std::mem::take(&mut self.events) {
             out.extend(evs);
         }
