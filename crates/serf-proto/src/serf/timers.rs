@@ -83,13 +83,7 @@ impl Serf {
             self.st.events.extend(out);
         }
         // Query deadlines.
-        let done: Vec<(u64, u32)> = self
-            .st
-            .outgoing
-            .iter()
-            .filter(|(_, q)| now >= q.deadline)
-            .map(|(k, _)| *k)
-            .collect();
+        let done = crate::core::expired(&self.st.outgoing, now, |q| q.deadline);
         for k in done {
             if let Some(q) = self.st.outgoing.remove(&k) {
                 match self.st.conflict_vote.take() {
