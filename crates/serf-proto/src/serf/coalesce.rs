@@ -25,11 +25,11 @@ impl Window {
     }
     /// When the events held must go out: a full `period` after the first,
     /// or `quiet` after the last; `None` when nothing is held.
-    fn deadline(&self, period: Duration, quiet: Duration) -> Option<Duration> {
+    pub(super) fn deadline(&self, period: Duration, quiet: Duration) -> Option<Duration> {
         self.first_at
             .map(|f| (f + period).min(self.last_at + quiet))
     }
-    fn due(&self, now: Duration, period: Duration, quiet: Duration) -> bool {
+    pub(super) fn due(&self, now: Duration, period: Duration, quiet: Duration) -> bool {
         self.deadline(period, quiet).is_some_and(|at| now >= at)
     }
 }
@@ -51,12 +51,6 @@ impl MemberCoalescer {
     pub(super) fn push(&mut self, kind: MemberEventKind, m: Member, now: Duration) {
         self.window.hold(now);
         self.latest.insert(m.name.clone(), (kind, m));
-    }
-    pub(super) fn deadline(&self, period: Duration, quiet: Duration) -> Option<Duration> {
-        self.window.deadline(period, quiet)
-    }
-    pub(super) fn due(&self, now: Duration, period: Duration, quiet: Duration) -> bool {
-        self.window.due(now, period, quiet)
     }
     pub(super) fn flush(&mut self, out: &mut Vec<Event>) {
         self.window.first_at = None;
@@ -106,12 +100,6 @@ impl UserCoalescer {
             slot.1.push(e);
         }
     }
-    pub(super) fn deadline(&self, period: Duration, quiet: Duration) -> Option<Duration> {
-        self.window.deadline(period, quiet)
-    }
-    pub(super) fn due(&self, now: Duration, period: Duration, quiet: Duration) -> bool {
-        self.window.due(now, period, quiet)
-    }
     pub(super) fn flush(&mut self, out: &mut Vec<Event>) {
         self.window.first_at = None;
         for (_, (_, evs)) in std::mem::take(&mut self.events) {
@@ -141,8 +129,8 @@ mod tests {
         c.push(MemberEventKind::Join, m("a"), s(0));
         c.push(MemberEventKind::Failed, m("a"), s(0));
         c.push(MemberEventKind::Join, m("b"), s(0));
-        assert!(!c.due(s(0), s(3), s(1)));
-        assert!(c.due(s(1), s(3), s(1)));
+        assert!(!c.window.due(s(0), s(3), s(1)));
+        assert!(c.window.due(s(1), s(3), s(1)));
         let mut out = Vec::new();
         c.flush(&mut out);
         assert_eq!(out.len(), 2);
