@@ -356,13 +356,7 @@ impl Sim {
             self.now = self.now.max(next);
             let now = self.now;
             if pkt_first {
-                let Reverse((_, _, t, from, bytes)) = self.queue.pop().expect("peeked");
-                if self.nodes[t].crashed {
-                    continue;
-                }
-                self.delivered += 1;
-                self.nodes[t].serf.handle_packet(from, &bytes, now);
-                self.flush(t);
+                self.deliver_next(now);
             } else if let Some((_, i)) = wake {
                 self.ticks += 1;
                 self.nodes[i].serf.tick(now);
@@ -385,6 +379,17 @@ impl Sim {
         }
     }
 
+    /// Delivers the earliest queued packet, unless its node has crashed.
+    fn deliver_next(&mut self, now: Duration) {
+        let Reverse((_, _, t, from, bytes)) = self.queue.pop().expect("peeked");
+        if self.nodes[t].crashed {
+            return;
+        }
+        self.delivered += 1;
+        self.nodes[t].serf.handle_packet(from, &bytes, now);
+        self.flush(t);
+    }
+
     /// [`Sim::run_for`] with every live node ticked every `period`, in
     /// index order, whatever its deadline.
     fn run_polling(&mut self, d: Duration, period: Duration) {
@@ -402,13 +407,7 @@ impl Sim {
             self.now = next;
             let now = self.now;
             if next_pkt == Some(next) && next < self.next_poll {
-                let Reverse((_, _, t, from, bytes)) = self.queue.pop().expect("peeked");
-                if self.nodes[t].crashed {
-                    continue;
-                }
-                self.delivered += 1;
-                self.nodes[t].serf.handle_packet(from, &bytes, now);
-                self.flush(t);
+                self.deliver_next(now);
             } else {
                 self.next_poll = now + period;
                 for i in 0..self.nodes.len() {
