@@ -56,6 +56,18 @@ pub use state::suspicion_timeout;
 use state::Suspicion;
 use timers::{Probe, Relay};
 
+/// The keys of `map`'s entries whose deadline has come, in map order.
+pub(crate) fn expired<'a, K: Clone + 'a, V: 'a>(
+    map: impl IntoIterator<Item = (&'a K, &'a V)>,
+    now: Duration,
+    deadline: impl Fn(&V) -> Duration,
+) -> Vec<K> {
+    map.into_iter()
+        .filter(|(_, v)| now >= deadline(v))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 /// Most peers a leaving node tells directly; the others hear it by gossip.
 pub const ANNOUNCE_MAX: usize = 64;
 

@@ -169,6 +169,32 @@ impl Sim {
             && self.nodes[a].group == self.nodes[b].group
     }
 
+    /// Node `i`'s stream `bytes` to `to`, when that is a node `i` can
+    /// reach and the bytes read there: the node's index and its reply.
+    fn open_stream(
+        &mut self,
+        i: usize,
+        to: SocketAddr,
+        bytes: &[u8],
+    ) -> Option<(usize, Option<Vec<u8>>)> {
+        let t = self.index_of(to)?;
+        if !self.reachable(i, t) {
+            return None;
+        }
+        let m = self.read_stream(t, bytes)?;
+        let (from, now) = (self.nodes[i].addr, self.now);
+        Some((t, self.nodes[t].serf.handle_stream(from, m, now)))
+    }
+
+    /// A stream's `bytes` as node `i` reads them (with its keys).
+    fn read_stream(&self, i: usize, bytes: &[u8]) -> Option<wire::Message> {
+        let keys = self.nodes[i].serf.keys();
+        match wire::parse_stream(keys, bytes) {
+            Ok(Some((m, _))) => Some(m),
+            _ => None,
+        }
+    }
+
     /// Node `i` joins through node `j` (push-pull at once).
     pub fn join(&mut self, i: usize, j: usize) -> bool {
         let to = self.nodes[j].addr;
@@ -223,21 +249,12 @@ impl Sim {
                             .push(Reverse((self.now + delay, self.seq, t, from, bytes)));
                     }
                     Output::PushPull { to, bytes, .. } => {
-                        let Some(t) = self.index_of(to) else { continue };
-                        if !self.reachable(i, t) {
-                            continue;
-                        }
-                        let keys = self.nodes[t].serf.keys().to_vec();
-                        let Ok(Some((m, _))) = wire::parse_stream(&keys, &bytes) else {
+                        let Some((t, reply)) = self.open_stream(i, to, &bytes) else {
                             continue;
                         };
-                        let from = self.nodes[i].addr;
-                        let now = self.now;
-                        let reply = self.nodes[t].serf.handle_stream(from, m, now);
                         work.push(t);
-                        let Some(reply) = reply else { continue };
-                        let keys = self.nodes[i].serf.keys().to_vec();
-                        if let Ok(Some((m, _))) = wire::parse_stream(&keys, &reply) {
+                        let now = self.now;
+                        if let Some(m) = reply.and_then(|r| self.read_stream(i, &r)) {
                             if self.nodes[i].serf.handle_push_pull_reply(m, now) {
                                 ok += 1;
                             }
@@ -245,35 +262,18 @@ impl Sim {
                         }
                     }
                     Output::TcpPing { to, bytes } => {
-                        let Some(t) = self.index_of(to) else { continue };
-                        if !self.reachable(i, t) {
-                            continue;
-                        }
-                        let keys = self.nodes[t].serf.keys().to_vec();
-                        let Ok(Some((m, _))) = wire::parse_stream(&keys, &bytes) else {
+                        let Some((t, reply)) = self.open_stream(i, to, &bytes) else {
                             continue;
                         };
-                        let from = self.nodes[i].addr;
-                        let now = self.now;
-                        let reply = self.nodes[t].serf.handle_stream(from, m, now);
                         work.push(t);
-                        let keys = self.nodes[i].serf.keys().to_vec();
-                        if let Some(Ok(Some((m, _)))) = reply.map(|r| wire::parse_stream(&keys, &r))
-                        {
+                        let now = self.now;
+                        if let Some(m) = reply.and_then(|r| self.read_stream(i, &r)) {
                             self.nodes[i].serf.handle_tcp_ping_reply(m, now);
                             work.push(i);
                         }
                     }
                     Output::Stream { to, bytes } => {
-                        let Some(t) = self.index_of(to) else { continue };
-                        if !self.reachable(i, t) {
-                            continue;
-                        }
-                        let keys = self.nodes[t].serf.keys().to_vec();
-                        if let Ok(Some((m, _))) = wire::parse_stream(&keys, &bytes) {
-                            let from = self.nodes[i].addr;
-                            let now = self.now;
-                            self.nodes[t].serf.handle_stream(from, m, now);
+                        if let Some((t, _)) = self.open_stream(i, to, &bytes) {
                             work.push(t);
                         }
                     }
@@ -356,13 +356,7 @@ impl Sim {
             self.now = self.now.max(next);
             let now = self.now;
             if pkt_first {
-                let Reverse((_, _, t, from, bytes)) = self.queue.pop().expect("peeked");
-                if self.nodes[t].crashed {
-                    continue;
-                }
-                self.delivered += 1;
-                self.nodes[t].serf.handle_packet(from, &bytes, now);
-                self.flush(t);
+                self.deliver_next(now);
             } else if let Some((_, i)) = wake {
                 self.ticks += 1;
                 self.nodes[i].serf.tick(now);
@@ -385,6 +379,17 @@ impl Sim {
         }
     }
 
+    /// Delivers the earliest queued packet, unless its node has crashed.
+    fn deliver_next(&mut self, now: Duration) {
+        let Reverse((_, _, t, from, bytes)) = self.queue.pop().expect("peeked");
+        if self.nodes[t].crashed {
+            return;
+        }
+        self.delivered += 1;
+        self.nodes[t].serf.handle_packet(from, &bytes, now);
+        self.flush(t);
+    }
+
     /// [`Sim::run_for`] with every live node ticked every `period`, in
     /// index order, whatever its deadline.
     fn run_polling(&mut self, d: Duration, period: Duration) {
@@ -402,13 +407,7 @@ impl Sim {
             self.now = next;
             let now = self.now;
             if next_pkt == Some(next) && next < self.next_poll {
-                let Reverse((_, _, t, from, bytes)) = self.queue.pop().expect("peeked");
-                if self.nodes[t].crashed {
-                    continue;
-                }
-                self.delivered += 1;
-                self.nodes[t].serf.handle_packet(from, &bytes, now);
-                self.flush(t);
+                self.deliver_next(now);
             } else {
                 self.next_poll = now + period;
                 for i in 0..self.nodes.len() {

@@ -2,11 +2,12 @@
 //! model (`serf_proto::model`): what the server builds its answers from and
 //! what the client hands back to its callers.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use serf_proto::coordinate::Coordinate;
 use serf_proto::model::{self, MemberEventKind, MemberStatus, QueryParams, QueryReply};
+use serf_proto::wire::{addr_bytes, bytes_addr};
 
 use crate::msg::{
     Coord, CoordinateResponse, EventRecord, KeyResponse, Member, MembersResponse, QueryEventRecord,
@@ -17,10 +18,7 @@ impl From<&model::Member> for Member {
     fn from(m: &model::Member) -> Member {
         Member {
             name: m.name.clone(),
-            addr: match m.addr {
-                IpAddr::V4(v4) => v4.octets().to_vec(),
-                IpAddr::V6(v6) => v6.octets().to_vec(),
-            },
+            addr: addr_bytes(m.addr),
             port: m.port,
             tags: m.tags.clone(),
             status: m.status.as_str().to_string(),
@@ -40,7 +38,7 @@ impl From<Member> for model::Member {
     fn from(m: Member) -> model::Member {
         model::Member {
             name: m.name,
-            addr: ip_from_bytes(&m.addr).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            addr: bytes_addr(&m.addr).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             port: m.port,
             tags: m.tags,
             status: match m.status.as_str() {
@@ -54,18 +52,6 @@ impl From<Member> for model::Member {
             delegate: [m.delegate_min, m.delegate_max, m.delegate_cur],
         }
     }
-}
-
-/// Go's `net.IP`: 4 or 16 bytes; IPv4-mapped IPv6 is shown as IPv4, as Go does.
-fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
-    if let Ok(v4) = <[u8; 4]>::try_from(b) {
-        return Some(IpAddr::V4(Ipv4Addr::from(v4)));
-    }
-    let v6 = Ipv6Addr::from(<[u8; 16]>::try_from(b).ok()?);
-    Some(match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
-    })
 }
 
 impl MembersResponse {
@@ -249,7 +235,7 @@ mod tests {
         b[10] = 0xff;
         b[11] = 0xff;
         b[12..].copy_from_slice(&[127, 0, 0, 1]);
-        assert_eq!(ip_from_bytes(&b), Some("127.0.0.1".parse().unwrap()));
-        assert_eq!(ip_from_bytes(&[1, 2, 3]), None);
+        assert_eq!(bytes_addr(&b), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(bytes_addr(&[1, 2, 3]), None);
     }
 }

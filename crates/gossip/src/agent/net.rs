@@ -226,15 +226,7 @@ pub(super) async fn push_pull(
     keys: Arc<Vec<Vec<u8>>>,
     budget: Arc<StreamBudget>,
 ) -> anyhow::Result<wire::Message> {
-    let m = tokio::time::timeout(TCP_TIMEOUT, async {
-        let mut s = TcpStream::connect(to)
-            .await
-            .with_context(|| format!("connect {to}"))?;
-        s.write_all(&bytes).await.context("write")?;
-        read_message(&mut s, &keys, &budget).await
-    })
-    .await
-    .with_context(|| format!("push-pull with {to} timed out"))??;
+    let m = exchange(to, bytes, &keys, &budget, TCP_TIMEOUT, "push-pull").await?;
     if let wire::Message::Err(e) = &m {
         anyhow::bail!("remote error from {to}: {e}");
     }
@@ -249,12 +241,27 @@ pub(super) async fn tcp_ping(
     keys: Arc<Vec<Vec<u8>>>,
     budget: Arc<StreamBudget>,
 ) -> anyhow::Result<wire::Message> {
-    tokio::time::timeout(TCP_PING_TIMEOUT, async {
-        let mut s = TcpStream::connect(to).await?;
-        s.write_all(&bytes).await?;
-        read_message(&mut s, &keys, &budget).await
+    exchange(to, bytes, &keys, &budget, TCP_PING_TIMEOUT, "TCP ping").await
+}
+
+/// `bytes` out on a new stream to `to` and one message back, within `limit`.
+async fn exchange(
+    to: SocketAddr,
+    bytes: Vec<u8>,
+    keys: &[Vec<u8>],
+    budget: &StreamBudget,
+    limit: Duration,
+    what: &str,
+) -> anyhow::Result<wire::Message> {
+    tokio::time::timeout(limit, async {
+        let mut s = TcpStream::connect(to)
+            .await
+            .with_context(|| format!("connect {to}"))?;
+        s.write_all(&bytes).await.context("write")?;
+        read_message(&mut s, keys, budget).await
     })
-    .await?
+    .await
+    .with_context(|| format!("{what} with {to} timed out"))?
 }
 
 /// A reliable user message: written on a new stream, no reply; the whole

@@ -439,11 +439,8 @@ fn read_tags_file(path: &Path) -> Result<Vec<(String, String)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::flags::argv;
     use std::time::Duration;
-
-    fn argv(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
 
     #[test]
     fn flags_build_the_config() {

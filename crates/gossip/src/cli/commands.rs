@@ -5,6 +5,24 @@
 //! `serf` prints. Errors go to stderr (Serf prints them on stdout) with
 //! Serf's wording, exit code 1.
 
+/// `?` for a command that returns its exit code: the `Ok` value, else
+/// return the `Err` code; with a context, an error is printed Serf's way
+/// (`context: error`) and the command exits 1.
+macro_rules! or_exit {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(code) => return code,
+        }
+    };
+    ($e:expr, $context:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return fail(format!("{}: {e}", $context)),
+        }
+    };
+}
+
 mod events;
 mod inspect;
 mod keys;
@@ -42,6 +60,33 @@ fn parse(specs: &[(&'static str, Kind)], argv: &[String], help: &str) -> Result<
 fn fail(msg: impl std::fmt::Display) -> i32 {
     eprintln!("{msg}");
     1
+}
+
+/// `-format`, which must be `text` or `json`.
+fn output_format(f: &Flags) -> Result<&str, i32> {
+    match f.value("format").unwrap_or("text") {
+        format @ ("text" | "json") => Ok(format),
+        format => Err(fail(format!(
+            "Encoding error: Invalid output format \"{format}\""
+        ))),
+    }
+}
+
+/// The `name [payload]` arguments of `event` and `query`.
+fn name_and_payload<'a>(
+    f: &'a Flags,
+    missing: &str,
+    help: &str,
+) -> Result<(&'a str, &'a [u8]), i32> {
+    match f.args.as_slice() {
+        [] => Err(fail(format!("{missing}\n\n{}", help.trim()))),
+        [name] => Ok((name, b"")),
+        [name, payload] => Ok((name, payload.as_bytes())),
+        _ => Err(fail(format!(
+            "Too many command line arguments. Only a name and payload must be specified.\n\n{}",
+            help.trim()
+        ))),
+    }
 }
 
 /// Connects as Serf's CLI does: `-rpc-addr`, else `SERF_RPC_ADDR`, else

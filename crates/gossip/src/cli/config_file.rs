@@ -327,13 +327,9 @@ impl AgentSettings {
 mod tests {
     use super::*;
     use crate::cli::agent_config::{agent_config, settings_to_config, FLAGS};
-    use crate::cli::flags::Flags;
+    use crate::cli::flags::{argv, Flags};
     use crate::model::AgentConfig;
     use std::time::Duration;
-
-    fn argv(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
 
     #[test]
     fn config_files_merge_then_flags_override() {
@@ -472,30 +468,28 @@ mod tests {
                 .merge_json(&v, "six.json")
                 .unwrap_err()
         };
-        assert_eq!(
-            refused(r#"{"tags":{"role":"web","zone":7}}"#),
-            "config file six.json: 'tags.zone' must be a string"
-        );
-        assert_eq!(
-            refused(r#"{"tags":["role"]}"#),
-            "config file six.json: 'tags' must be an object of strings"
-        );
-        assert_eq!(
-            refused(r#"{"node_name":null}"#),
-            "config file six.json: 'node_name' must be a string"
-        );
-        assert_eq!(
-            refused(r#"{"retry_join":"a"}"#),
-            "config file six.json: 'retry_join' must be a list of strings"
-        );
-        assert_eq!(
-            refused(r#"{"retry_max_attempts":4294967296}"#),
-            "config file six.json: 'retry_max_attempts' must be a whole number"
-        );
-        assert_eq!(
-            refused("[1]"),
-            "config file six.json: the top level must be a JSON object"
-        );
+        for (json, refusal) in [
+            (
+                r#"{"tags":{"role":"web","zone":7}}"#,
+                "'tags.zone' must be a string",
+            ),
+            (
+                r#"{"tags":["role"]}"#,
+                "'tags' must be an object of strings",
+            ),
+            (r#"{"node_name":null}"#, "'node_name' must be a string"),
+            (
+                r#"{"retry_join":"a"}"#,
+                "'retry_join' must be a list of strings",
+            ),
+            (
+                r#"{"retry_max_attempts":4294967296}"#,
+                "'retry_max_attempts' must be a whole number",
+            ),
+            ("[1]", "the top level must be a JSON object"),
+        ] {
+            assert_eq!(refused(json), format!("config file six.json: {refusal}"));
+        }
         // Tags keep the file's key order (serde_json's, sorted) and a later
         // file replaces a tag of an earlier one.
         let mut s = AgentSettings::default();

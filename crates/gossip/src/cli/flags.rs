@@ -146,6 +146,12 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(total))
 }
 
+/// Test arguments as the command line hands them over.
+#[cfg(test)]
+pub(crate) fn argv(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,10 +162,6 @@ mod tests {
         ("tag", Kind::List),
         ("replay", Kind::Bool),
     ];
-
-    fn argv(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
 
     #[test]
     fn single_and_double_dash_forms_are_equal() {

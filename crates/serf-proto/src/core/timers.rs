@@ -97,12 +97,7 @@ impl Core {
             self.dead_node(x, now, d);
         }
         // Relayed pings that got no ack: nack back.
-        let late: Vec<u32> = self
-            .relays
-            .iter()
-            .filter(|(_, r)| now >= r.deadline)
-            .map(|(s, _)| *s)
-            .collect();
+        let late = super::expired(&self.relays, now, |r| r.deadline);
         for s in late {
             if let Some(r) = self.relays.remove(&s) {
                 if r.nack {

@@ -11,25 +11,17 @@ use crate::model::{Event, Member, MemberEventKind};
 /// What was last passed on for a member: kind, address, port, tags.
 pub(super) type Passed = (MemberEventKind, IpAddr, u16, Vec<(String, String)>);
 
-/// Member-event coalescing (serf's memberEventCoalescer), with one
-/// difference: serf drops an event of the kind it last passed on for that
-/// name; here it is dropped only when the address and tags are the same
-/// too, so a member that leaves and comes back at another address within
-/// one window is still announced (serf would fold leave + join into
-/// nothing, and handlers would keep the old address).
+/// The span over which events are held: from the first held to the last.
 #[derive(Debug, Default)]
-pub(super) struct MemberCoalescer {
-    pub(super) latest: BTreeMap<String, (MemberEventKind, Member)>,
-    pub(super) last: HashMap<String, Passed>,
+pub(super) struct Window {
     pub(super) first_at: Option<Duration>,
     pub(super) last_at: Duration,
 }
 
-impl MemberCoalescer {
-    pub(super) fn push(&mut self, kind: MemberEventKind, m: Member, now: Duration) {
+impl Window {
+    fn hold(&mut self, now: Duration) {
         self.first_at.get_or_insert(now);
         self.last_at = now;
-        self.latest.insert(m.name.clone(), (kind, m));
     }
     /// When the events held must go out: a full `period` after the first,
     /// or `quiet` after the last; `None` when nothing is held.
@@ -40,8 +32,28 @@ impl MemberCoalescer {
     pub(super) fn due(&self, now: Duration, period: Duration, quiet: Duration) -> bool {
         self.deadline(period, quiet).is_some_and(|at| now >= at)
     }
+}
+
+/// Member-event coalescing (serf's memberEventCoalescer), with one
+/// difference: serf drops an event of the kind it last passed on for that
+/// name; here it is dropped only when the address and tags are the same
+/// too, so a member that leaves and comes back at another address within
+/// one window is still announced (serf would fold leave + join into
+/// nothing, and handlers would keep the old address).
+#[derive(Debug, Default)]
+pub(super) struct MemberCoalescer {
+    pub(super) latest: BTreeMap<String, (MemberEventKind, Member)>,
+    pub(super) last: HashMap<String, Passed>,
+    pub(super) window: Window,
+}
+
+impl MemberCoalescer {
+    pub(super) fn push(&mut self, kind: MemberEventKind, m: Member, now: Duration) {
+        self.window.hold(now);
+        self.latest.insert(m.name.clone(), (kind, m));
+    }
     pub(super) fn flush(&mut self, out: &mut Vec<Event>) {
-        self.first_at = None;
+        self.window.first_at = None;
         let mut groups: Vec<(MemberEventKind, Vec<Member>)> = Vec::new();
         for (name, (kind, m)) in std::mem::take(&mut self.latest) {
             let seen = (kind, m.addr, m.port, m.tags.clone());
@@ -72,14 +84,12 @@ impl MemberCoalescer {
 #[derive(Debug, Default)]
 pub(super) struct UserCoalescer {
     pub(super) events: BTreeMap<String, (u64, Vec<Event>)>,
-    pub(super) first_at: Option<Duration>,
-    pub(super) last_at: Duration,
+    pub(super) window: Window,
 }
 
 impl UserCoalescer {
     pub(super) fn push(&mut self, name: &str, ltime: u64, e: Event, now: Duration) {
-        self.first_at.get_or_insert(now);
-        self.last_at = now;
+        self.window.hold(now);
         let slot = self
             .events
             .entry(name.to_string())
@@ -90,17 +100,8 @@ impl UserCoalescer {
             slot.1.push(e);
         }
     }
-    /// When the events held must go out: a full `period` after the first,
-    /// or `quiet` after the last; `None` when nothing is held.
-    pub(super) fn deadline(&self, period: Duration, quiet: Duration) -> Option<Duration> {
-        self.first_at
-            .map(|f| (f + period).min(self.last_at + quiet))
-    }
-    pub(super) fn due(&self, now: Duration, period: Duration, quiet: Duration) -> bool {
-        self.deadline(period, quiet).is_some_and(|at| now >= at)
-    }
     pub(super) fn flush(&mut self, out: &mut Vec<Event>) {
-        self.first_at = None;
+        self.window.first_at = None;
         for (_, (_, evs)) in std::mem::take(&mut self.events) {
             out.extend(evs);
         }
@@ -128,8 +129,8 @@ mod tests {
         c.push(MemberEventKind::Join, m("a"), s(0));
         c.push(MemberEventKind::Failed, m("a"), s(0));
         c.push(MemberEventKind::Join, m("b"), s(0));
-        assert!(!c.due(s(0), s(3), s(1)));
-        assert!(c.due(s(1), s(3), s(1)));
+        assert!(!c.window.due(s(0), s(3), s(1)));
+        assert!(c.window.due(s(1), s(3), s(1)));
         let mut out = Vec::new();
         c.flush(&mut out);
         assert_eq!(out.len(), 2);

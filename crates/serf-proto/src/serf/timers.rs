@@ -34,8 +34,10 @@ impl Serf {
         let mut at = self.core.next_deadline();
         let coalescers = [
             st.member_co
+                .window
                 .deadline(cfg.coalesce_period, cfg.quiescent_period),
             st.user_co
+                .window
                 .deadline(cfg.user_coalesce_period, cfg.user_quiescent_period),
         ];
         let queries = st.outgoing.values().map(|q| q.deadline);
@@ -68,7 +70,7 @@ impl Serf {
         self.after_core();
         // Coalescing.
         let (cp, qp) = (self.st.cfg.coalesce_period, self.st.cfg.quiescent_period);
-        if self.st.member_co.due(now, cp, qp) {
+        if self.st.member_co.window.due(now, cp, qp) {
             let mut out = Vec::new();
             self.st.member_co.flush(&mut out);
             self.st.events.extend(out);
@@ -77,19 +79,13 @@ impl Serf {
             self.st.cfg.user_coalesce_period,
             self.st.cfg.user_quiescent_period,
         );
-        if self.st.user_co.due(now, up, uq) {
+        if self.st.user_co.window.due(now, up, uq) {
             let mut out = Vec::new();
             self.st.user_co.flush(&mut out);
             self.st.events.extend(out);
         }
         // Query deadlines.
-        let done: Vec<(u64, u32)> = self
-            .st
-            .outgoing
-            .iter()
-            .filter(|(_, q)| now >= q.deadline)
-            .map(|(k, _)| *k)
-            .collect();
+        let done = crate::core::expired(&self.st.outgoing, now, |q| q.deadline);
         for k in done {
             if let Some(q) = self.st.outgoing.remove(&k) {
                 match self.st.conflict_vote.take() {

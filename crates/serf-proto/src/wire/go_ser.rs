@@ -42,6 +42,18 @@ impl Encoder<'_> {
     }
 }
 
+/// The narrower integers, each written as the wider one it widens to
+/// (msgpack picks the smallest encoding for the value anyway).
+macro_rules! widened {
+    ($($($narrow:ident($t:ty)),+ => $wide:ident;)+) => {
+        $($(
+            fn $narrow(self, v: $t) -> Result<()> {
+                self.$wide(v.into())
+            }
+        )+)+
+    };
+}
+
 impl<'a, 'b> ser::Serializer for &'b mut Encoder<'a> {
     type Ok = ();
     type Error = WireError;
@@ -57,27 +69,13 @@ impl<'a, 'b> ser::Serializer for &'b mut Encoder<'a> {
         rmp::encode::write_bool(self.out, v).expect("vec write");
         Ok(())
     }
-    fn serialize_i8(self, v: i8) -> Result<()> {
-        self.serialize_i64(v.into())
-    }
-    fn serialize_i16(self, v: i16) -> Result<()> {
-        self.serialize_i64(v.into())
-    }
-    fn serialize_i32(self, v: i32) -> Result<()> {
-        self.serialize_i64(v.into())
+    widened! {
+        serialize_i8(i8), serialize_i16(i16), serialize_i32(i32) => serialize_i64;
+        serialize_u8(u8), serialize_u16(u16), serialize_u32(u32) => serialize_u64;
     }
     fn serialize_i64(self, v: i64) -> Result<()> {
         rmp::encode::write_sint(self.out, v).expect("vec write");
         Ok(())
-    }
-    fn serialize_u8(self, v: u8) -> Result<()> {
-        self.serialize_u64(v.into())
-    }
-    fn serialize_u16(self, v: u16) -> Result<()> {
-        self.serialize_u64(v.into())
-    }
-    fn serialize_u32(self, v: u32) -> Result<()> {
-        self.serialize_u64(v.into())
     }
     fn serialize_u64(self, v: u64) -> Result<()> {
         rmp::encode::write_uint(self.out, v).expect("vec write");

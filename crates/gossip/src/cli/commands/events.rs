@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{connect, fail, parse, parse_tags};
+use super::{connect, fail, name_and_payload, parse, parse_tags};
 use crate::cli::flags::{parse_duration, Kind};
 use crate::cli::output::json;
 use crate::model::{QueryParams, QueryReply};
@@ -22,32 +22,14 @@ Options:
 ";
 
 pub async fn event(argv: &[String]) -> i32 {
-    let f = match parse(&[("coalesce", Kind::Bool)], argv, EVENT_HELP) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    match f.args.len() {
-        0 => {
-            return fail(format!(
-                "An event name must be specified.\n\n{}",
-                EVENT_HELP.trim()
-            ))
-        }
-        1 | 2 => {}
-        _ => {
-            return fail(format!(
-                "Too many command line arguments. Only a name and payload must be specified.\n\n{}",
-                EVENT_HELP.trim()
-            ))
-        }
-    }
+    let f = or_exit!(parse(&[("coalesce", Kind::Bool)], argv, EVENT_HELP));
+    let (name, payload) = or_exit!(name_and_payload(
+        &f,
+        "An event name must be specified.",
+        EVENT_HELP
+    ));
     let coalesce = f.bool("coalesce", true);
-    let name = &f.args[0];
-    let payload = f.args.get(1).map(|p| p.as_bytes()).unwrap_or(b"");
-    let client = match connect(&f).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let client = or_exit!(connect(&f).await);
     match client.user_event(name, payload, coalesce).await {
         Ok(()) => {
             println!("Event '{name}' dispatched! Coalescing enabled: {coalesce}");
@@ -82,7 +64,7 @@ struct JsonQuery {
 }
 
 pub async fn query(argv: &[String]) -> i32 {
-    let f = match parse(
+    let f = or_exit!(parse(
         &[
             ("node", Kind::List),
             ("tag", Kind::List),
@@ -93,64 +75,35 @@ pub async fn query(argv: &[String]) -> i32 {
         ],
         argv,
         QUERY_HELP,
-    ) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    let filter_tags = match parse_tags(&f.list("tag")) {
-        Ok(t) => t,
-        Err(e) => return fail(format!("Error: {e}")),
-    };
-    let timeout = match f.value("timeout").map(parse_duration).transpose() {
-        Ok(t) => t.unwrap_or_default(),
-        Err(e) => return fail(format!("Error: {e}")),
-    };
+    ));
+    let filter_tags = or_exit!(parse_tags(&f.list("tag")), "Error");
+    let timeout =
+        or_exit!(f.value("timeout").map(parse_duration).transpose(), "Error").unwrap_or_default();
     let relay_factor = match f.value("relay-factor").unwrap_or("0").parse::<u8>() {
         Ok(n) => n,
         Err(_) => return fail("Relay factor must be between 0 and 255"),
     };
-    match f.args.len() {
-        0 => {
-            return fail(format!(
-                "A query name must be specified.\n\n{}",
-                QUERY_HELP.trim()
-            ))
-        }
-        1 | 2 => {}
-        _ => {
-            return fail(format!(
-                "Too many command line arguments. Only a name and payload must be specified.\n\n{}",
-                QUERY_HELP.trim()
-            ))
-        }
-    }
+    let (name, payload) = or_exit!(name_and_payload(
+        &f,
+        "A query name must be specified.",
+        QUERY_HELP
+    ));
     let format = f.value("format").unwrap_or("text");
     if format != "text" && format != "json" {
         return fail(format!("Invalid format: {format}"));
     }
     let no_ack = f.bool("no-ack", false);
-    let name = f.args[0].clone();
-    let client = match connect(&f).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let client = or_exit!(connect(&f).await);
     let params = QueryParams {
-        name: name.clone(),
-        payload: f
-            .args
-            .get(1)
-            .map(|p| p.as_bytes().to_vec())
-            .unwrap_or_default(),
+        name: name.to_string(),
+        payload: payload.to_vec(),
         filter_nodes: f.list("node"),
         filter_tags: filter_tags.into_iter().collect(),
         request_ack: !no_ack,
         relay_factor,
         timeout,
     };
-    let mut replies = match client.query(params).await {
-        Ok(r) => r,
-        Err(e) => return fail(format!("Error sending query: {e}")),
-    };
+    let mut replies = or_exit!(client.query(params).await, "Error sending query");
     let text = format == "text";
     if text {
         println!("Query '{name}' dispatched");

@@ -1,7 +1,7 @@
 //! Looking into an agent: `info` (its stats), `monitor` (its log lines)
 //! and `rtt` (round trips estimated from network coordinates).
 
-use super::{connect, fail, parse};
+use super::{connect, fail, output_format, parse};
 use crate::cli::flags::Kind;
 use crate::cli::output::json;
 
@@ -17,24 +17,10 @@ Options:
 ";
 
 pub async fn info(argv: &[String]) -> i32 {
-    let f = match parse(&[("format", Kind::Value)], argv, INFO_HELP) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    let format = f.value("format").unwrap_or("text");
-    if format != "text" && format != "json" {
-        return fail(format!(
-            "Encoding error: Invalid output format \"{format}\""
-        ));
-    }
-    let client = match connect(&f).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let stats = match client.stats().await {
-        Ok(s) => s,
-        Err(e) => return fail(format!("Error querying agent: {e}")),
-    };
+    let f = or_exit!(parse(&[("format", Kind::Value)], argv, INFO_HELP));
+    let format = or_exit!(output_format(&f));
+    let client = or_exit!(connect(&f).await);
+    let stats = or_exit!(client.stats().await, "Error querying agent");
     if format == "json" {
         println!("{}", json(&stats));
         return 0;
@@ -63,18 +49,12 @@ Options:
 ";
 
 pub async fn monitor(argv: &[String]) -> i32 {
-    let f = match parse(&[("log-level", Kind::Value)], argv, MONITOR_HELP) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    let client = match connect(&f).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let mut logs = match client.monitor(f.value("log-level").unwrap_or("INFO")).await {
-        Ok(l) => l,
-        Err(e) => return fail(format!("Error starting monitor: {e}")),
-    };
+    let f = or_exit!(parse(&[("log-level", Kind::Value)], argv, MONITOR_HELP));
+    let client = or_exit!(connect(&f).await);
+    let mut logs = or_exit!(
+        client.monitor(f.value("log-level").unwrap_or("INFO")).await,
+        "Error starting monitor"
+    );
     loop {
         tokio::select! {
             line = logs.recv() => match line {
@@ -103,10 +83,7 @@ Options:
 ";
 
 pub async fn rtt(argv: &[String]) -> i32 {
-    let f = match parse(&[], argv, RTT_HELP) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
+    let f = or_exit!(parse(&[], argv, RTT_HELP));
     if f.args.is_empty() || f.args.len() > 2 {
         eprintln!(
             "One or two node names must be specified\n\n{}",
@@ -114,10 +91,7 @@ pub async fn rtt(argv: &[String]) -> i32 {
         );
         return 1;
     }
-    let client = match connect(&f).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let client = or_exit!(connect(&f).await);
     let mut nodes = f.args.clone();
     if nodes.len() == 1 {
         match client.stats().await {

@@ -22,7 +22,7 @@ Options:
 ";
 
 pub async fn keys(argv: &[String]) -> i32 {
-    let f = match parse(
+    let f = or_exit!(parse(
         &[
             ("install", Kind::Value),
             ("use", Kind::Value),
@@ -31,10 +31,7 @@ pub async fn keys(argv: &[String]) -> i32 {
         ],
         argv,
         KEYS_HELP,
-    ) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
+    ));
     let list = f.bool("list", false);
     let chosen = ["install", "use", "remove"]
         .iter()
@@ -47,10 +44,7 @@ pub async fn keys(argv: &[String]) -> i32 {
         }
         return fail(KEYS_HELP.trim());
     }
-    let client = match connect(&f).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let client = or_exit!(connect(&f).await);
     let (start, done, failed, result) = if list {
         (
             "Asking all members for installed keys...",

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{connect, fail, parse, parse_tags};
+use super::{connect, fail, output_format, parse, parse_tags};
 use crate::cli::flags::Kind;
 use crate::cli::output::{columnize, json};
 use crate::model::{MemberStatus, QueryParams, QueryReply};
@@ -45,7 +45,7 @@ struct JsonMembers {
 }
 
 pub async fn members(argv: &[String]) -> i32 {
-    let f = match parse(
+    let f = or_exit!(parse(
         &[
             ("detailed", Kind::Bool),
             ("format", Kind::Value),
@@ -56,40 +56,25 @@ pub async fn members(argv: &[String]) -> i32 {
         ],
         argv,
         MEMBERS_HELP,
-    ) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
+    ));
     let mut tag_list = f.list("tag");
     if let Some(role) = f.value("role") {
         println!("Deprecation warning: 'Role' has been replaced with 'Tags'");
         tag_list.push(format!("role={role}"));
     }
-    let tags = match parse_tags(&tag_list) {
-        Ok(t) => t,
-        Err(e) => return fail(format!("Error: {e}")),
-    };
-    let format = f.value("format").unwrap_or("text");
-    if format != "text" && format != "json" {
-        return fail(format!(
-            "Encoding error: Invalid output format \"{format}\""
-        ));
-    }
-    let client = match connect(&f).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let members = match client
-        .members_filtered(
-            &tags,
-            f.value("status").unwrap_or(""),
-            f.value("name").unwrap_or(""),
-        )
-        .await
-    {
-        Ok(m) => m,
-        Err(e) => return fail(format!("Error retrieving members: {e}")),
-    };
+    let tags = or_exit!(parse_tags(&tag_list), "Error");
+    let format = or_exit!(output_format(&f));
+    let client = or_exit!(connect(&f).await);
+    let members = or_exit!(
+        client
+            .members_filtered(
+                &tags,
+                f.value("status").unwrap_or(""),
+                f.value("name").unwrap_or(""),
+            )
+            .await,
+        "Error retrieving members"
+    );
     if format == "json" {
         let list: Vec<JsonMember> = members
             .iter()
@@ -152,20 +137,14 @@ Options:
 ";
 
 pub async fn join(argv: &[String]) -> i32 {
-    let f = match parse(&[("replay", Kind::Bool)], argv, JOIN_HELP) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
+    let f = or_exit!(parse(&[("replay", Kind::Bool)], argv, JOIN_HELP));
     if f.args.is_empty() {
         return fail(format!(
             "At least one address to join must be specified.\n\n{}",
             JOIN_HELP.trim()
         ));
     }
-    let client = match connect(&f).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let client = or_exit!(connect(&f).await);
     match client.join(&f.args, f.bool("replay", false)).await {
         Ok(n) => {
             println!("Successfully joined cluster by contacting {n} nodes.");
@@ -186,14 +165,8 @@ Options:
 ";
 
 pub async fn leave(argv: &[String]) -> i32 {
-    let f = match parse(&[], argv, LEAVE_HELP) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    let client = match connect(&f).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let f = or_exit!(parse(&[], argv, LEAVE_HELP));
+    let client = or_exit!(connect(&f).await);
     match client.leave().await {
         Ok(()) => {
             println!("Graceful leave complete");
@@ -216,20 +189,14 @@ Options:
 ";
 
 pub async fn force_leave(argv: &[String]) -> i32 {
-    let f = match parse(&[("prune", Kind::Bool)], argv, FORCE_LEAVE_HELP) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
+    let f = or_exit!(parse(&[("prune", Kind::Bool)], argv, FORCE_LEAVE_HELP));
     if f.args.len() != 1 {
         return fail(format!(
             "A node name must be specified to force leave.\n\n{}",
             FORCE_LEAVE_HELP.trim()
         ));
     }
-    let client = match connect(&f).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let client = or_exit!(connect(&f).await);
     let r = if f.bool("prune", false) {
         client.force_leave_prune(&f.args[0]).await
     } else {
@@ -254,28 +221,19 @@ Options:
 ";
 
 pub async fn tags(argv: &[String]) -> i32 {
-    let f = match parse(
+    let f = or_exit!(parse(
         &[("set", Kind::List), ("delete", Kind::List)],
         argv,
         TAGS_HELP,
-    ) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
+    ));
     let set = f.list("set");
     let delete = f.list("delete");
     if set.is_empty() && delete.is_empty() {
         println!("{}", TAGS_HELP.trim());
         return 1;
     }
-    let set = match parse_tags(&set) {
-        Ok(t) => t,
-        Err(e) => return fail(format!("Error: {e}")),
-    };
-    let client = match connect(&f).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let set = or_exit!(parse_tags(&set), "Error");
+    let client = or_exit!(connect(&f).await);
     match client.update_tags(&set, &delete).await {
         Ok(()) => {
             println!("Successfully updated agent tags");
@@ -297,19 +255,10 @@ Options:
 ";
 
 pub async fn reachability(argv: &[String]) -> i32 {
-    let f = match parse(&[("verbose", Kind::Bool)], argv, REACHABILITY_HELP) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
+    let f = or_exit!(parse(&[("verbose", Kind::Bool)], argv, REACHABILITY_HELP));
     let verbose = f.bool("verbose", false);
-    let client = match connect(&f).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let members = match client.members().await {
-        Ok(m) => m,
-        Err(e) => return fail(format!("Error getting members: {e}")),
-    };
+    let client = or_exit!(connect(&f).await);
+    let members = or_exit!(client.members().await, "Error getting members");
     let live: Vec<&str> = members
         .iter()
         .filter(|m| m.status == MemberStatus::Alive)
@@ -325,10 +274,7 @@ pub async fn reachability(argv: &[String]) -> i32 {
         request_ack: true,
         ..Default::default()
     };
-    let mut replies = match client.query(params).await {
-        Ok(r) => r,
-        Err(e) => return fail(format!("Error sending query: {e}")),
-    };
+    let mut replies = or_exit!(client.query(params).await, "Error sending query");
     println!("Starting reachability test...");
     let start = Instant::now();
     let mut last = Duration::ZERO;
