@@ -182,6 +182,16 @@ fn cargo(args: &[&str], extra: &[String]) -> Result<()> {
 /// files and threads in its code); this keeps its dependencies honest too:
 /// nothing it builds with may pull in an async runtime or the OS.
 fn sans_io_check() -> Result<()> {
+    let tree = protocol_dependency_tree()?;
+    let banned = sans_io_violations(&tree);
+    if !banned.is_empty() {
+        bail!("serf-proto must not depend on an async runtime or the OS, but pulls in {banned:?}");
+    }
+    Ok(())
+}
+
+/// `cargo tree -e normal -p serf-proto`, one crate a line.
+fn protocol_dependency_tree() -> Result<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(&cargo)
         .current_dir(project::root())
@@ -202,12 +212,7 @@ fn sans_io_check() -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let tree = String::from_utf8_lossy(&out.stdout);
-    let banned = sans_io_violations(&tree);
-    if !banned.is_empty() {
-        bail!("serf-proto must not depend on an async runtime or the OS, but pulls in {banned:?}");
-    }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The crates of `cargo tree --prefix none` output that do I/O for their user.
@@ -269,20 +274,7 @@ mod sans_io_tests {
 
     #[test]
     fn the_protocol_crate_as_built_pulls_in_none() {
-        let out = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
-            .args([
-                "tree",
-                "-e",
-                "normal",
-                "-p",
-                "serf-proto",
-                "--prefix",
-                "none",
-            ])
-            .output()
-            .expect("cargo tree");
-        assert!(out.status.success());
-        let tree = String::from_utf8_lossy(&out.stdout);
+        let tree = super::protocol_dependency_tree().expect("cargo tree");
         assert!(
             tree.contains("rmpv"),
             "unexpected cargo tree output: {tree}"
