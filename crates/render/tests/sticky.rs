@@ -486,6 +486,69 @@ async fn a_replayed_request_keeps_its_request_id() {
     assert_eq!(ok.ids(), dropped);
 }
 
+/// A web app cut off from its session store (a network partition, a store
+/// connection still reconnecting) answers 503 "session store unavailable"
+/// and keeps passing HAProxy's check, which needs no store. Its request is
+/// replayed on another web app, with the same X-Request-Id (so a visit the
+/// first one may have counted is not counted twice), and the client gets
+/// the other's answer, with its cookie: sticky or not, no request fails
+/// while one web app still reaches the store. (The chaos run found it: a
+/// request in flight to a web app disconnected from the network came back
+/// 503 when the network did.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_app_without_its_store_hands_the_request_over() {
+    require(HAPROXY, "haproxy");
+    let dir = tempfile::tempdir().unwrap();
+    let (fe, st, at) = (free_port(), free_port(), free_port());
+    let down = WebServer::start_as("down", Behaviour::StoreDown).await;
+    let ok = WebServer::start("ok").await;
+    let s = settings(&args(
+        dir.path(),
+        (fe, st, at),
+        &dir.path().join("written.cfg"),
+        &["--sticky"],
+    ))
+    .unwrap();
+    let cfg = reconcile::render_config(
+        &s,
+        &backend_set(&[
+            ("down", "127.0.0.1", down.port),
+            ("ok", "127.0.0.1", ok.port),
+        ]),
+    )
+    .unwrap();
+    let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
+    eventually("down and ok UP", Duration::from_secs(30), async || {
+        (h.up().await == ["down", "ok"]).then_some(())
+    })
+    .await;
+
+    // Sticky to the web app without a store.
+    let a = get(fe, Some("SERVERID=down"), None)
+        .await
+        .expect("the sticky client is answered by the other web app");
+    assert_eq!(a.backend, "ok");
+    assert_eq!(a.set_cookie, ["SERVERID=ok; path=/"]);
+    let refused = down.ids();
+    assert_eq!(refused.len(), 1, "the sticky server got it first: {refused:?}");
+    assert_eq!(a.seen_ids, refused, "the replay carries the same id");
+
+    // No cookie: round robin meets the web app without a store every other
+    // request, and every request is answered by the one with a store.
+    for i in 0..20 {
+        let a = get(fe, None, None)
+            .await
+            .unwrap_or_else(|e| panic!("request {i} without a cookie: {e}"));
+        assert_eq!(a.backend, "ok", "request {i}");
+    }
+    assert!(
+        down.ids().len() > 1,
+        "round robin never tried the web app without a store: {:?}",
+        down.ids()
+    );
+    assert_eq!(h.up().await, ["down", "ok"], "its check still passes");
+}
+
 // ---------------------------------------------------------------------
 // End to end: the binary (HA_STICKY) between real serf agents and HAProxy.
 

@@ -24,6 +24,10 @@ pub enum Behaviour {
     /// Read, then the connection closed without a byte (a web app killed
     /// after it counted the visit). `HEAD` (HAProxy's check) still → 200.
     DropGets,
+    /// `GET` → 503 with the web app's `{"error":"session store
+    /// unavailable"}` (a web app cut off from its session store). `HEAD`
+    /// (HAProxy's check, which needs no store) still → 200.
+    StoreDown,
 }
 
 /// A keep-alive HTTP/1.1 server on 127.0.0.1: `GET` → 200 with body and
@@ -129,10 +133,21 @@ async fn serve_conn(
         if slow {
             tokio::time::sleep(SLOW).await;
         }
-        let body = if get { name.as_str() } else { "" };
+        let store_down = get && behaviour == Behaviour::StoreDown;
+        let (status, kind, body) = if store_down {
+            (
+                "503 Service Unavailable",
+                "application/json",
+                r#"{"error":"session store unavailable","detail":"visit: timed out"}"#,
+            )
+        } else if get {
+            ("200 OK", "text/plain", name.as_str())
+        } else {
+            ("200 OK", "text/plain", "")
+        };
         let resp = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Backend: {name}\r\nX-Seen-Request-Id: {}\r\nX-Seen-Cookie: {cookie}\r\n\r\n{body}",
-            name.len(),
+            "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nX-Backend: {name}\r\nX-Seen-Request-Id: {}\r\nX-Seen-Cookie: {cookie}\r\n\r\n{body}",
+            if get { body.len() } else { name.len() },
             seen.join("|")
         );
         if r.get_mut().write_all(resp.as_bytes()).await.is_err() {
