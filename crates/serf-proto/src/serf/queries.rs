@@ -194,19 +194,9 @@ impl State {
             return;
         };
         let local = q.local_id;
-        if let Some(vote) = self.conflict_vote.as_mut().filter(|v| v.local_id == local) {
+        if self.conflict_vote.as_ref().is_some_and(|v| v.is_for(local)) {
             if r.flags & wire::QUERY_FLAG_ACK == 0 && q.responses.insert(r.from.clone()) {
-                match wire::decode_conflict_response(&r.payload) {
-                    Ok(vouched) => {
-                        vote.responses += 1;
-                        if vouched == Some((self.self_addr.ip(), self.self_addr.port())) {
-                            vote.matching += 1;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(from = %r.from, error = %e, "invalid conflict query response")
-                    }
-                }
+                self.count_conflict_answer(&r);
             }
             return;
         }
@@ -364,16 +354,12 @@ impl Serf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::Delegate;
     use crate::serf::testutil::*;
 
     #[test]
     fn query_ids_kept_per_lamport_time_are_bounded() {
         let mut s = serf();
-        let now = Duration::from_secs(1);
-        for id in 0..1000 {
-            s.st.notify_msg(&query(7, id), now);
-        }
+        deliver(&mut s, (0..1000).map(|id| query(7, id)));
         let slot = s.st.query_buffer.iter().flatten().find(|q| q.ltime == 7);
         assert_eq!(slot.map(|q| q.ids.len()), Some(MAX_EVENTS_PER_LTIME));
         let queries = s

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::Serf;
-use crate::model::{MemberEventKind, MemberStatus, QueryReply};
+use crate::model::{MemberEventKind, MemberStatus};
 
 impl Serf {
     /// See [`Core::next_gossip_at`](crate::core::Core::next_gossip_at).
@@ -88,13 +88,7 @@ impl Serf {
         let done = crate::core::expired(&self.st.outgoing, now, |q| q.deadline);
         for k in done {
             if let Some(q) = self.st.outgoing.remove(&k) {
-                match self.st.conflict_vote.take() {
-                    Some(vote) if vote.local_id == q.local_id => self.st.count_conflict_vote(vote),
-                    other => {
-                        self.st.conflict_vote = other;
-                        self.st.replies.push((q.local_id, QueryReply::Done));
-                    }
-                }
+                self.st.query_ended(q.local_id);
             }
         }
         self.start_conflict_vote(now);
