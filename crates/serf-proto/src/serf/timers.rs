@@ -40,8 +40,6 @@ impl Serf {
                 .window
                 .deadline(cfg.user_coalesce_period, cfg.user_quiescent_period),
         ];
-        let queries = st.outgoing.values().map(|q| q.deadline);
-        let received = st.pending.values().map(|p| after(p.deadline));
         let intents = st
             .intents
             .values()
@@ -50,8 +48,7 @@ impl Serf {
         for t in coalescers
             .into_iter()
             .flatten()
-            .chain(queries)
-            .chain(received)
+            .chain(st.query_deadlines())
             .chain(intents)
             .chain(prunes)
         {
@@ -84,15 +81,8 @@ impl Serf {
             self.st.user_co.flush(&mut out);
             self.st.events.extend(out);
         }
-        // Query deadlines.
-        let done = crate::core::expired(&self.st.outgoing, now, |q| q.deadline);
-        for k in done {
-            if let Some(q) = self.st.outgoing.remove(&k) {
-                self.st.query_ended(q.local_id);
-            }
-        }
+        self.st.expire_queries(now);
         self.start_conflict_vote(now);
-        self.st.pending.retain(|_, p| now <= p.deadline);
         // Stale intents.
         let rit = self.st.cfg.recent_intent_timeout;
         self.st
