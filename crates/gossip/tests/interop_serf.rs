@@ -322,35 +322,19 @@ async fn duplicate_names_lose_the_vote_both_ways() {
 /// graceful leave of one of each is `left` everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_and_three_form_one_cluster() {
-    let r1 = blocking(|| start_serf("mix-r1", &[("side", "serf")], None, None)).await;
-    let r1_bind = r1.bind;
-    let o1 = start_ours(
-        "mix-o1",
-        &[("side", "ours")],
-        vec![r1_bind.to_string()],
-        vec![],
-    )
-    .await;
-    let o1_addr = o1.local_addr();
-    let r2 = blocking(move || start_serf("mix-r2", &[("side", "serf")], Some(o1_addr), None)).await;
-    let o2 = start_ours(
-        "mix-o2",
-        &[("side", "ours")],
-        vec![r2.bind.to_string()],
-        vec![],
-    )
-    .await;
-    let o2_addr = o2.local_addr();
-    let r3 = blocking(move || start_serf("mix-r3", &[("side", "serf")], Some(o2_addr), None)).await;
-    let o3 = start_ours(
-        "mix-o3",
-        &[("side", "ours")],
-        vec![r3.bind.to_string()],
-        vec![],
-    )
-    .await;
-    let reals = Arc::new([r1, r2, r3]);
-    let ours = [o1, o2, o3];
+    // A chain: mix-r1, mix-o1 joins it, mix-r2 joins mix-o1, and so on.
+    let (mut reals, mut ours) = (Vec::new(), Vec::new());
+    let mut last_ours: Option<SocketAddr> = None;
+    for i in 1..=3 {
+        let name = format!("mix-r{i}");
+        let r = blocking(move || start_serf(&name, &[("side", "serf")], last_ours, None)).await;
+        let join = vec![r.bind.to_string()];
+        let o = start_ours(&format!("mix-o{i}"), &[("side", "ours")], join, vec![]).await;
+        last_ours = Some(o.local_addr());
+        reals.push(r);
+        ours.push(o);
+    }
+    let reals = Arc::new(reals);
     let names = ["mix-r1", "mix-r2", "mix-r3", "mix-o1", "mix-o2", "mix-o3"];
 
     // Everyone sees everyone alive, with the right side tag. A member that

@@ -117,16 +117,20 @@ fn a_duplicate_name_loses_the_vote() {
     }
 }
 
+/// A converged cluster of `n` run for `time` with a share `loss` of the
+/// datagrams lost: nobody is taken for failed (else `why`).
+fn lossy_run(n: usize, seed: u64, loss: f64, time: Duration, why: &str) -> Sim {
+    let mut sim = converged_cluster(n, seed);
+    sim.loss = loss;
+    sim.run_for(time);
+    assert_eq!(sim.count_status(MemberStatus::Failed), 0, "{why}");
+    sim
+}
+
 #[test]
 fn ten_percent_loss_gives_no_false_failures() {
-    let mut sim = converged_cluster(30, 2);
-    sim.loss = 0.10;
-    sim.run_for(secs(120));
-    assert_eq!(
-        sim.count_status(MemberStatus::Failed),
-        0,
-        "a member was marked failed under 10% loss"
-    );
+    let why = "a member was marked failed under 10% loss";
+    let sim = lossy_run(30, 2, 0.10, secs(120), why);
     assert!(sim.dropped > 0, "the loss model dropped nothing");
 }
 
@@ -360,15 +364,9 @@ fn simulation_is_deterministic() {
 
 #[test]
 fn tcp_fallback_ping_keeps_members_alive_when_udp_is_lost() {
-    let mut sim = converged_cluster(5, 8);
     // Every datagram is lost; only TCP (push-pull, fallback pings) passes.
-    sim.loss = 1.0;
-    sim.run_for(secs(60));
-    assert_eq!(
-        sim.count_status(MemberStatus::Failed),
-        0,
-        "TCP fallback pings should prevent failures"
-    );
+    let why = "TCP fallback pings should prevent failures";
+    let sim = lossy_run(5, 8, 1.0, secs(60), why);
     assert!(sim.count_status(MemberStatus::Alive) == 25);
 }
 
