@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::interop::{blocking, events_file, next_user_event, serf_sees, start_ours, start_serf};
+use common::interop::{
+    blocking, next_user_event, serf_sees, start_ours, start_serf, wait_handler_log,
+};
 use common::{config, wait_alive, wait_member};
 use gossip::agent;
 use gossip::model::{AgentConfig, AgentHandle, MemberStatus};
@@ -49,16 +51,15 @@ async fn mixed_cluster_join_tags_events_leave() {
     assert_eq!(tags["zone"], "z1");
 
     // serf's handler saw our join, with our address and role on stdin.
-    let f = events_file(&serf);
+    let s = serf.clone();
     blocking(move || {
-        eventually_blocking(
+        wait_handler_log(
+            &s,
             "serf's handler got member-join for ours1",
             Duration::from_secs(30),
-            || {
-                let t = std::fs::read_to_string(&f).ok()?;
+            |t| {
                 t.lines()
                     .any(|l| l.starts_with("ours1\t127.0.0.1\tbackend\t") && l.contains("zone=z1"))
-                    .then_some(())
             },
         )
     })
@@ -79,15 +80,13 @@ async fn mixed_cluster_join_tags_events_leave() {
     ours.user_event("from-ours", b"hello serf".to_vec(), false)
         .await
         .unwrap();
-    let f = events_file(&serf);
+    let s = serf.clone();
     blocking(move || {
-        eventually_blocking(
+        wait_handler_log(
+            &s,
             "serf handler got our event",
             Duration::from_secs(30),
-            || {
-                let t = std::fs::read_to_string(&f).ok()?;
-                (t.contains("EVENT user from-ours") && t.contains("hello serf")).then_some(())
-            },
+            |t| t.contains("EVENT user from-ours") && t.contains("hello serf"),
         )
     })
     .await;
@@ -402,14 +401,11 @@ async fn three_and_three_form_one_cluster() {
         let rs = reals.clone();
         blocking(move || {
             for r in rs.iter() {
-                let f = events_file(r);
-                eventually_blocking(
+                wait_handler_log(
+                    r,
                     &format!("{}'s handler ran for {event}", r.name),
                     event_deadline,
-                    || {
-                        let t = std::fs::read_to_string(&f).ok()?;
-                        t.contains(&format!("EVENT user {event}")).then_some(())
-                    },
+                    |t| t.contains(&format!("EVENT user {event}")),
                 );
             }
         })

@@ -186,24 +186,26 @@ fn graceful_leave_is_left_not_failed() {
 fn a_graceful_leave_reaches_every_peer_in_one_hop() {
     let mut sim = converged_cluster(20, 8);
     let peers = || (0..20).filter(|&i| i != 7);
+    // n7's messages out at once, 20 ms (the agent's head start for the
+    // intent before the dead notice) for them to land: n7 as its peers see it.
+    let sent_and_seen = |sim: &mut Sim| {
+        sim.send_now(7);
+        sim.run_for(Duration::from_millis(20));
+        peers().map(|i| sim.status(i, "n7")).collect::<Vec<_>>()
+    };
     let now = sim.now();
     assert!(
         sim.nodes[7].serf.leave_intent(now),
         "all 19 peers told directly"
     );
-    sim.send_now(7);
-    // The agent's head start for the intent before the dead notice.
-    sim.run_for(Duration::from_millis(20));
-    let leaving: Vec<_> = peers().map(|i| sim.status(i, "n7")).collect();
+    let leaving = sent_and_seen(&mut sim);
     assert!(
         leaving.iter().all(|s| *s == Some(MemberStatus::Leaving)),
         "20 ms after the intent: {leaving:?}"
     );
     let now = sim.now();
     sim.nodes[7].serf.leave_memberlist(now);
-    sim.send_now(7);
-    sim.run_for(Duration::from_millis(20));
-    let left: Vec<_> = peers().map(|i| sim.status(i, "n7")).collect();
+    let left = sent_and_seen(&mut sim);
     assert!(
         left.iter().all(|s| *s == Some(MemberStatus::Left)),
         "20 ms after memberlist's leave: {left:?}"
