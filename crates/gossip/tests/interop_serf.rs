@@ -51,18 +51,15 @@ async fn mixed_cluster_join_tags_events_leave() {
     assert_eq!(tags["zone"], "z1");
 
     // serf's handler saw our join, with our address and role on stdin.
-    let s = serf.clone();
-    blocking(move || {
-        wait_handler_log(
-            &s,
-            "serf's handler got member-join for ours1",
-            Duration::from_secs(30),
-            |t| {
-                t.lines()
-                    .any(|l| l.starts_with("ours1\t127.0.0.1\tbackend\t") && l.contains("zone=z1"))
-            },
-        )
-    })
+    wait_handler_log(
+        &serf,
+        "serf's handler got member-join for ours1",
+        Duration::from_secs(30),
+        |t| {
+            t.lines()
+                .any(|l| l.starts_with("ours1\t127.0.0.1\tbackend\t") && l.contains("zone=z1"))
+        },
+    )
     .await;
 
     // A user event from serf reaches us.
@@ -80,15 +77,12 @@ async fn mixed_cluster_join_tags_events_leave() {
     ours.user_event("from-ours", b"hello serf".to_vec(), false)
         .await
         .unwrap();
-    let s = serf.clone();
-    blocking(move || {
-        wait_handler_log(
-            &s,
-            "serf handler got our event",
-            Duration::from_secs(30),
-            |t| t.contains("EVENT user from-ours") && t.contains("hello serf"),
-        )
-    })
+    wait_handler_log(
+        &serf,
+        "serf handler got our event",
+        Duration::from_secs(30),
+        |t| t.contains("EVENT user from-ours") && t.contains("hello serf"),
+    )
     .await;
 
     // A tag change is seen by serf.
@@ -398,18 +392,11 @@ async fn three_and_three_form_one_cluster() {
         for rx in rxs.iter_mut() {
             next_user_event(rx, event, event_deadline).await;
         }
-        let rs = reals.clone();
-        blocking(move || {
-            for r in rs.iter() {
-                wait_handler_log(
-                    r,
-                    &format!("{}'s handler ran for {event}", r.name),
-                    event_deadline,
-                    |t| t.contains(&format!("EVENT user {event}")),
-                );
-            }
-        })
-        .await;
+        for r in reals.iter() {
+            let what = format!("{}'s handler ran for {event}", r.name);
+            let line = format!("EVENT user {event}");
+            wait_handler_log(r, &what, event_deadline, move |t| t.contains(&line)).await;
+        }
     }
 
     // Tag changes cross over.

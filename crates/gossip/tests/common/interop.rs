@@ -81,19 +81,22 @@ pub fn keygen() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// Waits (blocking) until what [`start_serf`]'s handler appended to its
-/// `events.log` satisfies `seen`.
-pub fn wait_handler_log(
+/// Waits until what [`start_serf`]'s handler appended to its `events.log`
+/// satisfies `seen` (polling off the async runtime).
+pub async fn wait_handler_log(
     serf: &SerfAgent,
     what: &str,
     deadline: Duration,
-    seen: impl Fn(&str) -> bool,
+    seen: impl Fn(&str) -> bool + Send + 'static,
 ) {
-    let f = serf.dir.path().join("events.log");
-    eventually_blocking(what, deadline, || {
-        let t = std::fs::read_to_string(&f).ok()?;
-        seen(&t).then_some(())
-    });
+    let (f, what) = (serf.dir.path().join("events.log"), what.to_string());
+    blocking(move || {
+        eventually_blocking(&what, deadline, || {
+            let t = std::fs::read_to_string(&f).ok()?;
+            seen(&t).then_some(())
+        })
+    })
+    .await
 }
 
 /// Our agent on loopback, with `tags`, joining `join`, with `keys`.
