@@ -106,23 +106,25 @@ const NO_ANSWER: RGBColor = RGBColor(120, 120, 120);
 const OURS: RGBColor = RGBColor(21, 101, 192);
 const PEER: RGBColor = RGBColor(239, 108, 0);
 
-/// One panel per run, on the same axes: requests answered, failed, and
-/// without an answer while ha restarted, per bucket; each marked event a
-/// dashed line with its name.
+/// One panel per run, on the same request axis (each on its own time axis:
+/// the runs differ in length): requests answered, failed, and without an
+/// answer while ha restarted, per bucket; each marked event a dashed line
+/// with its name.
 pub fn draw_timeline(runs: &[TimelineRun], out: &Path) -> Result<PathBuf> {
     if runs.is_empty() {
         bail!("no run to draw in {}", out.display());
     }
     let bucket = runs[0].timeline.bucket_ms.max(1) as f64 / 1000.0;
-    let seconds = runs
-        .iter()
-        .map(|r| {
-            let t = &r.timeline;
-            let last_mark = t.marks.iter().map(|m| m.0).fold(0.0, f64::max);
-            (t.answered.len() as f64 * bucket).max(last_mark)
-        })
-        .fold(1.0, f64::max)
-        .ceil();
+    // Each run's own length: the final stage's run is several times longer
+    // (screenshots at every step, the balancer's restarts), and on one time
+    // axis the lab's run would be squeezed into its first tenth.
+    let length = |t: &Timeline| {
+        let last_mark = t.marks.iter().map(|m| m.0).fold(0.0, f64::max);
+        (t.answered.len() as f64 * bucket)
+            .max(last_mark)
+            .max(1.0)
+            .ceil()
+    };
     let top = runs
         .iter()
         .flat_map(|r| {
@@ -139,6 +141,7 @@ pub fn draw_timeline(runs: &[TimelineRun], out: &Path) -> Result<PathBuf> {
     root.fill(&WHITE)?;
     for (run, area) in runs.iter().zip(root.split_evenly((runs.len(), 1))) {
         let t = &run.timeline;
+        let seconds = length(t);
         let failed: u64 = t.failed.iter().sum();
         let caption = format!(
             "{}: {} answered, {} failed, {} without an answer while ha restarted",
@@ -181,24 +184,31 @@ pub fn draw_timeline(runs: &[TimelineRun], out: &Path) -> Result<PathBuf> {
             ))?
             .label("no answer, ha restarting")
             .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], NO_ANSWER.stroke_width(2)));
-        // Failures are few: a bar per bucket that had any, so one failed
-        // request is seen at this scale.
+        // Failures are few against hundreds answered: a bar per bucket that
+        // had any, at least 6 % of the axis high, with its count over it,
+        // so that one failed request is seen at this scale.
+        let failures: Vec<(f64, u64)> = t
+            .failed
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| (i as f64 * bucket, *n))
+            .collect();
+        let width = bucket.max(seconds / 400.0);
+        let height = |n: u64| (n as f64).max(top * 0.06);
         chart
-            .draw_series(
-                t.failed
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, n)| **n > 0)
-                    .map(|(i, n)| {
-                        let x = i as f64 * bucket;
-                        Rectangle::new(
-                            [(x, 0.0), (x + bucket.max(seconds / 600.0), *n as f64)],
-                            FAILED.filled(),
-                        )
-                    }),
-            )?
-            .label("failed")
+            .draw_series(failures.iter().map(|(x, n)| {
+                Rectangle::new([(*x, 0.0), (x + width, height(*n))], FAILED.filled())
+            }))?
+            .label("failed (count over the bar)")
             .legend(|(x, y)| Rectangle::new([(x, y - 4), (x + 16, y + 4)], FAILED.filled()));
+        chart.draw_series(failures.iter().map(|(x, n)| {
+            Text::new(
+                n.to_string(),
+                (*x, height(*n) + top * 0.02),
+                (FONT, 11).into_font().color(&FAILED),
+            )
+        }))?;
         for (at, what) in &t.marks {
             chart.draw_series(DashedLineSeries::new(
                 [(*at, 0.0), (*at, top)],
