@@ -27,7 +27,8 @@
 //! group logs its thread count and total RSS.
 //!
 //! The per-agent times (distributions of "seen by all") go to
-//! `target/bench/scale.json` for the report's chart.
+//! `target/bench/scale.json`, and to report/assets/gossip-seen.{json,svg}
+//! (the report's chart).
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -99,16 +100,19 @@ pub(super) fn rows() -> Result<Vec<Row>> {
     let _ = std::fs::remove_dir_all(&dir);
     let o = rt.block_on(measure("ours", &ours, &dir.join("ours")))?;
     let s = rt.block_on(measure("serf", Path::new(SERF), &dir.join("serf")))?;
+    let samples = serde_json::to_value(Samples {
+        agents: N,
+        seeds: SEEDS,
+        user_events: EVENTS,
+        ours: &o,
+        serf: &s,
+    })?;
     std::fs::write(
         project::target_dir().join("bench/scale.json"),
-        serde_json::to_string_pretty(&Samples {
-            agents: N,
-            seeds: SEEDS,
-            user_events: EVENTS,
-            ours: &o,
-            serf: &s,
-        })?,
+        serde_json::to_string_pretty(&samples)?,
     )?;
+    // The distributions, kept and drawn for the report.
+    crate::charts::save_seen(&serde_json::from_value(samples)?)?;
     Ok(table(&o, &s))
 }
 
