@@ -34,6 +34,7 @@ use tower_sessions::{session_store, Expiry, Session, SessionManagerLayer};
 use tracing::{info, warn};
 
 mod conn;
+pub mod log_out;
 pub mod sessions;
 pub use conn::Timeouts;
 pub use sessions::setting::{BadStoreSetting, StoreArg, StoreSetting};
