@@ -28,11 +28,14 @@ pub struct LogOut {
     shared: Arc<Shared>,
 }
 
+/// Where the buffer is written out (stdout; the tests collect it).
+type Out = Box<dyn Fn(&[u8]) -> io::Result<()> + Send + Sync>;
+
 struct Shared {
     buffer: Mutex<Vec<u8>>,
     /// Write every line at once (stdout is a terminal).
     each_line: bool,
-    out: Box<dyn Fn(&[u8]) -> io::Result<()> + Send + Sync>,
+    out: Out,
 }
 
 impl LogOut {
@@ -159,7 +162,7 @@ mod tests {
     fn lines_wait_for_a_flush_and_keep_their_order() {
         let (log, writes) = collecting(false);
         for i in 0..100 {
-            write!(log.make_writer(), "line {i}\n").unwrap();
+            writeln!(log.make_writer(), "line {i}").unwrap();
         }
         assert!(writes.lock().unwrap().is_empty());
         log.flush();
