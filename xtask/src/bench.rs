@@ -6,7 +6,7 @@
 //! in [`BENCHES`].
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Child;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::project;
 
 /// One line of the table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub metric: String,
     pub unit: String,
@@ -80,7 +80,9 @@ pub fn run(only: Option<&str>) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for b in BENCHES.iter().filter(|b| only.is_none_or(|n| n == b.name)) {
         eprintln!("bench {}: {}", b.name, b.about);
-        rows.extend((b.run)().with_context(|| format!("benchmark {}", b.name))?);
+        let group = (b.run)().with_context(|| format!("benchmark {}", b.name))?;
+        crate::charts::save_group(b.name, &group)?;
+        rows.extend(group);
     }
     write_outputs(&rows)?;
     print_table(&rows);

@@ -8,6 +8,7 @@
 //! definition of each task.
 
 pub mod bench;
+pub mod charts;
 pub mod checks;
 pub mod deploy;
 pub mod engine;

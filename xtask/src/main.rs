@@ -64,7 +64,11 @@ enum Cmd {
         #[arg(long)]
         seed: Option<u64>,
     },
-    /// Our parts against their peers, same run; prints ratios.
+    /// Redraw the report's charts from the data kept next to them
+    /// (report/assets/task6-timeline.json, report/assets/bench/*.json).
+    Charts,
+    /// Our parts against their peers, same run; prints ratios. Each group's
+    /// rows are also kept in report/assets/bench/GROUP.json for the charts.
     Bench {
         /// One benchmark only.
         name: Option<String>,
@@ -125,6 +129,12 @@ fn run(cli: Cli) -> Result<()> {
             println!("{checks}");
             if !checks.passed() {
                 bail!("the chaos scenario failed");
+            }
+            Ok(())
+        }
+        Cmd::Charts => {
+            for svg in xtask::charts::redraw_all()? {
+                println!("drawn: {}", svg.display());
             }
             Ok(())
         }

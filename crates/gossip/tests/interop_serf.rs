@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::interop::{blocking, events_file, next_user_event, serf_sees, start_ours, start_serf};
+use common::interop::{
+    blocking, next_user_event, serf_sees, start_ours, start_serf, wait_handler_log,
+};
 use common::{config, wait_alive, wait_member};
 use gossip::agent;
 use gossip::model::{AgentConfig, AgentHandle, MemberStatus};
@@ -49,19 +51,15 @@ async fn mixed_cluster_join_tags_events_leave() {
     assert_eq!(tags["zone"], "z1");
 
     // serf's handler saw our join, with our address and role on stdin.
-    let f = events_file(&serf);
-    blocking(move || {
-        eventually_blocking(
-            "serf's handler got member-join for ours1",
-            Duration::from_secs(30),
-            || {
-                let t = std::fs::read_to_string(&f).ok()?;
-                t.lines()
-                    .any(|l| l.starts_with("ours1\t127.0.0.1\tbackend\t") && l.contains("zone=z1"))
-                    .then_some(())
-            },
-        )
-    })
+    wait_handler_log(
+        &serf,
+        "serf's handler got member-join for ours1",
+        Duration::from_secs(30),
+        |t| {
+            t.lines()
+                .any(|l| l.starts_with("ours1\t127.0.0.1\tbackend\t") && l.contains("zone=z1"))
+        },
+    )
     .await;
 
     // A user event from serf reaches us.
@@ -79,17 +77,12 @@ async fn mixed_cluster_join_tags_events_leave() {
     ours.user_event("from-ours", b"hello serf".to_vec(), false)
         .await
         .unwrap();
-    let f = events_file(&serf);
-    blocking(move || {
-        eventually_blocking(
-            "serf handler got our event",
-            Duration::from_secs(30),
-            || {
-                let t = std::fs::read_to_string(&f).ok()?;
-                (t.contains("EVENT user from-ours") && t.contains("hello serf")).then_some(())
-            },
-        )
-    })
+    wait_handler_log(
+        &serf,
+        "serf handler got our event",
+        Duration::from_secs(30),
+        |t| t.contains("EVENT user from-ours") && t.contains("hello serf"),
+    )
     .await;
 
     // A tag change is seen by serf.
@@ -322,35 +315,19 @@ async fn duplicate_names_lose_the_vote_both_ways() {
 /// graceful leave of one of each is `left` everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_and_three_form_one_cluster() {
-    let r1 = blocking(|| start_serf("mix-r1", &[("side", "serf")], None, None)).await;
-    let r1_bind = r1.bind;
-    let o1 = start_ours(
-        "mix-o1",
-        &[("side", "ours")],
-        vec![r1_bind.to_string()],
-        vec![],
-    )
-    .await;
-    let o1_addr = o1.local_addr();
-    let r2 = blocking(move || start_serf("mix-r2", &[("side", "serf")], Some(o1_addr), None)).await;
-    let o2 = start_ours(
-        "mix-o2",
-        &[("side", "ours")],
-        vec![r2.bind.to_string()],
-        vec![],
-    )
-    .await;
-    let o2_addr = o2.local_addr();
-    let r3 = blocking(move || start_serf("mix-r3", &[("side", "serf")], Some(o2_addr), None)).await;
-    let o3 = start_ours(
-        "mix-o3",
-        &[("side", "ours")],
-        vec![r3.bind.to_string()],
-        vec![],
-    )
-    .await;
-    let reals = Arc::new([r1, r2, r3]);
-    let ours = [o1, o2, o3];
+    // A chain: mix-r1, mix-o1 joins it, mix-r2 joins mix-o1, and so on.
+    let (mut reals, mut ours) = (Vec::new(), Vec::new());
+    let mut last_ours: Option<SocketAddr> = None;
+    for i in 1..=3 {
+        let name = format!("mix-r{i}");
+        let r = blocking(move || start_serf(&name, &[("side", "serf")], last_ours, None)).await;
+        let join = vec![r.bind.to_string()];
+        let o = start_ours(&format!("mix-o{i}"), &[("side", "ours")], join, vec![]).await;
+        last_ours = Some(o.local_addr());
+        reals.push(r);
+        ours.push(o);
+    }
+    let reals = Arc::new(reals);
     let names = ["mix-r1", "mix-r2", "mix-r3", "mix-o1", "mix-o2", "mix-o3"];
 
     // Everyone sees everyone alive, with the right side tag. A member that
@@ -415,21 +392,11 @@ async fn three_and_three_form_one_cluster() {
         for rx in rxs.iter_mut() {
             next_user_event(rx, event, event_deadline).await;
         }
-        let rs = reals.clone();
-        blocking(move || {
-            for r in rs.iter() {
-                let f = events_file(r);
-                eventually_blocking(
-                    &format!("{}'s handler ran for {event}", r.name),
-                    event_deadline,
-                    || {
-                        let t = std::fs::read_to_string(&f).ok()?;
-                        t.contains(&format!("EVENT user {event}")).then_some(())
-                    },
-                );
-            }
-        })
-        .await;
+        for r in reals.iter() {
+            let what = format!("{}'s handler ran for {event}", r.name);
+            let line = format!("EVENT user {event}");
+            wait_handler_log(r, &what, event_deadline, move |t| t.contains(&line)).await;
+        }
     }
 
     // Tag changes cross over.

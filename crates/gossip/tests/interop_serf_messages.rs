@@ -9,11 +9,12 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::cli::serf;
 use common::interop::{blocking, keygen, next_user_event, serf_sees, start_ours, start_serf};
 use common::{config, wait_member};
 use gossip::agent;
 use gossip::model::{AgentConfig, AgentHandle, Event, MemberStatus};
-use testkit::{eventually, eventually_blocking, temp_dir, SERF};
+use testkit::{eventually, eventually_blocking, temp_dir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_cluster() {
@@ -296,13 +297,8 @@ async fn coordinates_both_ways() {
     );
 
     // The real CLI against our RPC: one node given, the second is ours.
-    let line = blocking(move || {
-        Command::new(SERF)
-            .args(["rtt", &format!("-rpc-addr={our_rpc}"), "coord-serf"])
-            .output()
-            .unwrap()
-    })
-    .await;
+    let line =
+        blocking(move || serf(&["rtt", &format!("-rpc-addr={our_rpc}"), "coord-serf"])).await;
     assert!(
         line.status.success(),
         "{}",
@@ -314,13 +310,7 @@ async fn coordinates_both_ways() {
         "{text}"
     );
     // An unknown node: serf's message, from our RPC.
-    let out = blocking(move || {
-        Command::new(SERF)
-            .args(["rtt", &format!("-rpc-addr={our_rpc}"), "nobody"])
-            .output()
-            .unwrap()
-    })
-    .await;
+    let out = blocking(move || serf(&["rtt", &format!("-rpc-addr={our_rpc}"), "nobody"])).await;
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -530,7 +530,11 @@ async fn a_web_app_without_its_store_hands_the_request_over() {
     assert_eq!(a.backend, "ok");
     assert_eq!(a.set_cookie, ["SERVERID=ok; path=/"]);
     let refused = down.ids();
-    assert_eq!(refused.len(), 1, "the sticky server got it first: {refused:?}");
+    assert_eq!(
+        refused.len(),
+        1,
+        "the sticky server got it first: {refused:?}"
+    );
     assert_eq!(a.seen_ids, refused, "the replay carries the same id");
 
     // No cookie: round robin meets the web app without a store every other

@@ -53,8 +53,6 @@ mod timers;
 pub use broadcast::{retransmit_limit, BroadcastQueue};
 pub use rng::{NonceSource, Rng};
 pub use state::suspicion_timeout;
-use state::Suspicion;
-use timers::{Probe, Relay};
 
 /// The keys of `map`'s entries whose deadline has come, in map order.
 pub(crate) fn expired<'a, K: Clone + 'a, V: 'a>(
@@ -193,6 +191,43 @@ pub struct Counters {
     pub probes: u64,
     pub probe_failures: u64,
     pub refutes: u64,
+}
+
+/// A node suspected, with Lifeguard's confirmations shrinking its timeout
+/// toward `min` (state.rs).
+#[derive(Debug, Clone)]
+struct Suspicion {
+    incarnation: u32,
+    k: u32,
+    start: Duration,
+    min: Duration,
+    max: Duration,
+    confirmations: HashSet<String>,
+    deadline: Duration,
+}
+
+/// The probe under way: one node pinged, its ack awaited (timers.rs).
+#[derive(Debug, Clone)]
+struct Probe {
+    target: String,
+    seq: u32,
+    /// When the direct ping left (the round trip's start).
+    sent_at: Duration,
+    timeout_at: Duration,
+    end_at: Duration,
+    indirect_sent: bool,
+    expected_nacks: usize,
+    nacks: usize,
+}
+
+/// A ping relayed for a peer (an indirect probe): answered with its ack,
+/// or a nack at `deadline` when asked (input.rs, timers.rs).
+#[derive(Debug, Clone)]
+struct Relay {
+    orig_seq: u32,
+    requester: SocketAddr,
+    nack: bool,
+    deadline: Duration,
 }
 
 pub struct Core {

@@ -526,7 +526,19 @@ pub(crate) mod testutil {
     use std::time::Duration;
 
     use super::{core, Config, Serf};
+    use crate::core::Delegate;
     use crate::wire::{self, SerfMessage};
+
+    /// The time the tests hand messages in at.
+    pub(crate) const NOW: Duration = Duration::from_secs(1);
+
+    /// Hands each of `msgs` to the Serf layer as a gossiped user message,
+    /// at [`NOW`].
+    pub(crate) fn deliver(s: &mut Serf, msgs: impl IntoIterator<Item = Vec<u8>>) {
+        for m in msgs {
+            s.st.notify_msg(&m, NOW);
+        }
+    }
 
     pub(crate) fn serf() -> Serf {
         let addr: SocketAddr = "127.0.0.1:7946".parse().unwrap();
@@ -591,7 +603,6 @@ mod tests {
     #[test]
     fn lamport_times_at_u64_max_never_overflow() {
         let mut s = serf();
-        let now = Duration::from_secs(1);
         let t = u64::MAX;
         let msgs = [
             SerfMessage::Join(wire::Join {
@@ -614,9 +625,7 @@ mod tests {
             user_event(t, "e", b"x"),
             query(t, 1),
         ];
-        for m in &msgs {
-            s.st.notify_msg(m, now);
-        }
+        deliver(&mut s, msgs);
         let pp = SerfMessage::PushPull(wire::SerfPushPull {
             ltime: t,
             status_ltimes: vec![("me".into(), t), ("gone".into(), t)],
@@ -632,14 +641,14 @@ mod tests {
             query_ltime: t,
         })
         .encode();
-        s.st.merge_remote_state(&pp, true, now);
+        s.st.merge_remote_state(&pp, true, NOW);
         s.restore_clocks(t, t, t);
         assert_eq!(s.clocks(), (t, t, t));
         // Our own sends at the top of the range.
-        s.user_event("mine", vec![], false, now).unwrap();
-        s.query(&crate::model::QueryParams::default(), now).unwrap();
-        s.leave_intent(now);
-        s.force_leave("me", false, now);
+        s.user_event("mine", vec![], false, NOW).unwrap();
+        s.query(&crate::model::QueryParams::default(), NOW).unwrap();
+        s.leave_intent(NOW);
+        s.force_leave("me", false, NOW);
         assert_eq!(s.clocks(), (t, t, t));
     }
 }

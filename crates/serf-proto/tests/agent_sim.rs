@@ -11,16 +11,19 @@ fn secs(s: u64) -> Duration {
 }
 
 /// A graceful leave as the agent does it (intent, then memberlist's leave,
-/// half a second each to spread), then the process stops.
-fn leave_and_stop(sim: &mut Sim, i: usize) {
+/// `spread` each to spread), then the process stops.
+fn leave_and_stop(sim: &mut Sim, i: usize, spread: Duration) {
     let now = sim.now();
     sim.nodes[i].serf.leave_intent(now);
-    sim.run_for(Duration::from_millis(500));
+    sim.run_for(spread);
     let now = sim.now();
     sim.nodes[i].serf.leave_memberlist(now);
-    sim.run_for(Duration::from_millis(500));
+    sim.run_for(spread);
     sim.crash(i);
 }
+
+/// How long the agent lets each step of a leave spread.
+const AGENT_LEAVE_SPREAD: Duration = Duration::from_millis(500);
 
 fn cluster(n: usize, seed: u64) -> Sim {
     let mut sim = Sim::new(n, seed, |_| {});
@@ -29,6 +32,21 @@ fn cluster(n: usize, seed: u64) -> Sim {
         sim.run_for(Duration::from_millis(20));
     }
     sim
+}
+
+/// [`cluster`], converged within 60 s of simulated time.
+fn converged_cluster(n: usize, seed: u64) -> Sim {
+    let mut sim = cluster(n, seed);
+    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    sim
+}
+
+/// Whether every node of the `n` but `who` sees `n{who}` as `status`.
+fn others_see(sim: &Sim, n: usize, who: usize, status: MemberStatus) -> bool {
+    let name = format!("n{who}");
+    (0..n)
+        .filter(|&i| i != who)
+        .all(|i| sim.status(i, &name) == Some(status))
 }
 
 #[test]
@@ -99,30 +117,28 @@ fn a_duplicate_name_loses_the_vote() {
     }
 }
 
+/// A converged cluster of `n` run for `time` with a share `loss` of the
+/// datagrams lost: nobody is taken for failed (else `why`).
+fn lossy_run(n: usize, seed: u64, loss: f64, time: Duration, why: &str) -> Sim {
+    let mut sim = converged_cluster(n, seed);
+    sim.loss = loss;
+    sim.run_for(time);
+    assert_eq!(sim.count_status(MemberStatus::Failed), 0, "{why}");
+    sim
+}
+
 #[test]
 fn ten_percent_loss_gives_no_false_failures() {
-    let mut sim = cluster(30, 2);
-    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
-    sim.loss = 0.10;
-    sim.run_for(secs(120));
-    assert_eq!(
-        sim.count_status(MemberStatus::Failed),
-        0,
-        "a member was marked failed under 10% loss"
-    );
+    let why = "a member was marked failed under 10% loss";
+    let sim = lossy_run(30, 2, 0.10, secs(120), why);
     assert!(sim.dropped > 0, "the loss model dropped nothing");
 }
 
 #[test]
 fn crashed_member_is_detected_failed() {
-    let mut sim = cluster(20, 3);
-    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    let mut sim = converged_cluster(20, 3);
     sim.crash(7);
-    let took = sim.run_until(secs(120), |s| {
-        (0..20)
-            .filter(|&i| i != 7)
-            .all(|i| s.status(i, "n7") == Some(MemberStatus::Failed))
-    });
+    let took = sim.run_until(secs(120), |s| others_see(s, 20, 7, MemberStatus::Failed));
     assert!(took.is_some(), "n7's crash was not detected by everyone");
     // Member events are coalesced (up to 3 s) before they are emitted.
     sim.run_for(secs(4));
@@ -139,8 +155,7 @@ fn crashed_member_is_detected_failed() {
 #[test]
 fn partition_heals() {
     let n = 16;
-    let mut sim = cluster(n, 4);
-    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    let mut sim = converged_cluster(n, 4);
     for i in 0..n / 2 {
         sim.set_group(i, 1);
     }
@@ -156,20 +171,9 @@ fn partition_heals() {
 
 #[test]
 fn graceful_leave_is_left_not_failed() {
-    let mut sim = cluster(10, 5);
-    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
-    let now = sim.now();
-    sim.nodes[3].serf.leave_intent(now);
-    sim.run_for(secs(2));
-    let now = sim.now();
-    sim.nodes[3].serf.leave_memberlist(now);
-    sim.run_for(secs(2));
-    sim.crash(3);
-    let took = sim.run_until(secs(60), |s| {
-        (0..10)
-            .filter(|&i| i != 3)
-            .all(|i| s.status(i, "n3") == Some(MemberStatus::Left))
-    });
+    let mut sim = converged_cluster(10, 5);
+    leave_and_stop(&mut sim, 3, secs(2));
+    let took = sim.run_until(secs(60), |s| others_see(s, 10, 3, MemberStatus::Left));
     assert!(took.is_some(), "n3 not seen as left everywhere");
     sim.run_for(secs(30));
     assert_eq!(sim.count_status(MemberStatus::Failed), 0);
@@ -180,27 +184,28 @@ fn graceful_leave_is_left_not_failed() {
 /// (200 ms), where gossip alone reaches three peers a round.
 #[test]
 fn a_graceful_leave_reaches_every_peer_in_one_hop() {
-    let mut sim = cluster(20, 8);
-    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    let mut sim = converged_cluster(20, 8);
     let peers = || (0..20).filter(|&i| i != 7);
+    // n7's messages out at once, 20 ms (the agent's head start for the
+    // intent before the dead notice) for them to land: n7 as its peers see it.
+    let sent_and_seen = |sim: &mut Sim| {
+        sim.send_now(7);
+        sim.run_for(Duration::from_millis(20));
+        peers().map(|i| sim.status(i, "n7")).collect::<Vec<_>>()
+    };
     let now = sim.now();
     assert!(
         sim.nodes[7].serf.leave_intent(now),
         "all 19 peers told directly"
     );
-    sim.send_now(7);
-    // The agent's head start for the intent before the dead notice.
-    sim.run_for(Duration::from_millis(20));
-    let leaving: Vec<_> = peers().map(|i| sim.status(i, "n7")).collect();
+    let leaving = sent_and_seen(&mut sim);
     assert!(
         leaving.iter().all(|s| *s == Some(MemberStatus::Leaving)),
         "20 ms after the intent: {leaving:?}"
     );
     let now = sim.now();
     sim.nodes[7].serf.leave_memberlist(now);
-    sim.send_now(7);
-    sim.run_for(Duration::from_millis(20));
-    let left: Vec<_> = peers().map(|i| sim.status(i, "n7")).collect();
+    let left = sent_and_seen(&mut sim);
     assert!(
         left.iter().all(|s| *s == Some(MemberStatus::Left)),
         "20 ms after memberlist's leave: {left:?}"
@@ -226,8 +231,7 @@ fn a_graceful_leave_reaches_every_peer_in_one_hop() {
 /// the refutation saturates instead of overflowing, and the cluster goes on.
 #[test]
 fn an_accusation_at_the_largest_incarnation_does_not_overflow() {
-    let mut sim = cluster(3, 5);
-    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    let mut sim = converged_cluster(3, 5);
     let accuse = serf_proto::wire::Message::Suspect(serf_proto::wire::Accuse {
         incarnation: u32::MAX,
         node: "n0".into(),
@@ -250,13 +254,10 @@ fn an_accusation_at_the_largest_incarnation_does_not_overflow() {
 /// them see it alive at once instead of after the refutation's gossip.
 #[test]
 fn a_refutation_reaches_every_peer_in_one_hop() {
-    let mut sim = cluster(20, 9);
-    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
-    leave_and_stop(&mut sim, 7);
+    let mut sim = converged_cluster(20, 9);
+    leave_and_stop(&mut sim, 7, AGENT_LEAVE_SPREAD);
     assert!(sim
-        .run_until(secs(60), |s| (0..20)
-            .filter(|&i| i != 7)
-            .all(|i| s.status(i, "n7") == Some(MemberStatus::Left)))
+        .run_until(secs(60), |s| others_see(s, 20, 7, MemberStatus::Left))
         .is_some());
     sim.restart(7);
     assert!(sim.join(7, 0), "n7 rejoins through n0");
@@ -276,21 +277,10 @@ fn a_refutation_reaches_every_peer_in_one_hop() {
 /// and address; everyone sees it alive again and fires a join for it.
 #[test]
 fn member_that_left_rejoins_under_the_same_name() {
-    let mut sim = cluster(10, 11);
-    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    let mut sim = converged_cluster(10, 11);
     for round in 0..3 {
-        let now = sim.now();
-        sim.nodes[3].serf.leave_intent(now);
-        sim.run_for(secs(1));
-        let now = sim.now();
-        sim.nodes[3].serf.leave_memberlist(now);
-        sim.run_for(secs(1));
-        sim.crash(3);
-        let left = sim.run_until(secs(60), |s| {
-            (0..10)
-                .filter(|&i| i != 3)
-                .all(|i| s.status(i, "n3") == Some(MemberStatus::Left))
-        });
+        leave_and_stop(&mut sim, 3, secs(1));
+        let left = sim.run_until(secs(60), |s| others_see(s, 10, 3, MemberStatus::Left));
         assert!(
             left.is_some(),
             "round {round}: n3 not seen as left everywhere"
@@ -333,8 +323,7 @@ fn member_that_left_rejoins_under_the_same_name() {
 
 #[test]
 fn user_event_reaches_everyone_once() {
-    let mut sim = cluster(25, 6);
-    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    let mut sim = converged_cluster(25, 6);
     let now = sim.now();
     sim.nodes[4]
         .serf
@@ -377,16 +366,9 @@ fn simulation_is_deterministic() {
 
 #[test]
 fn tcp_fallback_ping_keeps_members_alive_when_udp_is_lost() {
-    let mut sim = cluster(5, 8);
-    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
     // Every datagram is lost; only TCP (push-pull, fallback pings) passes.
-    sim.loss = 1.0;
-    sim.run_for(secs(60));
-    assert_eq!(
-        sim.count_status(MemberStatus::Failed),
-        0,
-        "TCP fallback pings should prevent failures"
-    );
+    let why = "TCP fallback pings should prevent failures";
+    let sim = lossy_run(5, 8, 1.0, secs(60), why);
     assert!(sim.count_status(MemberStatus::Alive) == 25);
 }
 
@@ -490,7 +472,7 @@ fn a_rejoin_after_many_leaves_is_seen_quickly() {
                 .collect::<Vec<_>>()
         );
         for i in 3..8 {
-            leave_and_stop(&mut sim, i);
+            leave_and_stop(&mut sim, i, AGENT_LEAVE_SPREAD);
             sim.run_for(secs(1));
         }
         let left = sim.run_until(secs(30), |s| {
@@ -518,10 +500,9 @@ fn a_rejoin_after_many_leaves_is_seen_quickly() {
 /// said goodbye): once the leaves are known, not one datagram goes to them.
 #[test]
 fn no_gossip_is_sent_to_nodes_that_left() {
-    let mut sim = cluster(6, 21);
-    assert!(sim.run_until(secs(60), |s| s.converged()).is_some());
+    let mut sim = converged_cluster(6, 21);
     for i in [4, 5] {
-        leave_and_stop(&mut sim, i);
+        leave_and_stop(&mut sim, i, AGENT_LEAVE_SPREAD);
     }
     let left = sim.run_until(secs(30), |s| {
         (0..4).all(|i| {
@@ -572,21 +553,23 @@ fn size_limits_refuse_what_serf_refuses_and_configured_limits_widen_them() {
     };
 
     let n0 = &mut sim.nodes[0].serf;
-    let e = n0
-        .user_event("big", vec![b'a'; 600], false, now)
-        .unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "user event exceeds configured limit of 512 bytes before encoding"
-    );
-    // Under the limit as given, over it once encoded (Serf refuses it too).
-    let e = n0
-        .user_event("big", vec![b'a'; 490], false, now)
-        .unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "encoded user event exceeds configured limit of 512 bytes after encoding"
-    );
+    let refusals = [
+        (
+            600,
+            "user event exceeds configured limit of 512 bytes before encoding",
+        ),
+        // Under the limit as given, over it once encoded (Serf refuses it too).
+        (
+            490,
+            "encoded user event exceeds configured limit of 512 bytes after encoding",
+        ),
+    ];
+    for (len, why) in refusals {
+        let e = n0
+            .user_event("big", vec![b'a'; len], false, now)
+            .unwrap_err();
+        assert_eq!(e.to_string(), why);
+    }
     let q = serf_proto::model::QueryParams {
         name: "big".into(),
         payload: vec![b'q'; 1100],

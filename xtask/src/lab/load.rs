@@ -17,7 +17,9 @@
 //!
 //! Every request also counts in the phase named by the last
 //! [`Load::set_phase`] when it was sent (the chaos scenario names the fault
-//! in progress), with the slowest request of each phase.
+//! in progress), with the slowest request of each phase, and in the
+//! [`Timeline`]: outcomes per 250 ms by when they came, with the events
+//! the scenario marked ([`Load::mark`]), for the report's chart.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,6 +40,59 @@ pub struct LoadReport {
     pub phases: Vec<(String, PhaseCounts)>,
     /// What the client holding one cookie saw of its session.
     pub session: SessionReport,
+    /// Outcomes per [`BUCKET`], and the marked events.
+    pub timeline: Timeline,
+}
+
+/// The width of a [`Timeline`] bucket.
+pub const BUCKET: Duration = Duration::from_millis(250);
+
+/// What the load saw over time: per [`BUCKET`] since the load started, the
+/// requests that ended in it (by when their answer or error came), and the
+/// events marked on the way.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Timeline {
+    pub bucket_ms: u64,
+    /// Answered with a success status.
+    pub answered: Vec<u64>,
+    /// An HTTP error status, or no answer outside ha's restart window.
+    pub failed: Vec<u64>,
+    /// No HTTP answer while ha itself restarted.
+    pub no_answer: Vec<u64>,
+    /// (seconds since the load started, what happened), in order.
+    pub marks: Vec<(f64, String)>,
+}
+
+/// How a request ended, for the timeline.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Answered,
+    Failed,
+    NoAnswer,
+}
+
+impl Timeline {
+    fn new() -> Self {
+        Timeline {
+            bucket_ms: BUCKET.as_millis() as u64,
+            ..Timeline::default()
+        }
+    }
+
+    fn count(&mut self, at: Duration, outcome: Outcome) {
+        let i = (at.as_millis() / BUCKET.as_millis()) as usize;
+        for v in [&mut self.answered, &mut self.failed, &mut self.no_answer] {
+            if v.len() <= i {
+                v.resize(i + 1, 0);
+            }
+        }
+        let v = match outcome {
+            Outcome::Answered => &mut self.answered,
+            Outcome::Failed => &mut self.failed,
+            Outcome::NoAnswer => &mut self.no_answer,
+        };
+        v[i] += 1;
+    }
 }
 
 /// The cookie-keeping client's session, answer by answer.
@@ -175,6 +230,8 @@ pub struct Load {
     seen: Seen,
     phases: Arc<Mutex<Phases>>,
     session: Arc<Mutex<SessionReport>>,
+    timeline: Arc<Mutex<Timeline>>,
+    started: Instant,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -225,6 +282,7 @@ impl Load {
         let seen: Seen = Arc::default();
         let phases = Arc::new(Mutex::new(Phases::new()));
         let session: Arc<Mutex<SessionReport>> = Arc::default();
+        let timeline = Arc::new(Mutex::new(Timeline::new()));
         let front_state: Front = Arc::new(Mutex::new(FrontState {
             addr: front,
             generation: 0,
@@ -242,6 +300,7 @@ impl Load {
         let tasks = (0..=CLIENTS)
             .map(|i| {
                 let session = (i == CLIENTS).then(|| session.clone());
+                let timeline = timeline.clone();
                 let (stop, sent, failed, samples, seen, front, phases) = (
                     stop.clone(),
                     sent.clone(),
@@ -293,6 +352,7 @@ impl Load {
                             }
                         } else if window_at_send {
                             lock(&front).in_window += 1;
+                            lock(&timeline).count(started.elapsed(), Outcome::NoAnswer);
                             let mut p = lock(&phases);
                             took(&mut p);
                             p.counts[phase].in_window += 1;
@@ -324,6 +384,13 @@ impl Load {
                             Ok(r) => Err(format!("HTTP {}", r.status())),
                             Err(e) => Err(chain(&e)),
                         };
+                        lock(&timeline).count(
+                            started.elapsed(),
+                            match outcome {
+                                Ok(()) => Outcome::Answered,
+                                Err(_) => Outcome::Failed,
+                            },
+                        );
                         let mut p = lock(&phases);
                         took(&mut p);
                         if let Err(e) = outcome {
@@ -368,8 +435,17 @@ impl Load {
             seen,
             phases,
             session,
+            timeline,
+            started,
             tasks,
         }
+    }
+
+    /// Mark an event (a web app started, ha restarted) on the timeline, at
+    /// this moment.
+    pub fn mark(&self, what: &str) {
+        let at = self.started.elapsed().as_secs_f64();
+        lock(&self.timeline).marks.push((at, what.to_string()));
     }
 
     /// What the cookie-keeping client saw of its session so far.
@@ -515,6 +591,7 @@ impl Load {
             samples: self.samples.lock().map(|s| s.clone()).unwrap_or_default(),
             phases: self.phases(),
             session: self.session(),
+            timeline: lock(&self.timeline).clone(),
         }
     }
 }

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use super::baseline::wait_servers_up;
 use super::load::{Load, LoadReport};
 use super::{environ, poll, save_docker_ps, Lab, Options, Spec};
+use crate::charts::{self, TimelineRun};
 use crate::checks::Checks;
 use crate::{images, project, shot};
 
@@ -59,6 +60,21 @@ enum Step {
     RecreateHa,
 }
 
+impl Step {
+    /// The step's name on the timeline chart.
+    fn mark(&self) -> String {
+        match self {
+            Step::Start(n) => format!("start {n}"),
+            Step::Stop(n) => format!("stop {n}"),
+            Step::Kill(n) => format!("kill {n}"),
+            Step::KillAgent => "agent kill -9".into(),
+            Step::RestartAgent => "agent s6-svc -t".into(),
+            Step::RestartHa => "docker restart ha".into(),
+            Step::RecreateHa => "ha recreated".into(),
+        }
+    }
+}
+
 const STEPS: &[Step] = &[
     Step::Start("s1"),
     Step::Start("s2"),
@@ -89,6 +105,21 @@ pub async fn task6(opts: &Options) -> Result<Checks> {
     let lab = run_sequence(&mut checks, &Run::LAB, &Options::default()).await?;
     let memory = run_sequence(&mut checks, &Run::STICKY_MEMORY, &Options::default()).await?;
     let ours = run_sequence(&mut checks, &Run::FINAL, opts).await?;
+    let timeline: Vec<TimelineRun> = [
+        (&Run::LAB, &lab),
+        (&Run::STICKY_MEMORY, &memory),
+        (&Run::FINAL, &ours),
+    ]
+    .into_iter()
+    .map(|(run, r)| TimelineRun {
+        setup: run.setup.to_string(),
+        timeline: r.timeline.clone(),
+    })
+    .collect();
+    match charts::save_timeline(&timeline) {
+        Ok(svg) => checks.deliverable(&svg),
+        Err(e) => eprintln!("   the timeline chart failed: {e:#}"),
+    }
     eprintln!("   one cookie through the whole sequence (sessionViews 1, 2, 3, ...):");
     for (run, r) in [
         (&Run::LAB, &lab),
@@ -236,6 +267,9 @@ async fn run_sequence(checks: &mut Checks, run: &Run, opts: &Options) -> Result<
     for (i, step) in steps.enumerate() {
         let n = i + 1;
         let names: Vec<&str> = running.iter().copied().collect();
+        if let Some(l) = &load {
+            l.mark(&step.mark());
+        }
         let what = match step {
             Step::Start(name) => {
                 lab.start(Spec {

@@ -21,7 +21,7 @@ use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
 use super::disk::{Disk, Job};
-use super::net::{self, Incoming, KeyWarnings, StreamBudget, MAX_STREAMS};
+use super::net::{self, Incoming, KeyWarnings, StreamBudget, StreamCtx, MAX_STREAMS};
 use super::view::{Events, View};
 use crate::core::Output;
 use crate::model::{Event, MemberEventKind, QueryParams, QueryReply};
@@ -293,10 +293,9 @@ impl Actor {
             self.streams_dropped += 1;
             return;
         }
-        let keys = self.keys.borrow().clone();
-        let (budget, tx) = (self.budget.clone(), self.incoming_tx.clone());
+        let (ctx, tx) = (self.stream_ctx(), self.incoming_tx.clone());
         self.streams.spawn(async move {
-            let r = net::serve_stream(stream, from, keys, budget, tx).await;
+            let r = net::serve_stream(stream, from, ctx, tx).await;
             (from, r)
         });
     }
@@ -514,10 +513,14 @@ impl Actor {
         self.disk.send(Job::Snapshot { changes, clocks });
     }
 
+    /// The keyring as it stands and the shared budget, for a new stream.
+    fn stream_ctx(&self) -> StreamCtx {
+        StreamCtx::new(&self.keys.borrow(), &self.budget)
+    }
+
     /// Does what the core asked: a datagram at once (dropped if the socket
     /// buffer is full), a stream exchange on a task of its own.
     fn perform(&mut self, o: Output) {
-        let keys = || self.keys.borrow().clone();
         match o {
             Output::Packet { to, bytes } => {
                 if let Err(e) = self.udp.try_send_to(&bytes, to) {
@@ -525,17 +528,16 @@ impl Actor {
                 }
             }
             Output::PushPull { to, bytes, .. } => {
-                let (keys, budget) = (keys(), self.budget.clone());
+                let ctx = self.stream_ctx();
                 self.exchanges.spawn(async move {
-                    let result = net::push_pull(to, bytes, keys, budget).await;
+                    let result = net::push_pull(to, bytes, ctx).await;
                     Exchange::PushPull { to, result }
                 });
             }
             Output::TcpPing { to, bytes } => {
-                let (keys, budget) = (keys(), self.budget.clone());
-                self.exchanges.spawn(async move {
-                    Exchange::TcpPing(net::tcp_ping(to, bytes, keys, budget).await)
-                });
+                let ctx = self.stream_ctx();
+                self.exchanges
+                    .spawn(async move { Exchange::TcpPing(net::tcp_ping(to, bytes, ctx).await) });
             }
             Output::Stream { to, bytes } => {
                 self.exchanges.spawn(async move {

@@ -11,8 +11,9 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::actor::Command;
+use super::net::{self, StreamCtx};
 use super::view::View;
-use super::{net, Agent};
+use super::Agent;
 use crate::model::{
     AgentHandle, Event, KeyResponse, Member, MemberStatus, QueryParams, QueryReply, Stats,
 };
@@ -142,8 +143,8 @@ impl AgentHandle for Agent {
                 })
                 .await?;
             for (to, bytes) in pulls {
-                let keys = self.keys.borrow().clone();
-                match net::push_pull(to, bytes, keys, self.budget.clone()).await {
+                let ctx = StreamCtx::new(&self.keys.borrow(), &self.budget);
+                match net::push_pull(to, bytes, ctx).await {
                     Ok(msg) => {
                         if self.call(|reply| Command::JoinReply { msg, reply }).await? {
                             ok += 1;

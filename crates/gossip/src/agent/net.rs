@@ -218,15 +218,30 @@ async fn read_message(
     }
 }
 
+/// What a stream needs from the agent: the keyring as it stands when the
+/// stream starts, and the read budget all streams share.
+pub(super) struct StreamCtx {
+    keys: Arc<Vec<Vec<u8>>>,
+    budget: Arc<StreamBudget>,
+}
+
+impl StreamCtx {
+    pub(super) fn new(keys: &Arc<Vec<Vec<u8>>>, budget: &Arc<StreamBudget>) -> StreamCtx {
+        StreamCtx {
+            keys: keys.clone(),
+            budget: budget.clone(),
+        }
+    }
+}
+
 /// A push-pull with `to`: our state out, its state back (an error reply
 /// is an error), all within [`TCP_TIMEOUT`].
 pub(super) async fn push_pull(
     to: SocketAddr,
     bytes: Vec<u8>,
-    keys: Arc<Vec<Vec<u8>>>,
-    budget: Arc<StreamBudget>,
+    ctx: StreamCtx,
 ) -> anyhow::Result<wire::Message> {
-    let m = exchange(to, bytes, &keys, &budget, TCP_TIMEOUT, "push-pull").await?;
+    let m = exchange(to, bytes, &ctx, TCP_TIMEOUT, "push-pull").await?;
     if let wire::Message::Err(e) = &m {
         anyhow::bail!("remote error from {to}: {e}");
     }
@@ -238,18 +253,16 @@ pub(super) async fn push_pull(
 pub(super) async fn tcp_ping(
     to: SocketAddr,
     bytes: Vec<u8>,
-    keys: Arc<Vec<Vec<u8>>>,
-    budget: Arc<StreamBudget>,
+    ctx: StreamCtx,
 ) -> anyhow::Result<wire::Message> {
-    exchange(to, bytes, &keys, &budget, TCP_PING_TIMEOUT, "TCP ping").await
+    exchange(to, bytes, &ctx, TCP_PING_TIMEOUT, "TCP ping").await
 }
 
 /// `bytes` out on a new stream to `to` and one message back, within `limit`.
 async fn exchange(
     to: SocketAddr,
     bytes: Vec<u8>,
-    keys: &[Vec<u8>],
-    budget: &StreamBudget,
+    ctx: &StreamCtx,
     limit: Duration,
     what: &str,
 ) -> anyhow::Result<wire::Message> {
@@ -258,7 +271,7 @@ async fn exchange(
             .await
             .with_context(|| format!("connect {to}"))?;
         s.write_all(&bytes).await.context("write")?;
-        read_message(&mut s, keys, budget).await
+        read_message(&mut s, &ctx.keys, &ctx.budget).await
     })
     .await
     .with_context(|| format!("{what} with {to} timed out"))?
@@ -290,12 +303,11 @@ pub(super) struct Incoming {
 pub(super) async fn serve_stream(
     mut stream: TcpStream,
     from: SocketAddr,
-    keys: Arc<Vec<Vec<u8>>>,
-    budget: Arc<StreamBudget>,
+    ctx: StreamCtx,
     actor: mpsc::Sender<Incoming>,
 ) -> anyhow::Result<()> {
     let exchange = async {
-        let msg = read_message(&mut stream, &keys, &budget).await?;
+        let msg = read_message(&mut stream, &ctx.keys, &ctx.budget).await?;
         let (reply, answer) = oneshot::channel();
         if actor.send(Incoming { from, msg, reply }).await.is_err() {
             return Ok(()); // shutting down

@@ -81,9 +81,22 @@ pub fn keygen() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// The file [`start_serf`]'s handler appends to.
-pub fn events_file(serf: &SerfAgent) -> std::path::PathBuf {
-    serf.dir.path().join("events.log")
+/// Waits until what [`start_serf`]'s handler appended to its `events.log`
+/// satisfies `seen` (polling off the async runtime).
+pub async fn wait_handler_log(
+    serf: &SerfAgent,
+    what: &str,
+    deadline: Duration,
+    seen: impl Fn(&str) -> bool + Send + 'static,
+) {
+    let (f, what) = (serf.dir.path().join("events.log"), what.to_string());
+    blocking(move || {
+        eventually_blocking(&what, deadline, || {
+            let t = std::fs::read_to_string(&f).ok()?;
+            seen(&t).then_some(())
+        })
+    })
+    .await
 }
 
 /// Our agent on loopback, with `tags`, joining `join`, with `keys`.

@@ -5,24 +5,13 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{Core, Delegate, Node, ANNOUNCE_MAX};
+use super::{Core, Delegate, Node, Suspicion, ANNOUNCE_MAX};
 use crate::wire::{self, Accuse, Alive, Message, NodeState};
 
 pub fn suspicion_timeout(mult: u32, n: usize, interval: Duration) -> Duration {
     let scale = (n.max(1) as f64).log10().max(1.0);
     let ms = (scale * 1000.0) as u64;
     interval * mult * ms as u32 / 1000
-}
-
-#[derive(Debug, Clone)]
-pub(super) struct Suspicion {
-    pub(super) incarnation: u32,
-    pub(super) k: u32,
-    pub(super) start: Duration,
-    pub(super) min: Duration,
-    pub(super) max: Duration,
-    pub(super) confirmations: HashSet<String>,
-    pub(super) deadline: Duration,
 }
 
 impl Suspicion {

@@ -4,29 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{Core, Delegate, Node, Output};
+use super::{Core, Delegate, Node, Output, Probe};
 use crate::wire::{self, Accuse, Message, NodeState, Ping};
-
-#[derive(Debug, Clone)]
-pub(super) struct Probe {
-    pub(super) target: String,
-    pub(super) seq: u32,
-    /// When the direct ping left (the round trip's start).
-    pub(super) sent_at: Duration,
-    pub(super) timeout_at: Duration,
-    pub(super) end_at: Duration,
-    pub(super) indirect_sent: bool,
-    pub(super) expected_nacks: usize,
-    pub(super) nacks: usize,
-}
-
-#[derive(Debug, Clone)]
-pub(super) struct Relay {
-    pub(super) orig_seq: u32,
-    pub(super) requester: SocketAddr,
-    pub(super) nack: bool,
-    pub(super) deadline: Duration,
-}
 
 impl Core {
     /// When the next gossip round is due (one of the times

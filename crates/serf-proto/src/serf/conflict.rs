@@ -8,16 +8,24 @@ use super::queries::InternalQuery;
 use super::state::State;
 use super::Serf;
 use crate::core::Node;
+use crate::model::QueryReply;
 use crate::wire;
 
 /// Our `_serf_conflict` query and its tally: how many answered, and how
 /// many of those know our name at our address.
 #[derive(Debug, Clone)]
 pub(super) struct ConflictVote {
-    pub(super) local_id: u64,
-    pub(super) other: SocketAddr,
-    pub(super) responses: usize,
-    pub(super) matching: usize,
+    local_id: u64,
+    other: SocketAddr,
+    responses: usize,
+    matching: usize,
+}
+
+impl ConflictVote {
+    /// Whether our query `local_id` is this vote.
+    pub(super) fn is_for(&self, local_id: u64) -> bool {
+        self.local_id == local_id
+    }
 }
 
 impl State {
@@ -37,9 +45,40 @@ impl State {
         }
     }
 
+    /// One member's answer to our `_serf_conflict` query: the address it
+    /// knows for our name, if any; a vouch when that address is ours.
+    pub(super) fn count_conflict_answer(&mut self, r: &wire::QueryResponse) {
+        let Some(vote) = self.conflict_vote.as_mut() else {
+            return;
+        };
+        match wire::decode_conflict_response(&r.payload) {
+            Ok(vouched) => {
+                vote.responses += 1;
+                if vouched == Some((self.self_addr.ip(), self.self_addr.port())) {
+                    vote.matching += 1;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(from = %r.from, error = %e, "invalid conflict query response")
+            }
+        }
+    }
+
+    /// Our query `local_id` reached its deadline: the name-conflict vote
+    /// is counted; any other query is done.
+    pub(super) fn query_ended(&mut self, local_id: u64) {
+        match self.conflict_vote.take() {
+            Some(vote) if vote.is_for(local_id) => self.count_conflict_vote(vote),
+            other => {
+                self.conflict_vote = other;
+                self.replies.push((local_id, QueryReply::Done));
+            }
+        }
+    }
+
     /// Serf's rule: keep the name when a majority of the answers vouch
     /// for our address, give it up otherwise (no answer at all loses too).
-    pub(super) fn count_conflict_vote(&mut self, vote: ConflictVote) {
+    fn count_conflict_vote(&mut self, vote: ConflictVote) {
         let majority = vote.responses / 2 + 1;
         if vote.matching >= majority {
             tracing::info!(

@@ -142,24 +142,24 @@ impl Serf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::Delegate;
     use crate::serf::testutil::*;
 
     #[test]
     fn user_events_kept_per_lamport_time_are_bounded() {
         let mut s = serf();
-        let now = Duration::from_secs(1);
-        for i in 0..1000 {
-            s.st.notify_msg(&user_event(7, &format!("e{i}"), b""), now);
-        }
+        deliver(
+            &mut s,
+            (0..1000).map(|i| user_event(7, &format!("e{i}"), b"")),
+        );
         let slot = s.st.event_buffer.iter().flatten().find(|u| u.ltime == 7);
         assert_eq!(slot.map(|u| u.events.len()), Some(MAX_EVENTS_PER_LTIME));
         assert_eq!(s.drain_events().len(), MAX_EVENTS_PER_LTIME);
         // Bytes too: big events fill a time's budget before its count does.
         let big = vec![0u8; 9 * 1024];
-        for i in 0..100 {
-            s.st.notify_msg(&user_event(8, &format!("b{i}"), &big), now);
-        }
+        deliver(
+            &mut s,
+            (0..100).map(|i| user_event(8, &format!("b{i}"), &big)),
+        );
         let kept: usize =
             s.st.event_buffer
                 .iter()

@@ -273,7 +273,6 @@ impl Serf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::Delegate;
     use crate::serf::testutil::*;
 
     /// Join and leave intents for names nobody announced: at most
@@ -282,8 +281,7 @@ mod tests {
     #[test]
     fn intents_for_unknown_members_are_bounded() {
         let mut s = serf();
-        let now = Duration::from_secs(1);
-        for i in 0..3 * MAX_INTENTS as u64 {
+        let intents = (0..3 * MAX_INTENTS as u64).map(|i| {
             let node = format!("ghost-{i}");
             let m = if i % 2 == 0 {
                 SerfMessage::Join(wire::Join { ltime: i + 1, node })
@@ -294,15 +292,16 @@ mod tests {
                     prune: false,
                 })
             };
-            s.st.notify_msg(&m.encode(), now);
-        }
+            m.encode()
+        });
+        deliver(&mut s, intents);
         assert_eq!(s.st.intents.len(), MAX_INTENTS);
         assert_eq!(s.intents().1, 2 * MAX_INTENTS as u64);
         let m = SerfMessage::Join(wire::Join {
             ltime: u64::MAX / 2,
             node: "ghost-0".into(),
         });
-        s.st.notify_msg(&m.encode(), now);
+        deliver(&mut s, [m.encode()]);
         assert_eq!(s.st.intents["ghost-0"].ltime, u64::MAX / 2);
         assert_eq!(s.intents().1, 2 * MAX_INTENTS as u64);
     }

@@ -13,27 +13,27 @@ use crate::wire::{self, SerfMessage};
 
 #[derive(Debug, Clone)]
 pub(super) struct SeenQuery {
-    pub(super) ltime: u64,
-    pub(super) ids: Vec<u32>,
+    ltime: u64,
+    ids: Vec<u32>,
 }
 
 /// A query received, kept until it is answered or times out.
 #[derive(Debug, Clone)]
 pub(super) struct PendingResponse {
-    pub(super) ltime: u64,
-    pub(super) id: u32,
-    pub(super) to: SocketAddr,
-    pub(super) deadline: Duration,
-    pub(super) relay_factor: u8,
+    ltime: u64,
+    id: u32,
+    to: SocketAddr,
+    deadline: Duration,
+    relay_factor: u8,
 }
 
 /// A query this node sent, collecting answers.
 #[derive(Debug, Clone)]
 pub(super) struct OutgoingQuery {
-    pub(super) local_id: u64,
-    pub(super) deadline: Duration,
-    pub(super) acks: HashSet<String>,
-    pub(super) responses: HashSet<String>,
+    local_id: u64,
+    deadline: Duration,
+    acks: HashSet<String>,
+    responses: HashSet<String>,
 }
 
 /// An internal (`_serf_*`) query, answered once the core is reachable
@@ -59,7 +59,7 @@ impl State {
                     }
                 }
                 Ok(wire::QueryFilter::Tag { tag, expr }) => {
-                    let Ok(re) = regex::Regex::new(&expr) else {
+                    let Ok(re) = regex_lite::Regex::new(&expr) else {
                         return false;
                     };
                     let val = self
@@ -194,19 +194,9 @@ impl State {
             return;
         };
         let local = q.local_id;
-        if let Some(vote) = self.conflict_vote.as_mut().filter(|v| v.local_id == local) {
+        if self.conflict_vote.as_ref().is_some_and(|v| v.is_for(local)) {
             if r.flags & wire::QUERY_FLAG_ACK == 0 && q.responses.insert(r.from.clone()) {
-                match wire::decode_conflict_response(&r.payload) {
-                    Ok(vouched) => {
-                        vote.responses += 1;
-                        if vouched == Some((self.self_addr.ip(), self.self_addr.port())) {
-                            vote.matching += 1;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(from = %r.from, error = %e, "invalid conflict query response")
-                    }
-                }
+                self.count_conflict_answer(&r);
             }
             return;
         }
@@ -223,6 +213,28 @@ impl State {
                 },
             ));
         }
+    }
+}
+
+impl State {
+    /// When queries fall due: ours at their deadline (`Done`), received
+    /// ones once strictly past theirs (forgotten; `respond` allows the
+    /// deadline itself).
+    pub(super) fn query_deadlines(&self) -> impl Iterator<Item = Duration> + '_ {
+        let ours = self.outgoing.values().map(|q| q.deadline);
+        let received = self.pending.values();
+        ours.chain(received.map(|p| p.deadline.saturating_add(Duration::from_nanos(1))))
+    }
+
+    /// Ends our queries whose deadline has come (a name-conflict vote is
+    /// counted) and forgets the received ones past theirs.
+    pub(super) fn expire_queries(&mut self, now: Duration) {
+        for k in crate::core::expired(&self.outgoing, now, |q| q.deadline) {
+            if let Some(q) = self.outgoing.remove(&k) {
+                self.query_ended(q.local_id);
+            }
+        }
+        self.pending.retain(|_, p| now <= p.deadline);
     }
 }
 
@@ -364,16 +376,12 @@ impl Serf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::Delegate;
     use crate::serf::testutil::*;
 
     #[test]
     fn query_ids_kept_per_lamport_time_are_bounded() {
         let mut s = serf();
-        let now = Duration::from_secs(1);
-        for id in 0..1000 {
-            s.st.notify_msg(&query(7, id), now);
-        }
+        deliver(&mut s, (0..1000).map(|id| query(7, id)));
         let slot = s.st.query_buffer.iter().flatten().find(|q| q.ltime == 7);
         assert_eq!(slot.map(|q| q.ids.len()), Some(MAX_EVENTS_PER_LTIME));
         let queries = s

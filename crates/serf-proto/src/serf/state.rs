@@ -153,7 +153,6 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::Delegate;
     use crate::serf::testutil::*;
     use crate::serf::{Config, Serf, MAX_INTENTS};
     use crate::wire::SerfMessage;
@@ -164,7 +163,6 @@ mod tests {
     #[test]
     fn broadcast_queues_are_pruned_at_the_max_queue_depth() {
         let mut s = serf();
-        let now = Duration::from_secs(1);
         for i in 0..5000u64 {
             let join = SerfMessage::Join(wire::Join {
                 ltime: i + 10,
@@ -175,8 +173,7 @@ mod tests {
             if s.st.intents.len() == MAX_INTENTS {
                 s.st.intents.clear();
             }
-            s.st.notify_msg(&join.encode(), now);
-            s.st.notify_msg(&user_event(i + 10, "e", b""), now);
+            deliver(&mut s, [join.encode(), user_event(i + 10, "e", b"")]);
         }
         assert_eq!(s.st.broadcasts.len(), 4096);
         assert_eq!(s.st.event_broadcasts.len(), 4096);
@@ -193,9 +190,7 @@ mod tests {
         let mut cfg = Config::new(core::Config::lan("me", "127.0.0.1:7946".parse().unwrap()));
         cfg.min_queue_depth = 100;
         let mut s = Serf::new(cfg, Duration::ZERO, crate::sim::nonce_source(1));
-        for i in 0..300u64 {
-            s.st.notify_msg(&user_event(i + 10, "e", b""), now);
-        }
+        deliver(&mut s, (0..300u64).map(|i| user_event(i + 10, "e", b"")));
         // One member: max(100, 2 * 1).
         assert_eq!(s.st.event_broadcasts.len(), 100);
     }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::Serf;
-use crate::model::{MemberEventKind, MemberStatus, QueryReply};
+use crate::model::{MemberEventKind, MemberStatus};
 
 impl Serf {
     /// See [`Core::next_gossip_at`](crate::core::Core::next_gossip_at).
@@ -40,8 +40,6 @@ impl Serf {
                 .window
                 .deadline(cfg.user_coalesce_period, cfg.user_quiescent_period),
         ];
-        let queries = st.outgoing.values().map(|q| q.deadline);
-        let received = st.pending.values().map(|p| after(p.deadline));
         let intents = st
             .intents
             .values()
@@ -50,8 +48,7 @@ impl Serf {
         for t in coalescers
             .into_iter()
             .flatten()
-            .chain(queries)
-            .chain(received)
+            .chain(st.query_deadlines())
             .chain(intents)
             .chain(prunes)
         {
@@ -84,21 +81,8 @@ impl Serf {
             self.st.user_co.flush(&mut out);
             self.st.events.extend(out);
         }
-        // Query deadlines.
-        let done = crate::core::expired(&self.st.outgoing, now, |q| q.deadline);
-        for k in done {
-            if let Some(q) = self.st.outgoing.remove(&k) {
-                match self.st.conflict_vote.take() {
-                    Some(vote) if vote.local_id == q.local_id => self.st.count_conflict_vote(vote),
-                    other => {
-                        self.st.conflict_vote = other;
-                        self.st.replies.push((q.local_id, QueryReply::Done));
-                    }
-                }
-            }
-        }
+        self.st.expire_queries(now);
         self.start_conflict_vote(now);
-        self.st.pending.retain(|_, p| now <= p.deadline);
         // Stale intents.
         let rit = self.st.cfg.recent_intent_timeout;
         self.st

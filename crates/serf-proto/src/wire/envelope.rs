@@ -2,7 +2,8 @@
 //! compress (LZW), CRC and encryption (AES-GCM), and whole packets in
 //! ([`decode_packet`]) and out ([`encode_packet`]).
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::consts::U12;
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, Payload};
 use aes_gcm::{Aes128Gcm, Aes256Gcm, Nonce};
 use serde::{Deserialize, Serialize};
 
@@ -159,34 +160,36 @@ pub fn strip_label(buf: &[u8]) -> Result<(&[u8], &[u8])> {
 pub(super) const NONCE_SIZE: usize = 12;
 pub(super) const TAG_SIZE: usize = 16;
 
-fn gcm_open(key: &[u8], nonce: &[u8], ct: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
-    let nonce = Nonce::from_slice(nonce);
-    let p = Payload { msg: ct, aad };
-    match key.len() {
-        16 => Aes128Gcm::new_from_slice(key).ok()?.decrypt(nonce, p).ok(),
-        24 => {
-            aes_gcm::AesGcm::<aes_gcm::aes::Aes192, aes_gcm::aead::consts::U12>::new_from_slice(key)
-                .ok()?
-                .decrypt(nonce, p)
-                .ok()
-        }
-        32 => Aes256Gcm::new_from_slice(key).ok()?.decrypt(nonce, p).ok(),
-        _ => None,
-    }
+/// AES-GCM's two ways: seal (encrypt) or open (decrypt and check).
+#[derive(Clone, Copy)]
+enum Way {
+    Seal,
+    Open,
 }
 
-fn gcm_seal(key: &[u8], nonce: &[u8], pt: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
-    let nonce = Nonce::from_slice(nonce);
-    let p = Payload { msg: pt, aad };
-    match key.len() {
-        16 => Aes128Gcm::new_from_slice(key).ok()?.encrypt(nonce, p).ok(),
-        24 => {
-            aes_gcm::AesGcm::<aes_gcm::aes::Aes192, aes_gcm::aead::consts::U12>::new_from_slice(key)
-                .ok()?
-                .encrypt(nonce, p)
-                .ok()
+/// AES-GCM with 128, 192 or 256 bit keys, as the key's length says;
+/// `None` for another length, or a ciphertext that does not open.
+fn gcm(way: Way, key: &[u8], nonce: &[u8], data: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+    fn run<C: Aead + AeadCore<NonceSize = U12> + KeyInit>(
+        way: Way,
+        key: &[u8],
+        nonce: &[u8],
+        msg: &[u8],
+        aad: &[u8],
+    ) -> Option<Vec<u8>> {
+        let cipher = C::new_from_slice(key).ok()?;
+        let (nonce, p) = (Nonce::from_slice(nonce), Payload { msg, aad });
+        match way {
+            Way::Seal => cipher.encrypt(nonce, p),
+            Way::Open => cipher.decrypt(nonce, p),
         }
-        32 => Aes256Gcm::new_from_slice(key).ok()?.encrypt(nonce, p).ok(),
+        .ok()
+    }
+    type Aes192Gcm = aes_gcm::AesGcm<aes_gcm::aes::Aes192, U12>;
+    match key.len() {
+        16 => run::<Aes128Gcm>(way, key, nonce, data, aad),
+        24 => run::<Aes192Gcm>(way, key, nonce, data, aad),
+        32 => run::<Aes256Gcm>(way, key, nonce, data, aad),
         _ => None,
     }
 }
@@ -196,7 +199,7 @@ pub fn encrypt_payload(key: &[u8], nonce: [u8; 12], msg: &[u8], aad: &[u8]) -> O
     let mut out = Vec::with_capacity(1 + NONCE_SIZE + msg.len() + TAG_SIZE);
     out.push(1);
     out.extend_from_slice(&nonce);
-    out.extend_from_slice(&gcm_seal(key, &nonce, msg, aad)?);
+    out.extend_from_slice(&gcm(Way::Seal, key, &nonce, msg, aad)?);
     Some(out)
 }
 
@@ -212,7 +215,7 @@ pub fn decrypt_payload(keys: &[Vec<u8>], msg: &[u8], aad: &[u8]) -> Result<Vec<u
     let nonce = &msg[1..1 + NONCE_SIZE];
     let ct = &msg[1 + NONCE_SIZE..];
     for k in keys {
-        if let Some(mut plain) = gcm_open(k, nonce, ct, aad) {
+        if let Some(mut plain) = gcm(Way::Open, k, nonce, ct, aad) {
             if vsn == 0 {
                 let pad = *plain.last().ok_or(WireError::Decrypt)? as usize;
                 if pad == 0 || pad > plain.len() {
