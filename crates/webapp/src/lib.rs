@@ -28,14 +28,20 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
+use tower_sessions::cookie::time::{self, OffsetDateTime};
 use tower_sessions::cookie::{Cookie, SameSite};
 use tower_sessions::session::{Id, Record};
-use tower_sessions::{session_store, Expiry, Session, SessionManagerLayer};
+use tower_sessions::session_store;
+#[cfg(test)]
+use tower_sessions::{Expiry, Session, SessionManagerLayer};
 use tracing::{info, warn};
 
 mod conn;
+pub mod log_out;
+mod session_cookie;
 pub mod sessions;
 pub use conn::Timeouts;
+pub use session_cookie::SessionCookie;
 pub use sessions::setting::{BadStoreSetting, StoreArg, StoreSetting};
 pub use sessions::{RedisSessions, SessionBackend, SessionCache, StoreUnavailable};
 
@@ -313,7 +319,7 @@ struct Hello<'a> {
 async fn hello(
     State(app): State<AppState>,
     request: RequestId,
-    session: Session,
+    cookie: SessionCookie,
 ) -> Result<Response, ApiError> {
     let delay = app.0.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
@@ -322,7 +328,7 @@ async fn hello(
     // The cookie's id is looked up in the store by `visit` itself: a known
     // session is counted without loading or saving its record.
     let request = request.as_str();
-    let counted = match session.id() {
+    let counted = match cookie.0 {
         Some(id) => app.0.sessions.visit(&id, request).await?.map(|n| (id, n)),
         None => None,
     };
@@ -331,13 +337,16 @@ async fn hello(
         None => {
             // No cookie, or an expired/evicted/forged one: start a session
             // and count this visit, its first, in one store operation. The
-            // tower-sessions `Session` is left untouched (see `session_layer`).
+            // cookie is set below, as tower-sessions' layer would (see
+            // `session_layer`). The record's expiry is the one tower-sessions
+            // gives a browser-session cookie's record (now + 2 weeks); the
+            // stores expire sessions by idle time.
             let record = Record {
                 id: Id::default(),
                 data: [("seen".to_owned(), Value::Bool(true))]
                     .into_iter()
                     .collect(),
-                expiry_date: session.expiry_date(),
+                expiry_date: OffsetDateTime::now_utc().saturating_add(time::Duration::weeks(2)),
             };
             (app.0.sessions.start(record, request).await?, 1, true)
         }
@@ -454,7 +463,10 @@ const COOKIE_HTTP_ONLY: bool = true;
 const COOKIE_SECURE: bool = false;
 const COOKIE_SAME_SITE: SameSite = SameSite::Lax;
 
-/// tower-sessions' layer: it parses the cookie into the `Session`'s id,
+/// tower-sessions' layer, which the app used until [`SessionCookie`] took
+/// its place (the tests check that both read and remove cookies alike, and
+/// that `hello` sets the cookie this layer would): it parses the cookie
+/// into the `Session`'s id,
 /// which `hello` hands to the store's `visit`. No handler changes the
 /// `Session`, so the layer never writes to the store nor sets a cookie:
 /// it sends a cookie only together with a save of a changed session, and
@@ -463,6 +475,7 @@ const COOKIE_SAME_SITE: SameSite = SameSite::Lax;
 /// record that did not change; one more store round trip per new session.
 /// `hello` starts the session in one store operation and sets the cookie
 /// itself ([`session_cookie`]), as the layer would have.
+#[cfg(test)]
 fn session_layer(store: SessionBackend) -> SessionManagerLayer<SessionBackend> {
     SessionManagerLayer::new(store)
         .with_name(COOKIE_NAME)
@@ -492,9 +505,9 @@ fn session_cookie(id: &Id) -> Result<HeaderValue, ApiError> {
     })
 }
 
-/// The router with its state, session layer and access log.
+/// The router with its state, session cookie reader and access log.
 pub fn app(state: AppState) -> Router {
-    let sessions = session_layer(state.0.sessions.clone());
+    let sessions = axum::middleware::from_fn(session_cookie::read_session_cookie);
     let access_log = TraceLayer::new_for_http()
         .make_span_with(|req: &Request| {
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path())

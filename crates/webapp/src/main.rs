@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
+use webapp::log_out::LogOut;
 use webapp::{AppState, Config};
 
 /// Without `RUST_LOG`: our access log at info; tower-sessions' own warnings
@@ -25,10 +26,15 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => EnvFilter::new(DEFAULT_LOG),
     };
+    // One line per request: buffered, written out every 100 ms, when full
+    // and when `_flushing` is dropped (after the drain, or on an error).
+    let log = LogOut::stdout();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal())
+        .with_writer(log.clone())
         .init();
+    let _flushing = log.flushing();
     // A bad --session-store stops the start; a Redis that is not up does not.
     let state = AppState::new(&config)?;
     let listener = tokio::net::TcpListener::bind((config.bind, config.port))

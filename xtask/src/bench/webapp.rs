@@ -6,6 +6,10 @@
 //! started by the bench); the three are measured in the same run,
 //! alternating, and the Redis store's cost is also shown as the p99
 //! latency it adds over the memory store.
+//!
+//! Then the machine's limit: our app (memory store, access log on) against
+//! nginx answering a fixed `GET /` of the same shape ([`nginx`]), with a new
+//! session per request and with one live cookie, alternating.
 
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
@@ -16,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use super::{free_port, row, rss_kib, wait_http, Guard, Row};
 use crate::{prereq, project};
+
+mod nginx;
 
 struct Wrk {
     requests: u64,
@@ -407,7 +413,8 @@ pub(super) fn rows() -> Result<Vec<Row>> {
     eprintln!("   p99 (Redis, memory) by round, by difference: {pairs:.2?} ms");
     let (redis_p99, memory_p99) = pairs[pairs.len() / 2];
     let added = redis_p99 - memory_p99;
-    Ok(vec![
+    let limit = against_nginx(&memory_app)?;
+    let mut rows = vec![
         row(
             &format!(
                 "web app requests/s, new session per request, memory store (mean of \
@@ -472,12 +479,171 @@ pub(super) fn rows() -> Result<Vec<Row>> {
             "below express (bounded store)",
             memory.rss_mib < peer.rss_mib,
         ),
-    ])
+    ];
+    rows.extend(limit);
+    Ok(rows)
+}
+
+/// Rounds of 5 s per server against nginx, alternating (every other round
+/// in reverse order); the rows show the medians. Odd.
+const LIMIT_ROUNDS: usize = 5;
+
+/// `"sessionViews":N` in a body of ours with `N` replaced by `views`.
+fn with_views(body: &str, views: u64) -> Result<String> {
+    const KEY: &str = "\"sessionViews\":";
+    let start = body.find(KEY).context("no sessionViews in our body")? + KEY.len();
+    let digits = body[start..]
+        .find(|c: char| !c.is_ascii_digit())
+        .context("an unterminated body")?;
+    Ok(format!(
+        "{}{views}{}",
+        &body[..start],
+        &body[start + digits..]
+    ))
+}
+
+/// Our app as shipped (memory store, access log on, to /dev/null) against
+/// nginx with as many workers as our app has worker threads (tokio's
+/// default: one per CPU), answering a fixed body of the size of ours with
+/// the same headers: new session per request (nginx sends a fixed
+/// `Set-Cookie`, ours a new session's), then one live cookie on all 32
+/// connections (no `Set-Cookie` either side), whose count must stay exact.
+fn against_nginx(ours: &App) -> Result<Vec<Row>> {
+    let workers = std::thread::available_parallelism()?.get();
+    let fresh = nginx::get(ours.port, None)?;
+    let set_cookie = fresh
+        .header("set-cookie")
+        .context("no Set-Cookie on a new session")?
+        .to_owned();
+    let pair = set_cookie.split(';').next().unwrap_or_default().to_owned();
+    let visit = nginx::get(ours.port, Some(&pair))?;
+    if fresh.status != 200 || visit.status != 200 || visit.header("set-cookie").is_some() {
+        bail!(
+            "unexpected answers of ours: {} {:?}, then {} {:?}",
+            fresh.status,
+            fresh.headers,
+            visit.status,
+            visit.headers
+        );
+    }
+    // The count reaches 10^5 to 10^6 during the cookie rounds: nginx's
+    // body carries a six-digit one.
+    const VIEWS: u64 = 123_456;
+    let fixed = |answer: &nginx::Answer, body: String, set_cookie: Option<String>| nginx::Fixed {
+        body,
+        backend_ip: answer.header("x-backend-ip").unwrap_or_default().to_owned(),
+        content_type: answer.header("content-type").unwrap_or_default().to_owned(),
+        set_cookie,
+    };
+    let server = nginx::start(
+        workers,
+        &fixed(&fresh, fresh.body.clone(), Some(set_cookie)),
+        &fixed(&visit, with_views(&visit.body, VIEWS)?, None),
+    )?;
+    nginx::check_same_shape(&fresh, server.fresh_port, "new session")?;
+    let mut visit_like = visit;
+    visit_like.body = with_views(&visit_like.body, VIEWS)?;
+    for (name, value) in &mut visit_like.headers {
+        if name == "content-length" {
+            *value = visit_like.body.len().to_string();
+        }
+    }
+    nginx::check_same_shape(&visit_like, server.cookie_port, "live cookie")?;
+    wrk(server.fresh_port, 2, None)?;
+    eprintln!(
+        "bench: our web app (memory store, access log to /dev/null) against nginx \
+         ({workers} workers, access log off, a fixed answer of the same size and headers), \
+         wrk -t2 -c32: {LIMIT_ROUNDS} alternating rounds of 5 s each, new session per \
+         request, then one live cookie"
+    );
+    let mut out = Vec::new();
+    for (what, live_cookie, nginx_port, goal) in [
+        ("new session per request", false, server.fresh_port, 0.75),
+        (
+            "one live cookie on 32 conns",
+            true,
+            server.cookie_port,
+            0.85,
+        ),
+    ] {
+        // A session started now: one from before the fresh rounds has been
+        // evicted by their new sessions (the store keeps the most recent).
+        let session = if live_cookie {
+            let (cookie, first) = get_views(ours.port, None)?;
+            Some((cookie.context("no session cookie on a first visit")?, first))
+        } else {
+            None
+        };
+        let ours_cookie = session.as_ref().map(|(cookie, _)| cookie.as_str());
+        let (mut rps, mut theirs) = (Vec::new(), Vec::new());
+        let (mut errors, mut sent) = (0, 0);
+        for round in 0..LIMIT_ROUNDS {
+            let order = if round % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            };
+            for is_ours in order {
+                let w = if is_ours {
+                    wrk(ours.port, 5, ours_cookie)?
+                } else {
+                    wrk(nginx_port, 5, None)?
+                };
+                eprintln!(
+                    "   {what}, round {}: {} {:.0} req/s, p99 {:.2} ms",
+                    round + 1,
+                    if is_ours { "ours" } else { "nginx" },
+                    w.per_sec,
+                    w.p99_ms
+                );
+                if is_ours {
+                    rps.push(w.per_sec);
+                    errors += w.errors;
+                    sent += w.requests;
+                } else {
+                    theirs.push(w.per_sec);
+                }
+            }
+        }
+        let (ours_rps, nginx_rps) = (super::median(&rps), super::median(&theirs));
+        let mut exact = true;
+        if let Some((cookie, first)) = &session {
+            // Every request of the rounds counted: the next visit reads the
+            // first one, the rounds' requests (and any still in flight when
+            // wrk stopped) and itself.
+            let (_, last) = get_views(ours.port, Some(cookie))?;
+            let counted = last.saturating_sub(first + 1);
+            eprintln!("   one live cookie: {sent} requests answered, {counted} counted");
+            exact = counted >= sent;
+        }
+        out.push(row(
+            &format!(
+                "web app requests/s vs nginx (the machine's limit), {what}, memory store, \
+                 access log on (median of {LIMIT_ROUNDS} alternating runs of 5 s)"
+            ),
+            "req/s",
+            ours_rps,
+            nginx_rps,
+            "nginx",
+            &format!(">= {goal}x nginx"),
+            ours_rps >= goal * nginx_rps && errors == 0 && exact,
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::wrk_duration_ms;
+    use super::{with_views, wrk_duration_ms};
+
+    #[test]
+    fn a_body_with_another_count() {
+        assert_eq!(
+            with_views(r#"{"a":"b","sessionViews":2,"id":"x"}"#, 123_456).unwrap(),
+            r#"{"a":"b","sessionViews":123456,"id":"x"}"#
+        );
+        assert!(with_views("{}", 1).is_err());
+    }
 
     #[test]
     fn wrk_durations_in_ms() {
