@@ -32,6 +32,7 @@ mod gossip;
 mod hostile;
 mod init;
 mod scaling;
+mod sim;
 mod webapp;
 
 /// A group of rows, run by `cargo xtask bench` or `cargo xtask bench NAME`.
@@ -67,6 +68,11 @@ pub const BENCHES: &[Bench] = &[
         name: "scaling",
         about: "HAProxy following web apps: our reconciler vs the lab's handler + -sf restart",
         run: scaling::rows,
+    },
+    Bench {
+        name: "sim",
+        about: "the protocol core simulated (release build): bytes per member pair at 1,000, then the largest N within 8 GiB (goal 10,000): join waves, one event and one join vs Pittel's estimate (k=3), 1 % crashed, a partition healed, messages per member, simulator speed",
+        run: sim::rows,
     },
 ];
 

@@ -2,7 +2,8 @@
 //! a release build and prints what it measured as one JSON object, with the
 //! wall time, live heap bytes and RSS at each phase's end.
 //!
-//! Usage: `sim_scale N SEED`. A host reads the clock and `/proc`, which the
+//! Usage: `sim_scale N SEED [converge]` (`converge`: stop once the join
+//! waves converged, for the memory of full member lists). A host reads the clock and `/proc`, which the
 //! protocol crate's clippy.toml bans from the library: allowed here only.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -79,7 +80,8 @@ fn main() {
         eprintln!("usage: sim_scale N SEED");
         std::process::exit(2);
     };
-    let p = Params::new(n, seed);
+    let mut p = Params::new(n, seed);
+    p.only_converge = args.get(3).is_some_and(|a| a == "converge");
     let start = Instant::now();
     let mut last_wall = start;
     let mut phases = Vec::new();

@@ -40,6 +40,9 @@ pub struct Params {
     pub partition: Duration,
     /// The most simulated time a phase may take before it counts as failed.
     pub limit: Duration,
+    /// Stop once the waves converged (to measure what full member lists
+    /// cost, without the rest).
+    pub only_converge: bool,
 }
 
 impl Params {
@@ -55,6 +58,7 @@ impl Params {
             steady: Duration::from_secs(10),
             partition: Duration::from_secs(40),
             limit: Duration::from_secs(180),
+            only_converge: false,
         }
     }
 }
@@ -272,6 +276,14 @@ pub fn run(p: &Params, phase: &mut dyn FnMut(&str, &Sim)) -> Report {
     phase("waves", &sim);
     let converge = run_until(&mut sim, &views, p.limit, |v, s| v.converged(s));
     phase("converged", &sim);
+    if p.only_converge {
+        return Report {
+            n,
+            converge,
+            simulated: sim.now(),
+            ..Report::default()
+        };
+    }
 
     // Steady state: what each member sends.
     let (d0, s0, t0) = (sim.datagrams, sim.streams, sim.ticks);
