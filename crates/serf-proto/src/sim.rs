@@ -34,6 +34,9 @@ pub mod scale;
 /// A datagram in flight: delivery time, tie-breaker, target index, source, bytes.
 type InFlight = (Duration, u64, usize, SocketAddr, Vec<u8>);
 
+/// What [`Sim::watch`] calls with each event: (node, time, event).
+pub type Watcher = Box<dyn FnMut(usize, Duration, &Event)>;
+
 pub struct SimNode {
     pub serf: Serf,
     pub addr: SocketAddr,
@@ -83,7 +86,7 @@ pub struct Sim {
     /// When set, each node's events go to this watcher as (node, time,
     /// event) instead of into [`SimNode::events`]: a large simulation keeps
     /// what it measures, not every event of every node.
-    pub watch: Option<Box<dyn FnMut(usize, Duration, &Event)>>,
+    pub watch: Option<Watcher>,
     /// When set, what the nodes send to addresses outside the simulation
     /// (the hostile peers of [`hostile`]) is kept in [`Sim::tapped`] as
     /// (sender index, output) instead of being dropped.

@@ -128,7 +128,10 @@ pub(super) fn rows() -> Result<Vec<Row>> {
 
     let nf = n as f64;
     let est = pittel_s(nf);
-    let pittel = format!("Pittel estimate, k=3, {:.1} rounds of 200 ms", est / GOSSIP_S);
+    let pittel = format!(
+        "Pittel estimate, k=3, {:.1} rounds of 200 ms",
+        est / GOSSIP_S
+    );
     let at = |m: &str| format!("{m}, {n} simulated members");
     let mut rows = vec![
         row(
