@@ -40,6 +40,9 @@ pub struct Bench {
     pub name: &'static str,
     pub about: &'static str,
     pub run: fn() -> Result<Vec<Row>>,
+    /// Part of a plain `cargo xtask bench` (false: a group that takes more
+    /// than a few minutes runs only when named).
+    pub default: bool,
 }
 
 /// Every benchmark, in the order of the table.
@@ -48,31 +51,37 @@ pub const BENCHES: &[Bench] = &[
         name: "gossip",
         about: "gossip agent vs Debian's serf on loopback: join/leave/failure seen, user event to 30, RSS, idle CPU",
         run: gossip::rows,
+        default: true,
     },
     Bench {
         name: "hostile",
         about: "gossip agent vs Debian's serf under attack on loopback: 500 idle TCP connections, 50 slow-drip ones, LZW-bomb datagrams at 2,000/s: RSS, CPU, false failures",
         run: hostile::rows,
+        default: true,
     },
     Bench {
         name: "webapp",
         about: "web app (memory store, Redis store) vs Express + express-session: req/s, p99 added by Redis, lost session updates, RSS",
         run: webapp::rows,
+        default: true,
     },
     Bench {
         name: "init",
         about: "init vs s6-svscan + s6-supervise and tini: RSS, docker stop times",
         run: init::rows,
+        default: true,
     },
     Bench {
         name: "scaling",
         about: "HAProxy following web apps: our reconciler vs the lab's handler + -sf restart",
         run: scaling::rows,
+        default: true,
     },
     Bench {
         name: "sim",
         about: "the protocol core simulated (release build): bytes per member pair at 1,000, then the largest N within 8 GiB (goal 10,000): join waves, one event and one join vs Pittel's estimate (k=3), 1 % crashed, a partition healed, messages per member, simulator speed",
         run: sim::rows,
+        default: false,
     },
 ];
 
@@ -84,7 +93,8 @@ pub fn run(only: Option<&str>) -> Result<Vec<Row>> {
         }
     }
     let mut rows = Vec::new();
-    for b in BENCHES.iter().filter(|b| only.is_none_or(|n| n == b.name)) {
+    let chosen = |b: &&Bench| only.map_or(b.default, |n| n == b.name);
+    for b in BENCHES.iter().filter(chosen) {
         eprintln!("bench {}: {}", b.name, b.about);
         let group = (b.run)().with_context(|| format!("benchmark {}", b.name))?;
         crate::charts::save_group(b.name, &group)?;
