@@ -24,6 +24,28 @@ pub fn bench_dir() -> Result<PathBuf> {
 pub const TIMELINE: &str = "task6-timeline";
 /// RSS rows of the bench groups, ours next to the peer.
 pub const MEMORY: &str = "memory";
+/// The 200-agent group's per-agent "seen by all" times, ours and serf's.
+pub const SEEN: &str = "gossip-seen";
+
+/// Per-agent times of one kind of agent in the 200-agent group, in seconds
+/// (as `cargo xtask bench scale` writes them).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SeenSamples {
+    pub join_all_alive_s: Vec<f64>,
+    pub user_event_handler_s: Vec<f64>,
+    pub leave_seen_left_s: Vec<f64>,
+    pub kill_seen_failed_s: Vec<f64>,
+}
+
+/// The 200-agent group's samples, ours and serf's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Seen {
+    pub agents: usize,
+    pub ours: SeenSamples,
+    pub serf: SeenSamples,
+}
 
 /// One run of task 6's sequence as the load saw it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,6 +70,11 @@ pub fn redraw_all() -> Result<Vec<PathBuf>> {
     if timeline.exists() {
         let runs: Vec<TimelineRun> = read_json(&timeline)?;
         drawn.push(draw_timeline(&runs, &timeline.with_extension("svg"))?);
+    }
+    let seen = assets.join(format!("{SEEN}.json"));
+    if seen.exists() {
+        let data: Seen = read_json(&seen)?;
+        drawn.push(draw_seen(&data, &seen.with_extension("svg"))?);
     }
     let groups = bench_groups()?;
     if !groups.is_empty() {
@@ -106,23 +133,25 @@ const NO_ANSWER: RGBColor = RGBColor(120, 120, 120);
 const OURS: RGBColor = RGBColor(21, 101, 192);
 const PEER: RGBColor = RGBColor(239, 108, 0);
 
-/// One panel per run, on the same axes: requests answered, failed, and
-/// without an answer while ha restarted, per bucket; each marked event a
-/// dashed line with its name.
+/// One panel per run, on the same request axis (each on its own time axis:
+/// the runs differ in length): requests answered, failed, and without an
+/// answer while ha restarted, per bucket; each marked event a dashed line
+/// with its name.
 pub fn draw_timeline(runs: &[TimelineRun], out: &Path) -> Result<PathBuf> {
     if runs.is_empty() {
         bail!("no run to draw in {}", out.display());
     }
     let bucket = runs[0].timeline.bucket_ms.max(1) as f64 / 1000.0;
-    let seconds = runs
-        .iter()
-        .map(|r| {
-            let t = &r.timeline;
-            let last_mark = t.marks.iter().map(|m| m.0).fold(0.0, f64::max);
-            (t.answered.len() as f64 * bucket).max(last_mark)
-        })
-        .fold(1.0, f64::max)
-        .ceil();
+    // Each run's own length: the final stage's run is several times longer
+    // (screenshots at every step, the balancer's restarts), and on one time
+    // axis the lab's run would be squeezed into its first tenth.
+    let length = |t: &Timeline| {
+        let last_mark = t.marks.iter().map(|m| m.0).fold(0.0, f64::max);
+        (t.answered.len() as f64 * bucket)
+            .max(last_mark)
+            .max(1.0)
+            .ceil()
+    };
     let top = runs
         .iter()
         .flat_map(|r| {
@@ -139,6 +168,7 @@ pub fn draw_timeline(runs: &[TimelineRun], out: &Path) -> Result<PathBuf> {
     root.fill(&WHITE)?;
     for (run, area) in runs.iter().zip(root.split_evenly((runs.len(), 1))) {
         let t = &run.timeline;
+        let seconds = length(t);
         let failed: u64 = t.failed.iter().sum();
         let caption = format!(
             "{}: {} answered, {} failed, {} without an answer while ha restarted",
@@ -181,24 +211,31 @@ pub fn draw_timeline(runs: &[TimelineRun], out: &Path) -> Result<PathBuf> {
             ))?
             .label("no answer, ha restarting")
             .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], NO_ANSWER.stroke_width(2)));
-        // Failures are few: a bar per bucket that had any, so one failed
-        // request is seen at this scale.
+        // Failures are few against hundreds answered: a bar per bucket that
+        // had any, at least 6 % of the axis high, with its count over it,
+        // so that one failed request is seen at this scale.
+        let failures: Vec<(f64, u64)> = t
+            .failed
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| (i as f64 * bucket, *n))
+            .collect();
+        let width = bucket.max(seconds / 400.0);
+        let height = |n: u64| (n as f64).max(top * 0.06);
         chart
-            .draw_series(
-                t.failed
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, n)| **n > 0)
-                    .map(|(i, n)| {
-                        let x = i as f64 * bucket;
-                        Rectangle::new(
-                            [(x, 0.0), (x + bucket.max(seconds / 600.0), *n as f64)],
-                            FAILED.filled(),
-                        )
-                    }),
-            )?
-            .label("failed")
+            .draw_series(failures.iter().map(|(x, n)| {
+                Rectangle::new([(*x, 0.0), (x + width, height(*n))], FAILED.filled())
+            }))?
+            .label("failed (count over the bar)")
             .legend(|(x, y)| Rectangle::new([(x, y - 4), (x + 16, y + 4)], FAILED.filled()));
+        chart.draw_series(failures.iter().map(|(x, n)| {
+            Text::new(
+                n.to_string(),
+                (*x, height(*n) + top * 0.02),
+                (FONT, 11).into_font().color(&FAILED),
+            )
+        }))?;
         for (at, what) in &t.marks {
             chart.draw_series(DashedLineSeries::new(
                 [(*at, 0.0), (*at, top)],
@@ -312,6 +349,111 @@ pub fn draw_memory(groups: &[GroupRows], out: &Path) -> Result<PathBuf> {
     Ok(out.to_path_buf())
 }
 
+/// Four panels (join, user event, graceful leave, kill -9): for each, the
+/// share of agents (y) that had seen it after t seconds (x), ours and
+/// serf's: the whole distribution, not just its median.
+pub fn draw_seen(data: &Seen, out: &Path) -> Result<PathBuf> {
+    let panels: [(&str, &Vec<f64>, &Vec<f64>); 4] = [
+        (
+            "join: every agent lists all alive (since all started)",
+            &data.ours.join_all_alive_s,
+            &data.serf.join_all_alive_s,
+        ),
+        (
+            "user event: the handler ran (since sent)",
+            &data.ours.user_event_handler_s,
+            &data.serf.user_event_handler_s,
+        ),
+        (
+            "graceful leave: listed left (since SIGINT)",
+            &data.ours.leave_seen_left_s,
+            &data.serf.leave_seen_left_s,
+        ),
+        (
+            "kill -9: listed failed (since the kill)",
+            &data.ours.kill_seen_failed_s,
+            &data.serf.kill_seen_failed_s,
+        ),
+    ];
+    if panels.iter().all(|(_, o, s)| o.is_empty() && s.is_empty()) {
+        bail!("no sample to draw in {}", out.display());
+    }
+    let root = SVGBackend::new(out, (1200, 800)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (title, body) = root.split_vertically(36);
+    title.titled(
+        &format!(
+            "{} agents on loopback: share of agents that had seen it, ours and serf 0.9.4's",
+            data.agents
+        ),
+        (FONT, 18),
+    )?;
+    for ((what, ours, serf), area) in panels.iter().zip(body.split_evenly((2, 2))) {
+        let right = ours
+            .iter()
+            .chain(serf.iter())
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(0.0, f64::max)
+            .max(0.01)
+            * 1.05;
+        let mut chart = ChartBuilder::on(&area)
+            .caption(*what, (FONT, 14))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(40)
+            .build_cartesian_2d(0f64..right, 0f64..1.0)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_desc("share of agents")
+            .y_label_formatter(&|v| format!("{:.0} %", v * 100.0))
+            .light_line_style(WHITE)
+            .draw()?;
+        for (samples, color, name) in [(ours, OURS, "ours"), (serf, PEER, "serf")] {
+            let mut v: Vec<f64> = samples.iter().copied().filter(|v| v.is_finite()).collect();
+            if v.is_empty() {
+                continue;
+            }
+            v.sort_by(f64::total_cmp);
+            let n = v.len() as f64;
+            // A step per sample: after v[i] seconds, (i + 1) / n had seen it.
+            let mut points = vec![(0.0, 0.0)];
+            for (i, t) in v.iter().enumerate() {
+                points.push((*t, i as f64 / n));
+                points.push((*t, (i + 1) as f64 / n));
+            }
+            let median = v[v.len() / 2];
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+                .label(format!(
+                    "{name}: median {median:.2} s, max {:.2} s, n = {}",
+                    v[v.len() - 1],
+                    v.len()
+                ))
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .label_font((FONT, 12))
+            .draw()?;
+    }
+    root.present()?;
+    Ok(out.to_path_buf())
+}
+
+/// Write the 200-agent group's samples next to their chart, and draw it.
+pub fn save_seen(data: &Seen) -> Result<PathBuf> {
+    let json = project::report_assets()?.join(format!("{SEEN}.json"));
+    std::fs::write(&json, serde_json::to_string(data)? + "\n")?;
+    draw_seen(data, &json.with_extension("svg"))
+}
+
 fn kib(v: f64) -> String {
     if v >= 10240.0 {
         format!("{:.1} MiB", v / 1024.0)
@@ -363,6 +505,35 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected:?} missing");
         }
+    }
+
+    #[test]
+    fn the_seen_chart_draws_both_distributions_of_each_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let samples = |base: f64| SeenSamples {
+            join_all_alive_s: vec![base, base * 2.0, base * 3.0],
+            user_event_handler_s: vec![base / 10.0; 4],
+            leave_seen_left_s: vec![],
+            kill_seen_failed_s: vec![base * 5.0, f64::NAN],
+        };
+        let data = Seen {
+            agents: 200,
+            ours: samples(1.0),
+            serf: samples(2.0),
+        };
+        let svg = draw_seen(&data, &dir.path().join("s.svg")).unwrap();
+        let text = std::fs::read_to_string(svg).unwrap();
+        for expected in [
+            "200 agents on loopback",
+            "ours: median 2.00 s, max 3.00 s, n = 3",
+            "serf: median 4.00 s, max 6.00 s, n = 3",
+            "ours: median 5.00 s, max 5.00 s, n = 1",
+            "graceful leave",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing");
+        }
+        let e = draw_seen(&Seen::default(), &dir.path().join("e.svg")).unwrap_err();
+        assert!(e.to_string().contains("no sample"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,9 @@ pub mod flags;
 mod host;
 mod output;
 
+use std::future::Future;
+use std::pin::Pin;
+
 pub use agent_config::{agent_config, AgentSettings};
 pub use output::columnize;
 
@@ -37,6 +40,11 @@ Available commands are:
     tags            Modify tags of a running Serf agent
     version         Prints the Serf version";
 
+/// One command's run, boxed: each command's state machine stays in its own
+/// allocation and its own poll function, not inlined into one future as
+/// large as all of them (the agent's binary is resident in every container).
+type Run<'a> = Pin<Box<dyn Future<Output = i32> + 'a>>;
+
 /// Runs the command line (without the program name); returns the exit code.
 pub async fn run(args: Vec<String>) -> i32 {
     let Some(command) = args.first() else {
@@ -44,31 +52,32 @@ pub async fn run(args: Vec<String>) -> i32 {
         return 1;
     };
     let rest = &args[1..];
-    match command.as_str() {
-        "agent" => agent_cmd::run(rest).await,
-        "members" => commands::members(rest).await,
-        "join" => commands::join(rest).await,
-        "leave" => commands::leave(rest).await,
-        "force-leave" => commands::force_leave(rest).await,
-        "event" => commands::event(rest).await,
-        "query" => commands::query(rest).await,
-        "tags" => commands::tags(rest).await,
-        "info" => commands::info(rest).await,
-        "monitor" => commands::monitor(rest).await,
-        "reachability" => commands::reachability(rest).await,
-        "rtt" => commands::rtt(rest).await,
-        "keys" => commands::keys(rest).await,
-        "keygen" => commands::keygen(rest),
-        "version" | "-v" | "-version" | "--version" => version(),
+    let run: Run = match command.as_str() {
+        "agent" => Box::pin(agent_cmd::run(rest)),
+        "members" => Box::pin(commands::members(rest)),
+        "join" => Box::pin(commands::join(rest)),
+        "leave" => Box::pin(commands::leave(rest)),
+        "force-leave" => Box::pin(commands::force_leave(rest)),
+        "event" => Box::pin(commands::event(rest)),
+        "query" => Box::pin(commands::query(rest)),
+        "tags" => Box::pin(commands::tags(rest)),
+        "info" => Box::pin(commands::info(rest)),
+        "monitor" => Box::pin(commands::monitor(rest)),
+        "reachability" => Box::pin(commands::reachability(rest)),
+        "rtt" => Box::pin(commands::rtt(rest)),
+        "keys" => Box::pin(commands::keys(rest)),
+        "keygen" => return commands::keygen(rest),
+        "version" | "-v" | "-version" | "--version" => return version(),
         "-h" | "-help" | "--help" | "help" => {
             println!("{USAGE}");
-            0
+            return 0;
         }
         other => {
             eprintln!("gossip: unknown command '{other}'\n\n{USAGE}");
-            1
+            return 1;
         }
-    }
+    };
+    run.await
 }
 
 /// `gossip version`.

@@ -4,14 +4,18 @@
 //! scalars: the last file wins. A key of the wrong type is an error naming
 //! the key, and so is a key Serf does not know (or a feature this agent
 //! does not have, when asked for).
+//!
+//! One `Deserialize` reads a file; the key an error names is found by
+//! reading again one key at a time (only when there is an error), and the
+//! keys Serf knows are the struct's own field names: no second
+//! deserializer over the whole struct to track paths, no catch-all map.
 
-use std::collections::BTreeMap;
-use std::fmt;
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::agent_config::AgentSettings;
 
@@ -25,8 +29,10 @@ struct ConfigFile {
     /// Serf's deprecated `role`: the tag `role`.
     #[serde(deserialize_with = "string")]
     role: Option<String>,
+    /// Tag → value; each value must be a string (checked in `merge_json`,
+    /// which names the tag).
     #[serde(deserialize_with = "tags")]
-    tags: Option<Vec<(String, String)>>,
+    tags: Option<Map<String, Value>>,
     #[serde(deserialize_with = "string")]
     tags_file: Option<String>,
     #[serde(deserialize_with = "string")]
@@ -109,9 +115,66 @@ struct ConfigFile {
     enable_syslog: Option<bool>,
     /// Accepted and ignored (the agent does not log to syslog).
     syslog_facility: Option<IgnoredAny>,
-    /// Keys Serf does not know.
-    #[serde(flatten)]
-    unknown: BTreeMap<String, IgnoredAny>,
+}
+
+impl ConfigFile {
+    /// The tags, when every value is a string.
+    fn string_tags(&self) -> Option<Vec<(String, String)>> {
+        self.tags
+            .iter()
+            .flatten()
+            .map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect()
+    }
+
+    /// Why a file holding only `key` (set to `value`) is refused, naming
+    /// the key (and the tag, for a tag that is not a string).
+    fn refusal(key: &str, value: &Value) -> Option<String> {
+        let one = Value::Object(Map::from_iter([(key.to_string(), value.clone())]));
+        match ConfigFile::deserialize(&one) {
+            Err(e) => Some(format!("'{key}' {e}")),
+            Ok(f) => f
+                .tags
+                .iter()
+                .flatten()
+                .find(|(_, v)| !v.is_string())
+                .map(|(tag, _)| format!("'tags.{tag}' must be a string")),
+        }
+    }
+}
+
+/// The keys a config file may have: [`ConfigFile`]'s fields, as its
+/// derived `Deserialize` lists them to a deserializer that only listens.
+fn known_keys() -> &'static [&'static str] {
+    struct Listener(Cell<&'static [&'static str]>);
+
+    impl<'de> Deserializer<'de> for &Listener {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("a listener has no values"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            v: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0.set(fields);
+            self.deserialize_any(v)
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    let listener = Listener(Cell::new(&[]));
+    let _ = ConfigFile::deserialize(&listener);
+    listener.0.get()
 }
 
 // Each kind of value, read with the error message the key gets when the
@@ -150,73 +213,33 @@ fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     expect(d, "a whole number of bytes")
 }
 
-/// An object of strings, in the order read; a value that is not a string
-/// is named by its path (`'tags.zone' must be a string`).
-fn tags<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<(String, String)>>, D::Error> {
-    struct Tags;
-    struct Tag(String);
-
-    impl<'de> Deserialize<'de> for Tag {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Tag, D::Error> {
-            expect(d, "a string").map(|s| Tag(s.unwrap_or_default()))
-        }
-    }
-
-    fn not_object<E: de::Error>() -> E {
-        E::custom("must be an object of strings")
-    }
-
-    impl<'de> Visitor<'de> for Tags {
-        type Value = Vec<(String, String)>;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("an object of strings")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
-            while let Some((k, Tag(v))) = a.next_entry::<String, Tag>()? {
-                out.push((k, v));
-            }
-            Ok(out)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Err(not_object())
-        }
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-            Err(not_object())
-        }
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-            Err(not_object())
-        }
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-            Err(not_object())
-        }
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-            Err(not_object())
-        }
-        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-            Err(not_object())
-        }
-        fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
-            Err(not_object())
-        }
-    }
-
-    d.deserialize_any(Tags).map(Some)
+/// An object (of strings: the values are checked where the tag can be
+/// named).
+fn tags<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Map<String, Value>>, D::Error> {
+    expect(d, "an object of strings")
 }
 
 impl AgentSettings {
     /// Merges one JSON config object (Serf's keys) into these settings;
     /// `origin` names it in errors.
     pub fn merge_json(&mut self, v: &Value, origin: &str) -> Result<(), String> {
-        if !v.is_object() {
+        let Some(keys) = v.as_object() else {
             return Err(format!(
                 "config file {origin}: the top level must be a JSON object"
             ));
-        }
-        let file: ConfigFile = serde_path_to_error::deserialize(v)
-            .map_err(|e| format!("config file {origin}: '{}' {}", e.path(), e.inner()))?;
-        if let Some(key) = file.unknown.keys().next() {
+        };
+        let file = ConfigFile::deserialize(v);
+        let tags = file.as_ref().ok().and_then(ConfigFile::string_tags);
+        let (Ok(file), Some(tags)) = (file, tags) else {
+            // Read again one key at a time: the first refused names itself.
+            let why = keys.iter().find_map(|(k, v)| ConfigFile::refusal(k, v));
+            return Err(format!(
+                "config file {origin}: {}",
+                why.unwrap_or_else(|| "cannot be read".into())
+            ));
+        };
+        let known = known_keys();
+        if let Some(key) = keys.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(format!("config file {origin}: unknown key '{key}'"));
         }
         for (key, value, feature) in [
@@ -235,11 +258,12 @@ impl AgentSettings {
                 "config file {origin}: 'enable_syslog' is not supported: the agent logs to stdout"
             ));
         }
-        self.merge(file);
+        self.merge(file, tags);
         Ok(())
     }
 
-    fn merge(&mut self, f: ConfigFile) {
+    /// `tags`: the file's, checked.
+    fn merge(&mut self, f: ConfigFile, tags: Vec<(String, String)>) {
         fn set<T>(slot: &mut Option<T>, v: Option<T>) {
             if v.is_some() {
                 *slot = v;
@@ -256,7 +280,7 @@ impl AgentSettings {
         }
         set(&mut self.node_name, f.node_name);
         set(&mut self.role, f.role);
-        for (k, v) in f.tags.unwrap_or_default() {
+        for (k, v) in tags {
             self.tags.retain(|(k2, _)| *k2 != k);
             self.tags.push((k, v));
         }

@@ -493,7 +493,7 @@ fn filter_members(
     req: &msg::MembersFilteredRequest,
 ) -> Result<Vec<crate::model::Member>, String> {
     let compile = |expr: &str| {
-        regex::Regex::new(&format!("^(?:{expr})$"))
+        regex_lite::Regex::new(&format!("^(?:{expr})$"))
             .map_err(|e| format!("Failed to compile regex: {e}"))
     };
     let tags = req

@@ -59,7 +59,7 @@ impl State {
                     }
                 }
                 Ok(wire::QueryFilter::Tag { tag, expr }) => {
-                    let Ok(re) = regex::Regex::new(&expr) else {
+                    let Ok(re) = regex_lite::Regex::new(&expr) else {
                         return false;
                     };
                     let val = self
