@@ -81,7 +81,10 @@ fn all_seen(v: &Value, key: &str) -> f64 {
         .unwrap_or_default();
     let mut max: f64 = 0.0;
     for (i, t) in list.iter().enumerate() {
-        if key == "failed_seen_s" && killed.contains(&(i as u64)) {
+        // The crashed ones see nothing; the last member joins after the event.
+        if (key == "failed_seen_s" && killed.contains(&(i as u64)))
+            || (key == "event_seen_s" && i + 1 == list.len())
+        {
             continue;
         }
         match t.as_f64() {
