@@ -33,6 +33,7 @@ mod hostile;
 mod init;
 mod scale;
 mod scaling;
+mod sim;
 mod webapp;
 
 /// A group of rows, run by `cargo xtask bench` or `cargo xtask bench NAME`.
@@ -40,8 +41,8 @@ pub struct Bench {
     pub name: &'static str,
     pub about: &'static str,
     pub run: fn() -> Result<Vec<Row>>,
-    /// Part of `cargo xtask bench` without a name; a group that takes
-    /// minutes runs only when named.
+    /// Part of a plain `cargo xtask bench` (false: a group that takes more
+    /// than a few minutes runs only when named).
     pub default: bool,
 }
 
@@ -83,6 +84,12 @@ pub const BENCHES: &[Bench] = &[
         run: scale::rows,
         default: false,
     },
+    Bench {
+        name: "sim",
+        about: "the protocol core simulated (release build): bytes per member pair at 1,000, then the largest N within 8 GiB (goal 10,000): join waves, one event and one join vs Pittel's estimate (k=3), 1 % crashed, a partition healed, messages per member, simulator speed (only as `cargo xtask bench sim`)",
+        run: sim::rows,
+        default: false,
+    },
 ];
 
 pub fn run(only: Option<&str>) -> Result<Vec<Row>> {
@@ -93,10 +100,7 @@ pub fn run(only: Option<&str>) -> Result<Vec<Row>> {
         }
     }
     let mut rows = Vec::new();
-    let chosen = |b: &&Bench| match only {
-        Some(n) => n == b.name,
-        None => b.default,
-    };
+    let chosen = |b: &&Bench| only.map_or(b.default, |n| n == b.name);
     for b in BENCHES.iter().filter(chosen) {
         eprintln!("bench {}: {}", b.name, b.about);
         let group = (b.run)().with_context(|| format!("benchmark {}", b.name))?;

@@ -29,9 +29,13 @@ use crate::serf::{self, Serf};
 use crate::wire;
 
 pub mod hostile;
+pub mod scale;
 
 /// A datagram in flight: delivery time, tie-breaker, target index, source, bytes.
 type InFlight = (Duration, u64, usize, SocketAddr, Vec<u8>);
+
+/// What [`Sim::watch`] calls with each event: (node, time, event).
+pub type Watcher = Box<dyn FnMut(usize, Duration, &Event)>;
 
 pub struct SimNode {
     pub serf: Serf,
@@ -74,6 +78,15 @@ pub struct Sim {
     pub link_delay: Option<Box<dyn Fn(usize, usize) -> Duration>>,
     pub delivered: u64,
     pub dropped: u64,
+    /// Datagrams sent to nodes (delivered, lost or dropped).
+    pub datagrams: u64,
+    /// Stream exchanges opened (push-pull, TCP ping, reliable message),
+    /// whether or not they reached their node.
+    pub streams: u64,
+    /// When set, each node's events go to this watcher as (node, time,
+    /// event) instead of into [`SimNode::events`]: a large simulation keeps
+    /// what it measures, not every event of every node.
+    pub watch: Option<Watcher>,
     /// When set, what the nodes send to addresses outside the simulation
     /// (the hostile peers of [`hostile`]) is kept in [`Sim::tapped`] as
     /// (sender index, output) instead of being dropped.
@@ -142,6 +155,9 @@ impl Sim {
             link_delay: None,
             delivered: 0,
             dropped: 0,
+            datagrams: 0,
+            streams: 0,
+            watch: None,
             tap: false,
             tapped: Vec::new(),
         }
@@ -233,6 +249,7 @@ impl Sim {
                 match o {
                     Output::Packet { to, bytes } => {
                         let Some(t) = self.index_of(to) else { continue };
+                        self.datagrams += 1;
                         let lost =
                             (self.rng.next_u64() % 1_000_000) as f64 / 1_000_000.0 < self.loss;
                         if lost || !self.reachable(i, t) {
@@ -249,6 +266,7 @@ impl Sim {
                             .push(Reverse((self.now + delay, self.seq, t, from, bytes)));
                     }
                     Output::PushPull { to, bytes, .. } => {
+                        self.streams += 1;
                         let Some((t, reply)) = self.open_stream(i, to, &bytes) else {
                             continue;
                         };
@@ -262,6 +280,7 @@ impl Sim {
                         }
                     }
                     Output::TcpPing { to, bytes } => {
+                        self.streams += 1;
                         let Some((t, reply)) = self.open_stream(i, to, &bytes) else {
                             continue;
                         };
@@ -273,6 +292,7 @@ impl Sim {
                         }
                     }
                     Output::Stream { to, bytes } => {
+                        self.streams += 1;
                         if let Some((t, _)) = self.open_stream(i, to, &bytes) {
                             work.push(t);
                         }
@@ -280,7 +300,10 @@ impl Sim {
                 }
             }
             let ev = self.nodes[i].serf.drain_events();
-            self.nodes[i].events.extend(ev);
+            match &mut self.watch {
+                Some(w) => ev.iter().for_each(|e| w(i, self.now, e)),
+                None => self.nodes[i].events.extend(ev),
+            }
             self.schedule(i);
         }
         ok
