@@ -666,11 +666,11 @@ mod tests {
         Ok(())
     }
 
-    /// The import path (`cargo test -p xtask --lib -- --ignored
-    /// import_of_a_tiny_rootfs`): a two-file root file system imported as
+    /// The import path: a two-file root file system imported as
     /// `ait/import-check:scratch`, its `CMD ["bash"]` checked, then removed.
+    /// Needs the Docker engine, as the lab tests do (`cargo xtask test`
+    /// starts it).
     #[tokio::test]
-    #[ignore = "needs a Docker engine"]
     async fn import_of_a_tiny_rootfs() -> Result<()> {
         const SCRATCH: &str = "ait/import-check:scratch";
         let rootfs = project::target_dir().join("import-check-rootfs");
