@@ -6,6 +6,7 @@
 //! write the JSON (and draw) when they run.
 
 use anyhow::{bail, Context, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -252,13 +253,7 @@ pub fn draw_timeline(runs: &[TimelineRun], out: &Path) -> Result<PathBuf> {
                     .color(&BLACK.mix(0.7)),
             )))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font((FONT, 12))
-            .draw()?;
+        legend(&mut chart)?;
     }
     root.present()?;
     Ok(out.to_path_buf())
@@ -435,13 +430,7 @@ pub fn draw_seen(data: &Seen, out: &Path) -> Result<PathBuf> {
                     PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font((FONT, 12))
-            .draw()?;
+        legend(&mut chart)?;
     }
     root.present()?;
     Ok(out.to_path_buf())
@@ -452,6 +441,23 @@ pub fn save_seen(data: &Seen) -> Result<PathBuf> {
     let json = project::report_assets()?.join(format!("{SEEN}.json"));
     std::fs::write(&json, serde_json::to_string(data)? + "\n")?;
     draw_seen(data, &json.with_extension("svg"))
+}
+
+/// The series' names in a box at the lower right.
+fn legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .label_font((FONT, 12))
+        .draw()?;
+    Ok(())
 }
 
 fn kib(v: f64) -> String {

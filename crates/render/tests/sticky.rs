@@ -435,16 +435,17 @@ async fn the_cookie_names_the_member_and_survives_moves_and_restarts() {
     assert_eq!(cookies_handed_out(fe, 3).await, names(&after_moves));
 }
 
-/// A request that HAProxy replays (the sticky server read it and closed
-/// the connection without answering: `retry-on empty-response`) reaches
-/// the next server with the X-Request-Id the first one saw, and the client
-/// gets that server's cookie. The client's own X-Request-Id never arrives.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replayed_request_keeps_its_request_id() {
+/// HAProxy (sticky config) in front of a web server named `name` that
+/// behaves as `behaviour` and one named "ok" that answers, both UP; the
+/// frontend's port last.
+async fn sticky_pair(
+    name: &str,
+    behaviour: Behaviour,
+) -> (tempfile::TempDir, WebServer, WebServer, Haproxy, u16) {
     require(HAPROXY, "haproxy");
     let dir = tempfile::tempdir().unwrap();
     let (fe, st, at) = (free_port(), free_port(), free_port());
-    let dropper = WebServer::start_as("drop", Behaviour::DropGets).await;
+    let odd = WebServer::start_as(name, behaviour).await;
     let ok = WebServer::start("ok").await;
     let s = settings(&args(
         dir.path(),
@@ -455,17 +456,26 @@ async fn a_replayed_request_keeps_its_request_id() {
     .unwrap();
     let cfg = reconcile::render_config(
         &s,
-        &backend_set(&[
-            ("drop", "127.0.0.1", dropper.port),
-            ("ok", "127.0.0.1", ok.port),
-        ]),
+        &backend_set(&[(name, "127.0.0.1", odd.port), ("ok", "127.0.0.1", ok.port)]),
     )
     .unwrap();
     let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
-    eventually("drop and ok UP", Duration::from_secs(30), async || {
-        (h.up().await == ["drop", "ok"]).then_some(())
-    })
+    eventually(
+        &format!("{name} and ok UP"),
+        Duration::from_secs(30),
+        async || (h.up().await == [name, "ok"]).then_some(()),
+    )
     .await;
+    (dir, odd, ok, h, fe)
+}
+
+/// A request that HAProxy replays (the sticky server read it and closed
+/// the connection without answering: `retry-on empty-response`) reaches
+/// the next server with the X-Request-Id the first one saw, and the client
+/// gets that server's cookie. The client's own X-Request-Id never arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_request_keeps_its_request_id() {
+    let (_dir, dropper, ok, _h, fe) = sticky_pair("drop", Behaviour::DropGets).await;
 
     let a = get(fe, Some("SERVERID=drop"), Some("forged"))
         .await
@@ -497,31 +507,7 @@ async fn a_replayed_request_keeps_its_request_id() {
 /// 503 when the network did.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_web_app_without_its_store_hands_the_request_over() {
-    require(HAPROXY, "haproxy");
-    let dir = tempfile::tempdir().unwrap();
-    let (fe, st, at) = (free_port(), free_port(), free_port());
-    let down = WebServer::start_as("down", Behaviour::StoreDown).await;
-    let ok = WebServer::start("ok").await;
-    let s = settings(&args(
-        dir.path(),
-        (fe, st, at),
-        &dir.path().join("written.cfg"),
-        &["--sticky"],
-    ))
-    .unwrap();
-    let cfg = reconcile::render_config(
-        &s,
-        &backend_set(&[
-            ("down", "127.0.0.1", down.port),
-            ("ok", "127.0.0.1", ok.port),
-        ]),
-    )
-    .unwrap();
-    let h = Haproxy::start(dir.path(), &cfg, fe, st, at).await;
-    eventually("down and ok UP", Duration::from_secs(30), async || {
-        (h.up().await == ["down", "ok"]).then_some(())
-    })
-    .await;
+    let (_dir, down, _ok, h, fe) = sticky_pair("down", Behaviour::StoreDown).await;
 
     // Sticky to the web app without a store.
     let a = get(fe, Some("SERVERID=down"), None)
