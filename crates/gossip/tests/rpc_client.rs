@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use gossip::model::{MemberEventKind, MemberStatus, QueryParams, QueryReply};
+use gossip::model::{IncomingQuery, MemberEventKind, MemberStatus, QueryParams, QueryReply};
 use gossip::rpc::{Client, EventStream, StreamRecord};
 use testkit::{eventually, SerfAgent, DEADLINE};
 
@@ -140,9 +140,9 @@ async fn stream_sees_join_user_event_query_and_leave() {
         matches!(r, StreamRecord::Query { .. })
     })
     .await;
-    let StreamRecord::Query {
+    let StreamRecord::Query(IncomingQuery {
         id, name, payload, ..
-    } = q
+    }) = q
     else {
         unreachable!()
     };
