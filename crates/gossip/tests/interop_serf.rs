@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::interop::{
-    blocking, next_user_event, serf_sees, start_ours, start_serf, wait_handler_log,
+    blocking, next_user_event, serf_eventually, serf_sees, start_ours, start_serf, wait_handler_log,
 };
 use common::{config, wait_alive, wait_member};
 use gossip::agent;
@@ -36,15 +36,17 @@ async fn mixed_cluster_join_tags_events_leave() {
 
     // serf sees us alive with our address and tags.
     let s = serf.clone();
-    let (addr, tags) = blocking(move || {
-        eventually_blocking("serf sees ours1 alive", Duration::from_secs(30), || {
+    let (addr, tags) = serf_eventually(
+        "serf sees ours1 alive",
+        Duration::from_secs(30),
+        move || {
             s.members()
                 .ok()?
                 .into_iter()
                 .find(|m| m.name == "ours1" && m.status == "alive")
                 .map(|m| (m.addr, m.tags))
-        })
-    })
+        },
+    )
     .await;
     assert_eq!(addr, our_addr.to_string());
     assert_eq!(tags["role"], "backend");
@@ -90,12 +92,14 @@ async fn mixed_cluster_join_tags_events_leave() {
         .await
         .unwrap();
     let s = serf.clone();
-    blocking(move || {
-        eventually_blocking("serf sees our new tags", Duration::from_secs(30), || {
+    serf_eventually(
+        "serf sees our new tags",
+        Duration::from_secs(30),
+        move || {
             let m = s.members().ok()?.into_iter().find(|m| m.name == "ours1")?;
             (m.tags["color"] == "blue" && m.tags.get("zone").is_none()).then_some(())
-        })
-    })
+        },
+    )
     .await;
 
     // Graceful leave: serf shows us as left, and never took us for failed
@@ -191,16 +195,14 @@ async fn restarts_on_both_sides_come_back_alive() {
     .await
     .expect("restarted agent joins serf");
     let s = serf.clone();
-    blocking(move || {
-        eventually_blocking(
-            "real7 sees ours7 alive again with new tags",
-            Duration::from_secs(60),
-            || {
-                let m = s.members().ok()?.into_iter().find(|m| m.name == "ours7")?;
-                (m.status == "alive" && m.tags["v"] == "2").then_some(())
-            },
-        )
-    })
+    serf_eventually(
+        "real7 sees ours7 alive again with new tags",
+        Duration::from_secs(60),
+        move || {
+            let m = s.members().ok()?.into_iter().find(|m| m.name == "ours7")?;
+            (m.status == "alive" && m.tags["v"] == "2").then_some(())
+        },
+    )
     .await;
 
     // serf is killed and restarted on the same port, joining us.
@@ -287,22 +289,20 @@ async fn duplicate_names_lose_the_vote_both_ways() {
     .await;
     let b_port = ours_b.local_addr().port();
     let a = real_a.clone();
-    blocking(move || {
-        eventually_blocking(
-            "realA still sees oursB at its address",
-            Duration::from_secs(30),
-            || {
-                let v: serde_json::Value =
-                    serde_json::from_str(&a.cli(&["members", "-format=json"]).ok()?).ok()?;
-                v["members"].as_array()?.iter().find(|m| {
-                    m["name"] == "oursB"
-                        && m["status"] == "alive"
-                        && m["port"].as_u64() == Some(u64::from(b_port))
-                })?;
-                Some(())
-            },
-        )
-    })
+    serf_eventually(
+        "realA still sees oursB at its address",
+        Duration::from_secs(30),
+        move || {
+            let v: serde_json::Value =
+                serde_json::from_str(&a.cli(&["members", "-format=json"]).ok()?).ok()?;
+            v["members"].as_array()?.iter().find(|m| {
+                m["name"] == "oursB"
+                    && m["status"] == "alive"
+                    && m["port"].as_u64() == Some(u64::from(b_port))
+            })?;
+            Some(())
+        },
+    )
     .await;
     ours_b.shutdown().await.unwrap();
     ours_c.shutdown().await.unwrap();

@@ -130,3 +130,14 @@ pub async fn serf_sees(serf: &Arc<SerfAgent>, name: &str, status: &str, limit: D
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
 }
+
+/// [`eventually_blocking`] off the async runtime: polls `f`, which asks
+/// a real serf (its CLI blocks), until it gives `Some` or `deadline` passes.
+pub async fn serf_eventually<T: Send + 'static>(
+    what: &str,
+    deadline: Duration,
+    f: impl FnMut() -> Option<T> + Send + 'static,
+) -> T {
+    let what = what.to_string();
+    blocking(move || eventually_blocking(&what, deadline, f)).await
+}
