@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::cli::{poll, serf, GossipAgent};
+use common::cli::{poll, serf, serf_stdout, GossipAgent};
 use testkit::{eventually, temp_dir, SerfAgent, Signal, DEADLINE};
 
 #[test]
@@ -58,14 +58,13 @@ fn gossip_agent_joins_serf_runs_handlers_and_leaves_on_sigterm() {
     // The real serf CLI reads our agent's member list over our RPC.
     let grpc = format!("-rpc-addr={}", g.rpc);
     poll("serf members via our RPC shows both", logs, || {
-        let t = String::from_utf8_lossy(&serf(&["members", &grpc]).stdout).into_owned();
+        let t = serf_stdout(&["members", &grpc]);
         (t.contains("serf-peer") && t.contains("ours")).then_some(())
     });
     // And the serf agent sees us alive with our tag.
     let srpc = format!("-rpc-addr={}", s.rpc);
     poll("serf agent sees ours alive", logs, || {
-        let t =
-            String::from_utf8_lossy(&serf(&["members", &srpc, "-name=ours"]).stdout).into_owned();
+        let t = serf_stdout(&["members", &srpc, "-name=ours"]);
         (t.trim() == format!("ours  {}  alive  role=backend", g.bind)).then_some(())
     });
 
@@ -98,8 +97,7 @@ fn gossip_agent_joins_serf_runs_handlers_and_leaves_on_sigterm() {
         "serf sees ours left",
         || s.log_text(),
         || {
-            let t = String::from_utf8_lossy(&serf(&["members", &srpc, "-name=ours"]).stdout)
-                .into_owned();
+            let t = serf_stdout(&["members", &srpc, "-name=ours"]);
             t.contains(" left ").then_some(())
         },
     );
@@ -133,17 +131,20 @@ fn serf_config_keys_can_make_a_signal_stop_without_a_leave() {
         ],
     );
     let srpc = format!("-rpc-addr={}", s.rpc);
-    let status = |name: &str| {
-        let o = serf(&["members", &srpc, &format!("-name={name}")]);
-        String::from_utf8_lossy(&o.stdout).into_owned()
+    let serf_sees_both = |status: &str| {
+        for name in ["noleave-term", "noleave-int"] {
+            poll(
+                &format!("serf sees {name} {status}"),
+                || s.log_text(),
+                || {
+                    serf_stdout(&["members", &srpc, &format!("-name={name}")])
+                        .contains(&format!(" {status}"))
+                        .then_some(())
+                },
+            );
+        }
     };
-    for name in ["noleave-term", "noleave-int"] {
-        poll(
-            &format!("serf sees {name} alive"),
-            || s.log_text(),
-            || status(name).contains(" alive").then_some(()),
-        );
-    }
+    serf_sees_both("alive");
     on_term.signal(Signal::SIGTERM);
     on_int.signal(Signal::SIGINT);
     for (g, sig) in [(&mut on_term, "terminated"), (&mut on_int, "interrupt")] {
@@ -153,13 +154,7 @@ fn serf_config_keys_can_make_a_signal_stop_without_a_leave() {
         assert!(!out.contains("Gracefully shutting down"), "{out}");
     }
     // No leave was sent: serf finds both failed (not left).
-    for name in ["noleave-term", "noleave-int"] {
-        poll(
-            &format!("serf sees {name} failed"),
-            || s.log_text(),
-            || status(name).contains(" failed").then_some(()),
-        );
-    }
+    serf_sees_both("failed");
     assert!(
         !s.log_text().contains("EventMemberLeave"),
         "{}",
@@ -198,7 +193,7 @@ fn config_file_and_tags_file_persist_rpc_tag_changes_and_sigint_leaves() {
     std::fs::write(&tags_file, r#"{"role": "web", "zone": "z2"}"#).unwrap();
     let mut g = GossipAgent::start("cfg", dir, &[format!("-config-file={}", cfg.display())]);
     let rpc = format!("-rpc-addr={}", g.rpc);
-    let t = String::from_utf8_lossy(&serf(&["members", &rpc]).stdout).into_owned();
+    let t = serf_stdout(&["members", &rpc]);
     assert!(
         t.contains("role=web") && t.contains("zone=z2"),
         "tags not read from the tags file: {t}"
@@ -245,15 +240,13 @@ fn queries_are_answered_by_handlers_on_both_serf_and_gossip() {
             "both members alive",
             || g.logs(),
             || {
-                let t = String::from_utf8_lossy(&serf(&["members", &r, "-status=alive"]).stdout)
-                    .into_owned();
+                let t = serf_stdout(&["members", &r, "-status=alive"]);
                 (t.lines().count() == 2).then_some(())
             },
         );
     }
     for rpc in [g.rpc, s.rpc] {
-        let o = serf(&["query", &format!("-rpc-addr={rpc}"), "-timeout=5s", "ping"]);
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let text = serf_stdout(&["query", &format!("-rpc-addr={rpc}"), "-timeout=5s", "ping"]);
         for want in [
             "Response from 'q-serf': pong-from-serf",
             "Response from 'q-ours': pong-from-ours",
@@ -390,7 +383,7 @@ fn sighup_reloads_event_handlers_and_tags_from_the_config_files() {
         "tags reloaded",
         || g.logs(),
         || {
-            let t = String::from_utf8_lossy(&serf(&["members", &rpc]).stdout).into_owned();
+            let t = serf_stdout(&["members", &rpc]);
             t.contains("role=db").then_some(())
         },
     );

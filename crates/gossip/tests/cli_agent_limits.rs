@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::cli::{poll, serf, GossipAgent, GOSSIP};
+use common::cli::{poll, serf, serf_stdout, GossipAgent, GOSSIP};
 use testkit::{eventually_blocking_explained, temp_dir, ChildGuard, SerfAgent, DEADLINE};
 
 #[test]
@@ -288,13 +288,13 @@ fn tags_that_do_not_fit_are_refused_as_by_serf() {
         err.contains("Error setting tags: Encoded length of tags exceeds limit of 512 bytes"),
         "{err}"
     );
-    let members = String::from_utf8_lossy(&serf(&["members", &r]).stdout).into_owned();
+    let members = serf_stdout(&["members", &r]);
     assert!(
         members.contains("role=web") && !members.contains("big="),
         "{members}"
     );
     // A change that fits still goes through.
     assert!(serf(&["tags", &r, "-set", "zone=z1"]).status.success());
-    let members = String::from_utf8_lossy(&serf(&["members", &r]).stdout).into_owned();
+    let members = serf_stdout(&["members", &r]);
     assert!(members.contains("zone=z1"), "{members}");
 }

@@ -88,6 +88,11 @@ pub fn serf(args: &[&str]) -> Output {
     Command::new(SERF).args(args).output().expect("run serf")
 }
 
+/// The serf CLI's stdout, as text.
+pub fn serf_stdout(args: &[&str]) -> String {
+    String::from_utf8_lossy(&serf(args).stdout).into_owned()
+}
+
 /// Polls `f` (blocking) until it returns Some; `logs` go with a timeout.
 pub fn poll<T>(what: &str, logs: impl Fn() -> String, f: impl FnMut() -> Option<T>) -> T {
     eventually_blocking_explained(what, DEADLINE, logs, f)
