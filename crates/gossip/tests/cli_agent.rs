@@ -164,9 +164,7 @@ fn serf_config_keys_can_make_a_signal_stop_without_a_leave() {
 
 #[test]
 fn rpc_leave_stops_our_agent_with_exit_0() {
-    let dir = temp_dir("cli-agent-leave");
-    let dir = dir.path();
-    let mut g = GossipAgent::start("solo", dir, &[]);
+    let mut g = GossipAgent::start_in_temp("solo", &[]);
     let o = serf(&["leave", &format!("-rpc-addr={}", g.rpc)]);
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
@@ -223,11 +221,8 @@ fn queries_are_answered_by_handlers_on_both_serf_and_gossip() {
     let s = SerfAgent::builder("q-serf")
         .event_handler("query:ping=/bin/echo pong-from-serf")
         .start_blocking();
-    let dir = temp_dir("cli-agent-query");
-    let dir = dir.path();
-    let g = GossipAgent::start(
+    let g = GossipAgent::start_in_temp(
         "q-ours",
-        dir,
         &[
             format!("-join={}", s.bind),
             "-event-handler".into(),
@@ -266,9 +261,7 @@ fn queries_are_answered_by_handlers_on_both_serf_and_gossip() {
 #[test]
 fn rpc_client_streams_member_events_from_our_agent() {
     use gossip::model::{MemberEventKind, MemberStatus};
-    let dir = temp_dir("cli-agent-stream");
-    let dir = dir.path();
-    let g = GossipAgent::start("st-ours", dir, &[]);
+    let g = GossipAgent::start_in_temp("st-ours", &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let c = eventually_connect(g.rpc).await;
@@ -404,11 +397,8 @@ fn sighup_reloads_event_handlers_and_tags_from_the_config_files() {
 #[test]
 fn an_agent_without_compression_joins_serf() {
     let s = SerfAgent::builder("nc-serf").start_blocking();
-    let dir = temp_dir("cli-agent-nocompress");
-    let dir = dir.path();
-    let ours = GossipAgent::start(
+    let ours = GossipAgent::start_in_temp(
         "nc-ours",
-        dir,
         &[format!("-join={}", s.bind), "-disable-compression".into()],
     );
     let logs = || format!("{}\nserf:\n{}", ours.logs(), s.log_text());
@@ -419,8 +409,8 @@ fn an_agent_without_compression_joins_serf() {
     });
     for rpc in [s.rpc, ours.rpc] {
         poll("both members alive on both sides", logs, || {
-            let out = serf(&["members", &format!("-rpc-addr={rpc}"), "-status=alive"]);
-            (String::from_utf8_lossy(&out.stdout).lines().count() == 2).then_some(())
+            let out = serf_stdout(&["members", &format!("-rpc-addr={rpc}"), "-status=alive"]);
+            (out.lines().count() == 2).then_some(())
         });
     }
     let o = serf(&["event", &format!("-rpc-addr={}", ours.rpc), "nc", "plain"]);
