@@ -351,15 +351,16 @@ fn sighup_reloads_event_handlers_and_tags_from_the_config_files() {
         || g.logs(),
         || serf(&["members", &rpc]).status.success().then_some(()),
     );
+    // The handler writing `out` has run once it holds `want`.
+    let handler_wrote = |what: &str, out: &Path, want: &str| {
+        poll(
+            what,
+            || g.logs(),
+            || (std::fs::read_to_string(out).unwrap_or_default() == want).then_some(()),
+        );
+    };
     assert!(serf(&["event", &rpc, "one", "first"]).status.success());
-    poll(
-        "old handler ran",
-        || g.logs(),
-        || {
-            let t = std::fs::read_to_string(&before).unwrap_or_default();
-            (t == "first\n").then_some(())
-        },
-    );
+    handler_wrote("old handler ran", &before, "first\n");
 
     write_cfg(&after, "db");
     g.signal(Signal::SIGHUP);
@@ -381,14 +382,7 @@ fn sighup_reloads_event_handlers_and_tags_from_the_config_files() {
         },
     );
     assert!(serf(&["event", &rpc, "two", "second"]).status.success());
-    poll(
-        "new handler ran",
-        || g.logs(),
-        || {
-            let t = std::fs::read_to_string(&after).unwrap_or_default();
-            (t == "second\n").then_some(())
-        },
-    );
+    handler_wrote("new handler ran", &after, "second\n");
     assert_eq!(std::fs::read_to_string(&before).unwrap(), "first\n");
 }
 
