@@ -3,13 +3,14 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{config, wait_member};
 use gossip::agent::{self, Agent};
 use gossip::model::{AgentConfig, AgentHandle, Event, MemberEventKind, MemberStatus};
-use testkit::{eventually, free_port, temp_dir};
+use testkit::{eventually, free_port, temp_dir, TempDir};
 use tokio::sync::broadcast;
 
 async fn start(name: &str, tags: &[(&str, &str)], join: Vec<String>) -> Arc<Agent> {
@@ -43,6 +44,48 @@ async fn member_event(
 
 async fn wait_status(a: &Agent, who: &str, st: MemberStatus) {
     wait_member(a, who, st, Duration::from_secs(60)).await;
+}
+
+/// A snapshot file's path in a fresh temp dir (removed with the handle).
+fn snapshot_file(tag: &str) -> (TempDir, PathBuf) {
+    let dir = temp_dir(tag);
+    let snap = dir.path().join("snapshot");
+    (dir, snap)
+}
+
+/// `name`, keeping its snapshot at `snap` (with `rejoin`), started joined
+/// to `seed` (named `seed_name`) and seeing it alive; its config, without
+/// the join, restarts it.
+async fn start_with_snapshot(
+    name: &str,
+    snap: &Path,
+    rejoin: bool,
+    seed: &Agent,
+    seed_name: &str,
+) -> (Arc<Agent>, AgentConfig) {
+    let cfg = AgentConfig {
+        snapshot: Some(snap.to_path_buf()),
+        rejoin,
+        ..config(name, &[], vec![])
+    };
+    let b = agent::start(AgentConfig {
+        join: vec![seed.local_addr().to_string()],
+        ..cfg.clone()
+    })
+    .await
+    .unwrap();
+    wait_status(&b, seed_name, MemberStatus::Alive).await;
+    (b, cfg)
+}
+
+/// Waits until the snapshot at `snap` holds each of `wants` (`what` says
+/// what that means).
+async fn wait_snapshot(snap: &Path, what: &str, wants: &[&str]) {
+    eventually(what, Duration::from_secs(30), async || {
+        let t = std::fs::read_to_string(snap).unwrap_or_default();
+        wants.iter().all(|w| t.contains(w)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,34 +271,18 @@ async fn first_subscriber_gets_events_since_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_and_rejoin_after_a_crash() {
-    let dir = temp_dir("gossip-snap");
-    let dir = dir.path();
-    let snap = dir.join("snapshot");
+    let (_dir, snap) = snapshot_file("gossip-snap");
     let a = start("snap-a", &[], vec![]).await;
-    let cfg = AgentConfig {
-        snapshot: Some(snap.clone()),
-        rejoin: true,
-        ..config("snap-b", &[], vec![])
-    };
-    let b = agent::start(AgentConfig {
-        join: vec![a.local_addr().to_string()],
-        ..cfg.clone()
-    })
-    .await
-    .unwrap();
-    wait_status(&b, "snap-a", MemberStatus::Alive).await;
+    let (b, cfg) = start_with_snapshot("snap-b", &snap, true, &a, "snap-a").await;
     for i in 0..3 {
         b.user_event("e", vec![i], false).await.unwrap();
     }
     // The coalesced member-join for snap-a lands in the file.
     let want = format!("alive: snap-a {}", a.local_addr());
-    eventually(
+    wait_snapshot(
+        &snap,
         "the snapshot to record snap-a and the event clock",
-        Duration::from_secs(30),
-        async || {
-            let t = std::fs::read_to_string(&snap).unwrap_or_default();
-            (t.contains(&want) && t.contains("event-clock: 4")).then_some(())
-        },
+        &[&want, "event-clock: 4"],
     )
     .await;
     b.shutdown().await.unwrap();
@@ -285,27 +312,11 @@ async fn snapshot_rejoins_after_a_crash_and_after_a_leave_with_rejoin() {
     for rejoin in [false, true] {
         let snap = dir.join(format!("snapshot-{rejoin}"));
         let name = format!("rules-b-{rejoin}");
-        let cfg = AgentConfig {
-            snapshot: Some(snap.clone()),
-            rejoin,
-            ..config(&name, &[], vec![])
-        };
-        let b = agent::start(AgentConfig {
-            join: vec![a.local_addr().to_string()],
-            ..cfg.clone()
-        })
-        .await
-        .unwrap();
-        wait_status(&b, "rules-a", MemberStatus::Alive).await;
-        eventually(
+        let (b, cfg) = start_with_snapshot(&name, &snap, rejoin, &a, "rules-a").await;
+        wait_snapshot(
+            &snap,
             "the snapshot to record rules-a",
-            Duration::from_secs(30),
-            async || {
-                std::fs::read_to_string(&snap)
-                    .unwrap_or_default()
-                    .contains("alive: rules-a ")
-                    .then_some(())
-            },
+            &["alive: rules-a "],
         )
         .await;
         // A crash (no leave): the restart rejoins, -rejoin or not.
@@ -423,9 +434,7 @@ async fn a_left_member_is_reaped_after_the_tombstone_timeout() {
 /// `stats` shows the queue depths and the handler drop counter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_with_the_largest_clocks_does_not_overflow() {
-    let dir = temp_dir("gossip-snap-max");
-    let dir = dir.path();
-    let snap = dir.join("snapshot");
+    let (_dir, snap) = snapshot_file("gossip-snap-max");
     let max = u64::MAX.to_string();
     std::fs::write(
         &snap,

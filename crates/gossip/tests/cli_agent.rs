@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::cli::{poll, serf, GossipAgent};
+use common::cli::{poll, serf, serf_stdout, GossipAgent};
 use testkit::{eventually, temp_dir, SerfAgent, Signal, DEADLINE};
 
 #[test]
@@ -58,14 +58,13 @@ fn gossip_agent_joins_serf_runs_handlers_and_leaves_on_sigterm() {
     // The real serf CLI reads our agent's member list over our RPC.
     let grpc = format!("-rpc-addr={}", g.rpc);
     poll("serf members via our RPC shows both", logs, || {
-        let t = String::from_utf8_lossy(&serf(&["members", &grpc]).stdout).into_owned();
+        let t = serf_stdout(&["members", &grpc]);
         (t.contains("serf-peer") && t.contains("ours")).then_some(())
     });
     // And the serf agent sees us alive with our tag.
     let srpc = format!("-rpc-addr={}", s.rpc);
     poll("serf agent sees ours alive", logs, || {
-        let t =
-            String::from_utf8_lossy(&serf(&["members", &srpc, "-name=ours"]).stdout).into_owned();
+        let t = serf_stdout(&["members", &srpc, "-name=ours"]);
         (t.trim() == format!("ours  {}  alive  role=backend", g.bind)).then_some(())
     });
 
@@ -98,8 +97,7 @@ fn gossip_agent_joins_serf_runs_handlers_and_leaves_on_sigterm() {
         "serf sees ours left",
         || s.log_text(),
         || {
-            let t = String::from_utf8_lossy(&serf(&["members", &srpc, "-name=ours"]).stdout)
-                .into_owned();
+            let t = serf_stdout(&["members", &srpc, "-name=ours"]);
             t.contains(" left ").then_some(())
         },
     );
@@ -133,17 +131,20 @@ fn serf_config_keys_can_make_a_signal_stop_without_a_leave() {
         ],
     );
     let srpc = format!("-rpc-addr={}", s.rpc);
-    let status = |name: &str| {
-        let o = serf(&["members", &srpc, &format!("-name={name}")]);
-        String::from_utf8_lossy(&o.stdout).into_owned()
+    let serf_sees_both = |status: &str| {
+        for name in ["noleave-term", "noleave-int"] {
+            poll(
+                &format!("serf sees {name} {status}"),
+                || s.log_text(),
+                || {
+                    serf_stdout(&["members", &srpc, &format!("-name={name}")])
+                        .contains(&format!(" {status}"))
+                        .then_some(())
+                },
+            );
+        }
     };
-    for name in ["noleave-term", "noleave-int"] {
-        poll(
-            &format!("serf sees {name} alive"),
-            || s.log_text(),
-            || status(name).contains(" alive").then_some(()),
-        );
-    }
+    serf_sees_both("alive");
     on_term.signal(Signal::SIGTERM);
     on_int.signal(Signal::SIGINT);
     for (g, sig) in [(&mut on_term, "terminated"), (&mut on_int, "interrupt")] {
@@ -153,13 +154,7 @@ fn serf_config_keys_can_make_a_signal_stop_without_a_leave() {
         assert!(!out.contains("Gracefully shutting down"), "{out}");
     }
     // No leave was sent: serf finds both failed (not left).
-    for name in ["noleave-term", "noleave-int"] {
-        poll(
-            &format!("serf sees {name} failed"),
-            || s.log_text(),
-            || status(name).contains(" failed").then_some(()),
-        );
-    }
+    serf_sees_both("failed");
     assert!(
         !s.log_text().contains("EventMemberLeave"),
         "{}",
@@ -169,9 +164,7 @@ fn serf_config_keys_can_make_a_signal_stop_without_a_leave() {
 
 #[test]
 fn rpc_leave_stops_our_agent_with_exit_0() {
-    let dir = temp_dir("cli-agent-leave");
-    let dir = dir.path();
-    let mut g = GossipAgent::start("solo", dir, &[]);
+    let mut g = GossipAgent::start_in_temp("solo", &[]);
     let o = serf(&["leave", &format!("-rpc-addr={}", g.rpc)]);
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
@@ -198,7 +191,7 @@ fn config_file_and_tags_file_persist_rpc_tag_changes_and_sigint_leaves() {
     std::fs::write(&tags_file, r#"{"role": "web", "zone": "z2"}"#).unwrap();
     let mut g = GossipAgent::start("cfg", dir, &[format!("-config-file={}", cfg.display())]);
     let rpc = format!("-rpc-addr={}", g.rpc);
-    let t = String::from_utf8_lossy(&serf(&["members", &rpc]).stdout).into_owned();
+    let t = serf_stdout(&["members", &rpc]);
     assert!(
         t.contains("role=web") && t.contains("zone=z2"),
         "tags not read from the tags file: {t}"
@@ -228,11 +221,8 @@ fn queries_are_answered_by_handlers_on_both_serf_and_gossip() {
     let s = SerfAgent::builder("q-serf")
         .event_handler("query:ping=/bin/echo pong-from-serf")
         .start_blocking();
-    let dir = temp_dir("cli-agent-query");
-    let dir = dir.path();
-    let g = GossipAgent::start(
+    let g = GossipAgent::start_in_temp(
         "q-ours",
-        dir,
         &[
             format!("-join={}", s.bind),
             "-event-handler".into(),
@@ -245,15 +235,13 @@ fn queries_are_answered_by_handlers_on_both_serf_and_gossip() {
             "both members alive",
             || g.logs(),
             || {
-                let t = String::from_utf8_lossy(&serf(&["members", &r, "-status=alive"]).stdout)
-                    .into_owned();
+                let t = serf_stdout(&["members", &r, "-status=alive"]);
                 (t.lines().count() == 2).then_some(())
             },
         );
     }
     for rpc in [g.rpc, s.rpc] {
-        let o = serf(&["query", &format!("-rpc-addr={rpc}"), "-timeout=5s", "ping"]);
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let text = serf_stdout(&["query", &format!("-rpc-addr={rpc}"), "-timeout=5s", "ping"]);
         for want in [
             "Response from 'q-serf': pong-from-serf",
             "Response from 'q-ours': pong-from-ours",
@@ -273,9 +261,7 @@ fn queries_are_answered_by_handlers_on_both_serf_and_gossip() {
 #[test]
 fn rpc_client_streams_member_events_from_our_agent() {
     use gossip::model::{MemberEventKind, MemberStatus};
-    let dir = temp_dir("cli-agent-stream");
-    let dir = dir.path();
-    let g = GossipAgent::start("st-ours", dir, &[]);
+    let g = GossipAgent::start_in_temp("st-ours", &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let c = eventually_connect(g.rpc).await;
@@ -365,15 +351,16 @@ fn sighup_reloads_event_handlers_and_tags_from_the_config_files() {
         || g.logs(),
         || serf(&["members", &rpc]).status.success().then_some(()),
     );
+    // The handler writing `out` has run once it holds `want`.
+    let handler_wrote = |what: &str, out: &Path, want: &str| {
+        poll(
+            what,
+            || g.logs(),
+            || (std::fs::read_to_string(out).unwrap_or_default() == want).then_some(()),
+        );
+    };
     assert!(serf(&["event", &rpc, "one", "first"]).status.success());
-    poll(
-        "old handler ran",
-        || g.logs(),
-        || {
-            let t = std::fs::read_to_string(&before).unwrap_or_default();
-            (t == "first\n").then_some(())
-        },
-    );
+    handler_wrote("old handler ran", &before, "first\n");
 
     write_cfg(&after, "db");
     g.signal(Signal::SIGHUP);
@@ -390,19 +377,12 @@ fn sighup_reloads_event_handlers_and_tags_from_the_config_files() {
         "tags reloaded",
         || g.logs(),
         || {
-            let t = String::from_utf8_lossy(&serf(&["members", &rpc]).stdout).into_owned();
+            let t = serf_stdout(&["members", &rpc]);
             t.contains("role=db").then_some(())
         },
     );
     assert!(serf(&["event", &rpc, "two", "second"]).status.success());
-    poll(
-        "new handler ran",
-        || g.logs(),
-        || {
-            let t = std::fs::read_to_string(&after).unwrap_or_default();
-            (t == "second\n").then_some(())
-        },
-    );
+    handler_wrote("new handler ran", &after, "second\n");
     assert_eq!(std::fs::read_to_string(&before).unwrap(), "first\n");
 }
 
@@ -411,11 +391,8 @@ fn sighup_reloads_event_handlers_and_tags_from_the_config_files() {
 #[test]
 fn an_agent_without_compression_joins_serf() {
     let s = SerfAgent::builder("nc-serf").start_blocking();
-    let dir = temp_dir("cli-agent-nocompress");
-    let dir = dir.path();
-    let ours = GossipAgent::start(
+    let ours = GossipAgent::start_in_temp(
         "nc-ours",
-        dir,
         &[format!("-join={}", s.bind), "-disable-compression".into()],
     );
     let logs = || format!("{}\nserf:\n{}", ours.logs(), s.log_text());
@@ -426,8 +403,8 @@ fn an_agent_without_compression_joins_serf() {
     });
     for rpc in [s.rpc, ours.rpc] {
         poll("both members alive on both sides", logs, || {
-            let out = serf(&["members", &format!("-rpc-addr={rpc}"), "-status=alive"]);
-            (String::from_utf8_lossy(&out.stdout).lines().count() == 2).then_some(())
+            let out = serf_stdout(&["members", &format!("-rpc-addr={rpc}"), "-status=alive"]);
+            (out.lines().count() == 2).then_some(())
         });
     }
     let o = serf(&["event", &format!("-rpc-addr={}", ours.rpc), "nc", "plain"]);

@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::cli::{poll, serf, GossipAgent, GOSSIP};
+use common::cli::{poll, serf, serf_stdout, GossipAgent, GOSSIP};
 use testkit::{eventually_blocking_explained, temp_dir, ChildGuard, SerfAgent, DEADLINE};
 
 #[test]
@@ -178,8 +178,8 @@ fn size_limits_match_serf_and_follow_its_config_keys() {
     );
     let logs = || format!("{}\n{}\nserf:\n{}", ours.logs(), wide.logs(), s.log_text());
     poll("three members alive", logs, || {
-        let out = serf(&["members", &format!("-rpc-addr={}", s.rpc), "-status=alive"]);
-        (String::from_utf8_lossy(&out.stdout).lines().count() == 3).then_some(())
+        let out = serf_stdout(&["members", &format!("-rpc-addr={}", s.rpc), "-status=alive"]);
+        (out.lines().count() == 3).then_some(())
     });
 
     let a = |n: usize| "a".repeat(n);
@@ -277,9 +277,7 @@ fn tags_that_do_not_fit_are_refused_as_by_serf() {
         "{o:?}"
     );
 
-    let dir = temp_dir("cli-agent-bigtags");
-    let dir = dir.path();
-    let ours = GossipAgent::start("bt-ours", dir, &["-tag".into(), "role=web".into()]);
+    let ours = GossipAgent::start_in_temp("bt-ours", &["-tag".into(), "role=web".into()]);
     let r = format!("-rpc-addr={}", ours.rpc);
     let o = serf(&["tags", &r, "-set", &big]);
     let err = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
@@ -288,13 +286,13 @@ fn tags_that_do_not_fit_are_refused_as_by_serf() {
         err.contains("Error setting tags: Encoded length of tags exceeds limit of 512 bytes"),
         "{err}"
     );
-    let members = String::from_utf8_lossy(&serf(&["members", &r]).stdout).into_owned();
+    let members = serf_stdout(&["members", &r]);
     assert!(
         members.contains("role=web") && !members.contains("big="),
         "{members}"
     );
     // A change that fits still goes through.
     assert!(serf(&["tags", &r, "-set", "zone=z1"]).status.success());
-    let members = String::from_utf8_lossy(&serf(&["members", &r]).stdout).into_owned();
+    let members = serf_stdout(&["members", &r]);
     assert!(members.contains("zone=z1"), "{members}");
 }

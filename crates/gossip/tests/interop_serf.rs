@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::interop::{
-    blocking, next_user_event, serf_sees, start_ours, start_serf, wait_handler_log,
+    blocking, next_user_event, serf_eventually, serf_sees, serf_sees_member, start_ours,
+    start_serf, wait_handler_log,
 };
 use common::{config, wait_alive, wait_member};
 use gossip::agent;
@@ -35,20 +36,17 @@ async fn mixed_cluster_join_tags_events_leave() {
     assert_eq!(m.tag("role"), Some("lb"));
 
     // serf sees us alive with our address and tags.
-    let s = serf.clone();
-    let (addr, tags) = blocking(move || {
-        eventually_blocking("serf sees ours1 alive", Duration::from_secs(30), || {
-            s.members()
-                .ok()?
-                .into_iter()
-                .find(|m| m.name == "ours1" && m.status == "alive")
-                .map(|m| (m.addr, m.tags))
-        })
-    })
+    let m = serf_sees_member(
+        &serf,
+        "ours1",
+        "serf sees ours1 alive",
+        Duration::from_secs(30),
+        |m| m.status == "alive",
+    )
     .await;
-    assert_eq!(addr, our_addr.to_string());
-    assert_eq!(tags["role"], "backend");
-    assert_eq!(tags["zone"], "z1");
+    assert_eq!(m.addr, our_addr.to_string());
+    assert_eq!(m.tags["role"], "backend");
+    assert_eq!(m.tags["zone"], "z1");
 
     // serf's handler saw our join, with our address and role on stdin.
     wait_handler_log(
@@ -89,13 +87,13 @@ async fn mixed_cluster_join_tags_events_leave() {
     ours.set_tags(vec![("color".into(), "blue".into())], vec!["zone".into()])
         .await
         .unwrap();
-    let s = serf.clone();
-    blocking(move || {
-        eventually_blocking("serf sees our new tags", Duration::from_secs(30), || {
-            let m = s.members().ok()?.into_iter().find(|m| m.name == "ours1")?;
-            (m.tags["color"] == "blue" && m.tags.get("zone").is_none()).then_some(())
-        })
-    })
+    serf_sees_member(
+        &serf,
+        "ours1",
+        "serf sees our new tags",
+        Duration::from_secs(30),
+        |m| m.tags["color"] == "blue" && m.tags.get("zone").is_none(),
+    )
     .await;
 
     // Graceful leave: serf shows us as left, and never took us for failed
@@ -190,17 +188,13 @@ async fn restarts_on_both_sides_come_back_alive() {
     })
     .await
     .expect("restarted agent joins serf");
-    let s = serf.clone();
-    blocking(move || {
-        eventually_blocking(
-            "real7 sees ours7 alive again with new tags",
-            Duration::from_secs(60),
-            || {
-                let m = s.members().ok()?.into_iter().find(|m| m.name == "ours7")?;
-                (m.status == "alive" && m.tags["v"] == "2").then_some(())
-            },
-        )
-    })
+    serf_sees_member(
+        &serf,
+        "ours7",
+        "real7 sees ours7 alive again with new tags",
+        Duration::from_secs(60),
+        |m| m.status == "alive" && m.tags["v"] == "2",
+    )
     .await;
 
     // serf is killed and restarted on the same port, joining us.
@@ -287,22 +281,20 @@ async fn duplicate_names_lose_the_vote_both_ways() {
     .await;
     let b_port = ours_b.local_addr().port();
     let a = real_a.clone();
-    blocking(move || {
-        eventually_blocking(
-            "realA still sees oursB at its address",
-            Duration::from_secs(30),
-            || {
-                let v: serde_json::Value =
-                    serde_json::from_str(&a.cli(&["members", "-format=json"]).ok()?).ok()?;
-                v["members"].as_array()?.iter().find(|m| {
-                    m["name"] == "oursB"
-                        && m["status"] == "alive"
-                        && m["port"].as_u64() == Some(u64::from(b_port))
-                })?;
-                Some(())
-            },
-        )
-    })
+    serf_eventually(
+        "realA still sees oursB at its address",
+        Duration::from_secs(30),
+        move || {
+            let v: serde_json::Value =
+                serde_json::from_str(&a.cli(&["members", "-format=json"]).ok()?).ok()?;
+            v["members"].as_array()?.iter().find(|m| {
+                m["name"] == "oursB"
+                    && m["status"] == "alive"
+                    && m["port"].as_u64() == Some(u64::from(b_port))
+            })?;
+            Some(())
+        },
+    )
     .await;
     ours_b.shutdown().await.unwrap();
     ours_c.shutdown().await.unwrap();

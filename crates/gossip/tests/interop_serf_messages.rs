@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::cli::serf;
 use common::interop::{blocking, keygen, next_user_event, serf_sees, start_ours, start_serf};
-use common::{config, wait_member};
+use common::{acked_query, config, wait_member};
 use gossip::agent;
 use gossip::model::{AgentConfig, AgentHandle, Event, MemberStatus};
 use testkit::{eventually, eventually_blocking, temp_dir};
@@ -88,13 +88,7 @@ async fn queries_both_ways_and_dns_join() {
 
     // Our query: serf acks and its handler answers.
     let mut rx = ours
-        .query(gossip::model::QueryParams {
-            name: "whoami".into(),
-            payload: b"?".to_vec(),
-            request_ack: true,
-            timeout: Duration::from_secs(8),
-            ..Default::default()
-        })
+        .query(acked_query("whoami", b"?", Duration::from_secs(8)))
         .await
         .unwrap();
     let mut acked = false;

@@ -1,8 +1,11 @@
 //! `gossip::rpc::Client` against the real `serf agent` 0.9.4 on loopback.
 
+mod common;
+
 use std::time::Duration;
 
-use gossip::model::{MemberEventKind, MemberStatus, QueryParams, QueryReply};
+use common::acked_query;
+use gossip::model::{IncomingQuery, MemberEventKind, MemberStatus, QueryReply};
 use gossip::rpc::{Client, EventStream, StreamRecord};
 use testkit::{eventually, SerfAgent, DEADLINE};
 
@@ -127,22 +130,16 @@ async fn stream_sees_join_user_event_query_and_leave() {
     // Query from a, answered by b through its own stream + respond.
     let mut qstream = cb.stream("query:ping").await.unwrap();
     let mut replies = ca
-        .query(QueryParams {
-            name: "ping".into(),
-            payload: b"hello".to_vec(),
-            request_ack: true,
-            timeout: Duration::from_secs(10),
-            ..Default::default()
-        })
+        .query(acked_query("ping", b"hello", Duration::from_secs(10)))
         .await
         .unwrap();
     let q = wait_record(&mut qstream, "query ping on b1", |r| {
         matches!(r, StreamRecord::Query { .. })
     })
     .await;
-    let StreamRecord::Query {
+    let StreamRecord::Query(IncomingQuery {
         id, name, payload, ..
-    } = q
+    }) = q
     else {
         unreachable!()
     };

@@ -612,7 +612,10 @@ async fn our_client_streams_filtered_events_and_responds_to_queries() {
         .await
         .unwrap()
         .unwrap();
-    assert!(matches!(rec, StreamRecord::Query { id: 42, .. }), "{rec:?}");
+    assert!(
+        matches!(rec, StreamRecord::Query(IncomingQuery { id: 42, .. })),
+        "{rec:?}"
+    );
     c.respond(42, b"0.5").await.unwrap();
     let err = c.respond(43, b"x").await.unwrap_err();
     assert_eq!(err.to_string(), "No pending queries matching ID");

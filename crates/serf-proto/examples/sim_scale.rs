@@ -7,48 +7,14 @@
 //! protocol crate's clippy.toml bans from the library: allowed here only.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use serf_proto::sim::scale::{self, Params};
-
-/// The system allocator, counting the bytes live and their peak.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(l) };
-        if !p.is_null() {
-            let live = LIVE.fetch_add(l.size(), Relaxed) + l.size();
-            PEAK.fetch_max(live, Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) };
-        LIVE.fetch_sub(l.size(), Relaxed);
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, size: usize) -> *mut u8 {
-        let q = unsafe { System.realloc(p, l, size) };
-        if !q.is_null() {
-            if size >= l.size() {
-                let live = LIVE.fetch_add(size - l.size(), Relaxed) + size - l.size();
-                PEAK.fetch_max(live, Relaxed);
-            } else {
-                LIVE.fetch_sub(l.size() - size, Relaxed);
-            }
-        }
-        q
-    }
-}
+use testkit::CountingAlloc;
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: CountingAlloc = CountingAlloc::new();
 
 /// A field of /proc/self/status in KiB (VmRSS, VmHWM).
 fn status_kib(field: &str) -> u64 {
@@ -87,7 +53,7 @@ fn main() {
     let mut phases = Vec::new();
     let r = scale::run(&p, &mut |name, sim| {
         let now = Instant::now();
-        let (live, rss) = (LIVE.load(Relaxed), status_kib("VmRSS"));
+        let (live, rss) = (ALLOC.live(), status_kib("VmRSS"));
         eprintln!(
             "sim n={n} {name}: simulated {:.1} s, wall {:.1} s (+{:.1}), heap {} MiB, rss {} MiB",
             sim.now().as_secs_f64(),
@@ -109,7 +75,7 @@ fn main() {
         out,
         r#"{{"n":{n},"seed":{seed},"wall_s":{wall:.3},"simulated_s":{:.3},"heap_peak_bytes":{},"vm_hwm_kib":{},"#,
         r.simulated.as_secs_f64(),
-        PEAK.load(Relaxed),
+        ALLOC.peak(),
         status_kib("VmHWM"),
     );
     let _ = write!(

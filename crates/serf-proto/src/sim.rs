@@ -211,6 +211,23 @@ impl Sim {
         }
     }
 
+    /// A stream from node `i` that expects an answer (push-pull, TCP
+    /// ping): counted, the peer's turn queued in `work`, and the peer's
+    /// reply read as node `i` reads it (`None`: no peer, no reply, or one
+    /// that does not parse).
+    fn exchange(
+        &mut self,
+        i: usize,
+        to: SocketAddr,
+        bytes: &[u8],
+        work: &mut Vec<usize>,
+    ) -> Option<wire::Message> {
+        self.streams += 1;
+        let (t, reply) = self.open_stream(i, to, bytes)?;
+        work.push(t);
+        self.read_stream(i, &reply?)
+    }
+
     /// Node `i` joins through node `j` (push-pull at once).
     pub fn join(&mut self, i: usize, j: usize) -> bool {
         let to = self.nodes[j].addr;
@@ -266,13 +283,8 @@ impl Sim {
                             .push(Reverse((self.now + delay, self.seq, t, from, bytes)));
                     }
                     Output::PushPull { to, bytes, .. } => {
-                        self.streams += 1;
-                        let Some((t, reply)) = self.open_stream(i, to, &bytes) else {
-                            continue;
-                        };
-                        work.push(t);
-                        let now = self.now;
-                        if let Some(m) = reply.and_then(|r| self.read_stream(i, &r)) {
+                        if let Some(m) = self.exchange(i, to, &bytes, &mut work) {
+                            let now = self.now;
                             if self.nodes[i].serf.handle_push_pull_reply(m, now) {
                                 ok += 1;
                             }
@@ -280,13 +292,8 @@ impl Sim {
                         }
                     }
                     Output::TcpPing { to, bytes } => {
-                        self.streams += 1;
-                        let Some((t, reply)) = self.open_stream(i, to, &bytes) else {
-                            continue;
-                        };
-                        work.push(t);
-                        let now = self.now;
-                        if let Some(m) = reply.and_then(|r| self.read_stream(i, &r)) {
+                        if let Some(m) = self.exchange(i, to, &bytes, &mut work) {
+                            let now = self.now;
                             self.nodes[i].serf.handle_tcp_ping_reply(m, now);
                             work.push(i);
                         }

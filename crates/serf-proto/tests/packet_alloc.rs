@@ -3,44 +3,23 @@
 //! binary, so nothing else allocates through it concurrently... except the
 //! test harness, which is why the bound is generous).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use serf_proto::wire;
-
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(l) };
-        if !p.is_null() {
-            let now = CURRENT.fetch_add(l.size(), Ordering::SeqCst) + l.size();
-            PEAK.fetch_max(now, Ordering::SeqCst);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) };
-        CURRENT.fetch_sub(l.size(), Ordering::SeqCst);
-    }
-}
+use testkit::CountingAlloc;
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: CountingAlloc = CountingAlloc::new();
 
 /// One measurement at a time (tests run on parallel threads).
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Peak bytes allocated above the level at the start while `f` runs.
 fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let base = CURRENT.load(Ordering::SeqCst);
-    PEAK.store(base, Ordering::SeqCst);
+    let base = A.live();
+    A.reset_peak(base);
     let r = f();
-    (r, PEAK.load(Ordering::SeqCst).saturating_sub(base))
+    (r, A.peak().saturating_sub(base))
 }
 
 /// Worst case we accept for one datagram, all envelopes and msgpack

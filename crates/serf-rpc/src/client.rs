@@ -2,6 +2,7 @@
 //! `Seq`, streams (`stream`, `monitor`, `query`) delivered on channels.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,34 +18,18 @@ use crate::codec::{self, ValueReader};
 use crate::msg::{self, Command, EventRecord};
 use crate::{errors, Error, Result};
 use serf_proto::coordinate::Coordinate;
-use serf_proto::model::{KeyResponse, Member, MemberEventKind, QueryParams, QueryReply, Stats};
+use serf_proto::model::{
+    Event, IncomingQuery, KeyResponse, Member, MemberEventKind, QueryParams, QueryReply, Stats,
+};
 
 /// Serf's client gives up dialing after this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Query replies buffered before the forwarding task waits for the consumer.
 const STREAM_BUFFER: usize = 1024;
 
-/// One record of an event `stream`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamRecord {
-    Member {
-        kind: MemberEventKind,
-        members: Vec<Member>,
-    },
-    User {
-        ltime: u64,
-        name: String,
-        payload: Vec<u8>,
-        coalesce: bool,
-    },
-    /// A query this agent received; answer with [`Client::respond`]`(id, ..)`.
-    Query {
-        id: u64,
-        ltime: u64,
-        name: String,
-        payload: Vec<u8>,
-    },
-}
+/// One record of an event `stream`: the agent's own [`Event`]; a query
+/// carries the id to answer it with through [`Client::respond`].
+pub type StreamRecord = Event;
 
 /// A body as it came off the wire, decoded by whoever asked for it.
 type Raw = Vec<u8>;
@@ -88,19 +73,39 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
-/// An event subscription (`stream` command). Ends (`recv` gives `None`) when
-/// the connection closes.
-pub struct EventStream {
+/// A subscription (`stream`, `monitor`): its records in order. Ends
+/// (`recv` gives `None`) when the connection closes.
+pub struct Subscription<R> {
     client: Client,
     seq: u64,
     rx: mpsc::UnboundedReceiver<Raw>,
+    record: PhantomData<fn() -> R>,
 }
 
-/// A log subscription (`monitor` command).
-pub struct LogStream {
-    client: Client,
-    seq: u64,
-    rx: mpsc::UnboundedReceiver<Raw>,
+/// An event subscription (`stream` command).
+pub type EventStream = Subscription<StreamRecord>;
+
+/// A log subscription (`monitor` command): its log lines.
+pub type LogStream = Subscription<String>;
+
+/// What a subscription yields, read from one record body.
+pub trait Record: Sized {
+    /// `None`: a record to skip.
+    fn from_body(raw: &[u8]) -> Option<Self>;
+}
+
+impl Record for StreamRecord {
+    /// Records of kinds this client does not know are skipped.
+    fn from_body(raw: &[u8]) -> Option<Self> {
+        EventRecord::decode(raw).ok().map(Into::into)
+    }
+}
+
+impl Record for String {
+    /// A record that does not decode reads as an empty line.
+    fn from_body(raw: &[u8]) -> Option<Self> {
+        Some(codec::decode::<msg::LogRecord>(raw).unwrap_or_default().log)
+    }
 }
 
 impl Client {
@@ -341,12 +346,7 @@ impl Client {
         let req = msg::StreamRequest {
             filter: filter.to_string(),
         };
-        let (seq, rx) = self.open_stream(Command::Stream, &req).await?;
-        Ok(EventStream {
-            client: self.clone(),
-            seq,
-            rx,
-        })
+        self.subscribe(Command::Stream, &req).await
     }
 
     /// Subscribes to the agent's log lines at `level` or above
@@ -355,11 +355,20 @@ impl Client {
         let req = msg::MonitorRequest {
             log_level: level.to_uppercase(),
         };
-        let (seq, rx) = self.open_stream(Command::Monitor, &req).await?;
-        Ok(LogStream {
+        self.subscribe(Command::Monitor, &req).await
+    }
+
+    async fn subscribe<R>(
+        &self,
+        command: Command,
+        req: &impl Serialize,
+    ) -> Result<Subscription<R>> {
+        let (seq, rx) = self.open_stream(command, req).await?;
+        Ok(Subscription {
             client: self.clone(),
             seq,
             rx,
+            record: PhantomData,
         })
     }
 
@@ -438,34 +447,18 @@ fn decode<R: serde::de::DeserializeOwned + Default>(command: Command, raw: &[u8]
     codec::decode(raw).map_err(|e| Error::Protocol(format!("{}: {e}", command.name())))
 }
 
-impl EventStream {
+impl<R: Record> Subscription<R> {
     /// The next record; `None` once the connection is gone.
-    pub async fn recv(&mut self) -> Option<StreamRecord> {
+    pub async fn recv(&mut self) -> Option<R> {
         loop {
             let raw = self.rx.recv().await?;
-            // Records of kinds this client does not know are skipped.
-            if let Ok(rec) = EventRecord::decode(&raw) {
-                return Some(rec.into());
+            if let Some(rec) = R::from_body(&raw) {
+                return Some(rec);
             }
         }
     }
 
     /// Stops the subscription on the agent.
-    pub async fn stop(self) -> Result<()> {
-        self.client.stop(self.seq).await
-    }
-}
-
-impl LogStream {
-    pub async fn recv(&mut self) -> Option<String> {
-        let raw = self.rx.recv().await?;
-        Some(
-            codec::decode::<msg::LogRecord>(&raw)
-                .unwrap_or_default()
-                .log,
-        )
-    }
-
     pub async fn stop(self) -> Result<()> {
         self.client.stop(self.seq).await
     }
@@ -483,12 +476,12 @@ impl From<EventRecord> for StreamRecord {
                 }
             }
             EventRecord::Query(q) => {
-                return StreamRecord::Query {
+                return StreamRecord::Query(IncomingQuery {
                     id: q.id,
                     ltime: q.ltime,
                     name: q.name,
                     payload: q.payload,
-                }
+                })
             }
             EventRecord::MemberJoin(b) => (MemberEventKind::Join, b),
             EventRecord::MemberLeave(b) => (MemberEventKind::Leave, b),

@@ -38,7 +38,7 @@ mod convert;
 mod go;
 pub mod msg;
 
-pub use client::{Client, EventStream, LogStream, StreamRecord};
+pub use client::{Client, EventStream, LogStream, Record, StreamRecord, Subscription};
 pub use msg::Command;
 
 /// Errors of the RPC client.

@@ -8,8 +8,10 @@
 //! - [`ChildGuard`]: a child process killed and reaped on drop;
 //! - [`SerfAgent`]: the real `serf agent` 0.9.4 on loopback;
 //! - [`http`]: tiny HTTP backends, one-request clients and a load generator;
-//! - [`RedisServer`]: a real `redis-server` on loopback.
+//! - [`RedisServer`]: a real `redis-server` on loopback;
+//! - [`CountingAlloc`]: a global allocator that counts live and peak bytes.
 
+mod alloc;
 pub mod http;
 mod ports;
 mod process;
@@ -17,6 +19,7 @@ mod redis;
 mod serf;
 mod wait;
 
+pub use alloc::CountingAlloc;
 pub use nix::sys::signal::Signal;
 pub use ports::free_port;
 pub use process::ChildGuard;

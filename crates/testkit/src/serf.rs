@@ -264,13 +264,15 @@ impl SerfAgent {
             .collect())
     }
 
+    /// What this agent lists about `name`; `None` when it does not list
+    /// it (or the CLI fails).
+    pub fn member(&self, name: &str) -> Option<SerfMember> {
+        self.members().ok()?.into_iter().find(|m| m.name == name)
+    }
+
     /// The status (`alive`, `failed`, `left`, ...) this agent gives `name`.
     pub fn status_of(&self, name: &str) -> Option<String> {
-        self.members()
-            .ok()?
-            .into_iter()
-            .find(|m| m.name == name)
-            .map(|m| m.status)
+        self.member(name).map(|m| m.status)
     }
 }
 

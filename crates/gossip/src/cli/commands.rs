@@ -38,20 +38,59 @@ pub use inspect::{info, monitor, rtt};
 pub use keys::{keygen, keys};
 pub use membership::{force_leave, join, leave, members, reachability, tags};
 
-const RPC_FLAGS: [(&str, Kind); 2] = [("rpc-addr", Kind::Value), ("rpc-auth", Kind::Value)];
+/// A client command's interface, declared once: its help text and the
+/// flags it takes by kind. The RPC flags every command shares
+/// (`-rpc-addr`, `-rpc-auth`) are not declared here: [`parse`] accepts
+/// them and [`Usage::help`] lists them.
+struct Usage {
+    /// The help text down to the command's own options.
+    text: &'static str,
+    bools: &'static [&'static str],
+    values: &'static [&'static str],
+    lists: &'static [&'static str],
+}
 
-/// Parses `specs` plus the RPC flags; prints help or the error itself.
-fn parse(specs: &[(&'static str, Kind)], argv: &[String], help: &str) -> Result<Flags, i32> {
-    let mut all = specs.to_vec();
-    all.extend_from_slice(&RPC_FLAGS);
-    match Flags::parse(&all, argv) {
+impl Usage {
+    /// Fills the flag kinds a command does not use: `..Usage::NO_FLAGS`.
+    const NO_FLAGS: Usage = Usage {
+        text: "",
+        bools: &[],
+        values: &[],
+        lists: &[],
+    };
+
+    /// The whole help text, trimmed, ending with the RPC flags.
+    fn help(&self) -> String {
+        format!(
+            "{}\n  -rpc-addr=127.0.0.1:7373  RPC address of the Serf agent.\n  -rpc-auth=\"\"              RPC auth token of the Serf agent.",
+            self.text.trim()
+        )
+    }
+
+    fn specs(&self) -> Vec<(&'static str, Kind)> {
+        let kinds = [
+            (self.bools, Kind::Bool),
+            (self.values, Kind::Value),
+            (self.lists, Kind::List),
+            (&["rpc-addr", "rpc-auth"], Kind::Value),
+        ];
+        kinds
+            .into_iter()
+            .flat_map(|(names, kind)| names.iter().map(move |n| (*n, kind)))
+            .collect()
+    }
+}
+
+/// Parses `argv` by `usage`; prints the help or the error itself.
+fn parse(usage: &Usage, argv: &[String]) -> Result<Flags, i32> {
+    match Flags::parse(&usage.specs(), argv) {
         Ok(f) => Ok(f),
         Err(FlagError::Help) => {
-            println!("{}", help.trim());
+            println!("{}", usage.help());
             Err(0)
         }
         Err(FlagError::Bad(msg)) => {
-            eprintln!("{msg}\n{}", help.trim());
+            eprintln!("{msg}\n{}", usage.help());
             Err(1)
         }
     }
@@ -76,15 +115,15 @@ fn output_format(f: &Flags) -> Result<&str, i32> {
 fn name_and_payload<'a>(
     f: &'a Flags,
     missing: &str,
-    help: &str,
+    usage: &Usage,
 ) -> Result<(&'a str, &'a [u8]), i32> {
     match f.args.as_slice() {
-        [] => Err(fail(format!("{missing}\n\n{}", help.trim()))),
+        [] => Err(fail(format!("{missing}\n\n{}", usage.help()))),
         [name] => Ok((name, b"")),
         [name, payload] => Ok((name, payload.as_bytes())),
         _ => Err(fail(format!(
             "Too many command line arguments. Only a name and payload must be specified.\n\n{}",
-            help.trim()
+            usage.help()
         ))),
     }
 }

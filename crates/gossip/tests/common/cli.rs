@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use testkit::{eventually_blocking_explained, free_port, ChildGuard, Signal, DEADLINE, SERF};
+use testkit::{
+    eventually_blocking_explained, free_port, temp_dir, ChildGuard, Signal, TempDir, DEADLINE, SERF,
+};
 
 pub const GOSSIP: &str = env!("CARGO_BIN_EXE_gossip");
 
@@ -16,6 +18,9 @@ pub struct GossipAgent {
     pub bind: SocketAddr,
     pub stdout: PathBuf,
     pub stderr: PathBuf,
+    /// The temp dir of [`GossipAgent::start_in_temp`], removed after the
+    /// process is killed (fields drop in order).
+    scratch: Option<TempDir>,
 }
 
 impl GossipAgent {
@@ -42,6 +47,7 @@ impl GossipAgent {
             bind,
             stdout,
             stderr,
+            scratch: None,
         };
         let logs = agent.log_paths();
         eventually_blocking_explained(&format!("RPC on {rpc}"), DEADLINE, logs, || {
@@ -50,6 +56,14 @@ impl GossipAgent {
             }
             std::net::TcpStream::connect(rpc).ok()
         });
+        agent
+    }
+
+    /// [`GossipAgent::start`] with its output in a temp dir of its own.
+    pub fn start_in_temp(name: &str, extra: &[String]) -> GossipAgent {
+        let dir = temp_dir(&format!("gossip-agent-{name}"));
+        let mut agent = GossipAgent::start(name, dir.path(), extra);
+        agent.scratch = Some(dir);
         agent
     }
 
@@ -86,6 +100,11 @@ impl GossipAgent {
 /// The real `serf` command line with `args` (against any agent's RPC).
 pub fn serf(args: &[&str]) -> Output {
     Command::new(SERF).args(args).output().expect("run serf")
+}
+
+/// The serf CLI's stdout, as text.
+pub fn serf_stdout(args: &[&str]) -> String {
+    String::from_utf8_lossy(&serf(args).stdout).into_owned()
 }
 
 /// Polls `f` (blocking) until it returns Some; `logs` go with a timeout.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use gossip::agent::{self, Agent};
 use gossip::model::{AgentConfig, Event};
-use testkit::{eventually_blocking, SerfAgent, SERF};
+use testkit::{eventually_blocking, SerfAgent, SerfMember, SERF};
 use tokio::sync::broadcast;
 
 use super::config;
@@ -117,16 +117,36 @@ pub async fn start_ours(
 /// `name` as `status` (`alive`, `failed`, `left`, ...).
 pub async fn serf_sees(serf: &Arc<SerfAgent>, name: &str, status: &str, limit: Duration) {
     let what = format!("{} sees {name} {status}", serf.name);
-    let (serf, name, status) = (serf.clone(), name.to_string(), status.to_string());
-    blocking(move || {
-        eventually_blocking(&what, limit, || {
-            (serf.status_of(&name)? == status).then_some(())
-        })
-    })
-    .await
+    let status = status.to_string();
+    serf_sees_member(serf, name, &what, limit, move |m| m.status == status).await;
+}
+
+/// Waits (at most `limit`, off the async runtime) until `serf` lists
+/// `name` as `ok` wants it (`what` says how, for the log); returns what
+/// serf listed then.
+pub async fn serf_sees_member(
+    serf: &Arc<SerfAgent>,
+    name: &str,
+    what: &str,
+    limit: Duration,
+    ok: impl Fn(&SerfMember) -> bool + Send + 'static,
+) -> SerfMember {
+    let (serf, name) = (serf.clone(), name.to_string());
+    serf_eventually(what, limit, move || serf.member(&name).filter(&ok)).await
 }
 
 /// Runs the blocking serf CLI off the async runtime.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+/// [`eventually_blocking`] off the async runtime: polls `f`, which asks
+/// a real serf (its CLI blocks), until it gives `Some` or `deadline` passes.
+pub async fn serf_eventually<T: Send + 'static>(
+    what: &str,
+    deadline: Duration,
+    f: impl FnMut() -> Option<T> + Send + 'static,
+) -> T {
+    let what = what.to_string();
+    blocking(move || eventually_blocking(&what, deadline, f)).await
 }

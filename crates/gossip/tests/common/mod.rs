@@ -9,7 +9,7 @@ pub mod interop;
 use std::time::Duration;
 
 use gossip::agent::Agent;
-use gossip::model::{AgentConfig, AgentHandle, Member, MemberStatus};
+use gossip::model::{AgentConfig, AgentHandle, Member, MemberStatus, QueryParams};
 
 /// An agent named `name` on 127.0.0.1 (a port of the kernel's choosing),
 /// with `tags`, joining `join` at start.
@@ -23,6 +23,17 @@ pub fn config(name: &str, tags: &[(&str, &str)], join: Vec<String>) -> AgentConf
             .collect(),
         join,
         ..AgentConfig::default()
+    }
+}
+
+/// A query named `name` that asks for acks and ends after `timeout`.
+pub fn acked_query(name: &str, payload: &[u8], timeout: Duration) -> QueryParams {
+    QueryParams {
+        name: name.into(),
+        payload: payload.to_vec(),
+        request_ack: true,
+        timeout,
+        ..Default::default()
     }
 }
 

@@ -45,53 +45,38 @@ fn check_serf(name: &str, m: SerfMessage) {
 }
 
 fn nodes() -> Vec<PushNodeState> {
-    let node = |name: &str, addr: [u8; 4], port, meta, incarnation, state, vsn| PushNodeState {
+    let node = |name: &str, addr: [u8; 4], port| PushNodeState {
         name: name.into(),
         addr: addr.to_vec(),
         port,
-        meta,
-        incarnation,
-        state,
-        vsn,
+        ..Default::default()
     };
-    let role = encode_tags(&[("role".into(), "x".into())]);
     vec![
-        node(
-            "a",
-            [127, 0, 0, 1],
-            7946,
-            role,
-            3,
-            NodeState::Alive,
-            vec![1, 5, 2, 2, 5, 5],
-        ),
-        node(
-            "b",
-            [10, 1, 2, 3],
-            7947,
-            vec![],
-            1 << 31,
-            NodeState::Left,
-            vec![1, 5, 2, 2, 5, 4],
-        ),
-        node(
-            "c",
-            [10, 1, 2, 4],
-            7948,
-            b"web".to_vec(),
-            0,
-            NodeState::Suspect,
-            vec![0; 6],
-        ),
-        node(
-            "d",
-            [10, 1, 2, 5],
-            7949,
-            vec![],
-            9,
-            NodeState::Dead,
-            vec![1, 5, 2, 2, 5, 5],
-        ),
+        PushNodeState {
+            meta: encode_tags(&[("role".into(), "x".into())]),
+            incarnation: 3,
+            state: NodeState::Alive,
+            vsn: vec![1, 5, 2, 2, 5, 5],
+            ..node("a", [127, 0, 0, 1], 7946)
+        },
+        PushNodeState {
+            incarnation: 1 << 31,
+            state: NodeState::Left,
+            vsn: vec![1, 5, 2, 2, 5, 4],
+            ..node("b", [10, 1, 2, 3], 7947)
+        },
+        PushNodeState {
+            meta: b"web".to_vec(),
+            state: NodeState::Suspect,
+            vsn: vec![0; 6],
+            ..node("c", [10, 1, 2, 4], 7948)
+        },
+        PushNodeState {
+            incarnation: 9,
+            state: NodeState::Dead,
+            vsn: vec![1, 5, 2, 2, 5, 5],
+            ..node("d", [10, 1, 2, 5], 7949)
+        },
     ]
 }
 

@@ -5,28 +5,30 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{connect, fail, name_and_payload, parse, parse_tags};
-use crate::cli::flags::{parse_duration, Kind};
+use super::{connect, fail, name_and_payload, parse, parse_tags, Usage};
+use crate::cli::flags::parse_duration;
 use crate::cli::output::json;
 use crate::model::{QueryParams, QueryReply};
 
-const EVENT_HELP: &str = "
+const EVENT: Usage = Usage {
+    text: "
 Usage: gossip event [options] name [payload]
 
   Dispatches a custom user event across the cluster.
 
 Options:
   -coalesce=true/false      Whether handlers may coalesce this event (default true).
-  -rpc-addr=127.0.0.1:7373  RPC address of the Serf agent.
-  -rpc-auth=\"\"              RPC auth token of the Serf agent.
-";
+",
+    bools: &["coalesce"],
+    ..Usage::NO_FLAGS
+};
 
 pub async fn event(argv: &[String]) -> i32 {
-    let f = or_exit!(parse(&[("coalesce", Kind::Bool)], argv, EVENT_HELP));
+    let f = or_exit!(parse(&EVENT, argv));
     let (name, payload) = or_exit!(name_and_payload(
         &f,
         "An event name must be specified.",
-        EVENT_HELP
+        &EVENT
     ));
     let coalesce = f.bool("coalesce", true);
     let client = or_exit!(connect(&f).await);
@@ -39,7 +41,8 @@ pub async fn event(argv: &[String]) -> i32 {
     }
 }
 
-const QUERY_HELP: &str = "
+const QUERY: Usage = Usage {
+    text: "
 Usage: gossip query [options] name [payload]
 
   Sends a query to the cluster and prints acknowledgements and responses.
@@ -51,9 +54,11 @@ Options:
   -relay-factor=N           Relay each response through N other nodes (0-255).
   -tag key=regexp           Only nodes whose tag matches (repeatable).
   -timeout=15s              How long to wait (default: the agent's).
-  -rpc-addr=127.0.0.1:7373  RPC address of the Serf agent.
-  -rpc-auth=\"\"              RPC auth token of the Serf agent.
-";
+",
+    bools: &["no-ack"],
+    values: &["format", "relay-factor", "timeout"],
+    lists: &["node", "tag"],
+};
 
 #[derive(Serialize)]
 struct JsonQuery {
@@ -64,18 +69,7 @@ struct JsonQuery {
 }
 
 pub async fn query(argv: &[String]) -> i32 {
-    let f = or_exit!(parse(
-        &[
-            ("node", Kind::List),
-            ("tag", Kind::List),
-            ("timeout", Kind::Value),
-            ("no-ack", Kind::Bool),
-            ("format", Kind::Value),
-            ("relay-factor", Kind::Value),
-        ],
-        argv,
-        QUERY_HELP,
-    ));
+    let f = or_exit!(parse(&QUERY, argv));
     let filter_tags = or_exit!(parse_tags(&f.list("tag")), "Error");
     let timeout =
         or_exit!(f.value("timeout").map(parse_duration).transpose(), "Error").unwrap_or_default();
@@ -86,7 +80,7 @@ pub async fn query(argv: &[String]) -> i32 {
     let (name, payload) = or_exit!(name_and_payload(
         &f,
         "A query name must be specified.",
-        QUERY_HELP
+        &QUERY
     ));
     let format = f.value("format").unwrap_or("text");
     if format != "text" && format != "json" {

@@ -1,23 +1,24 @@
 //! Looking into an agent: `info` (its stats), `monitor` (its log lines)
 //! and `rtt` (round trips estimated from network coordinates).
 
-use super::{connect, fail, output_format, parse};
-use crate::cli::flags::Kind;
+use super::{connect, fail, output_format, parse, Usage};
 use crate::cli::output::json;
 
-const INFO_HELP: &str = "
+const INFO: Usage = Usage {
+    text: "
 Usage: gossip info [options]
 
   Prints debugging information about the agent.
 
 Options:
   -format                   'text' (default) or 'json'.
-  -rpc-addr=127.0.0.1:7373  RPC address of the Serf agent.
-  -rpc-auth=\"\"              RPC auth token of the Serf agent.
-";
+",
+    values: &["format"],
+    ..Usage::NO_FLAGS
+};
 
 pub async fn info(argv: &[String]) -> i32 {
-    let f = or_exit!(parse(&[("format", Kind::Value)], argv, INFO_HELP));
+    let f = or_exit!(parse(&INFO, argv));
     let format = or_exit!(output_format(&f));
     let client = or_exit!(connect(&f).await);
     let stats = or_exit!(client.stats().await, "Error querying agent");
@@ -37,19 +38,21 @@ pub async fn info(argv: &[String]) -> i32 {
     0
 }
 
-const MONITOR_HELP: &str = "
+const MONITOR: Usage = Usage {
+    text: "
 Usage: gossip monitor [options]
 
   Streams the agent's log lines until interrupted.
 
 Options:
   -log-level=info           trace, debug, info, warn or err.
-  -rpc-addr=127.0.0.1:7373  RPC address of the Serf agent.
-  -rpc-auth=\"\"              RPC auth token of the Serf agent.
-";
+",
+    values: &["log-level"],
+    ..Usage::NO_FLAGS
+};
 
 pub async fn monitor(argv: &[String]) -> i32 {
-    let f = or_exit!(parse(&[("log-level", Kind::Value)], argv, MONITOR_HELP));
+    let f = or_exit!(parse(&MONITOR, argv));
     let client = or_exit!(connect(&f).await);
     let mut logs = or_exit!(
         client.monitor(f.value("log-level").unwrap_or("INFO")).await,
@@ -69,7 +72,8 @@ pub async fn monitor(argv: &[String]) -> i32 {
     }
 }
 
-const RTT_HELP: &str = "
+const RTT: Usage = Usage {
+    text: "
 Usage: gossip rtt [options] node1 [node2]
 
   Estimates the round trip time between two nodes from the agent's network
@@ -78,17 +82,14 @@ Usage: gossip rtt [options] node1 [node2]
   addresses.
 
 Options:
-  -rpc-addr=127.0.0.1:7373  RPC address of the Serf agent.
-  -rpc-auth=\"\"              RPC auth token of the Serf agent.
-";
+",
+    ..Usage::NO_FLAGS
+};
 
 pub async fn rtt(argv: &[String]) -> i32 {
-    let f = or_exit!(parse(&[], argv, RTT_HELP));
+    let f = or_exit!(parse(&RTT, argv));
     if f.args.is_empty() || f.args.len() > 2 {
-        eprintln!(
-            "One or two node names must be specified\n\n{}",
-            RTT_HELP.trim()
-        );
+        eprintln!("One or two node names must be specified\n\n{}", RTT.help());
         return 1;
     }
     let client = or_exit!(connect(&f).await);

@@ -3,11 +3,11 @@
 
 use base64::Engine as _;
 
-use super::{connect, fail, parse};
-use crate::cli::flags::Kind;
+use super::{connect, fail, parse, Usage};
 use crate::cli::output::columnize;
 
-const KEYS_HELP: &str = "
+const KEYS: Usage = Usage {
+    text: "
 Usage: gossip keys [options]
 
   Manages the cluster's gossip encryption keyring.
@@ -17,21 +17,14 @@ Options:
   -use=<key>                Make an installed key the primary one.
   -remove=<key>             Remove a key from every member.
   -list                     List the installed keys and how many members have each.
-  -rpc-addr=127.0.0.1:7373  RPC address of the Serf agent.
-  -rpc-auth=\"\"              RPC auth token of the Serf agent.
-";
+",
+    bools: &["list"],
+    values: &["install", "use", "remove"],
+    ..Usage::NO_FLAGS
+};
 
 pub async fn keys(argv: &[String]) -> i32 {
-    let f = or_exit!(parse(
-        &[
-            ("install", Kind::Value),
-            ("use", Kind::Value),
-            ("remove", Kind::Value),
-            ("list", Kind::Bool),
-        ],
-        argv,
-        KEYS_HELP,
-    ));
+    let f = or_exit!(parse(&KEYS, argv));
     let list = f.bool("list", false);
     let chosen = ["install", "use", "remove"]
         .iter()
@@ -42,7 +35,7 @@ pub async fn keys(argv: &[String]) -> i32 {
         if chosen > 1 {
             eprintln!("Only one of -install, -use, -remove, or -list allowed");
         }
-        return fail(KEYS_HELP.trim());
+        return fail(KEYS.help());
     }
     let client = or_exit!(connect(&f).await);
     let (start, done, failed, result) = if list {

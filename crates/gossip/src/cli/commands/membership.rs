@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{connect, fail, output_format, parse, parse_tags};
-use crate::cli::flags::Kind;
+use super::{connect, fail, output_format, parse, parse_tags, Usage};
 use crate::cli::output::{columnize, json};
 use crate::model::{MemberStatus, QueryParams, QueryReply};
 
-const MEMBERS_HELP: &str = "
+const MEMBERS: Usage = Usage {
+    text: "
 Usage: gossip members [options]
 
   Outputs the members of a running Serf agent.
@@ -24,9 +24,11 @@ Options:
   -role=<regexp>            Deprecated: same as -tag role=<regexp>.
   -status=<regexp>          Only members whose status matches.
   -tag <key>=<regexp>       Only members with a matching tag (repeatable).
-  -rpc-addr=127.0.0.1:7373  RPC address of the Serf agent.
-  -rpc-auth=\"\"              RPC auth token of the Serf agent.
-";
+",
+    bools: &["detailed"],
+    values: &["format", "name", "role", "status"],
+    lists: &["tag"],
+};
 
 #[derive(Serialize)]
 struct JsonMember {
@@ -45,18 +47,7 @@ struct JsonMembers {
 }
 
 pub async fn members(argv: &[String]) -> i32 {
-    let f = or_exit!(parse(
-        &[
-            ("detailed", Kind::Bool),
-            ("format", Kind::Value),
-            ("name", Kind::Value),
-            ("role", Kind::Value),
-            ("status", Kind::Value),
-            ("tag", Kind::List),
-        ],
-        argv,
-        MEMBERS_HELP,
-    ));
+    let f = or_exit!(parse(&MEMBERS, argv));
     let mut tag_list = f.list("tag");
     if let Some(role) = f.value("role") {
         println!("Deprecation warning: 'Role' has been replaced with 'Tags'");
@@ -124,7 +115,8 @@ pub async fn members(argv: &[String]) -> i32 {
     0
 }
 
-const JOIN_HELP: &str = "
+const JOIN: Usage = Usage {
+    text: "
 Usage: gossip join [options] address ...
 
   Tells a running Serf agent to join the cluster through the given
@@ -132,16 +124,17 @@ Usage: gossip join [options] address ...
 
 Options:
   -replay                   Replay past user events.
-  -rpc-addr=127.0.0.1:7373  RPC address of the Serf agent.
-  -rpc-auth=\"\"              RPC auth token of the Serf agent.
-";
+",
+    bools: &["replay"],
+    ..Usage::NO_FLAGS
+};
 
 pub async fn join(argv: &[String]) -> i32 {
-    let f = or_exit!(parse(&[("replay", Kind::Bool)], argv, JOIN_HELP));
+    let f = or_exit!(parse(&JOIN, argv));
     if f.args.is_empty() {
         return fail(format!(
             "At least one address to join must be specified.\n\n{}",
-            JOIN_HELP.trim()
+            JOIN.help()
         ));
     }
     let client = or_exit!(connect(&f).await);
@@ -154,18 +147,19 @@ pub async fn join(argv: &[String]) -> i32 {
     }
 }
 
-const LEAVE_HELP: &str = "
+const LEAVE: Usage = Usage {
+    text: "
 Usage: gossip leave
 
   Causes the agent to gracefully leave the Serf cluster and shut down.
 
 Options:
-  -rpc-addr=127.0.0.1:7373  RPC address of the Serf agent.
-  -rpc-auth=\"\"              RPC auth token of the Serf agent.
-";
+",
+    ..Usage::NO_FLAGS
+};
 
 pub async fn leave(argv: &[String]) -> i32 {
-    let f = or_exit!(parse(&[], argv, LEAVE_HELP));
+    let f = or_exit!(parse(&LEAVE, argv));
     let client = or_exit!(connect(&f).await);
     match client.leave().await {
         Ok(()) => {
@@ -176,7 +170,8 @@ pub async fn leave(argv: &[String]) -> i32 {
     }
 }
 
-const FORCE_LEAVE_HELP: &str = "
+const FORCE_LEAVE: Usage = Usage {
+    text: "
 Usage: gossip force-leave [options] name
 
   Forces a member of the cluster into the \"left\" state, e.g. a failed
@@ -184,16 +179,17 @@ Usage: gossip force-leave [options] name
 
 Options:
   -prune                    Remove the node from the member list at once.
-  -rpc-addr=127.0.0.1:7373  RPC address of the Serf agent.
-  -rpc-auth=\"\"              RPC auth token of the Serf agent.
-";
+",
+    bools: &["prune"],
+    ..Usage::NO_FLAGS
+};
 
 pub async fn force_leave(argv: &[String]) -> i32 {
-    let f = or_exit!(parse(&[("prune", Kind::Bool)], argv, FORCE_LEAVE_HELP));
+    let f = or_exit!(parse(&FORCE_LEAVE, argv));
     if f.args.len() != 1 {
         return fail(format!(
             "A node name must be specified to force leave.\n\n{}",
-            FORCE_LEAVE_HELP.trim()
+            FORCE_LEAVE.help()
         ));
     }
     let client = or_exit!(connect(&f).await);
@@ -208,7 +204,8 @@ pub async fn force_leave(argv: &[String]) -> i32 {
     }
 }
 
-const TAGS_HELP: &str = "
+const TAGS: Usage = Usage {
+    text: "
 Usage: gossip tags [options] ...
 
   Modifies tags on a running Serf agent.
@@ -216,20 +213,17 @@ Usage: gossip tags [options] ...
 Options:
   -set key=value            Create or update a tag (repeatable).
   -delete key               Remove a tag (repeatable).
-  -rpc-addr=127.0.0.1:7373  RPC address of the Serf agent.
-  -rpc-auth=\"\"              RPC auth token of the Serf agent.
-";
+",
+    lists: &["set", "delete"],
+    ..Usage::NO_FLAGS
+};
 
 pub async fn tags(argv: &[String]) -> i32 {
-    let f = or_exit!(parse(
-        &[("set", Kind::List), ("delete", Kind::List)],
-        argv,
-        TAGS_HELP,
-    ));
+    let f = or_exit!(parse(&TAGS, argv));
     let set = f.list("set");
     let delete = f.list("delete");
     if set.is_empty() && delete.is_empty() {
-        println!("{}", TAGS_HELP.trim());
+        println!("{}", TAGS.help());
         return 1;
     }
     let set = or_exit!(parse_tags(&set), "Error");
@@ -243,19 +237,21 @@ pub async fn tags(argv: &[String]) -> i32 {
     }
 }
 
-const REACHABILITY_HELP: &str = "
+const REACHABILITY: Usage = Usage {
+    text: "
 Usage: gossip reachability [options]
 
   Pings every live member through a query and reports who did not answer.
 
 Options:
   -verbose                  Print each acknowledgement.
-  -rpc-addr=127.0.0.1:7373  RPC address of the Serf agent.
-  -rpc-auth=\"\"              RPC auth token of the Serf agent.
-";
+",
+    bools: &["verbose"],
+    ..Usage::NO_FLAGS
+};
 
 pub async fn reachability(argv: &[String]) -> i32 {
-    let f = or_exit!(parse(&[("verbose", Kind::Bool)], argv, REACHABILITY_HELP));
+    let f = or_exit!(parse(&REACHABILITY, argv));
     let verbose = f.bool("verbose", false);
     let client = or_exit!(connect(&f).await);
     let members = or_exit!(client.members().await, "Error getting members");
