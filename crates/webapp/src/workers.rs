@@ -12,6 +12,9 @@
 //! Redis client, whose connection task lives on the runtime that first used
 //! it; every runtime therefore stays up until all have drained.
 //!
+//! Its lines keep the `webapp` target that they had when they were logged
+//! from the crate root (`INFO webapp: listening on ...`, parsed by scripts).
+//!
 //! Shutdown is the one [`crate::serve_state`] has: on `shutdown`, every
 //! listener closes and every connection is drained; past the grace period
 //! the connections still open are cut.
@@ -102,6 +105,7 @@ pub async fn serve(
     let delay = Duration::from_millis(config.shutdown_delay_ms);
     let timeouts = Timeouts::from(config);
     info!(
+        target: "webapp",
         ip = %state.0.ip, host = %state.0.host, tag = %state.0.tag,
         sessions = %state.0.sessions.describe(),
         "listening on {}", listeners.addr
@@ -138,7 +142,7 @@ pub async fn serve(
         tokio::select! {
             () = shutdown => {
                 if !delay.is_zero() {
-                    info!("still serving for {delay:?} while the load balancer lets go of us");
+                    info!(target: "webapp", "still serving for {delay:?} while the load balancer lets go of us");
                     tokio::time::sleep(delay).await;
                 }
             }
@@ -148,7 +152,7 @@ pub async fn serve(
             }
         }
     }
-    info!("shutting down: no new connections, draining in-flight requests");
+    info!(target: "webapp", "shutting down: no new connections, draining in-flight requests");
     phase.send_replace(Phase::Draining);
     let deadline = tokio::time::Instant::now() + grace;
     let mut cut = false;
@@ -163,7 +167,7 @@ pub async fn serve(
                 None => break,
             },
             () = tokio::time::sleep_until(deadline), if !cut => {
-                warn!("in-flight requests still running after {grace:?}: stopping anyway");
+                warn!(target: "webapp", "in-flight requests still running after {grace:?}: stopping anyway");
                 phase.send_replace(Phase::Cut);
                 cut = true;
             }
@@ -177,7 +181,7 @@ pub async fn serve(
     });
     let _ = joined.await;
     upkeep.abort();
-    info!("stopped");
+    info!(target: "webapp", "stopped");
     match failed {
         Some(e) => Err(e),
         None => Ok(()),
@@ -190,7 +194,7 @@ fn stopped_early(ended: Option<io::Result<()>>) -> io::Error {
         Some(Err(e)) => e,
         _ => io::Error::other("a worker stopped on its own"),
     };
-    error!("a worker stopped before the shutdown: {e}; stopping the others");
+    error!(target: "webapp", "a worker stopped before the shutdown: {e}; stopping the others");
     e
 }
 
