@@ -39,6 +39,8 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 use tracing::{debug, error, warn};
 
+use crate::access_log::AccessLog;
+
 /// How long a client may take; see `--header-timeout-ms` and
 /// `--keep-alive-timeout-ms`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,13 +53,15 @@ pub struct Timeouts {
     pub keep_alive: Duration,
 }
 
-/// Accepts connections and serves `router` on each until `signal` completes;
-/// then closes the listener, shuts every connection down gracefully (idle
-/// ones at once, the others after their in-flight request) and returns once
-/// all are closed. Dropping the future cuts the remaining connections.
+/// Accepts connections and serves `router` on each (each request's line in
+/// `access`, if any) until `signal` completes; then closes the listener,
+/// shuts every connection down gracefully (idle ones at once, the others
+/// after their in-flight request) and returns once all are closed. Dropping
+/// the future cuts the remaining connections.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
+    access: Option<AccessLog>,
     timeouts: Timeouts,
     signal: impl Future<Output = ()>,
 ) {
@@ -73,6 +77,7 @@ pub(crate) async fn serve(
                         stream,
                         peer,
                         router.clone(),
+                        access.clone(),
                         timeouts,
                         stopped.clone(),
                     ));
@@ -115,6 +120,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     router: Router,
+    access: Option<AccessLog>,
     timeouts: Timeouts,
     mut stopped: watch::Receiver<()>,
 ) {
@@ -127,9 +133,15 @@ async fn connection(
         let activity = activity.clone();
         service_fn(move |req: Request<Incoming>| {
             let in_flight = InFlight::new(&activity);
+            let line = access
+                .as_ref()
+                .and_then(|log| log.begin(req.method(), req.uri()));
             let answer = router.clone().oneshot(req);
             async move {
                 let res = answer.await;
+                if let (Some(line), Ok(res)) = (line, &res) {
+                    line.done(res.status());
+                }
                 drop(in_flight);
                 res
             }

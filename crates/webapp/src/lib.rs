@@ -5,18 +5,20 @@
 //!
 //! [`Config`] is the command line (every flag also has an environment
 //! variable), [`app`] builds the router over an [`AppState`], and [`serve`]
-//! runs it (under the header and keep-alive [`Timeouts`]) until a shutdown
-//! future completes, then drains in-flight requests for at most the
-//! configured grace period.
+//! runs it (under the header and keep-alive [`Timeouts`], one runtime per
+//! core on the sockets of [`bind`], each request's line in the
+//! [`AccessLog`]) until a shutdown future completes, then drains in-flight
+//! requests for at most the configured grace period ([`serve_state`]: the
+//! same on one listener and the caller's runtime).
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Uri};
@@ -27,23 +29,26 @@ use clap::Parser;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tower_http::trace::TraceLayer;
 use tower_sessions::cookie::time::{self, OffsetDateTime};
-use tower_sessions::cookie::{Cookie, SameSite};
+use tower_sessions::cookie::SameSite;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store;
 #[cfg(test)]
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 use tracing::{info, warn};
 
+pub mod access_log;
 mod conn;
 pub mod log_out;
 mod session_cookie;
 pub mod sessions;
+mod workers;
+pub use access_log::AccessLog;
 pub use conn::Timeouts;
 pub use session_cookie::SessionCookie;
 pub use sessions::setting::{BadStoreSetting, StoreArg, StoreSetting};
 pub use sessions::{RedisSessions, SessionBackend, SessionCache, StoreUnavailable};
+pub use workers::{bind, serve, Listeners};
 
 /// The session cookie's name, as in the lab's Express app.
 pub const COOKIE_NAME: &str = "NODESESSID";
@@ -152,6 +157,8 @@ struct Inner {
     tag: String,
     delay_ms: AtomicU64,
     sessions: SessionBackend,
+    /// Where each request's line goes (none: no access log).
+    access_log: OnceLock<AccessLog>,
 }
 
 /// Why the app cannot start with a configuration.
@@ -190,7 +197,14 @@ impl AppState {
                 .unwrap_or_default(),
             delay_ms: AtomicU64::new(0),
             sessions,
+            access_log: OnceLock::new(),
         })))
+    }
+
+    /// Writes each request's line to `log` from now on (without one, the
+    /// server keeps no access log). Only the first call counts.
+    pub fn set_access_log(&self, log: AccessLog) {
+        let _ = self.0.access_log.set(log);
     }
 
     /// The session store.
@@ -351,17 +365,23 @@ async fn hello(
             (app.0.sessions.start(record, request).await?, 1, true)
         }
     };
+    let id = id.to_string();
+    let cookie = if started {
+        Some(session_cookie(&id)?)
+    } else {
+        None
+    };
     let body = Hello {
         hello: "world!",
         ip: &app.0.ip,
         host: &app.0.host,
         tag: &app.0.tag,
         session_views: views,
-        id: id.to_string(),
+        id,
     };
     let mut res = ([(X_BACKEND_IP, app.0.ip_header.clone())], Json(body)).into_response();
-    if started {
-        res.headers_mut().append(SET_COOKIE, session_cookie(&id)?);
+    if let Some(cookie) = cookie {
+        res.headers_mut().append(SET_COOKIE, cookie);
     }
     Ok(res)
 }
@@ -489,15 +509,26 @@ fn session_layer(store: SessionBackend) -> SessionManagerLayer<SessionBackend> {
 }
 
 /// The `Set-Cookie` of a session started by `hello`: the one
-/// [`session_layer`] would send (a browser-session cookie: no `Max-Age`).
-fn session_cookie(id: &Id) -> Result<HeaderValue, ApiError> {
-    let cookie = Cookie::build((COOKIE_NAME, id.to_string()))
-        .http_only(COOKIE_HTTP_ONLY)
-        .same_site(COOKIE_SAME_SITE)
-        .secure(COOKIE_SECURE)
-        .path(COOKIE_PATH)
-        .build();
-    HeaderValue::try_from(cookie.to_string()).map_err(|e| {
+/// [`session_layer`] would send (a browser-session cookie: no `Max-Age`),
+/// written as the cookie crate writes its attributes (`HttpOnly`,
+/// `SameSite`, `Secure`, `Path`, in this order) without building a
+/// `Cookie` (the test below compares the two).
+fn session_cookie(id: &str) -> Result<HeaderValue, ApiError> {
+    use std::fmt::Write;
+    let mut text = String::with_capacity(64);
+    text.push_str(COOKIE_NAME);
+    text.push('=');
+    text.push_str(id);
+    if COOKIE_HTTP_ONLY {
+        text.push_str("; HttpOnly");
+    }
+    let _ = write!(text, "; SameSite={COOKIE_SAME_SITE}");
+    if COOKIE_SECURE {
+        text.push_str("; Secure");
+    }
+    text.push_str("; Path=");
+    text.push_str(COOKIE_PATH);
+    HeaderValue::try_from(text).map_err(|e| {
         ApiError::Message(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("session cookie for {id}: {e}"),
@@ -505,51 +536,22 @@ fn session_cookie(id: &Id) -> Result<HeaderValue, ApiError> {
     })
 }
 
-/// The router with its state, session cookie reader and access log.
+/// The router with its state and session cookie reader (the access log is
+/// the connection's: [`AccessLog`]).
 pub fn app(state: AppState) -> Router {
     let sessions = axum::middleware::from_fn(session_cookie::read_session_cookie);
-    let access_log = TraceLayer::new_for_http()
-        .make_span_with(|req: &Request| {
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
-        })
-        .on_request(|_: &Request, _: &tracing::Span| tracing::debug!("started"))
-        .on_response(|res: &Response, latency: Duration, _: &tracing::Span| {
-            info!(status = res.status().as_u16(), latency = ?latency, "done")
-        })
-        .on_failure(());
     Router::new()
         .route("/", get(hello).head(health))
         .route("/delay", post(set_delay))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(sessions)
-        .layer(access_log)
         .with_state(state)
 }
 
-/// Serves [`app`] over `state` (made from `config` by [`AppState::new`]) on
-/// `listener` until `shutdown` completes.
-pub async fn serve(
-    listener: TcpListener,
-    config: &Config,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let delay = Duration::from_millis(config.shutdown_delay_ms);
-    let shutdown = async move {
-        shutdown.await;
-        if !delay.is_zero() {
-            info!("still serving for {delay:?} while the load balancer lets go of us");
-            tokio::time::sleep(delay).await;
-        }
-    };
-    let timeouts = Timeouts::from(config);
-    serve_state(listener, state, timeouts, grace, shutdown).await
-}
-
-/// [`serve`] with a given state (tests keep a clone to look at the store).
-/// Once `shutdown` completes, stops accepting, closes idle connections and
+/// Serves [`app`] over `state` on `listener`, on the calling task's runtime
+/// (the binary runs [`serve`]: one runtime per core; tests use this one and
+/// keep a clone of the state to look at the store). Once `shutdown` completes, stops accepting, closes idle connections and
 /// waits at most `grace` for in-flight requests; past that, the connections
 /// still open are closed.
 pub async fn serve_state(
@@ -565,6 +567,7 @@ pub async fn serve_state(
         "listening on {}", listener.local_addr()?
     );
     let upkeep = tokio::spawn(state.0.sessions.clone().upkeep());
+    let access = state.0.access_log.get().cloned();
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
@@ -572,7 +575,7 @@ pub async fn serve_state(
         let _ = stopping_tx.send(());
     };
     tokio::select! {
-        () = conn::serve(listener, app(state), timeouts, signal) => {}
+        () = conn::serve(listener, app(state), access, timeouts, signal) => {}
         () = async {
             match stopping_rx.await {
                 Ok(()) => tokio::time::sleep(grace).await,
@@ -591,6 +594,7 @@ pub async fn serve_state(
 mod tests {
     use super::*;
     use axum::body::Body;
+    use axum::extract::Request;
     use tower::ServiceExt;
 
     /// The cookie `hello` sets for a new session is the one tower-sessions'
@@ -614,7 +618,7 @@ mod tests {
             .and_then(|rest| rest.split(';').next())
             .and_then(|id| id.parse().ok())
             .unwrap_or_else(|| panic!("no session id in {theirs:?}"));
-        assert_eq!(session_cookie(&id).unwrap(), theirs);
+        assert_eq!(session_cookie(&id.to_string()).unwrap(), theirs);
         assert!(theirs.contains("HttpOnly") && theirs.contains("SameSite=Lax"));
     }
 }

@@ -84,6 +84,16 @@ impl LogOut {
         }
     }
 
+    /// Appends `line` (whole lines, each ending in a newline) as one piece;
+    /// the access log's way in, beside tracing's ([`MakeWriter`]).
+    pub fn write_line(&self, line: &[u8]) {
+        let mut buffer = self.buffer();
+        buffer.extend_from_slice(line);
+        if self.shared.each_line || buffer.len() >= FLUSH_AT {
+            self.write_out(&mut buffer);
+        }
+    }
+
     /// Flushes every [`FLUSH_EVERY`] until the returned guard is dropped,
     /// and once more then.
     pub fn flushing(&self) -> Flushing {
@@ -123,11 +133,7 @@ pub struct Line<'a> {
 
 impl Write for Line<'_> {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        let mut buffer = self.log.buffer();
-        buffer.extend_from_slice(bytes);
-        if self.log.shared.each_line || buffer.len() >= FLUSH_AT {
-            self.log.write_out(&mut buffer);
-        }
+        self.log.write_line(bytes);
         Ok(bytes.len())
     }
 

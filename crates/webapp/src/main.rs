@@ -7,7 +7,12 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 use webapp::log_out::LogOut;
-use webapp::{AppState, Config};
+use webapp::{AccessLog, AppState, Config};
+
+/// mimalloc instead of glibc's malloc: its thread-local free lists suit the
+/// per-request allocations of hyper, axum and the handler (README, "Speed").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Without `RUST_LOG`: our access log at info; tower-sessions' own warnings
 /// (such as "record not found in store" for every expired cookie) silenced,
@@ -16,8 +21,7 @@ use webapp::{AppState, Config};
 /// by the store, rate-limited, not once per request.
 const DEFAULT_LOG: &str = "info,tower_sessions=error,tower_sessions_core=off";
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     // A RUST_LOG that does not parse is refused, not replaced by the default.
     let filter = match std::env::var("RUST_LOG") {
@@ -26,21 +30,35 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => EnvFilter::new(DEFAULT_LOG),
     };
-    // One line per request: buffered, written out every 100 ms, when full
+    // One line per event: buffered, written out every 100 ms, when full
     // and when `_flushing` is dropped (after the drain, or on an error).
+    let ansi = std::io::stdout().is_terminal();
     let log = LogOut::stdout();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal())
+        .with_ansi(ansi)
         .with_writer(log.clone())
         .init();
+    // This thread's runtime keeps the signals, the log's timer and the
+    // session store's upkeep; requests are served by one runtime per core
+    // (`webapp::serve`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(config, log, ansi))
+}
+
+async fn run(config: Config, log: LogOut, ansi: bool) -> anyhow::Result<()> {
     let _flushing = log.flushing();
     // A bad --session-store stops the start; a Redis that is not up does not.
     let state = AppState::new(&config)?;
-    let listener = tokio::net::TcpListener::bind((config.bind, config.port))
-        .await
+    // The access log goes into the same buffer as the other lines, in the
+    // same format (`webapp::access_log`).
+    state.set_access_log(AccessLog::new(log.clone(), ansi));
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let listeners = webapp::bind(config.bind, config.port, workers)
         .with_context(|| format!("cannot listen on {}:{}", config.bind, config.port))?;
-    webapp::serve(listener, &config, state, shutdown_signal()?).await?;
+    webapp::serve(listeners, &config, state, shutdown_signal()?).await?;
     Ok(())
 }
 

@@ -173,14 +173,13 @@ impl SessionCache {
     /// Starts a session with `record` and counts its first visit: see
     /// [`RedisSessions::start`]. Returns the session's id (`record.id`, or
     /// another if that one is live: a live id is never overwritten).
-    pub fn start(&self, mut record: Record, request: Option<&str>) -> Id {
-        self.insert_new(&mut record, 1, request);
-        record.id
+    pub fn start(&self, record: Record, request: Option<&str>) -> Id {
+        self.insert_new(record, 1, request)
     }
 
     /// Inserts `record` under a fresh id (re-drawn while taken) with the
-    /// count `views`.
-    fn insert_new(&self, record: &mut Record, views: u64, request: Option<&str>) {
+    /// count `views`; returns the id.
+    fn insert_new(&self, mut record: Record, views: u64, request: Option<&str>) -> Id {
         // Ids are 128 random bits: a collision with a live session is
         // re-drawn; two creates racing on one new id are not worth moka's
         // (costly) atomic `entry` API.
@@ -191,12 +190,14 @@ impl SessionCache {
             Some(request) => (request.to_owned(), views),
             None => (String::new(), 0),
         };
+        let id = record.id;
         let live = Live {
-            record: Mutex::new(record.clone()),
+            record: Mutex::new(record),
             views: AtomicU64::new(views),
             last_request: Mutex::new(last_request),
         };
-        self.cache.insert(record.id, Arc::new(live));
+        self.cache.insert(id, Arc::new(live));
+        id
     }
 
     /// Applies pending evictions and expirations now.
@@ -232,7 +233,7 @@ fn lock(live: &Live) -> std::sync::MutexGuard<'_, Record> {
 #[async_trait]
 impl SessionStore for SessionCache {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        self.insert_new(record, 0, None);
+        record.id = self.insert_new(record.clone(), 0, None);
         Ok(())
     }
 
