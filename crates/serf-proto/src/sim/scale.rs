@@ -493,7 +493,10 @@ mod tests {
         assert!(r.event_seen[..59].iter().all(Option::is_some), "{r:?}");
         assert!(r.settle.is_some(), "{r:?}");
         assert_eq!(r.settled_depth.0, 0, "{r:?}");
-        assert!(r.settled_event_seen[..59].iter().all(Option::is_some), "{r:?}");
+        assert!(
+            r.settled_event_seen[..59].iter().all(Option::is_some),
+            "{r:?}"
+        );
         assert!(r.join_seen.iter().all(Option::is_some), "{r:?}");
         assert_eq!(r.killed.len(), 1);
         let live_seen = (0..60)
