@@ -48,7 +48,7 @@
 //! (what [`Serf::tick`] does). This file holds the configuration, the
 //! limits, the Lamport clock and [`Serf`]'s entry points.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -69,7 +69,7 @@ mod state;
 mod timers;
 
 use coalesce::{MemberCoalescer, UserCoalescer};
-use state::{Queue, State};
+use state::{Queue, State, Tracked};
 
 /// The keyring payloads (`wire`'s), where the agent has always found them.
 pub use crate::wire::{decode_key_response, encode_key_request, KeyResponse as NodeKeyResponse};
@@ -239,7 +239,7 @@ impl Serf {
             clock,
             event_clock,
             query_clock,
-            members: BTreeMap::new(),
+            members: Tracked::default(),
             intents: HashMap::new(),
             intents_dropped: 0,
             event_buffer: vec![None; cfg.event_buffer.max(1)],
@@ -269,9 +269,10 @@ impl Serf {
             conflict_lost: None,
             rng: core::Rng::new(cfg.core.seed ^ 0x5eed),
             self_addr,
-            coord: (!cfg.disable_coordinates)
-                .then(|| coordinate::Client::new(cfg.core.seed ^ 0xc00d)),
-            coord_cache: HashMap::new(),
+            coord: Tracked::new(
+                (!cfg.disable_coordinates).then(|| coordinate::Client::new(cfg.core.seed ^ 0xc00d)),
+            ),
+            coord_cache: Tracked::default(),
             cfg,
         };
         // memberlist announces the local node to its delegate at start.
@@ -382,7 +383,7 @@ impl Serf {
         self.st.leaving = true;
         let t = self.st.clock.increment();
         let name = self.st.name.clone();
-        if let Some(m) = self.st.members.get_mut(&name) {
+        if let Some(m) = self.st.members.edit().get_mut(&name) {
             m.member.status = MemberStatus::Leaving;
             m.status_ltime = t;
         }
@@ -403,7 +404,7 @@ impl Serf {
     pub fn leave_memberlist(&mut self, now: Duration) {
         self.core.leave(now, &mut self.st);
         let name = self.st.name.clone();
-        if let Some(m) = self.st.members.get_mut(&name) {
+        if let Some(m) = self.st.members.edit().get_mut(&name) {
             m.member.status = MemberStatus::Left;
         }
         self.after_core();
@@ -459,6 +460,20 @@ impl Serf {
 
     pub fn drain_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.st.events)
+    }
+
+    /// Moves whenever the member list may have changed: a host keeping a
+    /// copy of [`Serf::members`] copies again only when this moved.
+    pub fn members_version(&self) -> u64 {
+        self.st.members.version()
+    }
+
+    /// Moves whenever a coordinate (ours or a cached one) may have changed.
+    pub fn coordinates_version(&self) -> u64 {
+        self.st
+            .coord
+            .version()
+            .wrapping_add(self.st.coord_cache.version())
     }
 
     pub fn members(&self) -> Vec<Member> {

@@ -122,7 +122,7 @@ pub(super) fn spawn(parts: Parts) -> Readers {
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (incoming_tx, incoming_rx) = mpsc::channel(MAX_STREAMS);
     let keys = Arc::new(parts.serf.keys().to_vec());
-    let view = watch::channel(Arc::new(View::of(&parts.serf, 0, 0))).0;
+    let view = watch::channel(Arc::new(View::of(&parts.serf, None, 0, 0))).0;
     let actor = Actor {
         keys: watch::channel(keys).0,
         view,
@@ -461,8 +461,10 @@ impl Actor {
         }
         let events = self.serf.drain_events();
         self.snapshot(&events);
+        let prev = self.view.borrow().clone();
         self.view.send_replace(Arc::new(View::of(
             &self.serf,
+            Some(&prev),
             self.streams_dropped,
             self.timer_wakeups,
         )));

@@ -121,7 +121,7 @@ impl AgentHandle for Agent {
     }
 
     fn members(&self) -> Vec<Member> {
-        self.view().members.clone()
+        self.view().members.to_vec()
     }
 
     async fn join(&self, existing: Vec<String>, replay: bool) -> anyhow::Result<usize> {

@@ -19,7 +19,7 @@ impl Delegate for State {
     }
 
     fn notify_ping_complete(&mut self, node: &Node, rtt: Duration, payload: &[u8]) {
-        let Some(client) = &mut self.coord else {
+        let Some(client) = self.coord.edit() else {
             return;
         };
         let other = match coordinate::Coordinate::decode_payload(payload) {
@@ -32,7 +32,7 @@ impl Delegate for State {
         };
         match client.update(&node.name, &other, rtt) {
             Ok(_) => {
-                self.coord_cache.insert(node.name.clone(), other);
+                self.coord_cache.edit().insert(node.name.clone(), other);
             }
             Err(e) => tracing::trace!(node = %node.name, error = %e, "coordinate rejected"),
         }

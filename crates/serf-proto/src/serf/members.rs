@@ -47,11 +47,11 @@ pub(super) fn member_of(node: &Node, status: MemberStatus) -> Member {
 impl State {
     /// Forgets a member for good (reap, prune), with its coordinate.
     pub(super) fn erase(&mut self, name: &str) -> Option<SMember> {
-        if let Some(c) = &mut self.coord {
+        if let Some(c) = self.coord.edit() {
             c.forget(name);
-            self.coord_cache.remove(name);
+            self.coord_cache.edit().remove(name);
         }
-        self.members.remove(name)
+        self.members.edit().remove(name)
     }
 
     pub(super) fn emit_member(&mut self, kind: MemberEventKind, m: Member, now: Duration) {
@@ -67,7 +67,7 @@ impl State {
         now: Duration,
     ) -> bool {
         self.clock.witness(ltime);
-        let Some(m) = self.members.get_mut(node) else {
+        let Some(m) = self.members.edit().get_mut(node) else {
             return self.store_intent(node, ltime, IntentKind::Leave, now);
         };
         if ltime <= m.status_ltime {
@@ -81,7 +81,7 @@ impl State {
                 ltime: t,
                 node: self.name.clone(),
             });
-            if let Some(me) = self.members.get_mut(&self.name) {
+            if let Some(me) = self.members.edit().get_mut(&self.name) {
                 me.status_ltime = t;
             }
             self.enqueue(Queue::Intent, msg.encode());
@@ -115,7 +115,7 @@ impl State {
 
     pub(super) fn handle_join_intent(&mut self, ltime: u64, node: &str, now: Duration) -> bool {
         self.clock.witness(ltime);
-        let Some(m) = self.members.get_mut(node) else {
+        let Some(m) = self.members.edit().get_mut(node) else {
             return self.store_intent(node, ltime, IntentKind::Join, now);
         };
         if ltime <= m.status_ltime {
@@ -171,13 +171,13 @@ impl State {
             }
         }
         let member = member_of(node, status);
-        match self.members.get_mut(&node.name) {
+        match self.members.edit().get_mut(&node.name) {
             Some(m) => {
                 m.member = member_of(node, MemberStatus::Alive);
                 m.status_ltime = m.status_ltime.max(ltime);
             }
             None => {
-                self.members.insert(
+                self.members.edit().insert(
                     node.name.clone(),
                     SMember {
                         member: member.clone(),
@@ -193,7 +193,7 @@ impl State {
 
     /// memberlist says a node is dead or left: it failed, or it left.
     pub(super) fn node_left(&mut self, node: &Node, now: Duration) {
-        let Some(m) = self.members.get_mut(&node.name) else {
+        let Some(m) = self.members.edit().get_mut(&node.name) else {
             return;
         };
         let kind = match m.member.status {
@@ -215,7 +215,7 @@ impl State {
 
     /// memberlist says a node changed its meta (tags).
     pub(super) fn node_updated(&mut self, node: &Node, now: Duration) {
-        let Some(m) = self.members.get_mut(&node.name) else {
+        let Some(m) = self.members.edit().get_mut(&node.name) else {
             return;
         };
         let status = m.member.status;

@@ -41,7 +41,7 @@ pub(super) struct State {
     pub(super) clock: Clock,
     pub(super) event_clock: Clock,
     pub(super) query_clock: Clock,
-    pub(super) members: BTreeMap<String, SMember>,
+    pub(super) members: Tracked<BTreeMap<String, SMember>>,
     pub(super) intents: HashMap<String, Intent>,
     /// Intents for unknown members dropped because [`MAX_INTENTS`] were kept.
     pub(super) intents_dropped: u64,
@@ -80,9 +80,42 @@ pub(super) struct State {
     pub(super) rng: core::Rng,
     pub(super) self_addr: SocketAddr,
     /// This node's Vivaldi coordinate (none when disabled).
-    pub(super) coord: Option<coordinate::Client>,
+    pub(super) coord: Tracked<Option<coordinate::Client>>,
     /// The last coordinate each other member sent in an ack.
-    pub(super) coord_cache: HashMap<String, coordinate::Coordinate>,
+    pub(super) coord_cache: Tracked<HashMap<String, coordinate::Coordinate>>,
+}
+
+/// A value whose every mutable access counts as a change: readers see it
+/// through `Deref`, writers must go through [`Tracked::edit`], which bumps
+/// the version. A host that publishes copies of it (the agent's view)
+/// rebuilds its copy only when the version moved.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tracked<T> {
+    value: T,
+    version: u64,
+}
+
+impl<T> Tracked<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Tracked { value, version: 0 }
+    }
+
+    /// Write access: counted as a change, whether or not the caller makes one.
+    pub(crate) fn edit(&mut self) -> &mut T {
+        self.version = self.version.wrapping_add(1);
+        &mut self.value
+    }
+
+    pub(crate) fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+impl<T> std::ops::Deref for Tracked<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
 }
 
 impl State {
