@@ -181,8 +181,8 @@ mod tests {
             vec![vec![3; 5], vec![4], vec![2], vec![1]]
         );
         // Named messages keep their place when replaced... by the new one.
-        q.queue(Some("a".into()), vec![5]);
-        q.queue(Some("a".into()), vec![6]);
+        q.queue(Some("a"), vec![5]);
+        q.queue(Some("a"), vec![6]);
         assert_eq!(q.get(0, 1, 10), vec![vec![6]]);
         assert_eq!(q.len(), 5);
     }
@@ -192,7 +192,7 @@ mod tests {
     #[test]
     fn queue_prune_drops_most_sent_then_oldest() {
         let mut q = BroadcastQueue::default();
-        q.queue(Some("a".into()), vec![1]);
+        q.queue(Some("a"), vec![1]);
         q.queue(None, vec![2]);
         q.get(0, 1, 10); // 2 sent once
         q.queue(None, vec![3]);
@@ -201,15 +201,15 @@ mod tests {
         assert_eq!(q.len(), 2);
         assert_eq!(q.get(0, 100, 10), vec![vec![4], vec![3]]);
         assert_eq!(q.prune(5), 0);
-        q.queue(Some("a".into()), vec![5]);
+        q.queue(Some("a"), vec![5]);
         assert_eq!(q.len(), 3);
     }
 
     #[test]
     fn queue_limits_transmits_and_replaces_by_name() {
         let mut q = BroadcastQueue::default();
-        q.queue(Some("a".into()), vec![1]);
-        q.queue(Some("a".into()), vec![2]);
+        q.queue(Some("a"), vec![1]);
+        q.queue(Some("a"), vec![2]);
         q.queue(None, vec![3]);
         assert_eq!(q.len(), 2);
         for _ in 0..3 {
@@ -218,9 +218,9 @@ mod tests {
         assert!(q.is_empty());
         // Once a node's message has gone out for good, a new one about the
         // same node is queued afresh, and replaced again by the next.
-        q.queue(Some("a".into()), vec![4]);
-        q.queue(Some("b".into()), vec![5]);
-        q.queue(Some("a".into()), vec![6]);
+        q.queue(Some("a"), vec![4]);
+        q.queue(Some("b"), vec![5]);
+        q.queue(Some("a"), vec![6]);
         let mut sent = q.get(2, 1000, 3);
         sent.sort();
         assert_eq!(sent, vec![vec![5], vec![6]]);
