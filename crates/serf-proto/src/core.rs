@@ -141,6 +141,12 @@ pub struct Node {
 pub trait Delegate {
     fn notify_msg(&mut self, msg: &[u8], now: Duration);
     fn get_broadcasts(&mut self, overhead: usize, limit: usize) -> Vec<Vec<u8>>;
+    /// Whether [`Delegate::get_broadcasts`] would give anything: with
+    /// nothing queued here or in the core, a gossip round sends nothing
+    /// (as in memberlist), so the host need not wake for it.
+    fn has_broadcasts(&self) -> bool {
+        true
+    }
     fn local_state(&mut self, join: bool) -> Vec<u8>;
     fn merge_remote_state(&mut self, buf: &[u8], join: bool, now: Duration);
     fn notify_join(&mut self, node: &Node, now: Duration);

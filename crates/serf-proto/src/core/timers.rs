@@ -22,11 +22,23 @@ impl Core {
     /// are any). Ticking earlier is harmless; after any input (packet,
     /// stream, join, leave, ...) the host reads it again. A time already
     /// past means "now".
-    pub fn next_deadline(&self) -> Duration {
+    ///
+    /// A gossip round counts only while something is queued (here or in
+    /// `d`): memberlist's round with nothing to send sends nothing, and an
+    /// idle agent woken five times a second for it spent most of its CPU
+    /// on those wake-ups. The first round after an idle spell therefore
+    /// goes out as soon as something is queued, not at the next multiple
+    /// of the gossip interval (memberlist's ticker): up to one interval
+    /// earlier; the rounds after it keep the interval.
+    pub fn next_deadline<D: Delegate>(&self, d: &D) -> Duration {
         if self.refuted {
             return Duration::ZERO;
         }
-        let mut at = self.next_gossip;
+        let mut at = if self.has_broadcasts(d) {
+            self.next_gossip
+        } else {
+            Duration::MAX
+        };
         for s in self.suspicions.values() {
             at = at.min(s.deadline);
         }
@@ -87,17 +99,11 @@ impl Core {
         }
         if self.leaving {
             // Keep gossiping so our leave spreads, but stop probing.
-            if now >= self.next_gossip {
-                self.next_gossip = now + self.cfg.gossip_interval;
-                self.gossip(now, d);
-            }
+            self.gossip_round(now, d);
             return;
         }
         self.probe_tick(now, d);
-        if now >= self.next_gossip {
-            self.next_gossip = now + self.cfg.gossip_interval;
-            self.gossip(now, d);
-        }
+        self.gossip_round(now, d);
         if now >= self.next_push_pull {
             let others = self
                 .nodes
@@ -282,6 +288,19 @@ impl Core {
                 to: target.addr,
                 bytes,
             });
+        }
+    }
+
+    fn has_broadcasts<D: Delegate>(&self, d: &D) -> bool {
+        !self.queue.is_empty() || d.has_broadcasts()
+    }
+
+    /// The gossip round, when one is due and something is queued (see
+    /// [`Core::next_deadline`]).
+    fn gossip_round<D: Delegate>(&mut self, now: Duration, d: &mut D) {
+        if now >= self.next_gossip && self.has_broadcasts(d) {
+            self.next_gossip = now + self.cfg.gossip_interval;
+            self.gossip(now, d);
         }
     }
 

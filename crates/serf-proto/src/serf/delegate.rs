@@ -93,6 +93,12 @@ impl Delegate for State {
         }
     }
 
+    fn has_broadcasts(&self) -> bool {
+        !(self.broadcasts.is_empty()
+            && self.query_broadcasts.is_empty()
+            && self.event_broadcasts.is_empty())
+    }
+
     fn get_broadcasts(&mut self, overhead: usize, limit: usize) -> Vec<Vec<u8>> {
         let lim = self.retransmit_limit();
         let mut out = self.broadcasts.get(overhead, limit, lim);

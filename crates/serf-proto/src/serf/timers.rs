@@ -31,7 +31,7 @@ impl Serf {
         // Forgotten once strictly past their time (tick keeps `now <= t`).
         let after = |t: Duration| t.saturating_add(Duration::from_nanos(1));
         let cfg = &st.cfg;
-        let mut at = self.core.next_deadline();
+        let mut at = self.core.next_deadline(&self.st);
         let coalescers = [
             st.member_co
                 .window
