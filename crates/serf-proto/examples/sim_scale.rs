@@ -88,6 +88,16 @@ fn main() {
         r.streams_per_member_s,
         r.ticks_per_member_s,
     );
+    let _ = write!(
+        out,
+        r#""event_depth_max":{},"event_depth_mean":{:.1},"settle_s":{},"settled_depth_max":{},"settled_depth_mean":{:.1},"settled_event_seen_s":{},"#,
+        r.event_depth.0,
+        r.event_depth.1,
+        secs(r.settle),
+        r.settled_depth.0,
+        r.settled_depth.1,
+        list(&r.settled_event_seen),
+    );
     let killed: Vec<String> = r.killed.iter().map(|k| k.to_string()).collect();
     let _ = write!(
         out,

@@ -40,6 +40,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::wire::{self, Alive, Envelope, Message, NodeState};
@@ -419,14 +420,14 @@ impl Core {
             avail = avail.saturating_sub(29);
         }
         let extra = self.get_broadcasts(overhead, avail, d);
-        let packet = if extra.is_empty() {
-            msg
+        if extra.is_empty() {
+            self.send_raw(to, &msg);
         } else {
-            let mut all = vec![msg];
-            all.extend(extra);
-            wire::make_compound(&all)
-        };
-        self.send_raw(to, &packet);
+            let mut all: Vec<&[u8]> = Vec::with_capacity(extra.len() + 1);
+            all.push(&msg);
+            all.extend(extra.iter().map(|m| &m[..]));
+            self.send_raw(to, &wire::make_compound(&all));
+        }
     }
 
     fn send_raw(&mut self, to: SocketAddr, msg: &[u8]) {
@@ -437,23 +438,25 @@ impl Core {
         self.outputs.push(Output::Packet { to, bytes });
     }
 
+    /// The broadcasts for one packet's `limit` bytes: the core's own
+    /// first (shared with its queue, not copied), then Serf's.
     fn get_broadcasts<D: Delegate>(
         &mut self,
         overhead: usize,
         limit: usize,
         d: &mut D,
-    ) -> Vec<Vec<u8>> {
+    ) -> Vec<Arc<[u8]>> {
         let lim = self.retransmit_limit();
-        let mut out = self.queue.get(overhead, limit, lim);
-        let used: usize = out.iter().map(|m| m.len() + overhead).sum();
+        let mut out = Vec::new();
+        let used = self.queue.take(overhead, limit, lim, &mut out);
         // Serf's messages ride in user messages (one byte of overhead).
         let user = d.get_broadcasts(overhead + 1, limit.saturating_sub(used));
-        out.extend(user.into_iter().map(|m| Message::User(m).encode()));
+        out.extend(user.into_iter().map(|m| Message::User(m).encode().into()));
         out
     }
 
     fn broadcast(&mut self, node: &str, msg: Message) {
-        self.queue.queue(Some(node.to_string()), msg.encode());
+        self.queue.queue(Some(node), msg.encode());
     }
 
     /// Best-effort user message to one address.

@@ -78,7 +78,9 @@ impl Core {
             return;
         }
         let mut updates_node = false;
-        match self.nodes.get(&a.node) {
+        // One lookup decides the common case (an alive already known, at
+        // no newer incarnation: dropped); the update looks up once more.
+        let cur_incarnation = match self.nodes.get(&a.node) {
             None => {
                 self.nodes.insert(
                     a.node.clone(),
@@ -96,10 +98,12 @@ impl Core {
                 // Probe newcomers at a random point of the round.
                 let pos = self.rng.below(self.probe_order.len() + 1);
                 self.probe_order.insert(pos, a.node.clone());
+                0
             }
             Some(n) if n.addr != addr => {
                 if !is_local && (n.state == NodeState::Left || n.state == NodeState::Dead) {
                     updates_node = true;
+                    n.incarnation
                 } else {
                     // Someone else claims this name (maybe ours): ignore the
                     // alive and let the delegate decide, as memberlist does.
@@ -109,18 +113,15 @@ impl Core {
                     return;
                 }
             }
-            _ => {}
-        }
-        let cur = &self.nodes[&a.node];
-        if a.incarnation <= cur.incarnation && !is_local && !updates_node {
+            Some(n) => n.incarnation,
+        };
+        if a.incarnation <= cur_incarnation && !is_local && !updates_node {
             return;
         }
-        if a.incarnation < cur.incarnation && is_local {
+        if a.incarnation < cur_incarnation && is_local {
             return;
         }
         self.suspicions.remove(&a.node);
-        let old_state = cur.state;
-        let old_meta = cur.meta.clone();
         if is_local {
             if a.incarnation == self.incarnation && a.meta == self.cfg.meta && a.vsn == self.cfg.vsn
             {
@@ -129,12 +130,15 @@ impl Core {
             self.refute(a.incarnation);
             return;
         }
-        let name = a.node.clone();
-        let n = self.nodes.get_mut(&name).expect("present");
+        let n = self.nodes.get_mut(&a.node).expect("present");
+        let old_state = n.state;
+        let meta_changed = n.meta != a.meta;
         n.incarnation = a.incarnation;
-        n.meta = a.meta.clone();
+        if meta_changed {
+            n.meta = a.meta.clone();
+        }
         n.addr = addr;
-        if a.vsn.len() >= 6 {
+        if a.vsn.len() >= 6 && n.vsn != a.vsn {
             n.vsn = a.vsn.clone();
         }
         if n.vsn.get(1).copied().unwrap_or(0) >= 5 {
@@ -145,10 +149,10 @@ impl Core {
             n.state_change = now;
         }
         let snapshot = n.clone();
-        self.broadcast(&name, Message::Alive(a));
+        self.broadcast(&snapshot.name, Message::Alive(a));
         if old_state == NodeState::Dead || old_state == NodeState::Left {
             d.notify_join(&snapshot, now);
-        } else if old_meta != snapshot.meta {
+        } else if meta_changed {
             d.notify_update(&snapshot, now);
         }
     }
@@ -167,8 +171,8 @@ impl Core {
             {
                 sus.recompute();
                 // Re-gossip the confirmation so others learn of it.
-                self.queue
-                    .queue(Some(s.node.clone()), Message::Suspect(s).encode());
+                let node = s.node.clone();
+                self.queue.queue(Some(&node), Message::Suspect(s).encode());
             }
             return;
         }

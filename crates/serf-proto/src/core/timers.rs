@@ -141,7 +141,7 @@ impl Core {
         let gone: Vec<String> = self
             .nodes
             .values()
-            .filter(|n| n.name != me && matches!(n.state, NodeState::Dead | NodeState::Left))
+            .filter(|n| matches!(n.state, NodeState::Dead | NodeState::Left) && n.name != me)
             .filter(|n| {
                 let expired = now.saturating_sub(n.state_change) > cutoff;
                 left_behind |= !expired;
@@ -354,12 +354,11 @@ impl Core {
             if msgs.is_empty() {
                 return;
             }
-            let packet = if msgs.len() == 1 {
-                msgs.into_iter().next().expect("one")
+            if msgs.len() == 1 {
+                self.send_raw(to, &msgs[0]);
             } else {
-                wire::make_compound(&msgs)
-            };
-            self.send_raw(to, &packet);
+                self.send_raw(to, &wire::make_compound(&msgs));
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The large-cluster scenario of `cargo xtask bench sim`: N members join
-//! in waves, one user event and one more join spread, 1 % crash, the
-//! cluster splits in two halves and heals. Deterministic from its seed;
+//! in waves, one user event spreads right after the join storm and one
+//! once every broadcast queue has drained, one more join spreads, 1 %
+//! crash, the cluster splits in two halves and heals. Deterministic from its seed;
 //! the host (`examples/sim_scale.rs`) measures wall time and memory at the
 //! phase boundaries it is told about.
 //!
@@ -38,6 +39,9 @@ pub struct Params {
     pub steady: Duration,
     /// How long the two halves stay apart.
     pub partition: Duration,
+    /// The most simulated time to wait, after the first user event, for
+    /// every member's broadcast queues to drain before the second one.
+    pub settle_limit: Duration,
     /// The most simulated time a phase may take before it counts as failed.
     pub limit: Duration,
     /// Stop once the waves converged (to measure what full member lists
@@ -57,6 +61,7 @@ impl Params {
             killed_per_mille: 10,
             steady: Duration::from_secs(10),
             partition: Duration::from_secs(40),
+            settle_limit: Duration::from_secs(120),
             limit: Duration::from_secs(180),
             only_converge: false,
         }
@@ -70,9 +75,22 @@ pub struct Report {
     /// After the last wave's last join: until every live member lists every
     /// other alive.
     pub converge: Option<Duration>,
-    /// Per member: when it got the user event sent by `n0` (none for the
-    /// last member, which joins after it).
+    /// Per member: when it got the user event sent by `n0` 10 s after the
+    /// join storm converged (none for the last member, which joins after
+    /// it).
     pub event_seen: Vec<Option<Duration>>,
+    /// Broadcasts queued (memberlist's queue and Serf's three) per live
+    /// member when that event was sent: the largest and the mean.
+    pub event_depth: (usize, f64),
+    /// After that event was seen by all: until every live member's queues
+    /// were empty (`None`: not within [`Params::settle_limit`]).
+    pub settle: Option<Duration>,
+    /// Per member: when it got the second user event from `n0`, sent once
+    /// the queues drained (or the wait ran out): the case of Pittel's
+    /// estimate, one update in an otherwise quiet cluster.
+    pub settled_event_seen: Vec<Option<Duration>>,
+    /// [`Report::event_depth`] when the second event was sent.
+    pub settled_depth: (usize, f64),
     /// Per member: when it saw the last member's join (`n{N-1}`, joining
     /// through `n0` into the converged cluster).
     pub join_seen: Vec<Option<Duration>>,
@@ -105,6 +123,8 @@ struct Views {
     since: Duration,
     user_event: Option<String>,
     event_seen: Vec<Option<Duration>>,
+    settled_event: Option<String>,
+    settled_seen: Vec<Option<Duration>>,
     joiner: Option<usize>,
     join_seen: Vec<Option<Duration>>,
     killed: Vec<bool>,
@@ -131,6 +151,8 @@ impl Views {
             since: Duration::ZERO,
             user_event: None,
             event_seen: vec![None; n],
+            settled_event: None,
+            settled_seen: vec![None; n],
             joiner: None,
             join_seen: vec![None; n],
             killed: vec![false; n],
@@ -196,8 +218,15 @@ impl Views {
                 }
             }
             Event::User { name, .. } => {
-                if self.user_event.as_deref() == Some(name) && self.event_seen[i].is_none() {
-                    self.event_seen[i] = Some(at);
+                let seen = if self.user_event.as_deref() == Some(name) {
+                    &mut self.event_seen[i]
+                } else if self.settled_event.as_deref() == Some(name) {
+                    &mut self.settled_seen[i]
+                } else {
+                    return;
+                };
+                if seen.is_none() {
+                    *seen = Some(at);
                 }
             }
             Event::Query(_) => {}
@@ -212,6 +241,23 @@ impl Views {
             self.count[i] as usize == live.len() && down.iter().all(|&j| !self.sees(i, j))
         })
     }
+}
+
+/// Broadcasts queued per live member (memberlist's queue and Serf's
+/// intent, event and query queues): the largest and the mean.
+fn queue_depth(sim: &Sim) -> (usize, f64) {
+    let depths: Vec<usize> = sim
+        .nodes
+        .iter()
+        .filter(|n| !n.crashed)
+        .map(|n| {
+            let (intent, event, query) = n.serf.queue_depths();
+            n.serf.core().pending_broadcasts() + intent + event + query
+        })
+        .collect();
+    let max = depths.iter().copied().max().unwrap_or(0);
+    let mean = depths.iter().sum::<usize>() as f64 / depths.len().max(1) as f64;
+    (max, mean)
 }
 
 /// How often a phase checks whether it is done.
@@ -296,12 +342,13 @@ pub fn run(p: &Params, phase: &mut dyn FnMut(&str, &Sim)) -> Report {
     let ticks_per_member_s = per(sim.ticks, t0);
     phase("steady", &sim);
 
-    // One user event from n0.
+    // One user event from n0, while the queues still carry the storm.
     {
         let mut v = views.borrow_mut();
         v.since = sim.now();
         v.user_event = Some("scale-probe".into());
     }
+    let event_depth = queue_depth(&sim);
     let now = sim.now();
     sim.nodes[0]
         .serf
@@ -313,6 +360,25 @@ pub fn run(p: &Params, phase: &mut dyn FnMut(&str, &Sim)) -> Report {
     };
     run_until(&mut sim, &views, p.limit, |v, s| {
         seen_by_all(v, s, &v.event_seen)
+    });
+    // Another once every queue drained: one update in a quiet cluster.
+    let settle = run_until(&mut sim, &views, p.settle_limit, |_, s| {
+        queue_depth(s).0 == 0
+    });
+    {
+        let mut v = views.borrow_mut();
+        v.since = sim.now();
+        v.settled_event = Some("scale-probe-settled".into());
+    }
+    let settled_depth = queue_depth(&sim);
+    let now = sim.now();
+    sim.nodes[0]
+        .serf
+        .user_event("scale-probe-settled", Vec::new(), false, now)
+        .expect("a small user event");
+    sim.send_now(0);
+    run_until(&mut sim, &views, p.limit, |v, s| {
+        seen_by_all(v, s, &v.settled_seen)
     });
     phase("event", &sim);
 
@@ -369,6 +435,10 @@ pub fn run(p: &Params, phase: &mut dyn FnMut(&str, &Sim)) -> Report {
         n,
         converge,
         event_seen: v.event_seen.clone(),
+        event_depth,
+        settle,
+        settled_event_seen: v.settled_seen.clone(),
+        settled_depth,
         join_seen: v.join_seen.clone(),
         failed_seen: v.failed_seen.clone(),
         killed,
@@ -421,6 +491,12 @@ mod tests {
         );
         assert!(r.converge.is_some(), "{r:?}");
         assert!(r.event_seen[..59].iter().all(Option::is_some), "{r:?}");
+        assert!(r.settle.is_some(), "{r:?}");
+        assert_eq!(r.settled_depth.0, 0, "{r:?}");
+        assert!(
+            r.settled_event_seen[..59].iter().all(Option::is_some),
+            "{r:?}"
+        );
         assert!(r.join_seen.iter().all(Option::is_some), "{r:?}");
         assert_eq!(r.killed.len(), 1);
         let live_seen = (0..60)

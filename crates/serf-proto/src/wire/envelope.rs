@@ -11,17 +11,17 @@ use super::{
     go_de, go_ser, mtype, Message, Result, WireError, MAX_BODY, MAX_NEST, MAX_PACKET_PLAIN,
 };
 
-pub fn make_compound(msgs: &[Vec<u8>]) -> Vec<u8> {
+pub fn make_compound<M: AsRef<[u8]>>(msgs: &[M]) -> Vec<u8> {
     debug_assert!(msgs.len() <= 255);
-    let total: usize = msgs.iter().map(|m| m.len() + 2).sum();
+    let total: usize = msgs.iter().map(|m| m.as_ref().len() + 2).sum();
     let mut buf = Vec::with_capacity(2 + total);
     buf.push(mtype::COMPOUND);
     buf.push(msgs.len() as u8);
     for m in msgs {
-        buf.extend_from_slice(&(m.len() as u16).to_be_bytes());
+        buf.extend_from_slice(&(m.as_ref().len() as u16).to_be_bytes());
     }
     for m in msgs {
-        buf.extend_from_slice(m);
+        buf.extend_from_slice(m.as_ref());
     }
     buf
 }
