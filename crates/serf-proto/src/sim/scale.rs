@@ -245,6 +245,18 @@ impl Views {
 
 /// Broadcasts queued per live member (memberlist's queue and Serf's
 /// intent, event and query queues): the largest and the mean.
+/// A user event from n0, sent at once; the queue depths it met.
+fn send_event(sim: &mut Sim, name: &str) -> (usize, f64) {
+    let depth = queue_depth(sim);
+    let now = sim.now();
+    sim.nodes[0]
+        .serf
+        .user_event(name, Vec::new(), false, now)
+        .expect("a small user event");
+    sim.send_now(0);
+    depth
+}
+
 fn queue_depth(sim: &Sim) -> (usize, f64) {
     let depths: Vec<usize> = sim
         .nodes
@@ -348,13 +360,7 @@ pub fn run(p: &Params, phase: &mut dyn FnMut(&str, &Sim)) -> Report {
         v.since = sim.now();
         v.user_event = Some("scale-probe".into());
     }
-    let event_depth = queue_depth(&sim);
-    let now = sim.now();
-    sim.nodes[0]
-        .serf
-        .user_event("scale-probe", Vec::new(), false, now)
-        .expect("a small user event");
-    sim.send_now(0);
+    let event_depth = send_event(&mut sim, "scale-probe");
     let seen_by_all = |v: &Views, s: &Sim, seen: &[Option<Duration>]| {
         (0..v.n).all(|i| s.nodes[i].crashed || seen[i].is_some())
     };
@@ -370,13 +376,7 @@ pub fn run(p: &Params, phase: &mut dyn FnMut(&str, &Sim)) -> Report {
         v.since = sim.now();
         v.settled_event = Some("scale-probe-settled".into());
     }
-    let settled_depth = queue_depth(&sim);
-    let now = sim.now();
-    sim.nodes[0]
-        .serf
-        .user_event("scale-probe-settled", Vec::new(), false, now)
-        .expect("a small user event");
-    sim.send_now(0);
+    let settled_depth = send_event(&mut sim, "scale-probe-settled");
     run_until(&mut sim, &views, p.limit, |v, s| {
         seen_by_all(v, s, &v.settled_seen)
     });
