@@ -51,6 +51,26 @@ fn mkfifo(path: &Path) {
     assert_eq!(r, 0, "mkfifo: {}", std::io::Error::last_os_error());
 }
 
+/// Whether this process's file writer thread ("gossip-disk") is blocked
+/// opening a FIFO that has no reader: the kernel names that wait
+/// `wait_for_partner`; where wait channels are hidden, the thread's
+/// current system call is `openat`.
+fn disk_thread_opening_a_fifo() -> bool {
+    const OPENAT: &str = if cfg!(target_arch = "x86_64") {
+        "257 "
+    } else {
+        "56 "
+    };
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
+        read("comm").trim() == "gossip-disk"
+            && (read("wchan") == "wait_for_partner" || read("syscall").starts_with(OPENAT))
+    })
+}
+
 /// The snapshot file swapped for a FIFO nobody reads: every append to it
 /// blocks in `open`. The agent must keep answering pings and commands
 /// meanwhile (it used to write under its state lock: everything stopped).
@@ -94,6 +114,8 @@ fn a_blocked_snapshot_file_stalls_neither_pings_nor_commands() {
     std::fs::remove_file(&snap).unwrap();
     mkfifo(&snap);
     // Each user event moves the event clock: a snapshot line to append.
+    // The first one's append must be stuck in `open` before the others
+    // and the ping are judged, or they would only race the writer.
     let (tx, rx) = std::sync::mpsc::channel();
     for i in 0..3u8 {
         let (a, tx) = (a.clone(), tx.clone());
@@ -101,6 +123,13 @@ fn a_blocked_snapshot_file_stalls_neither_pings_nor_commands() {
             let r = a.user_event("e", vec![i], false).await;
             let _ = tx.send(r.is_ok());
         });
+        if i == 0 {
+            eventually_blocking(
+                "the file writer to block opening the FIFO",
+                Duration::from_secs(30),
+                || disk_thread_opening_a_fifo().then_some(()),
+            );
+        }
     }
     let commands_done = (0..3)
         .map(|_| rx.recv_timeout(Duration::from_secs(10)))

@@ -108,6 +108,8 @@ impl SerfAgentBuilder {
             .append(true)
             .open(&log)
             .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
+        // A restart may append to the log of an earlier run.
+        let log_start = out.metadata().map(|m| m.len()).unwrap_or(0);
         let mut cmd = Command::new(SERF);
         cmd.arg("agent")
             .arg(format!("-node={}", self.name))
@@ -124,18 +126,23 @@ impl SerfAgentBuilder {
             bind,
             rpc,
             log,
+            log_start,
             own_log,
             dir: self.dir,
         }
     }
 
-    /// Starts the agent and waits until its RPC port accepts connections;
-    /// panics with its log if it exits first.
+    /// Starts the agent and waits until it logs that it runs and its RPC
+    /// port accepts connections (a connect alone could reach another
+    /// process that took the port); panics with its log if it exits first.
     pub async fn start(self) -> SerfAgent {
         let mut agent = self.spawn();
         let what = format!("serf agent {}'s RPC port {}", agent.name, agent.rpc);
         eventually(&what, DEADLINE, async || {
             agent.assert_running();
+            if !agent.says_running() {
+                return None;
+            }
             tokio::net::TcpStream::connect(agent.rpc).await.ok()
         })
         .await;
@@ -153,6 +160,9 @@ impl SerfAgentBuilder {
             || std::fs::read_to_string(log).unwrap_or_default(),
             || {
                 agent.assert_running();
+                if !agent.says_running() {
+                    return None;
+                }
                 std::net::TcpStream::connect(agent.rpc).ok()
             },
         );
@@ -182,6 +192,8 @@ pub struct SerfAgent {
     pub bind: SocketAddr,
     pub rpc: SocketAddr,
     pub log: PathBuf,
+    /// Where this run's lines start in `log`.
+    log_start: u64,
     own_log: bool,
     /// Its own temp dir, removed after the process is gone.
     pub dir: TempDir,
@@ -215,6 +227,13 @@ impl SerfAgent {
     /// SIGKILL: a crash, no leave.
     pub fn kill(&mut self) {
         self.process.kill()
+    }
+
+    /// Has this run logged "Serf agent running!" (its listeners are bound)?
+    fn says_running(&self) -> bool {
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        let from = (self.log_start as usize).min(text.len());
+        String::from_utf8_lossy(&text[from..]).contains("Serf agent running!")
     }
 
     fn assert_running(&mut self) {

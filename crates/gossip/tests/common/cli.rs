@@ -24,7 +24,25 @@ pub struct GossipAgent {
 }
 
 impl GossipAgent {
+    /// Starts our agent on fresh ports and waits until it says it is
+    /// running and its RPC port answers. A port another process took
+    /// between our check and the agent's bind is not the agent: an agent
+    /// that stops because its address is in use is started again on other
+    /// ports (a connect alone could reach whoever holds the port).
     pub fn start(name: &str, dir: &Path, extra: &[String]) -> GossipAgent {
+        for attempt in 1.. {
+            match GossipAgent::try_start(name, dir, extra) {
+                Ok(agent) => return agent,
+                Err(logs) if attempt < 3 && logs.contains("in use") => {
+                    eprintln!("gossip agent {name}: address in use, other ports:\n{logs}");
+                }
+                Err(logs) => panic!("gossip agent {name} exited:\n{logs}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn try_start(name: &str, dir: &Path, extra: &[String]) -> Result<GossipAgent, String> {
         let bind = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let rpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let stdout = dir.join(format!("{name}.out"));
@@ -50,13 +68,19 @@ impl GossipAgent {
             scratch: None,
         };
         let logs = agent.log_paths();
-        eventually_blocking_explained(&format!("RPC on {rpc}"), DEADLINE, logs, || {
-            if let Some(st) = agent.process.exit_status() {
-                panic!("gossip agent exited ({st}):\n{}", agent.logs());
+        let started = eventually_blocking_explained(&format!("RPC on {rpc}"), DEADLINE, logs, || {
+            if agent.process.exit_status().is_some() {
+                return Some(false);
             }
-            std::net::TcpStream::connect(rpc).ok()
+            let running = std::fs::read_to_string(&agent.stdout)
+                .is_ok_and(|t| t.contains("==> Serf agent running!"));
+            (running && std::net::TcpStream::connect(rpc).is_ok()).then_some(true)
         });
-        agent
+        if started {
+            Ok(agent)
+        } else {
+            Err(agent.logs())
+        }
     }
 
     /// [`GossipAgent::start`] with its output in a temp dir of its own.
