@@ -29,14 +29,15 @@ pub const MEMORY: &str = "memory";
 pub const SEEN: &str = "gossip-seen";
 
 /// Per-agent times of one kind of agent in the 200-agent group, in seconds
-/// (as `cargo xtask bench scale` writes them).
+/// (as `cargo xtask bench scale` writes them); None (null) for an agent
+/// that had not got there within the step's limit.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SeenSamples {
-    pub join_all_alive_s: Vec<f64>,
-    pub user_event_handler_s: Vec<f64>,
-    pub leave_seen_left_s: Vec<f64>,
-    pub kill_seen_failed_s: Vec<f64>,
+    pub join_all_alive_s: Vec<Option<f64>>,
+    pub user_event_handler_s: Vec<Option<f64>>,
+    pub leave_seen_left_s: Vec<Option<f64>>,
+    pub kill_seen_failed_s: Vec<Option<f64>>,
 }
 
 /// The 200-agent group's samples, ours and serf's.
@@ -348,7 +349,8 @@ pub fn draw_memory(groups: &[GroupRows], out: &Path) -> Result<PathBuf> {
 /// share of agents (y) that had seen it after t seconds (x), ours and
 /// serf's: the whole distribution, not just its median.
 pub fn draw_seen(data: &Seen, out: &Path) -> Result<PathBuf> {
-    let panels: [(&str, &Vec<f64>, &Vec<f64>); 4] = [
+    type Times<'a> = &'a [Option<f64>];
+    let panels: [(&str, Times, Times); 4] = [
         (
             "join: every agent lists all alive (since all started)",
             &data.ours.join_all_alive_s,
@@ -387,6 +389,7 @@ pub fn draw_seen(data: &Seen, out: &Path) -> Result<PathBuf> {
         let right = ours
             .iter()
             .chain(serf.iter())
+            .flatten()
             .copied()
             .filter(|v| v.is_finite())
             .fold(0.0, f64::max)
@@ -406,12 +409,19 @@ pub fn draw_seen(data: &Seen, out: &Path) -> Result<PathBuf> {
             .light_line_style(WHITE)
             .draw()?;
         for (samples, color, name) in [(ours, OURS, "ours"), (serf, PEER, "serf")] {
-            let mut v: Vec<f64> = samples.iter().copied().filter(|v| v.is_finite()).collect();
+            let mut v: Vec<f64> = samples
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|v| v.is_finite())
+                .collect();
             if v.is_empty() {
                 continue;
             }
             v.sort_by(f64::total_cmp);
-            let n = v.len() as f64;
+            // Out of all agents, those that never got there included: the
+            // curve then stops short of 100 %.
+            let n = samples.len() as f64;
             // A step per sample: after v[i] seconds, (i + 1) / n had seen it.
             let mut points = vec![(0.0, 0.0)];
             for (i, t) in v.iter().enumerate() {
@@ -419,13 +429,19 @@ pub fn draw_seen(data: &Seen, out: &Path) -> Result<PathBuf> {
                 points.push((*t, (i + 1) as f64 / n));
             }
             let median = v[v.len() / 2];
+            let max = v[v.len() - 1];
+            let label = if v.len() == samples.len() {
+                format!("{name}: median {median:.2} s, max {max:.2} s, n = {}", v.len())
+            } else {
+                format!(
+                    "{name}: {} of {} within the limit; of those median {median:.2} s, max {max:.2} s",
+                    v.len(),
+                    samples.len()
+                )
+            };
             chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-                .label(format!(
-                    "{name}: median {median:.2} s, max {:.2} s, n = {}",
-                    v[v.len() - 1],
-                    v.len()
-                ))
+                .label(label)
                 .legend(move |(x, y)| {
                     PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2))
                 });
@@ -517,10 +533,10 @@ mod tests {
     fn the_seen_chart_draws_both_distributions_of_each_kind() {
         let dir = tempfile::tempdir().unwrap();
         let samples = |base: f64| SeenSamples {
-            join_all_alive_s: vec![base, base * 2.0, base * 3.0],
-            user_event_handler_s: vec![base / 10.0; 4],
+            join_all_alive_s: vec![Some(base), Some(base * 2.0), Some(base * 3.0)],
+            user_event_handler_s: vec![Some(base / 10.0); 4],
             leave_seen_left_s: vec![],
-            kill_seen_failed_s: vec![base * 5.0, f64::NAN],
+            kill_seen_failed_s: vec![Some(base * 5.0), None],
         };
         let data = Seen {
             agents: 200,
@@ -533,7 +549,7 @@ mod tests {
             "200 agents on loopback",
             "ours: median 2.00 s, max 3.00 s, n = 3",
             "serf: median 4.00 s, max 6.00 s, n = 3",
-            "ours: median 5.00 s, max 5.00 s, n = 1",
+            "ours: 1 of 2 within the limit; of those median 5.00 s, max 5.00 s",
             "graceful leave",
         ] {
             assert!(text.contains(expected), "{expected:?} missing");
