@@ -431,7 +431,10 @@ pub fn draw_seen(data: &Seen, out: &Path) -> Result<PathBuf> {
             let median = v[v.len() / 2];
             let max = v[v.len() - 1];
             let label = if v.len() == samples.len() {
-                format!("{name}: median {median:.2} s, max {max:.2} s, n = {}", v.len())
+                format!(
+                    "{name}: median {median:.2} s, max {max:.2} s, n = {}",
+                    v.len()
+                )
             } else {
                 format!(
                     "{name}: {} of {} within the limit; of those median {median:.2} s, max {max:.2} s",

@@ -120,9 +120,7 @@ fn limits() -> BTreeMap<&'static str, f64> {
 /// step's limit, a lower bound of its real time (so a row can only favour
 /// the group that got there).
 fn at_limit(v: &[Option<f64>], limit: Duration) -> Vec<f64> {
-    v.iter()
-        .map(|t| t.unwrap_or(limit.as_secs_f64()))
-        .collect()
+    v.iter().map(|t| t.unwrap_or(limit.as_secs_f64())).collect()
 }
 
 /// How many agents had not got there, and the step, for the log.
@@ -592,27 +590,15 @@ async fn measure(label: &str, bin: &Path, dir: &Path) -> Result<Measured> {
     clients.pop();
     let t0 = Instant::now();
     signal(leaver.proc.0.id(), "INT")?;
-    m.leave_seen_left_s = seen_by_all(
-        &clients,
-        &leaver.name,
-        MemberStatus::Left,
-        t0,
-        LEAVE_LIMIT,
-    )
-    .await?;
+    m.leave_seen_left_s =
+        seen_by_all(&clients, &leaver.name, MemberStatus::Left, t0, LEAVE_LIMIT).await?;
     let mut victim = agents.pop().expect("N agents");
     clients.pop();
     let t0 = Instant::now();
     victim.proc.0.kill()?;
     let _ = victim.proc.0.wait();
-    m.kill_seen_failed_s = seen_by_all(
-        &clients,
-        &victim.name,
-        MemberStatus::Failed,
-        t0,
-        KILL_LIMIT,
-    )
-    .await?;
+    m.kill_seen_failed_s =
+        seen_by_all(&clients, &victim.name, MemberStatus::Failed, t0, KILL_LIMIT).await?;
     let leave = at_limit(&m.leave_seen_left_s, LEAVE_LIMIT);
     let kill = at_limit(&m.kill_seen_failed_s, KILL_LIMIT);
     eprintln!(

@@ -68,14 +68,15 @@ impl GossipAgent {
             scratch: None,
         };
         let logs = agent.log_paths();
-        let started = eventually_blocking_explained(&format!("RPC on {rpc}"), DEADLINE, logs, || {
-            if agent.process.exit_status().is_some() {
-                return Some(false);
-            }
-            let running = std::fs::read_to_string(&agent.stdout)
-                .is_ok_and(|t| t.contains("==> Serf agent running!"));
-            (running && std::net::TcpStream::connect(rpc).is_ok()).then_some(true)
-        });
+        let started =
+            eventually_blocking_explained(&format!("RPC on {rpc}"), DEADLINE, logs, || {
+                if agent.process.exit_status().is_some() {
+                    return Some(false);
+                }
+                let running = std::fs::read_to_string(&agent.stdout)
+                    .is_ok_and(|t| t.contains("==> Serf agent running!"));
+                (running && std::net::TcpStream::connect(rpc).is_ok()).then_some(true)
+            });
         if started {
             Ok(agent)
         } else {
