@@ -1,5 +1,5 @@
 //! The session stores: tower-sessions' records and our visit counters,
-//! either in one bounded moka cache of this process ([`SessionCache`], the
+//! either in one bounded LRU store of this process ([`SessionCache`], the
 //! default) or in a Redis server shared by every web app
 //! ([`RedisSessions`], `--session-store redis://host:port/db`), so that a
 //! user moved to another web app keeps the session and its count.
@@ -16,9 +16,9 @@
 //!   requests counted as 1,965). The counter is therefore not in the record
 //!   but beside it, and a visit is one `fetch_add` on it: every visit gets
 //!   its own number, with no read-modify-write window.
-//! * Record and counter share one cache entry, so they are evicted and
-//!   expire together: a counter can never outlive its session or restart
-//!   under the same id. Two caches (tower-sessions-moka-store plus a counter
+//! * Record and counter share one entry, so they are evicted and expire
+//!   together: a counter can never outlive its session or restart under
+//!   the same id. Two caches (tower-sessions-moka-store plus a counter
 //!   cache) could drop one and keep the other, and that store's TinyLFU
 //!   admission may refuse a brand-new session outright when the cache is
 //!   full, so a new visitor would get a new session on every visit.
@@ -26,11 +26,21 @@
 //!   entry, and `create` and `start` always pick a fresh random id. A count
 //!   is therefore exact for the whole life of a session id.
 //!
-//! Bounds: `max_capacity` caps the number of live sessions (least recently
-//! used evicted first) and `time_to_idle` expires sessions that are not
-//! visited. Moka applies evictions in batched maintenance passes; the server
-//! also runs [`SessionCache::housekeep`] every second so that idle sessions
-//! are freed even without traffic.
+//! Bounds: `--max-sessions` caps the number of live sessions, the least
+//! recently used evicted first, at the insert that would pass the cap;
+//! `--session-idle-secs` expires a session not visited for that long: a
+//! visit to it finds nothing, and [`SessionCache::housekeep`], run every
+//! second, frees it even without traffic.
+//!
+//! The store is a few shards, each an LRU list (the `lru` crate) under its
+//! own mutex, picked by the id's low bits (ids are random; an id a client
+//! makes up is only ever looked up, never stored). A visit is one lock, one
+//! hash lookup and a move to the front. It was a moka cache: its write
+//! queue, frequency sketch and maintenance passes were 6 % of a
+//! new-session `GET /` (perf), for an admission policy the store cannot
+//! use (see above). Up to 8,192 sessions there is one shard, so the LRU
+//! order is exact; above, up to 16 shards share the cap (their capacities
+//! add up to it exactly), each evicting its own least recently used.
 //!
 //! # In Redis
 //!
@@ -115,9 +125,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::time::Instant;
+
 use async_trait::async_trait;
-use moka::policy::EvictionPolicy;
-use moka::sync::Cache;
+use lru::LruCache;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::{session_store, SessionStore};
 
@@ -132,22 +143,90 @@ struct Live {
     last_request: Mutex<(String, u64)>,
 }
 
+/// One shard: sessions from the most to the least recently used, each with
+/// the time it was last used.
+struct Shard {
+    lru: LruCache<Id, (Arc<Live>, Instant), foldhash::fast::RandomState>,
+    /// This shard's part of `--max-sessions`.
+    cap: usize,
+}
+
+impl Shard {
+    /// Drops sessions idle for `idle` or longer, from the least recently
+    /// used (the list's order is the order of last use).
+    fn expire(&mut self, now: Instant, idle: Duration) {
+        while let Some((_, (_, used))) = self.lru.peek_lru() {
+            if now.duration_since(*used) < idle {
+                break;
+            }
+            self.lru.pop_lru();
+        }
+    }
+}
+
+/// Sessions per shard below which the store keeps a single shard (an
+/// exact LRU order).
+const SHARD_MIN: u64 = 8192;
+const SHARDS_MAX: u64 = 16;
+
 /// A bounded, idle-expiring session store with an exact per-session counter.
 #[derive(Clone)]
 pub struct SessionCache {
-    cache: Cache<Id, Arc<Live>, foldhash::fast::RandomState>,
+    shards: Arc<[Mutex<Shard>]>,
+    idle: Duration,
 }
 
 impl SessionCache {
+    /// `max_sessions` live sessions at most (0 is taken as 1; the command
+    /// line refuses it), each expiring after `idle` without a visit.
     pub fn new(max_sessions: u64, idle: Duration) -> Self {
-        let cache = Cache::builder()
-            .max_capacity(max_sessions)
-            .time_to_idle(idle)
-            .eviction_policy(EvictionPolicy::lru())
-            // Seeded like SipHash's RandomState, several times cheaper on the
-            // 128-bit ids (moka re-hashes its table as sessions churn).
-            .build_with_hasher(foldhash::fast::RandomState::default());
-        Self { cache }
+        let max = max_sessions.max(1);
+        // A power of two, so that a shard is picked by the id's low bits.
+        let n = (max / SHARD_MIN).clamp(1, SHARDS_MAX);
+        let n = if n.is_power_of_two() {
+            n
+        } else {
+            n.next_power_of_two() / 2
+        };
+        let shards = (0..n)
+            .map(|i| {
+                // The caps add up to `max` exactly.
+                let cap = max / n + u64::from(i < max % n);
+                Mutex::new(Shard {
+                    // Unbounded, the cap kept by hand: a bounded one would
+                    // allocate its whole table up front. Seeded like
+                    // SipHash's RandomState, several times cheaper on the
+                    // 128-bit ids.
+                    lru: LruCache::unbounded_with_hasher(foldhash::fast::RandomState::default()),
+                    cap: usize::try_from(cap).unwrap_or(usize::MAX),
+                })
+            })
+            .collect();
+        Self { shards, idle }
+    }
+
+    fn shard(&self, id: &Id) -> std::sync::MutexGuard<'_, Shard> {
+        // Ids are random 128-bit numbers: their low bits spread them.
+        let i = (id.0 as u64 as usize) & (self.shards.len() - 1);
+        // A poisoned lock only means a panic elsewhere; the list is whole.
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The live session `id`, now its most recently used; None if unknown
+    /// or idle too long (then dropped).
+    fn get(&self, id: &Id) -> Option<Arc<Live>> {
+        self.get_at(id, Instant::now())
+    }
+
+    fn get_at(&self, id: &Id, now: Instant) -> Option<Arc<Live>> {
+        let mut shard = self.shard(id);
+        let (live, used) = shard.lru.get_mut(id)?;
+        if now.duration_since(*used) >= self.idle {
+            shard.lru.pop(id);
+            return None;
+        }
+        *used = now;
+        Some(live.clone())
     }
 
     /// Counts one visit of session `id` and returns its number, or `None`
@@ -155,7 +234,7 @@ impl SessionCache {
     /// With a `request` id equal to the last one counted, returns that
     /// request's number without counting.
     pub fn visit(&self, id: &Id, request: Option<&str>) -> Option<u64> {
-        let live = self.cache.get(id)?;
+        let live = self.get(id)?;
         let Some(request) = request else {
             return Some(live.views.fetch_add(1, Ordering::Relaxed) + 1);
         };
@@ -177,38 +256,62 @@ impl SessionCache {
         self.insert_new(record, 1, request)
     }
 
-    /// Inserts `record` under a fresh id (re-drawn while taken) with the
-    /// count `views`; returns the id.
+    /// Inserts `record` under a fresh id (re-drawn while taken: a live id
+    /// is never overwritten) with the count `views`, evicting the least
+    /// recently used session past the cap; returns the id.
     fn insert_new(&self, mut record: Record, views: u64, request: Option<&str>) -> Id {
-        // Ids are 128 random bits: a collision with a live session is
-        // re-drawn; two creates racing on one new id are not worth moka's
-        // (costly) atomic `entry` API.
-        while self.cache.contains_key(&record.id) {
-            record.id = Id::default();
-        }
         let last_request = match request {
             Some(request) => (request.to_owned(), views),
             None => (String::new(), 0),
         };
-        let id = record.id;
-        let live = Live {
-            record: Mutex::new(record),
-            views: AtomicU64::new(views),
-            last_request: Mutex::new(last_request),
-        };
-        self.cache.insert(id, Arc::new(live));
-        id
+        loop {
+            let id = record.id;
+            let mut shard = self.shard(&id);
+            if shard.lru.contains(&id) {
+                drop(shard);
+                record.id = Id::default();
+                continue;
+            }
+            let live = Live {
+                record: Mutex::new(record),
+                views: AtomicU64::new(views),
+                last_request: Mutex::new(last_request),
+            };
+            shard.lru.push(id, (Arc::new(live), Instant::now()));
+            while shard.lru.len() > shard.cap {
+                shard.lru.pop_lru();
+            }
+            return id;
+        }
     }
 
-    /// Applies pending evictions and expirations now.
+    /// Frees the sessions idle too long now (a visit would not find them
+    /// anyway).
     pub fn housekeep(&self) {
-        self.cache.run_pending_tasks();
+        self.housekeep_at(Instant::now());
     }
 
-    /// The number of live sessions, after applying pending evictions.
+    fn housekeep_at(&self, now: Instant) {
+        for shard in self.shards.iter() {
+            shard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .expire(now, self.idle);
+        }
+    }
+
+    /// The number of live sessions, after freeing the idle ones.
     pub fn len(&self) -> u64 {
         self.housekeep();
-        self.cache.entry_count()
+        self.entries()
+    }
+
+    /// Entries held, idle ones not yet freed included.
+    fn entries(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).lru.len() as u64)
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -219,7 +322,8 @@ impl SessionCache {
 impl fmt::Debug for SessionCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionCache")
-            .field("entries", &self.cache.entry_count())
+            .field("entries", &self.entries())
+            .field("shards", &self.shards.len())
             .finish()
     }
 }
@@ -241,18 +345,18 @@ impl SessionStore for SessionCache {
         // Only updates a live session: a session evicted in the meantime stays
         // dead (its next visit gets a new one) rather than coming back with
         // its counter reset.
-        if let Some(live) = self.cache.get(&record.id) {
+        if let Some(live) = self.get(&record.id) {
             *lock(&live) = record.clone();
         }
         Ok(())
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        Ok(self.cache.get(id).map(|live| lock(&live).clone()))
+        Ok(self.get(id).map(|live| lock(&live).clone()))
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        self.cache.invalidate(id);
+        self.shard(id).lru.pop(id);
         Ok(())
     }
 }
@@ -389,5 +493,104 @@ impl SessionStore for SessionBackend {
             SessionBackend::Memory(cache) => cache.delete(id).await,
             SessionBackend::Redis(redis) => redis.delete(id).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        Record {
+            id: Id::default(),
+            data: Default::default(),
+            expiry_date: tower_sessions::cookie::time::OffsetDateTime::now_utc(),
+        }
+    }
+
+    fn started(store: &SessionCache) -> Id {
+        store.start(record(), None)
+    }
+
+    #[test]
+    fn up_to_the_cap_the_least_recently_used_goes_first() {
+        let store = SessionCache::new(3, Duration::from_secs(60));
+        assert_eq!(store.shards.len(), 1);
+        let ids: Vec<Id> = (0..3).map(|_| started(&store)).collect();
+        // The oldest is visited, so the second is now the least recent.
+        assert_eq!(store.visit(&ids[0], None), Some(2));
+        let fourth = started(&store);
+        assert_eq!(store.len(), 3);
+        assert_eq!(store.visit(&ids[1], None), None, "evicted");
+        assert_eq!(store.visit(&ids[0], None), Some(3));
+        assert_eq!(store.visit(&ids[2], None), Some(2));
+        assert_eq!(store.visit(&fourth, None), Some(2));
+    }
+
+    #[test]
+    fn shards_share_the_cap_exactly() {
+        let max = 40_001;
+        let store = SessionCache::new(max, Duration::from_secs(60));
+        assert_eq!(store.shards.len(), 4);
+        let caps: u64 = store
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap().cap as u64)
+            .sum();
+        assert_eq!(caps, max);
+        for _ in 0..50_000 {
+            started(&store);
+        }
+        // 12,500 random ids per shard on average, each capped near 10,000.
+        assert_eq!(store.len(), max);
+        assert_eq!(
+            SessionCache::new(1 << 40, Duration::from_secs(1))
+                .shards
+                .len(),
+            16
+        );
+    }
+
+    #[test]
+    fn a_session_idle_too_long_is_gone_and_a_visited_one_stays() {
+        let idle = Duration::from_secs(10);
+        let store = SessionCache::new(100, idle);
+        let (kept, left) = (started(&store), started(&store));
+        let t0 = Instant::now();
+        let half = t0 + idle / 2;
+        assert!(store.get_at(&kept, half).is_some());
+        // Past the idle time of `left`, not of `kept` (visited halfway).
+        let later = t0 + idle + Duration::from_secs(1);
+        store.housekeep_at(later);
+        assert_eq!(store.entries(), 1);
+        assert!(store.get_at(&left, later).is_none());
+        assert!(store.get_at(&kept, later).is_some());
+        // A visit finds an idle session gone even before housekeeping.
+        let much_later = later + idle;
+        assert!(store.get_at(&kept, much_later).is_none());
+        assert_eq!(store.entries(), 0);
+    }
+
+    #[test]
+    fn a_live_id_is_never_overwritten_and_a_gone_one_never_comes_back() {
+        let store = SessionCache::new(10, Duration::from_secs(60));
+        let first = started(&store);
+        assert_eq!(store.visit(&first, None), Some(2));
+        let mut again = record();
+        again.id = first;
+        let other = store.start(again, None);
+        assert_ne!(other, first, "a start on a live id draws another");
+        assert_eq!(store.visit(&first, None), Some(3));
+        let gone = record();
+        tokio_test_block_on(store.save(&gone)).unwrap();
+        let gone = gone.id;
+        assert_eq!(store.visit(&gone, None), None, "save re-creates nothing");
+    }
+
+    fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 }

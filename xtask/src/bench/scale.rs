@@ -356,17 +356,23 @@ fn start_all(bin: &Path, dir: &Path) -> Result<Vec<Agent>> {
     Ok(agents)
 }
 
-/// Connects to an agent's RPC, retrying while it starts.
+/// Connects to an agent's RPC, retrying while it starts; each attempt is
+/// bounded too (a starved agent's full backlog can hold a connect).
 async fn connect(a: &SocketAddr, limit: Duration) -> Result<Client> {
     let end = Instant::now() + limit;
     loop {
-        match Client::connect(*a, None).await {
-            Ok(c) => return Ok(c),
-            Err(e) if Instant::now() >= end => bail!("RPC {a}: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        let attempt = tokio::time::timeout_at(end.into(), Client::connect(*a, None)).await;
+        match attempt {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) if Instant::now() >= end => bail!("RPC {a}: {e}"),
+            Err(_) => bail!("RPC {a}: no connection within {limit:?}"),
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 }
+
+/// How long one RPC call at the end of the run (a member list) may take.
+const CALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// Member name -> seconds from the start until first reported failed.
 type Failures = Arc<Mutex<BTreeMap<String, f64>>>;
@@ -380,7 +386,11 @@ async fn watch_join(
     failed: Failures,
 ) -> Result<(Client, Option<f64>)> {
     let client = connect(&addr, JOIN_LIMIT).await?;
-    let mut stream = client.stream("member-failed").await?;
+    let deadline = (t0 + JOIN_LIMIT).into();
+    let Ok(stream) = tokio::time::timeout_at(deadline, client.stream("member-failed")).await else {
+        return Ok((client, None));
+    };
+    let mut stream = stream?;
     tokio::spawn(async move {
         while let Some(rec) = stream.recv().await {
             if let StreamRecord::Member {
@@ -397,7 +407,12 @@ async fn watch_join(
         }
     });
     loop {
-        let st = client.stats().await?;
+        // A starved agent may take minutes to answer (serf's 200 on 2
+        // cores): the call is bounded by the step's limit like the rest.
+        let Ok(st) = tokio::time::timeout_at(deadline, client.stats()).await else {
+            return Ok((client, None));
+        };
+        let st = st?;
         let count = |k: &str| -> usize {
             st.get("serf")
                 .and_then(|s| s.get(k))
@@ -540,10 +555,15 @@ async fn measure(label: &str, bin: &Path, dir: &Path) -> Result<Measured> {
     // User events from agent 0, timed by each agent's handler.
     for e in 0..EVENTS {
         let sent = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
-        clients[0]
-            .user_event("bench", format!("payload-{e}").as_bytes(), false)
-            .await?;
         let end = Instant::now() + EVENT_LIMIT;
+        let payload = format!("payload-{e}");
+        let send = clients[0].user_event("bench", payload.as_bytes(), false);
+        match tokio::time::timeout_at(end.into(), send).await {
+            Ok(r) => r?,
+            Err(_) => eprintln!(
+                "   [{label}] user event {e}: the sender did not take it within {EVENT_LIMIT:?}"
+            ),
+        }
         loop {
             let times: Vec<Vec<f64>> = agents.iter().map(|a| handler_times(dir, &a.name)).collect();
             let all = times.iter().all(|t| t.len() > e);
@@ -614,13 +634,23 @@ async fn measure(label: &str, bin: &Path, dir: &Path) -> Result<Measured> {
     // False failures: streamed, and in every member list at the end.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut reported = failed.lock().unwrap().clone();
+    let mut unanswered = 0;
     for c in &clients {
-        for mem in c.members().await? {
+        let Ok(members) = tokio::time::timeout(CALL_LIMIT, c.members()).await else {
+            unanswered += 1;
+            continue;
+        };
+        for mem in members? {
             if mem.status == MemberStatus::Failed {
                 let at = t_start.elapsed().as_secs_f64();
                 reported.entry(mem.name).or_insert(at);
             }
         }
+    }
+    if unanswered > 0 {
+        eprintln!(
+            "   [{label}] {unanswered} agents did not list their members within {CALL_LIMIT:?}"
+        );
     }
     reported.remove(&victim.name);
     m.false_failures = reported.into_iter().collect();
