@@ -641,15 +641,22 @@ async fn measure(label: &str, bin: &Path, dir: &Path) -> Result<Measured> {
     // False failures: streamed, and in every member list at the end.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut reported = failed.lock().unwrap().clone();
+    // All at once, each bounded: one by one, a starved group's 199 lists
+    // took many minutes.
+    let lists: Vec<_> = clients
+        .iter()
+        .cloned()
+        .map(|c| tokio::spawn(async move { tokio::time::timeout(CALL_LIMIT, c.members()).await }))
+        .collect();
     let mut unanswered = 0;
-    for c in &clients {
-        let Ok(members) = tokio::time::timeout(CALL_LIMIT, c.members()).await else {
+    for list in lists {
+        let Ok(members) = list.await? else {
             unanswered += 1;
             continue;
         };
+        let at = t_start.elapsed().as_secs_f64();
         for mem in members? {
             if mem.status == MemberStatus::Failed {
-                let at = t_start.elapsed().as_secs_f64();
                 reported.entry(mem.name).or_insert(at);
             }
         }
@@ -670,6 +677,12 @@ async fn measure(label: &str, bin: &Path, dir: &Path) -> Result<Measured> {
         );
     }
     drop(clients);
+    // SIGKILL to all first, then reap: one kill and wait at a time took
+    // minutes in a saturated group (each dying process at nice 19 among
+    // the busy others).
+    for a in &mut agents {
+        let _ = a.proc.0.kill();
+    }
     drop((agents, leaver, victim));
     Ok(m)
 }
