@@ -1,5 +1,5 @@
 //! The accept loop: each connection is served by hyper's HTTP/1 server with
-//! the router as its service, under two timeouts, and drained on shutdown.
+//! the app ([`Front`]) as its service, under two timeouts, and drained on shutdown.
 //!
 //! - Header timeout: hyper's own `header_read_timeout` (with a tokio timer;
 //!   `axum::serve` sets no timer, which leaves it off). hyper (1.x) starts it
@@ -10,7 +10,7 @@
 //!   connection can sit idle. It is not running while a request is handled.
 //! - Keep-alive timeout: hyper has no idle timer of its own, so each
 //!   connection watches its own activity ([`Activity`]): once a request has
-//!   been answered, no request in the router and no byte read or written for
+//!   been answered, no request being answered and no byte read or written for
 //!   that long, the connection is shut down gracefully (closed at once, as
 //!   nothing is in flight). As in Node, any byte of the next request resets
 //!   it, and it does not apply before the first request (the header timeout
@@ -26,7 +26,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::Request;
-use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -36,10 +35,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tower::ServiceExt;
 use tracing::{debug, error, warn};
 
 use crate::access_log::AccessLog;
+use crate::front::Front;
 
 /// How long a client may take; see `--header-timeout-ms` and
 /// `--keep-alive-timeout-ms`.
@@ -53,14 +52,14 @@ pub struct Timeouts {
     pub keep_alive: Duration,
 }
 
-/// Accepts connections and serves `router` on each (each request's line in
+/// Accepts connections and serves `front` on each (each request's line in
 /// `access`, if any) until `signal` completes; then closes the listener,
 /// shuts every connection down gracefully (idle ones at once, the others
 /// after their in-flight request) and returns once all are closed. Dropping
 /// the future cuts the remaining connections.
 pub(crate) async fn serve(
     listener: TcpListener,
-    router: Router,
+    front: Front,
     access: Option<AccessLog>,
     timeouts: Timeouts,
     signal: impl Future<Output = ()>,
@@ -76,7 +75,7 @@ pub(crate) async fn serve(
                     connections.spawn(connection(
                         stream,
                         peer,
-                        router.clone(),
+                        front.clone(),
                         access.clone(),
                         timeouts,
                         stopped.clone(),
@@ -119,7 +118,7 @@ async fn accept_failed(e: io::Error) {
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    router: Router,
+    front: Front,
     access: Option<AccessLog>,
     timeouts: Timeouts,
     mut stopped: watch::Receiver<()>,
@@ -136,7 +135,7 @@ async fn connection(
             let line = access
                 .as_ref()
                 .and_then(|log| log.begin(req.method(), req.uri()));
-            let answer = router.clone().oneshot(req);
+            let answer = front.answer(req);
             async move {
                 let res = answer.await;
                 if let (Some(line), Ok(res)) = (line, &res) {
@@ -175,7 +174,7 @@ struct Activity {
     /// Milliseconds from `opened` to the last byte read or written, or to
     /// the last answer.
     last: AtomicU64,
-    /// Requests in the router.
+    /// Requests being answered.
     in_flight: AtomicUsize,
     /// Whether a request has been answered (the timer starts then).
     answered: AtomicBool,
@@ -219,7 +218,7 @@ impl Activity {
     }
 }
 
-/// A request in the router; dropped when it is answered (or abandoned).
+/// A request being answered; dropped when it is answered (or abandoned).
 struct InFlight(Arc<Activity>);
 
 impl InFlight {

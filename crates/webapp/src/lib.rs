@@ -29,9 +29,8 @@ use clap::Parser;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tower_sessions::cookie::time::{self, OffsetDateTime};
 use tower_sessions::cookie::SameSite;
-use tower_sessions::session::{Id, Record};
+use tower_sessions::session::Id;
 use tower_sessions::session_store;
 #[cfg(test)]
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
@@ -39,6 +38,7 @@ use tracing::{info, warn};
 
 pub mod access_log;
 mod conn;
+mod front;
 pub mod log_out;
 mod session_cookie;
 pub mod sessions;
@@ -294,7 +294,14 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let Some(value) = parts.headers.get_all(X_REQUEST_ID).iter().next_back() else {
+        RequestId::from_headers(&parts.headers)
+    }
+}
+
+impl RequestId {
+    /// The request's id, or the 400 a malformed one gets.
+    pub fn from_headers(headers: &HeaderMap) -> Result<Self, ApiError> {
+        let Some(value) = headers.get_all(X_REQUEST_ID).iter().next_back() else {
             return Ok(RequestId(None));
         };
         if value.is_empty() {
@@ -329,66 +336,83 @@ struct Hello<'a> {
     id: String,
 }
 
-/// `GET /`: waits the configured delay, counts the visit, says hello.
+/// `GET /` through the router (the connections answer it without the
+/// router: [`front`]).
 async fn hello(
     State(app): State<AppState>,
     request: RequestId,
     cookie: SessionCookie,
 ) -> Result<Response, ApiError> {
-    let delay = app.0.delay_ms.load(Ordering::Relaxed);
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-    }
-    // The cookie's id is looked up in the store by `visit` itself: a known
-    // session is counted without loading or saving its record.
-    let request = request.as_str();
-    let counted = match cookie.0 {
-        Some(id) => app.0.sessions.visit(&id, request).await?.map(|n| (id, n)),
-        None => None,
-    };
-    let (id, views, started) = match counted {
-        Some((id, views)) => (id, views, false),
-        None => {
-            // No cookie, or an expired/evicted/forged one: start a session
-            // and count this visit, its first, in one store operation. The
-            // cookie is set below, as tower-sessions' layer would (see
-            // `session_layer`). The record's expiry is the one tower-sessions
-            // gives a browser-session cookie's record (now + 2 weeks); the
-            // stores expire sessions by idle time.
-            let record = Record {
-                id: Id::default(),
-                data: [("seen".to_owned(), Value::Bool(true))]
-                    .into_iter()
-                    .collect(),
-                expiry_date: OffsetDateTime::now_utc().saturating_add(time::Duration::weeks(2)),
-            };
-            (app.0.sessions.start(record, request).await?, 1, true)
-        }
-    };
-    let id = id.to_string();
-    let cookie = if started {
-        Some(session_cookie(&id)?)
-    } else {
-        None
-    };
-    let body = Hello {
-        hello: "world!",
-        ip: &app.0.ip,
-        host: &app.0.host,
-        tag: &app.0.tag,
-        session_views: views,
-        id,
-    };
-    let mut res = ([(X_BACKEND_IP, app.0.ip_header.clone())], Json(body)).into_response();
-    if let Some(cookie) = cookie {
-        res.headers_mut().append(SET_COOKIE, cookie);
-    }
-    Ok(res)
+    app.hello(request.as_str(), cookie.0).await
 }
 
-/// `HEAD /`: HAProxy's health check. No delay, no session.
-async fn health(State(app): State<AppState>) -> impl IntoResponse {
-    [(X_BACKEND_IP, app.0.ip_header.clone())]
+impl AppState {
+    /// `GET /` with the request id `request` and the session cookie's id
+    /// `cookie`: waits the configured delay, counts the visit, says hello.
+    async fn hello(&self, request: Option<&str>, cookie: Option<Id>) -> Result<Response, ApiError> {
+        let app = self;
+        let delay = app.0.delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        // The cookie's id is looked up in the store by `visit` itself: a known
+        // session is counted without loading or saving its record.
+        let counted = match cookie {
+            Some(id) => app.0.sessions.visit(&id, request).await?.map(|n| (id, n)),
+            None => None,
+        };
+        let (id, views, started) = match counted {
+            Some((id, views)) => (id, views, false),
+            None => {
+                // No cookie, or an expired/evicted/forged one: start a session
+                // and count this visit, its first, in one store operation. The
+                // cookie is set below, as tower-sessions' layer would (see
+                // `session_layer`).
+                (app.0.sessions.start_initial(request).await?, 1, true)
+            }
+        };
+        let id = id.to_string();
+        let cookie = if started {
+            Some(session_cookie(&id)?)
+        } else {
+            None
+        };
+        let body = Hello {
+            hello: "world!",
+            ip: &app.0.ip,
+            host: &app.0.host,
+            tag: &app.0.tag,
+            session_views: views,
+            id,
+        };
+        // The headers `([(X_BACKEND_IP, ..)], Json(body))` gave, in the same
+        // order, without axum's `Json` (its buffer grows from 128 bytes).
+        let mut json = Vec::with_capacity(192);
+        serde_json::to_writer(&mut json, &body).map_err(|e| {
+            ApiError::Message(StatusCode::INTERNAL_SERVER_ERROR, format!("body: {e}"))
+        })?;
+        let mut res = Response::new(axum::body::Body::from(json));
+        let headers = res.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(X_BACKEND_IP, app.0.ip_header.clone());
+        if let Some(cookie) = cookie {
+            headers.append(SET_COOKIE, cookie);
+        }
+        Ok(res)
+    }
+
+    /// `HEAD /`: HAProxy's health check. No delay, no session.
+    fn health(&self) -> Response {
+        let mut res = Response::new(axum::body::Body::empty());
+        res.headers_mut()
+            .insert(X_BACKEND_IP, self.0.ip_header.clone());
+        res
+    }
+}
+
+/// `HEAD /` through the router.
+async fn health(State(app): State<AppState>) -> Response {
+    app.health()
 }
 
 /// `POST /delay` with `{"delay": MS}` or `delay=MS`.
@@ -575,7 +599,7 @@ pub async fn serve_state(
         let _ = stopping_tx.send(());
     };
     tokio::select! {
-        () = conn::serve(listener, app(state), access, timeouts, signal) => {}
+        () = conn::serve(listener, front::Front::new(state), access, timeouts, signal) => {}
         () = async {
             match stopping_rx.await {
                 Ok(()) => tokio::time::sleep(grace).await,

@@ -28,7 +28,7 @@ use crate::{COOKIE_NAME, COOKIE_PATH};
 pub struct SessionCookie(pub Option<Id>);
 
 /// What the request's `NODESESSID` cookie holds.
-enum Found {
+pub(crate) enum Found {
     None,
     Id(Id),
     /// A cookie whose value is not an id: removed in the answer.
@@ -62,25 +62,49 @@ fn find(headers: &HeaderMap) -> Found {
     }
 }
 
-/// Middleware: puts the request's [`SessionCookie`] in its extensions and,
-/// when the cookie's value is not an id, appends to the answer the
-/// `Set-Cookie` that removes it (`NODESESSID=; Path=/; Max-Age=0;
-/// Expires=<a year ago>`), after any the handler set, as tower-sessions did.
-pub async fn read_session_cookie(mut req: Request, next: Next) -> Response {
-    let found = find(req.headers());
-    let id = match &found {
-        Found::Id(id) => Some(*id),
-        _ => None,
-    };
-    req.extensions_mut().insert(SessionCookie(id));
-    let mut res = next.run(req).await;
-    if let Found::Unreadable(mut cookie) = found {
-        cookie.set_path(COOKIE_PATH);
-        cookie.make_removal();
-        if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+impl Found {
+    /// The session cookie of a request with these headers.
+    pub(crate) fn read(headers: &HeaderMap) -> Found {
+        find(headers)
+    }
+
+    /// The id it names, if it names one.
+    pub(crate) fn id(&self) -> Option<Id> {
+        match self {
+            Found::Id(id) => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// When the cookie's value is not an id, appends to the answer the
+    /// `Set-Cookie` that removes it (`NODESESSID=; Path=/; Max-Age=0;
+    /// Expires=<a year ago>`), after any the handler set, as tower-sessions
+    /// did.
+    pub(crate) fn remove_unreadable(&self, res: &mut Response) {
+        if let Some(value) = self.removal() {
             res.headers_mut().append(SET_COOKIE, value);
         }
     }
+
+    /// The `Set-Cookie` that [`Found::remove_unreadable`] appends, if any.
+    pub(crate) fn removal(&self) -> Option<HeaderValue> {
+        let Found::Unreadable(cookie) = self else {
+            return None;
+        };
+        let mut cookie = cookie.clone();
+        cookie.set_path(COOKIE_PATH);
+        cookie.make_removal();
+        HeaderValue::from_str(&cookie.to_string()).ok()
+    }
+}
+
+/// Middleware: puts the request's [`SessionCookie`] in its extensions and
+/// removes a cookie that is not an id ([`Found::remove_unreadable`]).
+pub async fn read_session_cookie(mut req: Request, next: Next) -> Response {
+    let found = find(req.headers());
+    req.extensions_mut().insert(SessionCookie(found.id()));
+    let mut res = next.run(req).await;
+    found.remove_unreadable(&mut res);
     res
 }
 

@@ -29,7 +29,8 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::access_log::AccessLog;
-use crate::{app, conn, AppState, Config, Timeouts};
+use crate::front::Front;
+use crate::{conn, AppState, Config, Timeouts};
 
 /// The listening sockets, one per worker, all on one address.
 #[derive(Debug)]
@@ -245,9 +246,9 @@ impl Worker {
                             let _ = phases.wait_for(|p| *p >= phase).await;
                         }
                     };
-                    let router = app(self.state);
+                    let front = Front::new(self.state);
                     tokio::select! {
-                        () = conn::serve(listener, router, self.access, self.timeouts,
+                        () = conn::serve(listener, front, self.access, self.timeouts,
                                          reached(Phase::Draining)) => {}
                         () = reached(Phase::Cut) => {}
                     }

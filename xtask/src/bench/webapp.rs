@@ -236,6 +236,7 @@ fn start(name: &'static str, mut cmd: Command, port: u16) -> Result<App> {
 /// A Debian `redis-server` on 127.0.0.1 at a free port, without
 /// persistence, answering PING; killed when the guard is dropped.
 fn redis_server() -> Result<(Guard, u16)> {
+    prereq::ensure_tool("redis-server", "redis-server")?;
     let port = free_port()?;
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -246,14 +247,7 @@ fn redis_server() -> Result<(Guard, u16)> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn();
-    let child = match child {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "redis-server is not installed: the webapp bench runs Debian's redis-server on \
-             127.0.0.1 (apt-get install redis-server; `cargo xtask test` installs it)"
-        ),
-        Err(e) => return Err(e).context("starting redis-server"),
-    };
+    let child = child.context("starting redis-server")?;
     let mut guard = Guard(child);
     let end = Instant::now() + Duration::from_secs(30);
     loop {
