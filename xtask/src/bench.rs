@@ -22,10 +22,16 @@ pub struct Row {
     pub ours: f64,
     pub peer: f64,
     pub peer_name: String,
-    /// ours / peer
+    /// ours / peer: NaN when both are 0 (a count of failures, say), which
+    /// JSON writes as `null` and reads back as NaN.
+    #[serde(deserialize_with = "nan_if_null")]
     pub ratio: f64,
     pub goal: String,
     pub passed: bool,
+}
+
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 mod gossip;
@@ -233,4 +239,31 @@ fn print_table(rows: &[Row]) {
     println!("{}", markdown(rows));
     let failed = rows.iter().filter(|r| !r.passed).count();
     println!("goals: {} passed, {} failed", rows.len() - failed, failed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Row;
+
+    /// A row whose ratio is 0 / 0 (no failure on either side) is written
+    /// with a `null` ratio and read back, as the charts read every group's
+    /// rows after each group.
+    #[test]
+    fn a_row_without_a_ratio_round_trips() {
+        let row = Row {
+            metric: "members seen failed".into(),
+            unit: "members".into(),
+            ours: 0.0,
+            peer: 0.0,
+            peer_name: "serf".into(),
+            ratio: f64::NAN,
+            goal: "0".into(),
+            passed: true,
+        };
+        let text = serde_json::to_string(&row).unwrap();
+        assert!(text.contains("\"ratio\":null"), "{text}");
+        let back: Row = serde_json::from_str(&text).unwrap();
+        assert!(back.ratio.is_nan());
+        assert_eq!((back.ours, back.peer, back.passed), (0.0, 0.0, true));
+    }
 }
