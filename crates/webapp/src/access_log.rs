@@ -210,18 +210,7 @@ fn debug_duration(buf: &mut Vec<u8>, d: Duration) {
     } else {
         (u64::from(nanos), 0, 1, "ns")
     };
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = whole;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&digits[at..]);
+    buf.extend_from_slice(itoa::Buffer::new().format(whole).as_bytes());
     if fraction > 0 {
         buf.push(b'.');
         while fraction > 0 && divisor > 0 {

@@ -24,7 +24,7 @@ use tower::ServiceExt;
 
 use tower_sessions::session::Id;
 
-use crate::session_cookie::Found;
+use crate::session_cookie;
 use crate::{app, ApiError, AppState, RequestId};
 
 /// The app as a connection serves it.
@@ -91,7 +91,7 @@ struct Root {
 
 impl Root {
     fn read<B>(req: &Request<B>) -> Self {
-        let found = Found::read(req.headers());
+        let found = session_cookie::find(req.headers());
         Root {
             head: req.method() == Method::HEAD,
             cookie: found.id(),

@@ -366,18 +366,7 @@ fn hello_head(ip: &str, host: &str, tag: &str) -> Vec<u8> {
 fn hello_body(head: &[u8], views: u64, id: &str) -> Vec<u8> {
     let mut json = Vec::with_capacity(head.len() + 64);
     json.extend_from_slice(head);
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = views;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    json.extend_from_slice(&digits[at..]);
+    json.extend_from_slice(itoa::Buffer::new().format(views).as_bytes());
     json.extend_from_slice(br#","id":"#);
     serde_json::to_writer(&mut json, id).expect("a string serializes");
     json.push(b'}');
@@ -398,15 +387,14 @@ impl AppState {
     /// `GET /` with the request id `request` and the session cookie's id
     /// `cookie`: waits the configured delay, counts the visit, says hello.
     async fn hello(&self, request: Option<&str>, cookie: Option<Id>) -> Result<Response, ApiError> {
-        let app = self;
-        let delay = app.0.delay_ms.load(Ordering::Relaxed);
+        let delay = self.0.delay_ms.load(Ordering::Relaxed);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         // The cookie's id is looked up in the store by `visit` itself: a known
         // session is counted without loading or saving its record.
         let counted = match cookie {
-            Some(id) => app.0.sessions.visit(&id, request).await?.map(|n| (id, n)),
+            Some(id) => self.0.sessions.visit(&id, request).await?.map(|n| (id, n)),
             None => None,
         };
         let (id, views, started) = match counted {
@@ -416,7 +404,7 @@ impl AppState {
                 // and count this visit, its first, in one store operation. The
                 // cookie is set below, as tower-sessions' layer would (see
                 // `session_layer`).
-                (app.0.sessions.start_initial(request).await?, 1, true)
+                (self.0.sessions.start_initial(request).await?, 1, true)
             }
         };
         let id = id.to_string();
@@ -425,13 +413,13 @@ impl AppState {
         } else {
             None
         };
-        let json = hello_body(&app.0.hello_head, views, &id);
+        let json = hello_body(&self.0.hello_head, views, &id);
         // The headers `([(X_BACKEND_IP, ..)], Json(body))` gave, in the same
         // order, without axum's `Json`.
         let mut res = Response::new(axum::body::Body::from(json));
         let headers = res.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(X_BACKEND_IP, app.0.ip_header.clone());
+        headers.insert(X_BACKEND_IP, self.0.ip_header.clone());
         if let Some(cookie) = cookie {
             headers.append(SET_COOKIE, cookie);
         }

@@ -39,7 +39,7 @@ pub(crate) enum Found {
 /// jar keeps it: each header split at `;`, each piece parsed and
 /// percent-decoded (pieces that do not parse are skipped), a later cookie of
 /// the same name replacing an earlier one.
-fn find(headers: &HeaderMap) -> Found {
+pub(crate) fn find(headers: &HeaderMap) -> Found {
     let mut last = None;
     for header in headers.get_all(COOKIE) {
         let Ok(text) = std::str::from_utf8(header.as_bytes()) else {
@@ -63,11 +63,6 @@ fn find(headers: &HeaderMap) -> Found {
 }
 
 impl Found {
-    /// The session cookie of a request with these headers.
-    pub(crate) fn read(headers: &HeaderMap) -> Found {
-        find(headers)
-    }
-
     /// The id it names, if it names one.
     pub(crate) fn id(&self) -> Option<Id> {
         match self {
