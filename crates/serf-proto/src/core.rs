@@ -45,12 +45,14 @@ use std::time::Duration;
 
 use crate::wire::{self, Alive, Envelope, Message, NodeState};
 
+mod addrs;
 pub mod broadcast;
 mod input;
 pub mod rng;
 mod state;
 mod timers;
 
+use addrs::AddrSet;
 pub use broadcast::{retransmit_limit, BroadcastQueue};
 pub use rng::{NonceSource, Rng};
 pub use state::suspicion_timeout;
@@ -128,10 +130,15 @@ impl Config {
 /// A node as memberlist knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
-    pub name: String,
+    /// Shared with the node table's key and the probe order (and Serf's
+    /// member table): one allocation per name, however many hold it.
+    pub name: Arc<str>,
     pub addr: SocketAddr,
-    pub meta: Vec<u8>,
-    pub vsn: Vec<u8>,
+    pub meta: Arc<[u8]>,
+    /// Protocol min, max, current; delegate min, max, current (memberlist
+    /// keeps these six and sends them back as six bytes; zero when a peer
+    /// sent fewer).
+    pub vsn: [u8; 6],
     pub incarnation: u32,
     pub state: NodeState,
     pub state_change: Duration,
@@ -216,7 +223,7 @@ struct Suspicion {
 /// The probe under way: one node pinged, its ack awaited (timers.rs).
 #[derive(Debug, Clone)]
 struct Probe {
-    target: String,
+    target: Arc<str>,
     seq: u32,
     /// When the direct ping left (the round trip's start).
     sent_at: Duration,
@@ -240,7 +247,7 @@ struct Relay {
 pub struct Core {
     cfg: Config,
     env: Envelope,
-    nodes: BTreeMap<String, Node>,
+    nodes: BTreeMap<Arc<str>, Node>,
     incarnation: u32,
     seq: u32,
     rng: Rng,
@@ -249,7 +256,7 @@ pub struct Core {
     outputs: Vec<Output>,
     suspicions: HashMap<String, Suspicion>,
     probe: Option<Probe>,
-    probe_order: Vec<String>,
+    probe_order: Vec<Arc<str>>,
     probe_index: usize,
     next_probe: Duration,
     next_gossip: Duration,
@@ -261,7 +268,7 @@ pub struct Core {
     has_gone: bool,
     relays: HashMap<u32, Relay>,
     /// Addresses of peers speaking memberlist protocol >= 5 (they get CRCs).
-    crc_addrs: HashSet<SocketAddr>,
+    crc_addrs: AddrSet,
     awareness: i32,
     leaving: bool,
     /// A refutation happened while handling input: tell the live peers
@@ -305,7 +312,7 @@ impl Core {
             next_cleanup: now,
             has_gone: false,
             relays: HashMap::new(),
-            crc_addrs: HashSet::new(),
+            crc_addrs: AddrSet::default(),
             awareness: 0,
             leaving: false,
             refuted: false,
@@ -313,10 +320,10 @@ impl Core {
             cfg,
         };
         let me = Node {
-            name: core.cfg.name.clone(),
+            name: Arc::from(core.cfg.name.as_str()),
             addr: core.cfg.addr,
-            meta: core.cfg.meta.clone(),
-            vsn: core.cfg.vsn.to_vec(),
+            meta: Arc::from(core.cfg.meta.as_slice()),
+            vsn: core.cfg.vsn,
             incarnation: 1,
             state: NodeState::Alive,
             state_change: now,
@@ -332,7 +339,7 @@ impl Core {
         &self.cfg
     }
     pub fn local_node(&self) -> &Node {
-        &self.nodes[&self.cfg.name]
+        &self.nodes[self.cfg.name.as_str()]
     }
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values()
@@ -456,7 +463,11 @@ impl Core {
     }
 
     fn broadcast(&mut self, node: &str, msg: Message) {
-        self.queue.queue(Some(node), msg.encode());
+        // Queued under the node table's own name when it has one.
+        match self.nodes.get_key_value(node) {
+            Some((name, _)) => self.queue.queue_about(name, msg.encode()),
+            None => self.queue.queue(Some(node), msg.encode()),
+        }
     }
 
     /// Best-effort user message to one address.

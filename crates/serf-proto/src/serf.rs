@@ -383,7 +383,7 @@ impl Serf {
         self.st.leaving = true;
         let t = self.st.clock.increment();
         let name = self.st.name.clone();
-        if let Some(m) = self.st.members.edit().get_mut(&name) {
+        if let Some(m) = self.st.members.edit().get_mut(name.as_str()) {
             m.member.status = MemberStatus::Leaving;
             m.status_ltime = t;
         }
@@ -404,7 +404,7 @@ impl Serf {
     pub fn leave_memberlist(&mut self, now: Duration) {
         self.core.leave(now, &mut self.st);
         let name = self.st.name.clone();
-        if let Some(m) = self.st.members.edit().get_mut(&name) {
+        if let Some(m) = self.st.members.edit().get_mut(name.as_str()) {
             m.member.status = MemberStatus::Left;
         }
         self.after_core();
@@ -435,7 +435,7 @@ impl Serf {
         self.st
             .members
             .values()
-            .filter(|m| m.member.name != self.st.name && m.member.status == MemberStatus::Alive)
+            .filter(|m| *m.member.name != *self.st.name && m.member.status == MemberStatus::Alive)
             .count()
     }
 
@@ -477,7 +477,11 @@ impl Serf {
     }
 
     pub fn members(&self) -> Vec<Member> {
-        self.st.members.values().map(|m| m.member.clone()).collect()
+        self.st
+            .members
+            .values()
+            .map(|m| m.member.to_member())
+            .collect()
     }
 
     /// Status of one member, without copying it.
@@ -486,11 +490,11 @@ impl Serf {
     }
 
     pub fn member(&self, name: &str) -> Option<Member> {
-        self.st.members.get(name).map(|m| m.member.clone())
+        self.st.members.get(name).map(|m| m.member.to_member())
     }
 
     pub fn local_member(&self) -> Member {
-        self.st.members[&self.st.name].member.clone()
+        self.st.members[self.st.name.as_str()].member.to_member()
     }
 
     /// Restores clocks from a snapshot: events and queries up to those

@@ -40,16 +40,28 @@ const MAX_PIGGYBACKED: usize = 254;
 
 impl BroadcastQueue {
     pub fn queue(&mut self, name: Option<&str>, msg: Vec<u8>) {
+        let name = name.map(|n| self.replace(n).unwrap_or_else(|| Arc::from(n)));
+        self.push(name, msg);
+    }
+
+    /// [`BroadcastQueue::queue`] about a node whose name its holder keeps
+    /// as `name`: the queue shares that allocation instead of copying it.
+    pub fn queue_about(&mut self, name: &Arc<str>, msg: Vec<u8>) {
+        let name = self.replace(name).unwrap_or_else(|| name.clone());
+        self.push(Some(name), msg);
+    }
+
+    /// The message queued about `name` goes (a newer one replaces it); the
+    /// name it was queued under, to be used again.
+    fn replace(&mut self, name: &str) -> Option<Arc<str>> {
+        let (n, old) = self.named.remove_entry(name)?;
+        self.items.remove(&old);
+        Some(n)
+    }
+
+    fn push(&mut self, name: Option<Arc<str>>, msg: Vec<u8>) {
         self.seq += 1;
         let key = (0, Reverse(msg.len()), Reverse(self.seq));
-        let name = name.map(|n| match self.named.remove_entry(n) {
-            // The message it replaces goes; its name is used again.
-            Some((n, old)) => {
-                self.items.remove(&old);
-                n
-            }
-            None => Arc::from(n),
-        });
         if let Some(n) = &name {
             self.named.insert(n.clone(), key);
         }

@@ -23,13 +23,13 @@ impl Core {
             .nodes
             .values()
             .map(|n| PushNodeState {
-                name: n.name.clone(),
+                name: n.name.to_string(),
                 addr: wire::addr_bytes(n.addr.ip()),
                 port: n.addr.port(),
-                meta: n.meta.clone(),
+                meta: n.meta.to_vec(),
                 incarnation: n.incarnation,
                 state: n.state,
-                vsn: n.vsn.clone(),
+                vsn: n.vsn.to_vec(),
             })
             .collect();
         let msg = Message::PushPull(wire::PushPull {
@@ -156,7 +156,7 @@ impl Core {
                 // Only an answer to the direct ping, in time, is a round
                 // trip (memberlist's NotifyPingComplete).
                 if !p.indirect_sent {
-                    if let Some(node) = self.nodes.get(&p.target) {
+                    if let Some(node) = self.nodes.get(&*p.target) {
                         let rtt = now.saturating_sub(p.sent_at);
                         d.notify_ping_complete(node, rtt, payload);
                     }

@@ -3,10 +3,18 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Core, Delegate, Node, Suspicion, ANNOUNCE_MAX};
 use crate::wire::{self, Accuse, Alive, Message, NodeState};
+
+/// The six version bytes memberlist keeps from an alive (protocol min,
+/// max, current; delegate min, max, current): only from one that carries
+/// at least six.
+fn vsn_of(v: &[u8]) -> Option<[u8; 6]> {
+    v.get(..6)?.try_into().ok()
+}
 
 pub fn suspicion_timeout(mult: u32, n: usize, interval: Duration) -> Duration {
     let scale = (n.max(1) as f64).log10().max(1.0);
@@ -39,7 +47,7 @@ impl Core {
         self.apply_awareness(1);
         let a = self.local_alive();
         let inc = self.incarnation;
-        if let Some(me) = self.nodes.get_mut(&self.cfg.name) {
+        if let Some(me) = self.nodes.get_mut(self.cfg.name.as_str()) {
             me.incarnation = inc;
         }
         let name = self.cfg.name.clone();
@@ -80,15 +88,16 @@ impl Core {
         let mut updates_node = false;
         // One lookup decides the common case (an alive already known, at
         // no newer incarnation: dropped); the update looks up once more.
-        let cur_incarnation = match self.nodes.get(&a.node) {
+        let cur_incarnation = match self.nodes.get(a.node.as_str()) {
             None => {
+                let name: Arc<str> = Arc::from(a.node.as_str());
                 self.nodes.insert(
-                    a.node.clone(),
+                    name.clone(),
                     Node {
-                        name: a.node.clone(),
+                        name: name.clone(),
                         addr,
-                        meta: a.meta.clone(),
-                        vsn: a.vsn.clone(),
+                        meta: Arc::from(a.meta.as_slice()),
+                        vsn: vsn_of(&a.vsn).unwrap_or_default(),
                         incarnation: 0,
                         state: NodeState::Dead,
                         state_change: now,
@@ -97,7 +106,7 @@ impl Core {
                 self.has_gone = true;
                 // Probe newcomers at a random point of the round.
                 let pos = self.rng.below(self.probe_order.len() + 1);
-                self.probe_order.insert(pos, a.node.clone());
+                self.probe_order.insert(pos, name);
                 0
             }
             Some(n) if n.addr != addr => {
@@ -130,18 +139,18 @@ impl Core {
             self.refute(a.incarnation);
             return;
         }
-        let n = self.nodes.get_mut(&a.node).expect("present");
+        let n = self.nodes.get_mut(a.node.as_str()).expect("present");
         let old_state = n.state;
-        let meta_changed = n.meta != a.meta;
+        let meta_changed = *n.meta != *a.meta;
         n.incarnation = a.incarnation;
         if meta_changed {
-            n.meta = a.meta.clone();
+            n.meta = Arc::from(a.meta.as_slice());
         }
         n.addr = addr;
-        if a.vsn.len() >= 6 && n.vsn != a.vsn {
-            n.vsn = a.vsn.clone();
+        if let Some(vsn) = vsn_of(&a.vsn) {
+            n.vsn = vsn;
         }
-        if n.vsn.get(1).copied().unwrap_or(0) >= 5 {
+        if n.vsn[1] >= 5 {
             self.crc_addrs.insert(addr);
         }
         if n.state != NodeState::Alive {
@@ -158,7 +167,7 @@ impl Core {
     }
 
     pub(super) fn suspect_node<D: Delegate>(&mut self, s: Accuse, now: Duration, d: &mut D) {
-        let Some(n) = self.nodes.get(&s.node) else {
+        let Some(n) = self.nodes.get(s.node.as_str()) else {
             return;
         };
         if s.incarnation < n.incarnation {
@@ -172,7 +181,7 @@ impl Core {
                 sus.recompute();
                 // Re-gossip the confirmation so others learn of it.
                 let node = s.node.clone();
-                self.queue.queue(Some(&node), Message::Suspect(s).encode());
+                self.broadcast(&node, Message::Suspect(s));
             }
             return;
         }
@@ -186,7 +195,7 @@ impl Core {
         let node_name = s.node.clone();
         let incarnation = s.incarnation;
         self.broadcast(&node_name, Message::Suspect(s.clone()));
-        if let Some(n) = self.nodes.get_mut(&node_name) {
+        if let Some(n) = self.nodes.get_mut(node_name.as_str()) {
             n.incarnation = incarnation;
             n.state = NodeState::Suspect;
             n.state_change = now;
@@ -216,7 +225,7 @@ impl Core {
     }
 
     pub(super) fn dead_node<D: Delegate>(&mut self, x: Accuse, now: Duration, d: &mut D) {
-        let Some(n) = self.nodes.get(&x.node) else {
+        let Some(n) = self.nodes.get(x.node.as_str()) else {
             return;
         };
         if x.incarnation < n.incarnation {
@@ -234,7 +243,7 @@ impl Core {
         let left = x.node == x.from;
         let incarnation = x.incarnation;
         self.broadcast(&name, Message::Dead(x));
-        let n = self.nodes.get_mut(&name).expect("present");
+        let n = self.nodes.get_mut(name.as_str()).expect("present");
         n.incarnation = incarnation;
         n.state = if left {
             NodeState::Left
@@ -277,7 +286,7 @@ impl Core {
         let mut to: Vec<SocketAddr> = self
             .nodes
             .values()
-            .filter(|n| &n.name != me && matches!(n.state, NodeState::Alive | NodeState::Suspect))
+            .filter(|n| *n.name != **me && matches!(n.state, NodeState::Alive | NodeState::Suspect))
             .map(|n| n.addr)
             .collect();
         let all = to.len() <= ANNOUNCE_MAX;
@@ -301,8 +310,8 @@ impl Core {
         self.cfg.meta = meta.clone();
         self.incarnation = self.incarnation.saturating_add(1);
         let inc = self.incarnation;
-        if let Some(me) = self.nodes.get_mut(&self.cfg.name) {
-            me.meta = meta;
+        if let Some(me) = self.nodes.get_mut(self.cfg.name.as_str()) {
+            me.meta = Arc::from(meta.as_slice());
             me.incarnation = inc;
         }
         let a = self.local_alive();

@@ -2,6 +2,7 @@
 //! gossip rounds, periodic push-pull, suspicion and relay deadlines.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Core, Delegate, Node, Output, Probe};
@@ -53,7 +54,7 @@ impl Core {
             Some(p) => {
                 // (Indirect pings need the target still known: without it
                 // tick has nothing to send, and the probe just ends.)
-                if !p.indirect_sent && self.nodes.contains_key(&p.target) {
+                if !p.indirect_sent && self.nodes.contains_key(&*p.target) {
                     at = at.min(p.timeout_at);
                 }
                 at = at.min(p.end_at);
@@ -108,7 +109,7 @@ impl Core {
             let others = self
                 .nodes
                 .values()
-                .filter(|n| n.name != self.cfg.name && n.state == NodeState::Alive)
+                .filter(|n| *n.name != *self.cfg.name && n.state == NodeState::Alive)
                 .count();
             self.next_push_pull = now + push_pull_scale(self.cfg.push_pull_interval, others + 1);
             if others > 0 {
@@ -116,7 +117,7 @@ impl Core {
                 let to = self
                     .nodes
                     .values()
-                    .filter(|n| n.name != self.cfg.name && n.state == NodeState::Alive)
+                    .filter(|n| *n.name != *self.cfg.name && n.state == NodeState::Alive)
                     .nth(pick)
                     .map(|n| n.addr);
                 if let Some(to) = to {
@@ -138,10 +139,10 @@ impl Core {
         let cutoff = self.cfg.gossip_to_dead;
         let me = self.cfg.name.clone();
         let mut left_behind = false;
-        let gone: Vec<String> = self
+        let gone: Vec<Arc<str>> = self
             .nodes
             .values()
-            .filter(|n| matches!(n.state, NodeState::Dead | NodeState::Left) && n.name != me)
+            .filter(|n| matches!(n.state, NodeState::Dead | NodeState::Left) && *n.name != *me)
             .filter(|n| {
                 let expired = now.saturating_sub(n.state_change) > cutoff;
                 left_behind |= !expired;
@@ -152,7 +153,7 @@ impl Core {
         self.has_gone = left_behind;
         for g in gone {
             self.nodes.remove(&g);
-            self.probe_order.retain(|n| n != &g);
+            self.probe_order.retain(|n| *n != g);
         }
     }
 
@@ -167,11 +168,11 @@ impl Core {
                 self.counters.probe_failures += 1;
                 let missed = p.expected_nacks.saturating_sub(p.nacks) as i32;
                 self.apply_awareness(if p.expected_nacks > 0 { missed } else { 1 });
-                if let Some(n) = self.nodes.get(&p.target) {
+                if let Some(n) = self.nodes.get(&*p.target) {
                     if n.state == NodeState::Alive || n.state == NodeState::Suspect {
                         let s = Accuse {
                             incarnation: n.incarnation,
-                            node: p.target.clone(),
+                            node: p.target.to_string(),
                             from: self.cfg.name.clone(),
                         };
                         self.suspect_node(s, now, d);
@@ -204,7 +205,7 @@ impl Core {
         });
         let ping = Message::Ping(Ping {
             seq_no: seq,
-            node: target,
+            node: target.to_string(),
             source_addr: wire::addr_bytes(self.cfg.addr.ip()),
             source_port: self.cfg.addr.port(),
             source_node: self.cfg.name.clone(),
@@ -212,14 +213,14 @@ impl Core {
         self.send_msg(addr, ping.encode(), d);
     }
 
-    fn next_probe_target(&mut self) -> Option<String> {
+    fn next_probe_target(&mut self) -> Option<Arc<str>> {
         for _ in 0..=self.probe_order.len() {
             if self.probe_index >= self.probe_order.len() {
                 self.probe_index = 0;
-                let mut order: Vec<String> = self
+                let mut order: Vec<Arc<str>> = self
                     .nodes
                     .keys()
-                    .filter(|n| **n != self.cfg.name)
+                    .filter(|n| ***n != *self.cfg.name)
                     .cloned()
                     .collect();
                 self.rng.shuffle(&mut order);
@@ -240,14 +241,14 @@ impl Core {
     }
 
     fn send_indirect<D: Delegate>(&mut self, p: &Probe, d: &mut D) {
-        let Some(target) = self.nodes.get(&p.target).cloned() else {
+        let Some(target) = self.nodes.get(&*p.target).cloned() else {
             return;
         };
         let mut peers: Vec<Node> = self
             .nodes
             .values()
             .filter(|n| {
-                n.name != self.cfg.name && n.name != p.target && n.state == NodeState::Alive
+                *n.name != *self.cfg.name && n.name != p.target && n.state == NodeState::Alive
             })
             .cloned()
             .collect();
@@ -261,7 +262,7 @@ impl Core {
                 seq_no: p.seq,
                 target: wire::addr_bytes(target.addr.ip()),
                 port: target.addr.port(),
-                node: target.name.clone(),
+                node: target.name.to_string(),
                 nack,
                 source_addr: wire::addr_bytes(self.cfg.addr.ip()),
                 source_port: self.cfg.addr.port(),
@@ -277,7 +278,7 @@ impl Core {
         if target.vsn.get(1).copied().unwrap_or(0) >= 3 {
             let ping = Message::Ping(Ping {
                 seq_no: p.seq,
-                node: target.name.clone(),
+                node: target.name.to_string(),
                 source_addr: wire::addr_bytes(self.cfg.addr.ip()),
                 source_port: self.cfg.addr.port(),
                 source_node: self.cfg.name.clone(),

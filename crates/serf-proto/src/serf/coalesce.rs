@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::model::{Event, Member, MemberEventKind};
@@ -54,15 +55,27 @@ impl Window {
 /// nothing, and handlers would keep the old address).
 #[derive(Debug, Default)]
 pub(super) struct MemberCoalescer {
-    pub(super) latest: BTreeMap<String, (MemberEventKind, Member)>,
-    pub(super) last: HashMap<String, Passed>,
+    pub(super) latest: BTreeMap<Arc<str>, (MemberEventKind, Member)>,
+    /// Keyed by the member table's own name allocation (shared, not copied).
+    pub(super) last: HashMap<Arc<str>, Passed>,
     pub(super) window: Window,
 }
 
 impl MemberCoalescer {
+    #[cfg(test)]
     pub(super) fn push(&mut self, kind: MemberEventKind, m: Member, now: Duration) {
+        self.push_named(kind, Arc::from(m.name.as_str()), m, now);
+    }
+    /// An event for the member the member table keeps under `name`.
+    pub(super) fn push_named(
+        &mut self,
+        kind: MemberEventKind,
+        name: Arc<str>,
+        m: Member,
+        now: Duration,
+    ) {
         self.window.hold(now);
-        self.latest.insert(m.name.clone(), (kind, m));
+        self.latest.insert(name, (kind, m));
     }
     pub(super) fn flush(&mut self, out: &mut Vec<Event>) {
         self.window.first_at = None;

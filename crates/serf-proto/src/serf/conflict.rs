@@ -32,7 +32,7 @@ impl State {
     /// An alive message claims `existing`'s name from `other`: when the
     /// name is ours, a vote is started at the next tick.
     pub(super) fn name_conflict(&mut self, existing: &Node, other: SocketAddr) {
-        if existing.name != self.name {
+        if *existing.name != *self.name {
             tracing::warn!(node = %existing.name, mine = %existing.addr, theirs = %other,
                 "name conflict: two nodes claim this name");
             return;
@@ -134,8 +134,8 @@ impl Serf {
             return;
         }
         tracing::debug!(node, "conflict resolution query");
-        let member = self.st.members.get(node).map(|m| &m.member);
-        let payload = wire::encode_conflict_response(member);
+        let member = self.st.members.get(node).map(|m| m.member.to_member());
+        let payload = wire::encode_conflict_response(member.as_ref());
         self.send_internal_answer(&q, payload);
     }
 

@@ -2,6 +2,8 @@
 //! kept for unknown members up to a bound), memberlist's node notices,
 //! force-leave and reaping.
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::state::{Queue, State};
@@ -12,7 +14,7 @@ use crate::wire::{self, NodeState, SerfMessage};
 
 #[derive(Debug, Clone)]
 pub(super) struct SMember {
-    pub(super) member: Member,
+    pub(super) member: MemberRecord,
     pub(super) status_ltime: u64,
     pub(super) leave_time: Duration,
 }
@@ -30,17 +32,45 @@ pub(super) struct Intent {
     pub(super) at: Duration,
 }
 
-pub(super) fn member_of(node: &Node, status: MemberStatus) -> Member {
-    let tags = wire::decode_tags(&node.meta).unwrap_or_default();
-    let v = |i: usize| node.vsn.get(i).copied().unwrap_or(0);
-    Member {
+/// What Serf keeps of a member: the node as memberlist last reported it,
+/// its name and meta shared with memberlist's node table (one allocation
+/// each, however long both keep them), and its status. The tags are
+/// decoded from the meta when a [`Member`] is handed out, so a member
+/// costs the same few words whatever its tags.
+#[derive(Debug, Clone)]
+pub(super) struct MemberRecord {
+    pub(super) name: Arc<str>,
+    pub(super) meta: Arc<[u8]>,
+    pub(super) addr: IpAddr,
+    pub(super) port: u16,
+    pub(super) status: MemberStatus,
+    pub(super) vsn: [u8; 6],
+}
+
+impl MemberRecord {
+    /// The member as the agent, its handlers and the RPC see it.
+    pub(super) fn to_member(&self) -> Member {
+        let v = &self.vsn;
+        Member {
+            name: self.name.to_string(),
+            addr: self.addr,
+            port: self.port,
+            tags: wire::decode_tags(&self.meta).unwrap_or_default(),
+            status: self.status,
+            protocol: [v[0], v[1], v[2]],
+            delegate: [v[3], v[4], v[5]],
+        }
+    }
+}
+
+pub(super) fn member_of(node: &Node, status: MemberStatus) -> MemberRecord {
+    MemberRecord {
         name: node.name.clone(),
+        meta: node.meta.clone(),
         addr: node.addr.ip(),
         port: node.addr.port(),
-        tags,
         status,
-        protocol: [v(0), v(1), v(2)],
-        delegate: [v(3), v(4), v(5)],
+        vsn: node.vsn,
     }
 }
 
@@ -54,9 +84,10 @@ impl State {
         self.members.edit().remove(name)
     }
 
-    pub(super) fn emit_member(&mut self, kind: MemberEventKind, m: Member, now: Duration) {
+    pub(super) fn emit_member(&mut self, kind: MemberEventKind, m: &MemberRecord, now: Duration) {
         tracing::info!(event = kind.as_str(), node = %m.name, addr = %m.addr, "serf member event");
-        self.member_co.push(kind, m, now);
+        self.member_co
+            .push_named(kind, m.name.clone(), m.to_member(), now);
     }
 
     pub(super) fn handle_leave_intent(
@@ -81,7 +112,7 @@ impl State {
                 ltime: t,
                 node: self.name.clone(),
             });
-            if let Some(me) = self.members.edit().get_mut(&self.name) {
+            if let Some(me) = self.members.edit().get_mut(self.name.as_str()) {
                 me.status_ltime = t;
             }
             self.enqueue(Queue::Intent, msg.encode());
@@ -103,7 +134,7 @@ impl State {
                 m.status_ltime = ltime;
                 m.leave_time = now;
                 let mm = m.member.clone();
-                self.emit_member(MemberEventKind::Leave, mm, now);
+                self.emit_member(MemberEventKind::Leave, &mm, now);
                 if prune {
                     self.prunes.push((node.to_string(), now));
                 }
@@ -164,7 +195,7 @@ impl State {
     pub(super) fn node_joined(&mut self, node: &Node, now: Duration) {
         let mut status = MemberStatus::Alive;
         let mut ltime = 0;
-        if let Some(i) = self.intents.remove(&node.name) {
+        if let Some(i) = self.intents.remove(&*node.name) {
             ltime = i.ltime;
             if i.kind == IntentKind::Leave {
                 status = MemberStatus::Leaving;
@@ -188,7 +219,7 @@ impl State {
             }
         }
         let m = self.members[&node.name].member.clone();
-        self.emit_member(MemberEventKind::Join, m, now);
+        self.emit_member(MemberEventKind::Join, &m, now);
     }
 
     /// memberlist says a node is dead or left: it failed, or it left.
@@ -210,7 +241,7 @@ impl State {
         } else {
             MemberEventKind::Failed
         };
-        self.emit_member(ev, mm, now);
+        self.emit_member(ev, &mm, now);
     }
 
     /// memberlist says a node changed its meta (tags).
@@ -221,7 +252,7 @@ impl State {
         let status = m.member.status;
         m.member = member_of(node, status);
         let mm = m.member.clone();
-        self.emit_member(MemberEventKind::Update, mm, now);
+        self.emit_member(MemberEventKind::Update, &mm, now);
     }
 }
 
@@ -259,12 +290,12 @@ impl Serf {
                 MemberStatus::Left => now.saturating_sub(m.leave_time) > tt,
                 _ => false,
             })
-            .filter(|m| m.member.name != self.st.name)
-            .map(|m| m.member.name.clone())
+            .filter(|m| *m.member.name != *self.st.name)
+            .map(|m| m.member.name.to_string())
             .collect();
         for g in gone {
             if let Some(m) = self.st.erase(&g) {
-                self.st.emit_member(MemberEventKind::Reap, m.member, now);
+                self.st.emit_member(MemberEventKind::Reap, &m.member, now);
             }
         }
     }

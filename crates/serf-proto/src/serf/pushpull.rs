@@ -16,13 +16,13 @@ impl State {
             status_ltimes: self
                 .members
                 .iter()
-                .map(|(n, m)| (n.clone(), m.status_ltime))
+                .map(|(n, m)| (n.to_string(), m.status_ltime))
                 .collect(),
             left_members: self
                 .members
                 .values()
                 .filter(|m| m.member.status == MemberStatus::Left)
-                .map(|m| m.member.name.clone())
+                .map(|m| m.member.name.to_string())
                 .collect(),
             event_ltime: self.event_clock.time(),
             events: self.event_buffer.iter().flatten().cloned().collect(),

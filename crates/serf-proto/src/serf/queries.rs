@@ -172,7 +172,7 @@ impl State {
         let mut peers: Vec<SocketAddr> = self
             .members
             .values()
-            .filter(|m| m.member.status == MemberStatus::Alive && m.member.name != self.name)
+            .filter(|m| m.member.status == MemberStatus::Alive && *m.member.name != *self.name)
             .map(|m| SocketAddr::new(m.member.addr, m.member.port))
             .filter(|a| *a != to)
             .collect();

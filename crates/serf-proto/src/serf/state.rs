@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::coalesce::{MemberCoalescer, UserCoalescer};
@@ -41,7 +42,7 @@ pub(super) struct State {
     pub(super) clock: Clock,
     pub(super) event_clock: Clock,
     pub(super) query_clock: Clock,
-    pub(super) members: Tracked<BTreeMap<String, SMember>>,
+    pub(super) members: Tracked<BTreeMap<Arc<str>, SMember>>,
     pub(super) intents: HashMap<String, Intent>,
     /// Intents for unknown members dropped because [`MAX_INTENTS`] were kept.
     pub(super) intents_dropped: u64,
@@ -82,7 +83,7 @@ pub(super) struct State {
     /// This node's Vivaldi coordinate (none when disabled).
     pub(super) coord: Tracked<Option<coordinate::Client>>,
     /// The last coordinate each other member sent in an ack.
-    pub(super) coord_cache: Tracked<HashMap<String, coordinate::Coordinate>>,
+    pub(super) coord_cache: Tracked<HashMap<Arc<str>, coordinate::Coordinate>>,
 }
 
 /// A value whose every mutable access counts as a change: readers see it

@@ -102,7 +102,7 @@ impl Serf {
                 continue;
             }
             if let Some(m) = self.st.erase(&name) {
-                self.st.emit_member(MemberEventKind::Reap, m.member, now);
+                self.st.emit_member(MemberEventKind::Reap, &m.member, now);
             }
         }
         if now >= self.next_queue_check {

@@ -68,7 +68,7 @@ impl Harness<'_> {
             }
             for n in s.core().nodes() {
                 assert!(
-                    self.names.contains(&n.name),
+                    self.names.contains(&*n.name),
                     "node {me}: memberlist knows a node named {:?} nobody used",
                     n.name
                 );
