@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use crate::project;
@@ -124,6 +124,47 @@ pub(crate) fn free_port() -> Result<u16> {
 
 /// A child process killed when dropped.
 pub(crate) struct Guard(pub Child);
+
+/// Arms `cmd` so that its process cannot outlive the bench: the kernel
+/// sends it `signal` when the thread that starts it ends
+/// (PR_SET_PDEATHSIG), so a Ctrl-C, a `kill` or a crash of the bench
+/// leaves no agent, server or simulator running. A bench starts its
+/// children from its main thread.
+pub(crate) fn dies_with_bench(cmd: &mut Command, signal: nix::sys::signal::Signal) {
+    use std::os::unix::process::CommandExt;
+    let parent = nix::unistd::getpid();
+    // SAFETY: between fork and exec the closure makes two system calls
+    // (prctl, getppid) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(signal)?;
+            // The bench died before the signal was armed.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other("the bench exited"));
+            }
+            Ok(())
+        });
+    }
+}
+
+impl Guard {
+    /// Starts `cmd` as a child killed when the guard is dropped, and by
+    /// the kernel when the bench ends otherwise ([`dies_with_bench`]).
+    pub(crate) fn spawn(cmd: &mut Command) -> std::io::Result<Guard> {
+        Guard::spawn_ended_by(cmd, nix::sys::signal::Signal::SIGKILL)
+    }
+
+    /// [`Guard::spawn`] for a child that must hear of the bench's end by
+    /// `signal` (a server that stops its own workers on SIGTERM).
+    pub(crate) fn spawn_ended_by(
+        cmd: &mut Command,
+        signal: nix::sys::signal::Signal,
+    ) -> std::io::Result<Guard> {
+        dies_with_bench(cmd, signal);
+        cmd.spawn().map(Guard)
+    }
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -243,7 +284,50 @@ fn print_table(rows: &[Row]) {
 
 #[cfg(test)]
 mod tests {
-    use super::Row;
+    use super::{Guard, Row};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// A child started by a thread that then ends (as the bench's main
+    /// thread ends on Ctrl-C, a kill or a crash) does not outlive it: the
+    /// kernel kills it. The guard itself is leaked, so its Drop cannot be
+    /// what ends the child.
+    #[test]
+    fn a_child_does_not_outlive_the_thread_that_started_it() {
+        let pid = std::thread::spawn(|| {
+            let mut cmd = Command::new("sleep");
+            cmd.arg("300").stdin(Stdio::null());
+            let guard = Guard::spawn(&mut cmd).expect("sleep starts");
+            let pid = guard.0.id();
+            std::mem::forget(guard);
+            pid
+        })
+        .join()
+        .unwrap();
+        let proc_dir = format!("/proc/{pid}");
+        let gone = |dir: &str| match std::fs::read_to_string(format!("{dir}/stat")) {
+            // A zombie (state Z) has ended; only its exit status is left.
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z')),
+            Err(_) => true,
+        };
+        let end = Instant::now() + Duration::from_secs(30);
+        while !gone(&proc_dir) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ended = gone(&proc_dir);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+        assert!(
+            ended,
+            "sleep {pid} still runs after the thread that started it ended"
+        );
+    }
 
     /// A row whose ratio is 0 / 0 (no failure on either side) is written
     /// with a `null` ratio and read back, as the charts read every group's

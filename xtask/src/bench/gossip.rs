@@ -162,14 +162,12 @@ impl Agent {
         if let Some(port) = join {
             cmd.arg(format!("-join=127.0.0.1:{port}"));
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+        let proc = Guard::spawn(&mut cmd).with_context(|| format!("starting {}", bin.display()))?;
         Ok(Agent {
             name: name.into(),
             bind,
             rpc,
-            proc: Guard(child),
+            proc,
         })
     }
 

@@ -351,13 +351,11 @@ fn start_all(bin: &Path, dir: &Path) -> Result<Vec<Agent>> {
                 cmd.arg(format!("-retry-join=127.0.0.1:{port}"));
             }
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+        let proc = Guard::spawn(&mut cmd).with_context(|| format!("starting {}", bin.display()))?;
         agents.push(Agent {
             name,
             rpc: ([127, 0, 0, 1], rpc[i]).into(),
-            proc: Guard(child),
+            proc,
         });
     }
     Ok(agents)

@@ -57,6 +57,7 @@ fn run_sim(bin: &std::path::Path, n: usize, converge_only: bool) -> Result<Value
     if converge_only {
         cmd.arg("converge");
     }
+    super::dies_with_bench(&mut cmd, nix::sys::signal::Signal::SIGKILL);
     let out = cmd
         .stderr(Stdio::inherit())
         .output()

@@ -222,12 +222,9 @@ struct App {
 }
 
 fn start(name: &'static str, mut cmd: Command, port: u16) -> Result<App> {
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting the {name} app under test"))?;
-    let guard = Guard(child);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let guard =
+        Guard::spawn(&mut cmd).with_context(|| format!("starting the {name} app under test"))?;
     wait_http(port)?;
     wrk(port, 2, None)?;
     Ok(App { name, guard, port })
@@ -238,17 +235,15 @@ fn start(name: &'static str, mut cmd: Command, port: u16) -> Result<App> {
 fn redis_server() -> Result<(Guard, u16)> {
     prereq::ensure_tool("redis-server", "redis-server")?;
     let port = free_port()?;
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
         .arg("--dir")
         .arg(std::env::temp_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let child = child.context("starting redis-server")?;
-    let mut guard = Guard(child);
+        .stderr(Stdio::null());
+    let mut guard = Guard::spawn(&mut cmd).context("starting redis-server")?;
     let end = Instant::now() + Duration::from_secs(30);
     loop {
         if redis_pong(port) {

@@ -169,8 +169,8 @@ pub(super) fn start(workers: usize, fresh: &Fixed, cookie: &Fixed) -> Result<Ngi
     );
     let conf_path = prefix.join("nginx.conf");
     std::fs::write(&conf_path, conf)?;
-    let child = Command::new("/usr/sbin/nginx")
-        .arg("-p")
+    let mut cmd = Command::new("/usr/sbin/nginx");
+    cmd.arg("-p")
         .arg(&prefix)
         .arg("-c")
         .arg(&conf_path)
@@ -180,10 +180,10 @@ pub(super) fn start(workers: usize, fresh: &Fixed, cookie: &Fixed) -> Result<Ngi
         .arg(format!("daemon off; pid {p}/nginx.pid;"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting nginx")?;
-    let mut guard = Stopped(Guard(child));
+        .stderr(Stdio::null());
+    // SIGTERM if the bench dies: nginx's master then stops its workers.
+    let guard = Guard::spawn_ended_by(&mut cmd, nix::sys::signal::Signal::SIGTERM);
+    let mut guard = Stopped(guard.context("starting nginx")?);
     for port in [fresh_port, cookie_port] {
         if let Err(e) = wait_http(port) {
             let status = guard.0 .0.try_wait()?;
