@@ -103,23 +103,7 @@ impl SerfAgentBuilder {
         let log = self
             .log_file
             .unwrap_or_else(|| self.dir.path().join("serf.log"));
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
-        // A restart may append to the log of an earlier run.
-        let log_start = out.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut cmd = Command::new(SERF);
-        cmd.arg("agent")
-            .arg(format!("-node={}", self.name))
-            .arg(format!("-bind={bind}"))
-            .arg(format!("-rpc-addr={rpc}"))
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        let process = ChildGuard::spawn(&format!("serf agent {}", self.name), &mut cmd);
+        let (process, log_start) = launch(&self.name, bind, rpc, &self.args, &log);
         SerfAgent {
             process,
             name: self.name,
@@ -128,6 +112,8 @@ impl SerfAgentBuilder {
             log,
             log_start,
             own_log,
+            args: self.args,
+            ports_picked: self.bind_port.is_none() && self.rpc_port.is_none(),
             dir: self.dir,
         }
     }
@@ -135,39 +121,94 @@ impl SerfAgentBuilder {
     /// Starts the agent and waits until it logs that it runs and its RPC
     /// port accepts connections (a connect alone could reach another
     /// process that took the port); panics with its log if it exits first.
+    /// An agent on ports picked here that stops because another process
+    /// took one of them (between the check and serf's bind) is started
+    /// again on other ports, twice at most.
     pub async fn start(self) -> SerfAgent {
         let mut agent = self.spawn();
-        let what = format!("serf agent {}'s RPC port {}", agent.name, agent.rpc);
-        eventually(&what, DEADLINE, async || {
-            agent.assert_running();
-            if !agent.says_running() {
-                return None;
+        for attempt in 1..=PORT_TRIES {
+            let what = format!("serf agent {}'s RPC port {}", agent.name, agent.rpc);
+            let started = eventually(&what, DEADLINE, async || {
+                if attempt < PORT_TRIES && agent.lost_a_port() {
+                    return Some(false);
+                }
+                agent.assert_running();
+                if !agent.says_running() {
+                    return None;
+                }
+                tokio::net::TcpStream::connect(agent.rpc)
+                    .await
+                    .ok()
+                    .map(|_| true)
+            })
+            .await;
+            if started {
+                break;
             }
-            tokio::net::TcpStream::connect(agent.rpc).await.ok()
-        })
-        .await;
+            agent.relaunch_on_other_ports();
+        }
         agent
     }
 
     /// [`start`](SerfAgentBuilder::start) on a thread that may block.
     pub fn start_blocking(self) -> SerfAgent {
         let mut agent = self.spawn();
-        let what = format!("serf agent {}'s RPC port {}", agent.name, agent.rpc);
-        let log = agent.log.clone();
-        eventually_blocking_explained(
-            &what,
-            DEADLINE,
-            || std::fs::read_to_string(log).unwrap_or_default(),
-            || {
-                agent.assert_running();
-                if !agent.says_running() {
-                    return None;
-                }
-                std::net::TcpStream::connect(agent.rpc).ok()
-            },
-        );
+        for attempt in 1..=PORT_TRIES {
+            let what = format!("serf agent {}'s RPC port {}", agent.name, agent.rpc);
+            let log = agent.log.clone();
+            let started = eventually_blocking_explained(
+                &what,
+                DEADLINE,
+                || std::fs::read_to_string(log).unwrap_or_default(),
+                || {
+                    if attempt < PORT_TRIES && agent.lost_a_port() {
+                        return Some(false);
+                    }
+                    agent.assert_running();
+                    if !agent.says_running() {
+                        return None;
+                    }
+                    std::net::TcpStream::connect(agent.rpc).ok().map(|_| true)
+                },
+            );
+            if started {
+                break;
+            }
+            agent.relaunch_on_other_ports();
+        }
         agent
     }
+}
+
+/// Starts of an agent on picked ports before a taken port is a failure.
+const PORT_TRIES: u32 = 3;
+
+/// Runs `serf agent` with its log appended to `log`; the process and where
+/// this run's lines start in the log (a restart appends to an earlier run's).
+fn launch(
+    name: &str,
+    bind: SocketAddr,
+    rpc: SocketAddr,
+    args: &[String],
+    log: &Path,
+) -> (ChildGuard, u64) {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
+    let log_start = out.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut cmd = Command::new(SERF);
+    cmd.arg("agent")
+        .arg(format!("-node={name}"))
+        .arg(format!("-bind={bind}"))
+        .arg(format!("-rpc-addr={rpc}"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    let process = ChildGuard::spawn(&format!("serf agent {name}"), &mut cmd);
+    (process, log_start)
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -195,6 +236,10 @@ pub struct SerfAgent {
     /// Where this run's lines start in `log`.
     log_start: u64,
     own_log: bool,
+    /// Its flags, for a start on other ports.
+    args: Vec<String>,
+    /// Both ports were picked by the builder, not asked for by the test.
+    ports_picked: bool,
     /// Its own temp dir, removed after the process is gone.
     pub dir: TempDir,
 }
@@ -229,11 +274,36 @@ impl SerfAgent {
         self.process.kill()
     }
 
-    /// Has this run logged "Serf agent running!" (its listeners are bound)?
-    fn says_running(&self) -> bool {
+    /// This run's part of the log.
+    fn run_log(&self) -> String {
         let text = std::fs::read(&self.log).unwrap_or_default();
         let from = (self.log_start as usize).min(text.len());
-        String::from_utf8_lossy(&text[from..]).contains("Serf agent running!")
+        String::from_utf8_lossy(&text[from..]).into_owned()
+    }
+
+    /// Has this run logged "Serf agent running!" (its listeners are bound)?
+    fn says_running(&self) -> bool {
+        self.run_log().contains("Serf agent running!")
+    }
+
+    /// Did this run stop because a port picked for it was taken?
+    fn lost_a_port(&mut self) -> bool {
+        self.ports_picked
+            && self.process.exit_status().is_some()
+            && self.run_log().contains("address already in use")
+    }
+
+    /// Starts this agent again on two newly picked ports.
+    fn relaunch_on_other_ports(&mut self) {
+        eprintln!(
+            "serf agent {}: a port of {} / {} was taken, starting on other ports",
+            self.name, self.bind, self.rpc
+        );
+        self.bind = loopback(crate::free_port());
+        self.rpc = loopback(crate::free_port());
+        let (process, log_start) = launch(&self.name, self.bind, self.rpc, &self.args, &self.log);
+        self.process = process;
+        self.log_start = log_start;
     }
 
     fn assert_running(&mut self) {
