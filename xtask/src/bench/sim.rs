@@ -156,12 +156,12 @@ pub(super) fn rows() -> Result<Vec<Row>> {
             "what 10,000 members in 24 GiB allow",
             &format!(
                 "at most that; at this size 24 GiB hold {n_machine} members, 8 GiB {n_budget}. \
-                 Where a pair's bytes go (heaptrack, 300 members): memberlist's node table \
-                 ~240 B, Serf's member table ~190 B, the join storm's broadcasts still queued \
-                 ~200 B (gone once drained), the CRC address set ~55 B, the probe order ~40 B; \
-                 one member record shared by both layers, keyed by index (the name stored \
-                 once, tags decoded on demand, versions inline) and queued broadcasts \
-                 pointing at it would come near 250 B"
+                 A pair holds memberlist's node record (96 B and a 16 B key) and Serf's member \
+                 record (88 B and a 16 B key), each in a B-tree about 2/3 full, one shared \
+                 name, 8 B in the CRC address set, 16 B in the probe order and the coalescer \
+                 each, and, until the join storm drains, its queued broadcasts. One record for \
+                 both layers in a table indexed by position (no B-tree slack, one key) would \
+                 come near 150 B a pair"
             ),
             hwm_pair <= MACHINE_BYTES / (GOAL_N * GOAL_N) as f64,
         ),
