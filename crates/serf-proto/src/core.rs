@@ -57,16 +57,23 @@ pub use broadcast::{retransmit_limit, BroadcastQueue};
 pub use rng::{NonceSource, Rng};
 pub use state::suspicion_timeout;
 
-/// The keys of `map`'s entries whose deadline has come, in map order.
-pub(crate) fn expired<'a, K: Clone + 'a, V: 'a>(
+/// The keys of `map`'s entries whose deadline has come, earliest deadline
+/// first and equal deadlines by key: the order their timers would fire in,
+/// whatever order the map keeps (a `HashMap`'s differs from process to
+/// process, and a simulation must replay from its seed).
+pub(crate) fn expired<'a, K: Clone + Ord + 'a, V: 'a>(
     map: impl IntoIterator<Item = (&'a K, &'a V)>,
     now: Duration,
     deadline: impl Fn(&V) -> Duration,
 ) -> Vec<K> {
-    map.into_iter()
-        .filter(|(_, v)| now >= deadline(v))
-        .map(|(k, _)| k.clone())
-        .collect()
+    let mut due: Vec<(Duration, K)> = map
+        .into_iter()
+        .map(|(k, v)| (deadline(v), k))
+        .filter(|(at, _)| now >= *at)
+        .map(|(at, k)| (at, k.clone()))
+        .collect();
+    due.sort();
+    due.into_iter().map(|(_, k)| k).collect()
 }
 
 /// Most peers a leaving node tells directly; the others hear it by gossip.
@@ -492,6 +499,34 @@ mod tests {
     use rand_chacha::ChaCha20Rng;
 
     use super::*;
+
+    /// Timers that come due together fire in one order on every run: by
+    /// deadline, then by key, not in the order of a `HashMap`, whose hash
+    /// keys (and so its order) differ between maps and processes.
+    #[test]
+    fn expired_timers_come_out_in_the_same_order_from_any_map() {
+        let at = |ms: u64| Duration::from_millis(ms);
+        let entries: Vec<(String, Duration)> = (0..64)
+            .map(|i| (format!("n{i}"), at(if i % 3 == 0 { 10 } else { 20 })))
+            .chain([("late".to_string(), at(99))])
+            .collect();
+        let orders: Vec<Vec<String>> = (0..4)
+            .map(|_| {
+                let map: HashMap<String, Duration> = entries.iter().cloned().collect();
+                expired(&map, at(50), |d| *d)
+            })
+            .collect();
+        let mut want: Vec<(Duration, String)> = entries
+            .iter()
+            .filter(|(_, d)| *d <= at(50))
+            .map(|(k, d)| (*d, k.clone()))
+            .collect();
+        want.sort();
+        let want: Vec<String> = want.into_iter().map(|(_, k)| k).collect();
+        for order in &orders {
+            assert_eq!(order, &want);
+        }
+    }
 
     /// A CSPRNG that hands out ChaCha20's bytes and keeps a copy of what
     /// each `fill_bytes` drew.

@@ -73,16 +73,12 @@ impl Core {
         // A refutation flagged by an input path that does not announce it.
         self.announce_refutation();
         // Suspicion timeouts.
-        let expired: Vec<(String, u32)> = self
-            .suspicions
-            .iter()
-            .filter(|(_, s)| now >= s.deadline)
-            .map(|(n, s)| (n.clone(), s.incarnation))
-            .collect();
-        for (node, inc) in expired {
-            self.suspicions.remove(&node);
+        for node in super::expired(&self.suspicions, now, |s| s.deadline) {
+            let Some(s) = self.suspicions.remove(&node) else {
+                continue;
+            };
             let x = Accuse {
-                incarnation: inc,
+                incarnation: s.incarnation,
                 node,
                 from: self.cfg.name.clone(),
             };
