@@ -19,7 +19,11 @@ use crate::project;
 pub struct Row {
     pub metric: String,
     pub unit: String,
+    /// NaN when not measured (a phase that did not end within its limit),
+    /// which JSON writes as `null` and reads back as NaN, as for `ratio`.
+    #[serde(deserialize_with = "nan_if_null")]
     pub ours: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub peer: f64,
     pub peer_name: String,
     /// ours / peer: NaN when both are 0 (a count of failures, say), which
@@ -349,5 +353,27 @@ mod tests {
         let back: Row = serde_json::from_str(&text).unwrap();
         assert!(back.ratio.is_nan());
         assert_eq!((back.ours, back.peer, back.passed), (0.0, 0.0, true));
+    }
+
+    /// A phase that never ended (the simulator's healed partition, say)
+    /// has no figure: its row is kept and read back, not the end of the
+    /// bench.
+    #[test]
+    fn a_row_without_a_figure_round_trips() {
+        let row = Row {
+            metric: "healed: reconverged".into(),
+            unit: "s".into(),
+            ours: f64::NAN,
+            peer: 31.7,
+            peer_name: "reconnect interval + Pittel".into(),
+            ratio: f64::NAN,
+            goal: "no more than that".into(),
+            passed: false,
+        };
+        let text = serde_json::to_string(&row).unwrap();
+        assert!(text.contains("\"ours\":null"), "{text}");
+        let back: Row = serde_json::from_str(&text).unwrap();
+        assert!(back.ours.is_nan() && back.ratio.is_nan());
+        assert_eq!((back.peer, back.passed), (31.7, false));
     }
 }
