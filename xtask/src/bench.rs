@@ -333,24 +333,29 @@ mod tests {
         );
     }
 
+    /// `row` as the bench writes it to JSON, and as the charts read it back.
+    fn round_trip(row: &Row) -> (String, Row) {
+        let text = serde_json::to_string(row).unwrap();
+        let back = serde_json::from_str(&text).unwrap();
+        (text, back)
+    }
+
     /// A row whose ratio is 0 / 0 (no failure on either side) is written
     /// with a `null` ratio and read back, as the charts read every group's
     /// rows after each group.
     #[test]
     fn a_row_without_a_ratio_round_trips() {
-        let row = Row {
-            metric: "members seen failed".into(),
-            unit: "members".into(),
-            ours: 0.0,
-            peer: 0.0,
-            peer_name: "serf".into(),
-            ratio: f64::NAN,
-            goal: "0".into(),
-            passed: true,
-        };
-        let text = serde_json::to_string(&row).unwrap();
+        let row = super::row(
+            "members seen failed",
+            "members",
+            0.0,
+            0.0,
+            "serf",
+            "0",
+            true,
+        );
+        let (text, back) = round_trip(&row);
         assert!(text.contains("\"ratio\":null"), "{text}");
-        let back: Row = serde_json::from_str(&text).unwrap();
         assert!(back.ratio.is_nan());
         assert_eq!((back.ours, back.peer, back.passed), (0.0, 0.0, true));
     }
@@ -360,19 +365,17 @@ mod tests {
     /// bench.
     #[test]
     fn a_row_without_a_figure_round_trips() {
-        let row = Row {
-            metric: "healed: reconverged".into(),
-            unit: "s".into(),
-            ours: f64::NAN,
-            peer: 31.7,
-            peer_name: "reconnect interval + Pittel".into(),
-            ratio: f64::NAN,
-            goal: "no more than that".into(),
-            passed: false,
-        };
-        let text = serde_json::to_string(&row).unwrap();
+        let row = super::row(
+            "healed: reconverged",
+            "s",
+            f64::NAN,
+            31.7,
+            "reconnect interval + Pittel",
+            "no more than that",
+            false,
+        );
+        let (text, back) = round_trip(&row);
         assert!(text.contains("\"ours\":null"), "{text}");
-        let back: Row = serde_json::from_str(&text).unwrap();
         assert!(back.ours.is_nan() && back.ratio.is_nan());
         assert_eq!((back.peer, back.passed), (31.7, false));
     }
